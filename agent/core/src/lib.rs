@@ -1,0 +1,17 @@
+//! tether-core: the part of a Tether agent that decides.
+//!
+//! `#![no_std]`, no `alloc`, no clock, no I/O. It holds the wire protocol ([`message`],
+//! [`wire`]), topic names ([`topic`]), presence payloads ([`presence`]), task policy
+//! ([`policy`]), journal records ([`journal`]) and the agent state machine ([`agent`]).
+//! Time comes in as [`embassy_time::Instant`] arguments; the embedding runtime converts its
+//! own monotonic clock, so no embassy time driver is linked.
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod message;
+pub mod policy;
+pub mod presence;
+pub mod topic;
+pub mod wire;
+
+pub use embassy_time::{Duration, Instant};

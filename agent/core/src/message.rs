@@ -1,0 +1,293 @@
+//! The messages of the protocol: what the master tells an agent and what an agent reports.
+//!
+//! Every collection is bounded (heapless) so a message has a known maximum size and decoding
+//! never allocates. Field order is part of the wire format (postcard is positional): append new
+//! fields only behind a new [`crate::wire::PROTOCOL_VERSION`].
+
+use heapless::{String, Vec};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Policy;
+
+/// Largest agent id, in bytes.
+pub const MAX_ID: usize = 32;
+/// Bytes of argv (NUL-separated) a task may carry.
+pub const MAX_ARGV: usize = 512;
+/// Bytes of environment (`KEY=VALUE`, NUL-separated) a task may carry.
+pub const MAX_ENV: usize = 512;
+/// Largest working directory path.
+pub const MAX_CWD: usize = 128;
+/// Bytes of process output one output event carries.
+pub const OUTPUT_CHUNK: usize = 256;
+/// Running tasks an agent heartbeat lists (the rest are reported by their events).
+pub const HEARTBEAT_TASKS: usize = 16;
+
+/// An agent's id: also its MQTT client id and its topic segment.
+pub type AgentId = String<MAX_ID>;
+
+/// One attempt at a task. Attempt ids are issued by the master in increasing order, so an agent
+/// can tell an old attempt it has forgotten from a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub task: u64,
+    pub attempt: u64,
+}
+
+/// A list of strings packed as NUL-separated bytes: compact on the wire and in memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StrList<const N: usize>(Vec<u8, N>);
+
+/// A [`StrList`] or task field did not fit its bound or was not valid text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpecError {
+    TooLong,
+    InteriorNul,
+    NotUtf8,
+    EmptyArgv,
+    EnvWithoutEquals,
+}
+
+impl<const N: usize> StrList<N> {
+    pub const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    pub fn push(&mut self, item: &str) -> Result<(), SpecError> {
+        if item.as_bytes().contains(&0) {
+            return Err(SpecError::InteriorNul);
+        }
+        let sep = usize::from(!self.0.is_empty());
+        if self.0.len() + sep + item.len() > N {
+            return Err(SpecError::TooLong);
+        }
+        if sep == 1 {
+            self.0.push(0).map_err(|_| SpecError::TooLong)?;
+        }
+        self.0
+            .extend_from_slice(item.as_bytes())
+            .map_err(|_| SpecError::TooLong)
+    }
+
+    pub fn from_items<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, SpecError> {
+        let mut list = Self::new();
+        for item in items {
+            list.push(item)?;
+        }
+        Ok(list)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The items; an item that is not UTF-8 (only possible from a hostile peer) is yielded as an
+    /// error so callers can reject the whole list.
+    pub fn iter(&self) -> impl Iterator<Item = Result<&str, SpecError>> {
+        let bytes = self.0.as_slice();
+        let mut parts = bytes.split(|b| *b == 0);
+        let mut done = bytes.is_empty();
+        core::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            match parts.next() {
+                Some(part) => Some(core::str::from_utf8(part).map_err(|_| SpecError::NotUtf8)),
+                None => {
+                    done = true;
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// Everything an agent needs to run one attempt of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task: TaskRef,
+    pub policy: Policy,
+    /// Wall-clock start time (Unix milliseconds); `None` starts at once.
+    pub start_at_unix_ms: Option<u64>,
+    pub argv: StrList<MAX_ARGV>,
+    /// `KEY=VALUE` items, added to the task's (otherwise clean) environment.
+    pub env: StrList<MAX_ENV>,
+    /// Working directory; empty means the agent's work directory.
+    pub cwd: String<MAX_CWD>,
+}
+
+impl TaskSpec {
+    /// Checks what the type cannot: argv present, text valid, env items well formed, policy sane.
+    pub fn validate(&self) -> Result<(), RejectReason> {
+        self.policy
+            .validate()
+            .map_err(RejectReason::InvalidPolicy)?;
+        if self.argv.is_empty() {
+            return Err(RejectReason::InvalidSpec(SpecError::EmptyArgv));
+        }
+        for arg in self.argv.iter() {
+            arg.map_err(RejectReason::InvalidSpec)?;
+        }
+        for var in self.env.iter() {
+            let var = var.map_err(RejectReason::InvalidSpec)?;
+            if !var.contains('=') {
+                return Err(RejectReason::InvalidSpec(SpecError::EnvWithoutEquals));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Master to one agent, on the agent's command topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The master's incarnation; with `counter` it orders commands (replay protection rests on it).
+    pub epoch: u32,
+    pub counter: u64,
+    pub body: CommandBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandBody {
+    /// Start (or hold until its start time) one attempt. Retransmitted until acknowledged by an
+    /// `Accepted` or `Rejected` event.
+    Start(TaskSpec),
+    /// Terminate an attempt (SIGTERM, then SIGKILL after its grace time).
+    Kill { task: TaskRef },
+    /// Every agent event with a sequence number up to and including `up_to` is stored by the
+    /// master: the agent may forget it.
+    Ack { up_to: u64 },
+}
+
+/// Master to every agent, every heartbeat period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterHeartbeat {
+    pub epoch: u32,
+    /// The period at which the master expects agent heartbeats when an agent runs nothing.
+    pub period_ms: u64,
+}
+
+/// How a task's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// The process could not be started (errno).
+    SpawnFailed(i32),
+    /// The agent restarted while the attempt was (possibly) running: its end is unknown.
+    Lost,
+}
+
+/// Why the agent terminated a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KillCause {
+    /// A `Kill` command.
+    Requested,
+    /// `on_disconnect = kill` and no word from the master for the heartbeat timeout.
+    MasterLost,
+    /// The policy's maximum run time passed.
+    MaxRunTime,
+    /// The agent was stopped and the drain time passed.
+    AgentStopping,
+}
+
+/// Why a start command was refused. Nothing was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// Every task slot is taken.
+    Full,
+    /// The journal cannot take the task's result any more.
+    JournalFull,
+    /// The agent is stopping.
+    Draining,
+    /// An attempt id older than every one the agent still remembers.
+    Stale,
+    InvalidPolicy(crate::policy::PolicyError),
+    InvalidSpec(SpecError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Agent to master: one journaled event, numbered by the agent's journal sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    /// Wall-clock time the agent recorded it (Unix milliseconds; 0 if the clock was unknown).
+    pub at_unix_ms: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Accepted {
+        task: TaskRef,
+    },
+    Rejected {
+        task: TaskRef,
+        reason: RejectReason,
+    },
+    Started {
+        task: TaskRef,
+        pid: u32,
+    },
+    Output {
+        task: TaskRef,
+        stream: Stream,
+        offset: u64,
+        data: Vec<u8, OUTPUT_CHUNK>,
+    },
+    /// Termination was signalled (SIGTERM); `Finished` follows.
+    Terminating {
+        task: TaskRef,
+        cause: KillCause,
+    },
+    Finished {
+        task: TaskRef,
+        exit: Exit,
+        cause: Option<KillCause>,
+        output_dropped: u64,
+    },
+    /// A message on the command topic could not be decoded or verified; it was dropped.
+    BadCommand {
+        error: crate::wire::DecodeError,
+    },
+}
+
+impl EventKind {
+    pub fn task(&self) -> Option<TaskRef> {
+        match self {
+            Self::Accepted { task }
+            | Self::Rejected { task, .. }
+            | Self::Started { task, .. }
+            | Self::Output { task, .. }
+            | Self::Terminating { task, .. }
+            | Self::Finished { task, .. } => Some(*task),
+            Self::BadCommand { .. } => None,
+        }
+    }
+}
+
+/// Agent to master, every heartbeat period while connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentHeartbeat {
+    pub incarnation: u32,
+    /// Highest event sequence the agent has journaled (the master sees what it still misses).
+    pub last_seq: u64,
+    /// Attempts the agent is running or holding, for reconciliation.
+    pub tasks: Vec<TaskRef, HEARTBEAT_TASKS>,
+    /// True when more tasks exist than `tasks` lists.
+    pub more_tasks: bool,
+    pub journal_bytes: u64,
+}
+
+/// Every message that travels as a binary payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    Command(Command),
+    MasterHeartbeat(MasterHeartbeat),
+    Event(Event),
+    AgentHeartbeat(AgentHeartbeat),
+}

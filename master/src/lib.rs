@@ -1,0 +1,1 @@
+//! tether-master: the master library (core, broker, store, API).

@@ -1,0 +1,1 @@
+//! tether-tests: harnesses shared by the simulation and end-to-end tests.
