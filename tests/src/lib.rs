@@ -1,1 +1,3 @@
 //! tether-tests: harnesses shared by the simulation and end-to-end tests.
+
+pub mod sim;
