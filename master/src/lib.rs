@@ -1,1 +1,4 @@
 //! tether-master: the master library (core, broker, store, API).
+
+pub mod broker;
+pub mod store;
