@@ -9,6 +9,7 @@ use tether_core::Instant;
 
 use super::broker::{Broker, BrokerConfig, BrokerStats, ConnId, Output};
 use super::client::{Client, ClientConfig, ClientError, ClientEvent, ClientOutput};
+use super::clock::{Clock, Stuck};
 use super::link::{Delivery, Dir, Fault, Link, LinkConfig};
 use super::mqtt::{Packet, QoS};
 use super::rng::Rng;
@@ -215,6 +216,21 @@ impl Net {
                 return;
             }
         }
+    }
+
+    /// Runs the net alone (no owners reacting) up to `until`, returning the owners' events
+    /// with the instant each happened: for scripted stretches and tests.
+    pub fn run_until(
+        &mut self,
+        clock: &mut Clock,
+        until: Instant,
+    ) -> Result<Vec<(Instant, ClientKey, ClientEvent)>, Stuck> {
+        let mut events = Vec::new();
+        while let Some(now) = clock.advance([self.poll_timeout()], until)? {
+            self.step(now);
+            events.extend(std::iter::from_fn(|| self.poll_event()).map(|(k, e)| (now, k, e)));
+        }
+        Ok(events)
     }
 
     /// What the owners must hear, in the order it happened.
