@@ -57,7 +57,7 @@ impl Clock {
     /// "now"). Returns the new now when something is due by `until`; otherwise moves to
     /// `until` and returns `None`, which ends the loop:
     ///
-    /// ```ignore
+    /// ```text
     /// while let Some(now) = clock.advance([net.poll_timeout(), core.poll_timeout()], until)? {
     ///     net.step(now);
     ///     // feed net events to the owners, let them act, feed their timeouts...

@@ -180,6 +180,8 @@ struct Conn {
     client_open: bool,
     broker: BrokerSide,
     stalled: [bool; 2],
+    /// Delivery time of the last segment per direction: FIFO within the connection.
+    last_due: [Instant; 2],
 }
 
 #[derive(Debug, Clone)]
@@ -190,7 +192,6 @@ pub struct Link {
     next_epoch: u64,
     conns: BTreeMap<u64, Conn>,
     queues: [VecDeque<Segment>; 2],
-    last_due: [Instant; 2],
     stats: LinkStats,
 }
 
@@ -217,7 +218,6 @@ impl Link {
             next_epoch: 1,
             conns: BTreeMap::new(),
             queues: [VecDeque::new(), VecDeque::new()],
-            last_due: [Instant::from_ticks(0); 2],
             stats: LinkStats::default(),
         }
     }
@@ -265,11 +265,12 @@ impl Link {
                     BrokerSide::Unseen
                 },
                 stalled: [false; 2],
+                last_due: [now; 2],
             },
         );
         if refused {
             self.stats.refused += 1;
-            let due = self.next_due(Dir::ToClient, now, Duration::from_ticks(0));
+            let due = self.next_due(Dir::ToClient, epoch, now, Duration::from_ticks(0));
             self.push(Dir::ToClient, epoch, Some(due), now, Body::Fin);
         }
         epoch
@@ -299,7 +300,7 @@ impl Link {
             Dir::ToClient if conn.broker == BrokerSide::Open => conn.broker = BrokerSide::Closed,
             _ => return,
         }
-        if !conn.established {
+        if !conn.established || now < conn.ready {
             // SYN_SENT aborted: nothing of this connection ever reaches the broker.
             conn.broker = BrokerSide::Closed;
             for q in &mut self.queues {
@@ -339,11 +340,11 @@ impl Link {
             Some(Path::Up) => Some(Duration::from_ticks(0)),
             Some(Path::Delay(x)) => Some(x),
         };
-        let due = extra.map(|x| self.next_due(dir, now, x));
+        let due = extra.map(|x| self.next_due(dir, epoch, now, x));
         self.push(dir, epoch, due, now, body);
     }
 
-    fn next_due(&mut self, dir: Dir, earliest: Instant, extra: Duration) -> Instant {
+    fn next_due(&mut self, dir: Dir, epoch: u64, earliest: Instant, extra: Duration) -> Instant {
         let jitter = self.config.jitter.as_ticks();
         let jitter = if jitter == 0 {
             0
@@ -353,10 +354,15 @@ impl Link {
         let due = earliest
             .saturating_add(self.config.latency)
             .saturating_add(Duration::from_ticks(jitter))
-            .saturating_add(extra)
-            .max(self.last_due[dir.index()]);
-        self.last_due[dir.index()] = due;
-        due
+            .saturating_add(extra);
+        match self.conns.get_mut(&epoch) {
+            Some(conn) => {
+                let due = due.max(conn.last_due[dir.index()]);
+                conn.last_due[dir.index()] = due;
+                due
+            }
+            None => due,
+        }
     }
 
     fn push(&mut self, dir: Dir, epoch: u64, due: Option<Instant>, now: Instant, body: Body) {
@@ -378,7 +384,6 @@ impl Link {
             for q in &mut self.queues {
                 q.clear();
             }
-            self.last_due = [now; 2];
             let mut notices = Vec::new();
             for (&epoch, conn) in &mut self.conns {
                 conn.established = false;
@@ -431,7 +436,8 @@ impl Link {
                         let ready = conn.ready;
                         let data =
                             retransmit_at(seg.sent, now, self.config.rto_min, self.config.rto_max);
-                        let due = self.next_due(dir, data.max(ready), extra);
+                        let epoch = seg.epoch;
+                        let due = self.next_due(dir, epoch, data.max(ready), extra);
                         self.queues[d][i].due = Some(due);
                     }
                 }

@@ -66,13 +66,9 @@ impl Net {
         }
     }
 
-    /// Adds a client on its own link and starts connecting it.
-    pub fn add_client(
-        &mut self,
-        config: ClientConfig,
-        link: LinkConfig,
-        now: Instant,
-    ) -> ClientKey {
+    /// Adds a stopped client on its own link; [`Net::start`] connects it (set a fault first to
+    /// start behind one).
+    pub fn add_client(&mut self, config: ClientConfig, link: LinkConfig) -> ClientKey {
         let key = ClientKey(self.nodes.len());
         let link = Link::new(link, self.rng.fork());
         self.nodes.push(Node {
@@ -82,7 +78,6 @@ impl Net {
             epoch: None,
             conns: BTreeMap::new(),
         });
-        self.start(key, now);
         key
     }
 
@@ -225,7 +220,10 @@ impl Net {
         clock: &mut Clock,
         until: Instant,
     ) -> Result<Vec<(Instant, ClientKey, ClientEvent)>, Stuck> {
-        let mut events = Vec::new();
+        let start = clock.now();
+        let mut events: Vec<_> = std::iter::from_fn(|| self.poll_event())
+            .map(|(k, e)| (start, k, e))
+            .collect();
         while let Some(now) = clock.advance([self.poll_timeout()], until)? {
             self.step(now);
             events.extend(std::iter::from_fn(|| self.poll_event()).map(|(k, e)| (now, k, e)));
