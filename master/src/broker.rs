@@ -190,9 +190,11 @@ fn check(config: &rumqttd::Config) -> Result<(), String> {
         ));
     }
     if config.v5.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err("[v5.*] listeners are not supported: Tether speaks MQTT 3.1.1 and rumqttd's \
+        return Err(
+            "[v5.*] listeners are not supported: Tether speaks MQTT 3.1.1 and rumqttd's \
                     MQTT 5 is incomplete; remove them"
-            .into());
+                .into(),
+        );
     }
     if config.ws.as_ref().is_some_and(|m| !m.is_empty()) {
         return Err("[ws.*] listeners are not built into the embedded broker; remove them".into());
@@ -301,10 +303,12 @@ impl EmbeddedBroker {
         } else {
             // rumqttd only logs a failed bind; find it here so the error is typed and clear.
             // A listener already on the port would otherwise answer our readiness probe.
-            drop(TcpListener::bind(wanted).map_err(|source| BrokerError::Bind {
-                addr: wanted,
-                source,
-            })?);
+            drop(
+                TcpListener::bind(wanted).map_err(|source| BrokerError::Bind {
+                    addr: wanted,
+                    source,
+                })?,
+            );
             wanted
         };
         config.set_listen(addr);
@@ -442,7 +446,10 @@ impl fmt::Display for BrokerAddrError {
                  not built in); use mqtt://"
             ),
             Self::UnknownScheme(s) => {
-                write!(f, "broker URL scheme '{s}' is unknown; expected mqtt://host:port")
+                write!(
+                    f,
+                    "broker URL scheme '{s}' is unknown; expected mqtt://host:port"
+                )
             }
             Self::MissingHost => f.write_str("broker URL has no host; expected mqtt://host:port"),
             Self::InvalidPort(p) => write!(f, "broker URL port '{p}' is not in 1-65535"),
@@ -451,7 +458,10 @@ impl fmt::Display for BrokerAddrError {
                  configuration",
             ),
             Self::TrailingPart(t) => {
-                write!(f, "broker URL has '{t}' after host:port; expected mqtt://host:port")
+                write!(
+                    f,
+                    "broker URL has '{t}' after host:port; expected mqtt://host:port"
+                )
             }
             Self::InvalidHost(h) => write!(f, "broker URL host '{h}' is not a valid host"),
         }
@@ -718,10 +728,13 @@ mod tests {
     #[test]
     fn broker_urls() {
         let ok = |s: &str| BrokerAddr::parse(s).unwrap();
-        assert_eq!(ok("mqtt://localhost:1884"), BrokerAddr {
-            host: "localhost".into(),
-            port: 1884
-        });
+        assert_eq!(
+            ok("mqtt://localhost:1884"),
+            BrokerAddr {
+                host: "localhost".into(),
+                port: 1884
+            }
+        );
         assert_eq!(ok("tcp://10.0.0.2").port, 1883);
         assert_eq!(ok("mqtt://broker.lan/").host, "broker.lan");
         assert_eq!(ok("mqtt://[::1]:1883").host, "::1");
@@ -742,23 +755,41 @@ mod tests {
             err("mqtt://h:65536"),
             BrokerAddrError::InvalidPort("65536".into())
         );
-        assert_eq!(err("mqtt://h:+1"), BrokerAddrError::InvalidPort("+1".into()));
+        assert_eq!(
+            err("mqtt://h:+1"),
+            BrokerAddrError::InvalidPort("+1".into())
+        );
         assert_eq!(err("mqtt://u:p@h"), BrokerAddrError::CredentialsInUrl);
         assert!(matches!(
             err("mqtt://h:1/x"),
             BrokerAddrError::TrailingPart(_)
         ));
-        assert!(matches!(err("mqtt://::1:1883"), BrokerAddrError::InvalidHost(_)));
+        assert!(matches!(
+            err("mqtt://::1:1883"),
+            BrokerAddrError::InvalidHost(_)
+        ));
         assert!(matches!(err("mqtt://a b"), BrokerAddrError::InvalidHost(_)));
-        assert!(matches!(err("mqtt://[zz]:1"), BrokerAddrError::InvalidHost(_)));
+        assert!(matches!(
+            err("mqtt://[zz]:1"),
+            BrokerAddrError::InvalidHost(_)
+        ));
         assert!(err("nope").to_string().contains("mqtt://host:port"));
     }
 
     #[test]
     fn keepalive_follows_heartbeat() {
-        assert_eq!(keep_alive_for(Duration::from_secs(10)), Duration::from_secs(10));
-        assert_eq!(keep_alive_for(Duration::from_millis(1500)), Duration::from_secs(2));
-        assert_eq!(keep_alive_for(Duration::from_millis(200)), Duration::from_secs(1));
+        assert_eq!(
+            keep_alive_for(Duration::from_secs(10)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            keep_alive_for(Duration::from_millis(1500)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            keep_alive_for(Duration::from_millis(200)),
+            Duration::from_secs(1)
+        );
         assert_eq!(
             keep_alive_for(Duration::from_secs(1 << 20)),
             Duration::from_secs(65535)

@@ -35,9 +35,15 @@ pub enum StoreError {
     Sqlite(rusqlite::Error),
     /// The database was written by a newer Tether; this binary knows schema versions up to
     /// `known`.
-    NewerSchema { found: u32, known: u32 },
+    NewerSchema {
+        found: u32,
+        known: u32,
+    },
     /// A row the operation needs does not exist.
-    NotFound { what: &'static str, key: String },
+    NotFound {
+        what: &'static str,
+        key: String,
+    },
     /// The input was refused; the text says which field and why.
     Invalid(String),
     /// A stored value this binary cannot read (edited by hand, or written by a newer version).
@@ -386,9 +392,14 @@ pub enum Outcome {
         cause: Option<KillCause>,
     },
     /// The agent was lost longer than the policy allows.
-    AgentLost { attempt: AttemptId },
+    AgentLost {
+        attempt: AttemptId,
+    },
     /// Refused by the agent; `reason` is for people.
-    Rejected { attempt: AttemptId, reason: String },
+    Rejected {
+        attempt: AttemptId,
+        reason: String,
+    },
     /// Attempts used up without a success.
     RetriesExhausted,
     /// No agent could take it (unknown agent, empty cluster).
@@ -759,7 +770,10 @@ impl Store {
 
     /// Returns whether the agent existed. Its attempts and events stay (history).
     pub fn delete_agent(&self, id: &str) -> Result<bool> {
-        Ok(self.conn.execute("DELETE FROM agents WHERE id = ?1", [id])? == 1)
+        Ok(self
+            .conn
+            .execute("DELETE FROM agents WHERE id = ?1", [id])?
+            == 1)
     }
 
     /// Records that events up to `seq` were acknowledged to `agent`. Never moves backwards;
@@ -1363,9 +1377,8 @@ fn build_spec(
             .map_err(|e| spec_err("argv", e))?,
         env: StrList::<MAX_ENV>::from_items(env.iter().map(String::as_str))
             .map_err(|e| spec_err("env", e))?,
-        cwd: heapless::String::<MAX_CWD>::try_from(cwd).map_err(|_| {
-            StoreError::Invalid(format!("task cwd is longer than {MAX_CWD} bytes"))
-        })?,
+        cwd: heapless::String::<MAX_CWD>::try_from(cwd)
+            .map_err(|_| StoreError::Invalid(format!("task cwd is longer than {MAX_CWD} bytes")))?,
     };
     spec.validate()
         .map_err(|e| StoreError::Invalid(format!("task refused: {e:?}")))?;
@@ -1386,9 +1399,7 @@ fn agent_row(r: &Row<'_>) -> rusqlite::Result<Agent> {
 fn policy_at(r: &Row<'_>, first: usize) -> rusqlite::Result<Result<TaskPolicy>> {
     let text: String = r.get(first)?;
     let Some(on_disconnect) = parse_on_disconnect(&text) else {
-        return Ok(Err(StoreError::Corrupt(format!(
-            "on_disconnect '{text}'"
-        ))));
+        return Ok(Err(StoreError::Corrupt(format!("on_disconnect '{text}'"))));
     };
     Ok(Ok(TaskPolicy {
         on_disconnect,
@@ -1437,9 +1448,7 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Result<Task>> {
             policy: policy?,
             start_at_ms,
             state,
-            outcome: outcome
-                .map(|o| from_json("task outcome", &o))
-                .transpose()?,
+            outcome: outcome.map(|o| from_json("task outcome", &o)).transpose()?,
             created_ms,
             updated_ms,
         })
