@@ -135,6 +135,20 @@ impl BrokerConfig {
             origin: origin.to_owned(),
             reason,
         };
+        // rumqttd ignores keys it does not know; a misspelt one would silently do nothing.
+        if let (Ok(source), Ok(known)) = (
+            toml::from_str::<toml::Table>(text),
+            toml::Table::try_from(&rest),
+        ) {
+            let mut unknown = Vec::new();
+            unknown_keys(&source, &known, "", &mut unknown);
+            if !unknown.is_empty() {
+                return Err(invalid(format!(
+                    "unknown key(s) {} (misspelt?)",
+                    unknown.join(", ")
+                )));
+            }
+        }
         check(&rest).map_err(invalid)?;
         let (key, listener) = rest
             .v4
@@ -178,6 +192,23 @@ impl BrokerConfig {
         let mut config = self.rest.clone();
         config.v4 = Some([(self.key.clone(), self.listener.clone())].into());
         config
+    }
+}
+
+/// Collects the dotted paths of keys in `source` that `known` (the parsed configuration
+/// serialized back) does not have.
+fn unknown_keys(source: &toml::Table, known: &toml::Table, path: &str, out: &mut Vec<String>) {
+    for (key, value) in source {
+        let here = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match (value, known.get(key)) {
+            (_, None) => out.push(here),
+            (toml::Value::Table(s), Some(toml::Value::Table(k))) => unknown_keys(s, k, &here, out),
+            _ => {}
+        }
     }
 }
 

@@ -81,7 +81,7 @@ fn bad_config_files_name_the_problem() {
     assert!(matches!(err, BrokerError::Parse { .. }), "{err:?}");
     assert!(msg.contains("max_segment_size"), "{msg}");
 
-    let (err, msg) = load_error(&builtin_with("[router]\nid = 0", "[router\nid = 0"));
+    let (err, msg) = load_error(&builtin_with("\n[router]\n", "\n[router\n"));
     assert!(matches!(err, BrokerError::Parse { .. }), "{err:?}");
     assert!(msg.contains("line"), "{msg}");
 
@@ -112,6 +112,24 @@ fn bad_config_files_name_the_problem() {
          max_inflight_count = 1\ndynamic_filters = true\n[v4.1]\n",
     ));
     assert!(msg.contains("found 2"), "{msg}");
+
+    let (_, msg) = load_error(&builtin_with("max_inflight_count", "max_inflight_cuont"));
+    assert!(msg.contains("missing field `max_inflight_count`"), "{msg}");
+
+    let (_, msg) = load_error(&builtin_with(
+        "dynamic_filters = true",
+        "dynamic_filters = true\n    max_conection_buffer = 5",
+    ));
+    assert!(
+        msg.contains("unknown key(s) v4.1.connections.max_conection_buffer"),
+        "{msg}"
+    );
+
+    let (_, msg) = load_error(&format!(
+        "{}\n[consle]\nlisten = \"x\"\n",
+        tether_master::broker::BUILTIN_CONFIG
+    ));
+    assert!(msg.contains("unknown key(s) consle"), "{msg}");
 
     let missing = std::path::Path::new("/nonexistent/tether/rumqttd.toml");
     let err = BrokerConfig::from_path(missing).unwrap_err();

@@ -62,6 +62,16 @@ fn open_migrates_from_nothing() {
 }
 
 #[test]
+fn a_file_that_is_not_a_database_is_an_error() {
+    let (_dir, path) = db();
+    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+    match Store::open(&path) {
+        Err(StoreError::Sqlite(e)) => assert!(e.to_string().contains("not a database"), "{e}"),
+        other => panic!("expected a database error, got {other:?}"),
+    }
+}
+
+#[test]
 fn newer_schema_is_refused() {
     let (_dir, path) = db();
     drop(Store::open(&path).unwrap());
