@@ -131,6 +131,7 @@ fn tasks_and_attempts_round_trip() {
             },
         )
         .unwrap();
+    assert_eq!(store.open_attempts_on("pi-1").unwrap().len(), 1);
     store
         .set_attempt_state(
             attempt,
@@ -145,6 +146,7 @@ fn tasks_and_attempts_round_trip() {
         .unwrap();
     let a = store.attempt(attempt).unwrap().unwrap();
     assert_eq!(a.state, AttemptState::Finished);
+    assert!(store.open_attempts_on("pi-1").unwrap().is_empty());
     assert_eq!(a.pid, Some(4242), "kept from the earlier update");
     assert_eq!(a.exit, Some(Exit::Signal(15)));
     assert_eq!(a.kill_cause, Some(KillCause::MasterLost));
