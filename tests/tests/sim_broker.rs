@@ -60,19 +60,10 @@ fn closed(outs: &[Output], conn: ConnId) -> bool {
     outs.contains(&Output::Close(conn))
 }
 
-fn publish(
-    b: &mut Broker,
-    conn: ConnId,
-    topic: &str,
-    payload: &[u8],
-    qos: QoS,
-    retain: bool,
-    pkid: u16,
-    now: Instant,
-) {
+fn msg(topic: &str, payload: &[u8], qos: QoS, retain: bool, pkid: u16) -> Publish {
     let mut p = Publish::new(topic, payload, qos, retain);
     p.pkid = pkid;
-    b.publish(conn, p, now);
+    p
 }
 
 #[test]
@@ -83,34 +74,19 @@ fn routes_by_wildcard_filters_once_per_client() {
     b.subscribe(master, "tether/agent/+/event", QoS::AtLeastOnce, ms(0));
     b.subscribe(master, "tether/#", QoS::AtMostOnce, ms(0));
     drain(&mut b);
-    publish(
-        &mut b,
+    b.publish(
         agent,
-        "tether/agent/pi-1/event",
-        b"e1",
-        QoS::AtLeastOnce,
-        false,
-        1,
+        msg("tether/agent/pi-1/event", b"e1", QoS::AtLeastOnce, false, 1),
         ms(1),
     );
-    publish(
-        &mut b,
+    b.publish(
         agent,
-        "tether/master/heartbeat",
-        b"hb",
-        QoS::AtMostOnce,
-        false,
-        0,
+        msg("tether/master/heartbeat", b"hb", QoS::AtMostOnce, false, 0),
         ms(1),
     );
-    publish(
-        &mut b,
+    b.publish(
         agent,
-        "other/x",
-        b"no",
-        QoS::AtMostOnce,
-        false,
-        0,
+        msg("other/x", b"no", QoS::AtMostOnce, false, 0),
         ms(1),
     );
     let outs = drain(&mut b);
@@ -127,24 +103,26 @@ fn routes_by_wildcard_filters_once_per_client() {
 fn retained_delivered_on_subscribe_and_cleared_by_empty_payload() {
     let mut b = broker(BrokerConfig::rumqttd());
     let a = connect(&mut b, "pi-1", false, 10, None, ms(0));
-    publish(
-        &mut b,
+    b.publish(
         a,
-        "tether/agent/pi-1/presence",
-        b"online 00000001",
-        QoS::AtLeastOnce,
-        true,
-        1,
+        msg(
+            "tether/agent/pi-1/presence",
+            b"online 00000001",
+            QoS::AtLeastOnce,
+            true,
+            1,
+        ),
         ms(0),
     );
-    publish(
-        &mut b,
+    b.publish(
         a,
-        "tether/agent/pi-2/presence",
-        b"online 00000002",
-        QoS::AtLeastOnce,
-        true,
-        2,
+        msg(
+            "tether/agent/pi-2/presence",
+            b"online 00000002",
+            QoS::AtLeastOnce,
+            true,
+            2,
+        ),
         ms(0),
     );
     let m = connect(&mut b, "master", false, 10, None, ms(1));
@@ -162,28 +140,24 @@ fn retained_delivered_on_subscribe_and_cleared_by_empty_payload() {
     );
     assert_eq!(&*got[0].payload, b"online 00000001");
     // Live traffic is not flagged retain, even when it was published retained.
-    publish(
-        &mut b,
+    b.publish(
         a,
-        "tether/agent/pi-1/presence",
-        b"online 00000003",
-        QoS::AtLeastOnce,
-        true,
-        3,
+        msg(
+            "tether/agent/pi-1/presence",
+            b"online 00000003",
+            QoS::AtLeastOnce,
+            true,
+            3,
+        ),
         ms(3),
     );
     let live = publishes(&drain(&mut b), m);
     assert_eq!(live.len(), 1);
     assert!(!live[0].retain);
     // Empty payload clears.
-    publish(
-        &mut b,
+    b.publish(
         a,
-        "tether/agent/pi-1/presence",
-        b"",
-        QoS::AtLeastOnce,
-        true,
-        4,
+        msg("tether/agent/pi-1/presence", b"", QoS::AtLeastOnce, true, 4),
         ms(4),
     );
     assert!(b.retained("tether/agent/pi-1/presence").is_none());
@@ -201,7 +175,7 @@ fn qos0_upgraded_by_rumqttd_not_by_mosquitto() {
         b.subscribe(s, "t", QoS::AtLeastOnce, ms(0));
         let p = connect(&mut b, "p", false, 10, None, ms(0));
         drain(&mut b);
-        publish(&mut b, p, "t", b"x", QoS::AtMostOnce, false, 0, ms(1));
+        b.publish(p, msg("t", b"x", QoS::AtMostOnce, false, 0), ms(1));
         let got = publishes(&drain(&mut b), s);
         assert_eq!(got[0].qos, expected);
     }
@@ -328,7 +302,7 @@ fn protocol_errors_close_the_connection_and_fire_the_will() {
             granted: vec![None]
         }
     )));
-    publish(&mut b, a, "a/+", b"x", QoS::AtMostOnce, false, 0, ms(1));
+    b.publish(a, msg("a/+", b"x", QoS::AtMostOnce, false, 0), ms(1));
     let outs = drain(&mut b);
     assert!(closed(&outs, a));
     assert_eq!(publishes(&outs, w).len(), 1, "the will");
@@ -342,14 +316,15 @@ fn qos1_redelivered_with_dup_after_reconnect() {
     b.subscribe(s, "tether/agent/pi-1/cmd", QoS::AtLeastOnce, ms(0));
     let m = connect(&mut b, "master", false, 5, None, ms(0));
     drain(&mut b);
-    publish(
-        &mut b,
+    b.publish(
         m,
-        "tether/agent/pi-1/cmd",
-        b"start 1",
-        QoS::AtLeastOnce,
-        false,
-        1,
+        msg(
+            "tether/agent/pi-1/cmd",
+            b"start 1",
+            QoS::AtLeastOnce,
+            false,
+            1,
+        ),
         ms(1),
     );
     let first = publishes(&drain(&mut b), s);
@@ -389,7 +364,7 @@ fn retry_interval_and_spurious_dups_make_duplicates_on_a_live_connection() {
     let s = connect(&mut b, "s", false, 60, None, ms(0));
     b.subscribe(s, "t", QoS::AtLeastOnce, ms(0));
     drain(&mut b);
-    publish(&mut b, s, "t", b"x", QoS::AtLeastOnce, false, 1, ms(0));
+    b.publish(s, msg("t", b"x", QoS::AtLeastOnce, false, 1), ms(0));
     let got = publishes(&drain(&mut b), s);
     assert_eq!(got.iter().map(|p| p.dup).collect::<Vec<_>>(), [false, true]);
     assert_eq!(b.poll_timeout(), Some(ms(2_000)));
@@ -414,14 +389,9 @@ fn offline_queue_delivers_on_reconnect_and_drops_oldest_beyond_bound() {
     let m = connect(&mut b, "master", false, 5, None, ms(1));
     drain(&mut b);
     for i in 0..5u8 {
-        publish(
-            &mut b,
+        b.publish(
             m,
-            "cmd",
-            &[i],
-            QoS::AtLeastOnce,
-            false,
-            u16::from(i) + 1,
+            msg("cmd", &[i], QoS::AtLeastOnce, false, u16::from(i) + 1),
             ms(2),
         );
     }
@@ -441,7 +411,7 @@ fn offline_queue_delivers_on_reconnect_and_drops_oldest_beyond_bound() {
     b.subscribe(s, "cmd", QoS::AtLeastOnce, ms(0));
     b.connection_lost(s, ms(1));
     let m = connect(&mut b, "master", false, 5, None, ms(1));
-    publish(&mut b, m, "cmd", b"q0", QoS::AtMostOnce, false, 0, ms(2));
+    b.publish(m, msg("cmd", b"q0", QoS::AtMostOnce, false, 0), ms(2));
     assert_eq!(b.session("pi-1").map(|s| s.queued), Some(0));
 }
 
@@ -455,14 +425,9 @@ fn inflight_window_holds_the_rest_until_acked() {
     b.subscribe(s, "t", QoS::AtLeastOnce, ms(0));
     drain(&mut b);
     for i in 0..4u8 {
-        publish(
-            &mut b,
+        b.publish(
             s,
-            "t",
-            &[i],
-            QoS::AtLeastOnce,
-            false,
-            u16::from(i) + 1,
+            msg("t", &[i], QoS::AtLeastOnce, false, u16::from(i) + 1),
             ms(0),
         );
     }
@@ -484,7 +449,7 @@ fn clean_session_is_forgotten_on_disconnect() {
     b.connection_lost(s, ms(1));
     assert!(b.session("tool").is_none());
     let p = connect(&mut b, "p", false, 5, None, ms(1));
-    publish(&mut b, p, "t", b"x", QoS::AtLeastOnce, false, 1, ms(2));
+    b.publish(p, msg("t", b"x", QoS::AtLeastOnce, false, 1), ms(2));
     let s2 = connect(&mut b, "tool", false, 5, None, ms(3));
     let outs = drain(&mut b);
     assert!(outs.contains(&Output::Send(
@@ -552,14 +517,15 @@ fn rumqttd_will_mixup_fires_the_new_will_and_leaves_none() {
     let _old = connect(&mut b, "pi-1", true, 5, None, ms(0));
     drain(&mut b);
     let new = connect(&mut b, "pi-1", true, 5, presence_will("pi-1"), ms(10));
-    publish(
-        &mut b,
+    b.publish(
         new,
-        "tether/agent/pi-1/presence",
-        b"online 00000001",
-        QoS::AtLeastOnce,
-        true,
-        1,
+        msg(
+            "tether/agent/pi-1/presence",
+            b"online 00000001",
+            QoS::AtLeastOnce,
+            true,
+            1,
+        ),
         ms(11),
     );
     drain(&mut b);
@@ -581,28 +547,20 @@ fn restart_loses_sessions_queues_and_retained() {
     let mut b = broker(BrokerConfig::rumqttd());
     let s = connect(&mut b, "pi-1", false, 5, presence_will("pi-1"), ms(0));
     b.subscribe(s, "cmd", QoS::AtLeastOnce, ms(0));
-    publish(
-        &mut b,
+    b.publish(
         s,
-        "tether/agent/pi-1/presence",
-        b"online 00000001",
-        QoS::AtLeastOnce,
-        true,
-        1,
+        msg(
+            "tether/agent/pi-1/presence",
+            b"online 00000001",
+            QoS::AtLeastOnce,
+            true,
+            1,
+        ),
         ms(0),
     );
     let m = connect(&mut b, "master", false, 5, None, ms(0));
     b.connection_lost(s, ms(1));
-    publish(
-        &mut b,
-        m,
-        "cmd",
-        b"queued",
-        QoS::AtLeastOnce,
-        false,
-        1,
-        ms(2),
-    );
+    b.publish(m, msg("cmd", b"queued", QoS::AtLeastOnce, false, 1), ms(2));
     drain(&mut b);
     assert_eq!(b.session("pi-1").map(|s| s.queued), Some(1));
     b.restart(ms(3));

@@ -185,6 +185,13 @@ impl Session {
     }
 }
 
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// What routing needs besides the sessions, borrowed separately.
 struct Out<'a> {
     config: &'a BrokerConfig,
@@ -421,6 +428,9 @@ impl Broker {
 
     /// Keepalive expiry, late wills, QoS 1 retries.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_none_or(|t| t > now) {
+            return;
+        }
         let expired: Vec<ConnId> = self
             .conns
             .iter()
@@ -465,15 +475,22 @@ impl Broker {
 
     /// The earliest instant [`Broker::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let keepalive = self.conns.values().filter_map(|c| self.expiry(c));
-        let wills = self.pending_wills.iter().map(|(at, _)| *at);
-        let retries = self.config.retry_interval.into_iter().flat_map(|retry| {
-            self.sessions
-                .values()
-                .filter(|s| s.conn.is_some())
-                .flat_map(move |s| s.inflight.iter().map(move |i| i.sent.saturating_add(retry)))
-        });
-        keepalive.chain(wills).chain(retries).min()
+        // Plain loops: this runs at every step of a simulation.
+        let mut next = None;
+        for c in self.conns.values() {
+            next = earliest(next, self.expiry(c));
+        }
+        for (at, _) in &self.pending_wills {
+            next = earliest(next, Some(*at));
+        }
+        if let Some(retry) = self.config.retry_interval {
+            for s in self.sessions.values().filter(|s| s.conn.is_some()) {
+                for i in &s.inflight {
+                    next = earliest(next, Some(i.sent.saturating_add(retry)));
+                }
+            }
+        }
+        next
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {

@@ -156,7 +156,6 @@ enum Body {
 
 #[derive(Debug, Clone)]
 struct Segment {
-    epoch: u64,
     /// `None` while held by a black hole or an unfinished handshake.
     due: Option<Instant>,
     sent: Instant,
@@ -191,7 +190,8 @@ pub struct Link {
     fault: Fault,
     next_epoch: u64,
     conns: BTreeMap<u64, Conn>,
-    queues: [VecDeque<Segment>; 2],
+    /// Per direction, one FIFO per connection.
+    queues: [BTreeMap<u64, VecDeque<Segment>>; 2],
     stats: LinkStats,
 }
 
@@ -217,7 +217,7 @@ impl Link {
             fault: Fault::Up,
             next_epoch: 1,
             conns: BTreeMap::new(),
-            queues: [VecDeque::new(), VecDeque::new()],
+            queues: [BTreeMap::new(), BTreeMap::new()],
             stats: LinkStats::default(),
         }
     }
@@ -236,7 +236,7 @@ impl Link {
 
     /// Segments on their way (or held) in `dir`.
     pub fn in_flight(&self, dir: Dir) -> usize {
-        self.queues[dir.index()].len()
+        self.queues[dir.index()].values().map(VecDeque::len).sum()
     }
 
     fn blackholed(&self, dir: Dir) -> bool {
@@ -304,7 +304,7 @@ impl Link {
             // SYN_SENT aborted: nothing of this connection ever reaches the broker.
             conn.broker = BrokerSide::Closed;
             for q in &mut self.queues {
-                q.retain(|s| s.epoch != epoch);
+                q.remove(&epoch);
             }
             return;
         }
@@ -366,12 +366,14 @@ impl Link {
     }
 
     fn push(&mut self, dir: Dir, epoch: u64, due: Option<Instant>, now: Instant, body: Body) {
-        self.queues[dir.index()].push_back(Segment {
-            epoch,
-            due,
-            sent: now,
-            body,
-        });
+        self.queues[dir.index()]
+            .entry(epoch)
+            .or_default()
+            .push_back(Segment {
+                due,
+                sent: now,
+                body,
+            });
     }
 
     /// Switches the fault. Leaving a black hole schedules the held segments by TCP
@@ -414,7 +416,7 @@ impl Link {
             let d = dir.index();
             match fault.path(dir) {
                 Some(Path::BlackHole) => {
-                    for seg in &mut self.queues[d] {
+                    for seg in self.queues[d].values_mut().flatten() {
                         if seg.due.is_some_and(|t| t > now) {
                             seg.due = None;
                         }
@@ -425,20 +427,35 @@ impl Link {
                         Path::Delay(x) => x,
                         _ => Duration::from_ticks(0),
                     };
-                    for i in 0..self.queues[d].len() {
-                        let seg = &self.queues[d][i];
-                        let Some(conn) = self.conns.get(&seg.epoch) else {
+                    let (rto_min, rto_max) = (self.config.rto_min, self.config.rto_max);
+                    let epochs: Vec<u64> = self.queues[d].keys().copied().collect();
+                    for epoch in epochs {
+                        let Some(ready) = self
+                            .conns
+                            .get(&epoch)
+                            .filter(|c| c.established)
+                            .map(|c| c.ready)
+                        else {
                             continue;
                         };
-                        if seg.due.is_some() || !conn.established {
-                            continue;
+                        let len = self.queues[d].get(&epoch).map_or(0, VecDeque::len);
+                        for i in 0..len {
+                            let Some(sent) = self.queues[d]
+                                .get(&epoch)
+                                .and_then(|q| q.get(i))
+                                .filter(|s| s.due.is_none())
+                                .map(|s| s.sent)
+                            else {
+                                continue;
+                            };
+                            let data = retransmit_at(sent, now, rto_min, rto_max);
+                            let due = self.next_due(dir, epoch, data.max(ready), extra);
+                            if let Some(seg) =
+                                self.queues[d].get_mut(&epoch).and_then(|q| q.get_mut(i))
+                            {
+                                seg.due = Some(due);
+                            }
                         }
-                        let ready = conn.ready;
-                        let data =
-                            retransmit_at(seg.sent, now, self.config.rto_min, self.config.rto_max);
-                        let epoch = seg.epoch;
-                        let due = self.next_due(dir, epoch, data.max(ready), extra);
-                        self.queues[d][i].due = Some(due);
                     }
                 }
                 None => {}
@@ -450,23 +467,23 @@ impl Link {
     /// per connection and side; what arrives for a side that already closed is discarded.
     pub fn poll(&mut self, dir: Dir, now: Instant) -> Option<(u64, Delivery)> {
         let d = dir.index();
-        let mut blocked: Vec<u64> = Vec::new();
-        let mut i = 0;
-        while i < self.queues[d].len() {
-            let seg = &self.queues[d][i];
-            if blocked.contains(&seg.epoch) {
-                i += 1;
-                continue;
+        loop {
+            // The earliest due head among the connections (ties: the older connection).
+            let mut best: Option<(Instant, u64)> = None;
+            for (&epoch, q) in &self.queues[d] {
+                if let Some(due) = q.front().and_then(|s| s.due).filter(|&t| t <= now) {
+                    if best.is_none_or(|(t, _)| due < t) {
+                        best = Some((due, epoch));
+                    }
+                }
             }
-            if !seg.due.is_some_and(|t| t <= now) {
-                blocked.push(seg.epoch);
-                i += 1;
-                continue;
+            let (_, epoch) = best?;
+            let q = self.queues[d].get_mut(&epoch)?;
+            let seg = q.pop_front()?;
+            if q.is_empty() {
+                self.queues[d].remove(&epoch);
             }
-            let Some(seg) = self.queues[d].remove(i) else {
-                break;
-            };
-            let Some(conn) = self.conns.get_mut(&seg.epoch) else {
+            let Some(conn) = self.conns.get_mut(&epoch) else {
                 continue;
             };
             let delivery = match (dir, seg.body) {
@@ -495,20 +512,23 @@ impl Link {
             match delivery {
                 Some(delivery) => {
                     self.stats.delivered[d] += 1;
-                    return Some((seg.epoch, delivery));
+                    return Some((epoch, delivery));
                 }
                 None => self.stats.lost[d] += 1,
             }
         }
-        None
     }
 
     /// When the next segment is due in either direction.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.queues
-            .iter()
-            .flat_map(|q| q.iter().filter_map(|s| s.due))
-            .min()
+        // Due times are monotone within a connection: the heads suffice.
+        let mut next: Option<Instant> = None;
+        for q in self.queues.iter().flat_map(BTreeMap::values) {
+            if let Some(t) = q.front().and_then(|s| s.due) {
+                next = Some(next.map_or(t, |x| x.min(t)));
+            }
+        }
+        next
     }
 
     /// Forgets connections that neither side can hear from any more.
@@ -517,7 +537,7 @@ impl Link {
         self.conns.retain(|epoch, c| {
             c.client_open
                 || c.broker == BrokerSide::Open
-                || queues.iter().any(|q| q.iter().any(|s| s.epoch == *epoch))
+                || queues.iter().any(|q| q.contains_key(epoch))
         });
     }
 }

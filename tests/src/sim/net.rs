@@ -238,11 +238,16 @@ impl Net {
 
     /// The earliest instant [`Net::step`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let nodes = self
-            .nodes
-            .iter()
-            .flat_map(|n| [n.client.poll_timeout(), n.link.poll_timeout()]);
-        nodes.chain([self.broker.poll_timeout()]).flatten().min()
+        let mut next = self.broker.poll_timeout();
+        for n in &self.nodes {
+            for t in [n.client.poll_timeout(), n.link.poll_timeout()]
+                .into_iter()
+                .flatten()
+            {
+                next = Some(next.map_or(t, |x| x.min(t)));
+            }
+        }
+        next
     }
 
     // ---- internals ----
