@@ -13,6 +13,34 @@
 //! steps with [`Clock::advance`] to the earliest `poll_timeout` of the net and of the code
 //! under test, runs everything due, and repeats; on a failed invariant it prints the seed
 //! and [`Net::trace`].
+//!
+//! A simulation with owners (agent cores, a scripted master) looks like this:
+//!
+//! ```text
+//! let mut net = Net::new(BrokerConfig::rumqttd(), seed);
+//! let agent = net.add_client(ClientConfig { will: .., subscriptions: .., ..ClientConfig::new("pi-1") },
+//!                            LinkConfig::default());
+//! net.start(agent, t0);
+//! let mut clock = Clock::new(t0);
+//! let mut schedule = Timeline::new();          // (Instant, fault / kill / restart) scripted steps
+//! while let Some(now) = clock.advance([net.poll_timeout(), core.poll_timeout(),
+//!                                      schedule.poll_timeout()], until)? {
+//!     while let Some((_, step)) = schedule.pop_due(now) { /* net.set_fault(..), net.kill(..) */ }
+//!     net.step(now);
+//!     while let Some((k, event)) = net.poll_event() {
+//!         match event {
+//!             ClientEvent::Connected { .. } => core.handle_connected(now),
+//!             ClientEvent::Disconnected => core.handle_disconnected(now),
+//!             ClientEvent::Message(p) => core.handle_message(now, &p.topic, &p.payload),
+//!         }
+//!     }
+//!     core.handle_timeout(now);
+//!     while let Some(action) = core.poll_action() {
+//!         // Publish -> net.publish(agent, topic, payload, qos, retain, now)
+//!     }
+//!     // check invariants; on failure print the seed and net.trace()
+//! }
+//! ```
 
 pub mod broker;
 pub mod client;

@@ -82,7 +82,7 @@ impl Rng {
         } else {
             lo + self.below(span + 1)
         };
-        Duration::from_millis(ms)
+        Duration::try_from_millis(ms).unwrap_or(Duration::MAX)
     }
 
     /// One element of `items`, or `None` when it is empty.
