@@ -7,7 +7,11 @@
 //! own monotonic clock, so no embassy time driver is linked.
 #![no_std]
 #![forbid(unsafe_code)]
+// Without alloc there is no Box: bounded messages live inline, large variants included.
+#![allow(clippy::large_enum_variant)]
 
+pub mod agent;
+pub mod journal;
 pub mod message;
 pub mod policy;
 pub mod presence;

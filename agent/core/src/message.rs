@@ -175,6 +175,8 @@ pub enum Exit {
     SpawnFailed(i32),
     /// The agent restarted while the attempt was (possibly) running: its end is unknown.
     Lost,
+    /// Cancelled by a `Kill` command before its process started.
+    Cancelled,
 }
 
 /// Why the agent terminated a task.

@@ -1,0 +1,470 @@
+//! The agent state machine driven by hand: one behaviour per test, time as plain values.
+
+use tether_core::agent::{Action, Agent, Append, Config, Phase, Signal};
+use tether_core::journal::{self, JournalLevel, JournalRecord};
+use tether_core::message::*;
+use tether_core::policy::{OnDisconnect, Policy, PolicyError};
+use tether_core::wire;
+use tether_core::{Duration, Instant};
+
+type TestAgent = Agent<4, 8>;
+
+const CMD: &str = "tether/agent/pi-1/cmd";
+
+fn t(ms: u64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+/// Drives an agent like a runtime whose disk is instant: appends become durable at once.
+struct Rig {
+    agent: TestAgent,
+    journal: Vec<Vec<u8>>,
+    actions: Vec<Action>,
+    counter: u64,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let config = Config {
+            id: "pi-1",
+            prefix: "tether",
+            incarnation: 0xabcd,
+        };
+        let mut agent = TestAgent::new(config, t(0)).unwrap();
+        agent.handle_wall_clock(t(0), 1_000_000);
+        Self {
+            agent,
+            journal: Vec::new(),
+            actions: Vec::new(),
+            counter: 0,
+        }
+    }
+
+    fn drain(&mut self, now: Instant) {
+        loop {
+            let mut last_lsn = None;
+            while let Some(action) = self.agent.poll_action() {
+                if let Action::Append { lsn, record } = &action {
+                    let mut buf = [0u8; journal::MAX_RECORD];
+                    let bytes = self.agent.encode_append(record, &mut buf).unwrap();
+                    self.journal.push(bytes.to_vec());
+                    last_lsn = Some(*lsn);
+                }
+                self.actions.push(action);
+            }
+            match last_lsn {
+                Some(lsn) => self.agent.handle_journaled(now, lsn),
+                None => break,
+            }
+        }
+    }
+
+    fn command(&mut self, now: Instant, body: CommandBody) {
+        self.counter += 1;
+        let msg = Message::Command(Command {
+            epoch: 1,
+            counter: self.counter,
+            body,
+        });
+        let mut buf = [0u8; wire::MAX_MESSAGE];
+        let bytes = wire::encode(&msg, &mut buf).unwrap();
+        self.agent.handle_message(now, CMD, bytes);
+        self.drain(now);
+    }
+
+    fn master_heartbeat(&mut self, now: Instant) {
+        let msg = Message::MasterHeartbeat(MasterHeartbeat {
+            epoch: 1,
+            period_ms: 1_000,
+        });
+        let mut buf = [0u8; 64];
+        let bytes = wire::encode(&msg, &mut buf).unwrap();
+        self.agent
+            .handle_message(now, "tether/master/heartbeat", bytes);
+        self.drain(now);
+    }
+
+    /// Runs timers up to `until`, stepping to each wake-up.
+    fn run_until(&mut self, until: Instant) {
+        while let Some(next) = self.agent.poll_timeout() {
+            if next > until {
+                break;
+            }
+            self.agent.handle_timeout(next);
+            self.drain(next);
+        }
+    }
+
+    fn events(&self) -> Vec<EventKind> {
+        self.journal
+            .iter()
+            .filter_map(|r| match journal::decode(r).unwrap() {
+                JournalRecord::Event(e) => Some(e.kind),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+}
+
+fn spec(attempt: u64, on_disconnect: OnDisconnect) -> TaskSpec {
+    TaskSpec {
+        task: TaskRef {
+            task: attempt,
+            attempt,
+        },
+        policy: Policy {
+            on_disconnect,
+            heartbeat_period_ms: 1_000,
+            heartbeat_timeout_ms: 3_000,
+            grace_ms: 500,
+            max_run_ms: 0,
+            output_cap: 10,
+        },
+        start_at_unix_ms: None,
+        argv: StrList::from_items(["/bin/true"]).unwrap(),
+        env: StrList::new(),
+        cwd: heapless::String::new(),
+    }
+}
+
+fn spawns(actions: &[Action]) -> Vec<TaskRef> {
+    actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::Spawn(t) = a {
+                Some(*t)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn signals(actions: &[Action]) -> Vec<Signal> {
+    actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::Signal { signal, .. } = a {
+                Some(*signal)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn start_runs_once_and_reports_in_order() {
+    let mut rig = Rig::new();
+    let s = spec(1, OnDisconnect::Continue);
+    rig.command(t(10), CommandBody::Start(s.clone()));
+    rig.command(t(20), CommandBody::Start(s.clone()));
+    let actions = rig.take_actions();
+    assert_eq!(spawns(&actions), vec![s.task], "spawned exactly once");
+    // The order is durable before the spawn.
+    let spawn_at = actions
+        .iter()
+        .position(|a| matches!(a, Action::Spawn(_)))
+        .unwrap();
+    assert!(actions[..spawn_at].iter().any(|a| matches!(
+        a,
+        Action::Append {
+            record: Append::Spawning(_),
+            ..
+        }
+    )));
+    assert_eq!(rig.agent.stats().duplicate_starts, 1);
+
+    rig.agent.handle_process_started(t(30), s.task, 77);
+    assert_eq!(
+        rig.agent
+            .handle_output(t(31), s.task, Stream::Stdout, b"hello world!"),
+        12
+    );
+    rig.agent
+        .handle_process_exited(t(40), s.task, Exit::Code(0));
+    rig.drain(t(40));
+    let events = rig.events();
+    assert_eq!(events[0], EventKind::Accepted { task: s.task });
+    assert_eq!(
+        events[1],
+        EventKind::Started {
+            task: s.task,
+            pid: 77
+        }
+    );
+    // Output beyond the cap (10 bytes) is counted, not kept.
+    assert!(
+        matches!(&events[2], EventKind::Output { data, .. } if data.as_slice() == b"hello worl")
+    );
+    assert_eq!(
+        events[3],
+        EventKind::Finished {
+            task: s.task,
+            exit: Exit::Code(0),
+            cause: None,
+            output_dropped: 2
+        }
+    );
+}
+
+#[test]
+fn events_are_sent_when_connected_and_resent_until_acked() {
+    let mut rig = Rig::new();
+    let s = spec(1, OnDisconnect::Continue);
+    rig.command(t(10), CommandBody::Start(s));
+    assert!(
+        !rig.take_actions()
+            .iter()
+            .any(|a| matches!(a, Action::Send { .. })),
+        "offline: nothing sent"
+    );
+    rig.agent.handle_connected(t(20));
+    rig.drain(t(20));
+    let sends: Vec<_> = rig
+        .take_actions()
+        .into_iter()
+        .filter(|a| matches!(a, Action::Send { .. }))
+        .collect();
+    assert_eq!(sends, vec![Action::Send { from: 1, to: 1 }]);
+    // No ack within a heartbeat period: sent again.
+    rig.run_until(t(20 + 1_000));
+    assert!(
+        rig.take_actions()
+            .contains(&Action::Send { from: 1, to: 1 })
+    );
+    rig.command(t(1_100), CommandBody::Ack { up_to: 1 });
+    assert!(rig.take_actions().contains(&Action::Acked { up_to: 1 }));
+    assert_eq!(rig.agent.acked_seq(), 1);
+    // Reconnect: nothing unacknowledged, nothing resent.
+    rig.agent.handle_disconnected(t(1_200));
+    rig.agent.handle_connected(t(1_300));
+    rig.drain(t(1_300));
+    assert!(
+        !rig.take_actions()
+            .iter()
+            .any(|a| matches!(a, Action::Send { .. }))
+    );
+}
+
+#[test]
+fn kill_policy_terminates_at_timeout_then_kills_after_grace() {
+    let mut rig = Rig::new();
+    let s = spec(1, OnDisconnect::Kill);
+    rig.command(t(0), CommandBody::Start(s.clone()));
+    rig.agent.handle_process_started(t(0), s.task, 5);
+    rig.master_heartbeat(t(1_000));
+    rig.take_actions();
+    rig.run_until(t(3_999));
+    assert!(
+        signals(&rig.take_actions()).is_empty(),
+        "not before the timeout"
+    );
+    rig.run_until(t(4_000));
+    assert_eq!(signals(&rig.take_actions()), vec![Signal::Terminate]);
+    rig.run_until(t(4_499));
+    assert!(signals(&rig.take_actions()).is_empty());
+    rig.run_until(t(4_500));
+    assert_eq!(signals(&rig.take_actions()), vec![Signal::Kill]);
+    rig.agent
+        .handle_process_exited(t(4_600), s.task, Exit::Signal(9));
+    rig.drain(t(4_600));
+    assert!(rig.events().contains(&EventKind::Finished {
+        task: s.task,
+        exit: Exit::Signal(9),
+        cause: Some(KillCause::MasterLost),
+        output_dropped: 0
+    }));
+}
+
+#[test]
+fn contact_inside_the_timeout_keeps_the_task() {
+    let mut rig = Rig::new();
+    let s = spec(1, OnDisconnect::Kill);
+    rig.command(t(0), CommandBody::Start(s.clone()));
+    rig.agent.handle_process_started(t(0), s.task, 5);
+    for ms in [2_900, 5_800, 8_700] {
+        rig.run_until(t(ms));
+        rig.master_heartbeat(t(ms));
+    }
+    rig.run_until(t(11_000));
+    assert!(signals(&rig.take_actions()).is_empty());
+}
+
+#[test]
+fn continue_policy_survives_any_silence() {
+    let mut rig = Rig::new();
+    let s = spec(1, OnDisconnect::Continue);
+    rig.command(t(0), CommandBody::Start(s.clone()));
+    rig.agent.handle_process_started(t(0), s.task, 5);
+    rig.run_until(t(24 * 3_600_000));
+    assert!(signals(&rig.take_actions()).is_empty());
+}
+
+#[test]
+fn order_in_advance_starts_on_time_without_master() {
+    let mut rig = Rig::new();
+    let mut s = spec(1, OnDisconnect::Continue);
+    s.start_at_unix_ms = Some(1_000_000 + 3_600_000);
+    rig.command(t(0), CommandBody::Start(s.clone()));
+    assert!(spawns(&rig.take_actions()).is_empty());
+    assert_eq!(rig.agent.poll_timeout(), Some(t(3_600_000)));
+    rig.run_until(t(3_599_999));
+    assert!(spawns(&rig.take_actions()).is_empty());
+    rig.run_until(t(3_600_000));
+    assert_eq!(spawns(&rig.take_actions()), vec![s.task]);
+}
+
+#[test]
+fn restart_remembers_attempts_and_reports_the_possibly_running_as_lost() {
+    let mut rig = Rig::new();
+    let running = spec(1, OnDisconnect::Continue);
+    let mut held = spec(2, OnDisconnect::Continue);
+    held.start_at_unix_ms = Some(1_000_000 + 60_000);
+    rig.command(t(0), CommandBody::Start(running.clone()));
+    rig.command(t(0), CommandBody::Start(held.clone()));
+    rig.agent.handle_process_started(t(1), running.task, 9);
+    rig.drain(t(1));
+
+    // A new process reads the journal back.
+    let mut fresh = Rig::new();
+    for bytes in &rig.journal {
+        fresh.agent.restore(&journal::decode(bytes).unwrap());
+    }
+    fresh.agent.finish_restore(t(5));
+    fresh.drain(t(5));
+    fresh.journal.clear();
+    fresh.command(t(6), CommandBody::Start(running.clone()));
+    fresh.command(t(6), CommandBody::Start(held.clone()));
+    let actions = fresh.take_actions();
+    assert!(
+        spawns(&actions).is_empty(),
+        "never started twice: {actions:?}"
+    );
+    assert_eq!(fresh.agent.stats().duplicate_starts, 2);
+    let lost = actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::Append {
+                record: Append::Event(Event {
+                    kind: EventKind::Finished {
+                        exit: Exit::Lost,
+                        ..
+                    },
+                    ..
+                }),
+                ..
+            }
+        )
+    });
+    assert!(lost, "the running attempt is reported lost");
+    assert_eq!(
+        fresh.agent.tasks().collect::<Vec<_>>(),
+        vec![(held.task, Phase::Held)]
+    );
+    fresh.run_until(t(60_000));
+    assert_eq!(
+        spawns(&fresh.take_actions()),
+        vec![held.task],
+        "held order still starts on time"
+    );
+}
+
+#[test]
+fn refusals_are_explicit_events() {
+    let mut rig = Rig::new();
+    for attempt in 1..=4 {
+        rig.command(t(0), CommandBody::Start(spec(attempt, OnDisconnect::Kill)));
+    }
+    rig.command(t(0), CommandBody::Start(spec(5, OnDisconnect::Kill)));
+    let mut bad = spec(6, OnDisconnect::Kill);
+    bad.policy.heartbeat_timeout_ms = 1_500;
+    rig.command(t(0), CommandBody::Start(bad));
+    rig.agent.handle_journal_level(JournalLevel::Full, 1 << 20);
+    let events = rig.events();
+    assert!(events.contains(&EventKind::Rejected {
+        task: spec(5, OnDisconnect::Kill).task,
+        reason: RejectReason::Full
+    }));
+    assert!(events.contains(&EventKind::Rejected {
+        task: spec(6, OnDisconnect::Kill).task,
+        reason: RejectReason::InvalidPolicy(PolicyError::TimeoutNotMultipleOfPeriod)
+    }));
+}
+
+#[test]
+fn garbage_on_the_command_topic_is_reported_not_fatal() {
+    let mut rig = Rig::new();
+    rig.agent.handle_message(t(0), CMD, &[1, 0, 0xff, 0xff]);
+    rig.agent.handle_message(t(0), CMD, &[1, 0, 9]);
+    rig.agent.handle_message(t(0), CMD, &[]);
+    rig.agent.handle_message(t(0), CMD, &[9; 5000]);
+    rig.agent
+        .handle_message(t(0), "tether/agent/other/cmd", &[1, 2, 3]);
+    rig.drain(t(0));
+    assert_eq!(rig.agent.stats().bad_commands, 4);
+    assert_eq!(rig.agent.stats().foreign_messages, 1);
+    assert_eq!(
+        rig.events(),
+        vec![
+            EventKind::BadCommand {
+                error: wire::DecodeError::Truncated
+            },
+            EventKind::BadCommand {
+                error: wire::DecodeError::Malformed
+            },
+            EventKind::BadCommand {
+                error: wire::DecodeError::Empty
+            },
+            EventKind::BadCommand {
+                error: wire::DecodeError::Oversized { len: 5000 }
+            },
+        ]
+    );
+}
+
+#[test]
+fn own_stale_will_is_repaired() {
+    let mut rig = Rig::new();
+    rig.agent.handle_connected(t(0));
+    rig.drain(t(0));
+    rig.take_actions();
+    rig.agent
+        .handle_message(t(1), "tether/agent/pi-1/presence", b"offline 0000abcd lost");
+    rig.drain(t(1));
+    let republished = rig.take_actions().iter().any(|a| matches!(a, Action::Publish { payload, retain: true, .. } if payload.as_slice() == b"online 0000abcd"));
+    assert!(republished);
+    rig.agent
+        .handle_message(t(2), "tether/agent/pi-1/presence", b"online 0000abcd");
+    rig.drain(t(2));
+    assert!(rig.take_actions().is_empty());
+}
+
+#[test]
+fn normal_stop_drains_then_announces() {
+    let mut rig = Rig::new();
+    let s = spec(1, OnDisconnect::Continue);
+    rig.agent.handle_connected(t(0));
+    rig.command(t(0), CommandBody::Start(s.clone()));
+    rig.agent.handle_process_started(t(1), s.task, 3);
+    rig.agent.handle_stop(t(2), Duration::from_millis(1_000));
+    rig.drain(t(2));
+    rig.command(t(3), CommandBody::Start(spec(2, OnDisconnect::Continue)));
+    assert!(rig.events().contains(&EventKind::Rejected {
+        task: spec(2, OnDisconnect::Continue).task,
+        reason: RejectReason::Draining
+    }));
+    rig.run_until(t(1_002));
+    assert_eq!(signals(&rig.take_actions()), vec![Signal::Terminate]);
+    rig.agent
+        .handle_process_exited(t(1_100), s.task, Exit::Signal(15));
+    rig.drain(t(1_100));
+    let actions = rig.take_actions();
+    assert!(actions.iter().any(|a| matches!(a, Action::Publish { payload, .. } if payload.as_slice() == b"offline 0000abcd stopped")));
+    assert_eq!(actions.last(), Some(&Action::Stopped));
+    assert!(rig.agent.is_stopped());
+}
