@@ -1,0 +1,566 @@
+//! The agent's configuration: `/etc/tether/agent.toml`, overridden by command-line flags.
+//!
+//! ```toml
+//! id = "pi-kitchen"                 # required: MQTT client id and topic segment
+//! brokers = ["10.0.0.2:1883", "backup.lan:1883"]   # required, tried in turn
+//! prefix = "tether"
+//! state_dir = "/var/lib/tether"     # the journal lives here
+//! work_dir = "/var/lib/tether/work" # default working directory of tasks
+//! journal_max_bytes = 16777216
+//! drain_seconds = 30                # on a normal stop: how long to wait for tasks/acks
+//! reconnect_min_ms = 500
+//! reconnect_max_ms = 30000
+//! max_tasks = 16
+//! username = "pi-kitchen"           # optional broker credentials
+//! password = "..."
+//! ```
+//!
+//! [`check_config`] reports every problem at once, each with its line, so one edit fixes a
+//! file; unknown keys are errors (a misspelt key silently ignored is a default silently used).
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tether_core::message::AgentId;
+use tether_core::topic::{DEFAULT_PREFIX, validate_id, validate_prefix};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+pub const DEFAULT_PATH: &str = "/etc/tether/agent.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/tether";
+pub const DEFAULT_WORK_DIR: &str = "/var/lib/tether/work";
+pub const DEFAULT_JOURNAL_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Below this a journal cannot hold a useful backlog of results.
+pub const MIN_JOURNAL_MAX_BYTES: u64 = 64 * 1024;
+pub const DEFAULT_DRAIN_SECONDS: u64 = 30;
+pub const DEFAULT_RECONNECT_MIN_MS: u64 = 500;
+pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
+pub const DEFAULT_MAX_TASKS: u32 = 16;
+pub const DEFAULT_MQTT_PORT: u16 = 1883;
+
+/// A broker address, `host:port` (IPv6 literals in brackets: `[::1]:1883`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for Broker {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("broker `{s}` is not `host:port`");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let host = match host.strip_prefix('[') {
+            Some(h) => h.strip_suffix(']').ok_or_else(bad)?,
+            None if host.contains(':') => return Err(bad()),
+            None => host,
+        };
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(bad());
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("broker `{s}`: port must be 1-65535"))?;
+        Ok(Broker {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// A valid configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    pub id: AgentId,
+    pub prefix: String,
+    pub brokers: Vec<Broker>,
+    pub state_dir: PathBuf,
+    pub work_dir: PathBuf,
+    pub journal_max_bytes: u64,
+    pub drain: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub max_tasks: u32,
+}
+
+impl fmt::Debug for Config {
+    // Keeps the password out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("id", &self.id)
+            .field("prefix", &self.prefix)
+            .field("brokers", &self.brokers)
+            .field("state_dir", &self.state_dir)
+            .field("work_dir", &self.work_dir)
+            .field("journal_max_bytes", &self.journal_max_bytes)
+            .field("drain", &self.drain)
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("max_tasks", &self.max_tasks)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Where the journal file lives.
+    pub fn journal_path(&self) -> PathBuf {
+        self.state_dir.join("journal")
+    }
+}
+
+/// Values from command-line flags; each `Some` replaces the file's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub id: Option<String>,
+    pub prefix: Option<String>,
+    pub brokers: Option<Vec<String>>,
+    pub state_dir: Option<PathBuf>,
+    pub work_dir: Option<PathBuf>,
+    pub journal_max_bytes: Option<u64>,
+    pub drain_seconds: Option<u64>,
+    pub reconnect_min_ms: Option<u64>,
+    pub reconnect_max_ms: Option<u64>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub max_tasks: Option<u32>,
+}
+
+/// One problem in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line in the file; `None` for a missing key or a bad flag.
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reading a configuration file failed.
+#[derive(Debug)]
+pub enum LoadError {
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Invalid {
+        path: PathBuf,
+        errors: Vec<ConfigError>,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            Self::Invalid { path, errors } => {
+                write!(f, "{}: {} error(s)", path.display(), errors.len())?;
+                for e in errors {
+                    write!(f, "\n  {e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Reads and checks the file at `path`, then applies `overrides`.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    check_config_with(&text, overrides).map_err(|errors| LoadError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    })
+}
+
+/// Checks a configuration text, reporting every error.
+pub fn check_config(text: &str) -> Result<Config, Vec<ConfigError>> {
+    check_config_with(text, &Overrides::default())
+}
+
+/// Checks a configuration text with flag values on top, reporting every error (file errors
+/// by line, then flag errors).
+pub fn check_config_with(text: &str, overrides: &Overrides) -> Result<Config, Vec<ConfigError>> {
+    let lines = LineIndex::new(text);
+    let (table, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        // Keys of a document that did not parse would only add noise.
+        let errors = syntax
+            .iter()
+            .map(|e| ConfigError {
+                line: e.span().map(|s| lines.line(s.start)),
+                key: None,
+                message: e.message().trim_end().to_string(),
+            })
+            .collect();
+        return Err(errors);
+    }
+    let mut b = Builder::default();
+    let mut errors = Vec::new();
+    for (key, value) in table.get_ref() {
+        let line = lines.line(key.span().start);
+        if let Err(message) = b.set(key.get_ref(), value) {
+            errors.push(ConfigError {
+                line: Some(line),
+                key: Some(key.get_ref().to_string()),
+                message,
+            });
+        }
+    }
+    errors.sort_by_key(|e| e.line);
+    b.apply(overrides, &mut errors);
+    b.finish(&lines, errors)
+}
+
+/// Maps byte offsets to 1-based line numbers.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self { starts }
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&s| s <= offset)
+    }
+}
+
+/// A value and where it came from: a span in the file, or a flag.
+#[derive(Debug, Clone)]
+struct At<T> {
+    value: T,
+    span: Option<Range<usize>>,
+}
+
+#[derive(Debug, Default)]
+struct Builder {
+    id: Option<At<AgentId>>,
+    prefix: Option<At<String>>,
+    brokers: Option<At<Vec<Broker>>>,
+    state_dir: Option<At<PathBuf>>,
+    work_dir: Option<At<PathBuf>>,
+    journal_max_bytes: Option<At<u64>>,
+    drain_seconds: Option<At<u64>>,
+    reconnect_min_ms: Option<At<u64>>,
+    reconnect_max_ms: Option<At<u64>>,
+    username: Option<At<String>>,
+    password: Option<At<String>>,
+    max_tasks: Option<At<u32>>,
+}
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+fn at<T>(value: T, v: &Value<'_>) -> Option<At<T>> {
+    Some(At {
+        value,
+        span: Some(v.span()),
+    })
+}
+
+impl Builder {
+    /// Takes one key of the file; the error message names the key.
+    fn set(&mut self, key: &str, v: &Value<'_>) -> Result<(), String> {
+        match key {
+            "id" => self.id = at(id_value(&string(key, v)?, key)?, v),
+            "prefix" => self.prefix = at(prefix_value(string(key, v)?, key)?, v),
+            "brokers" => {
+                let DeValue::Array(items) = v.get_ref() else {
+                    return Err(wrong_type(key, "an array of \"host:port\" strings", v));
+                };
+                let texts = items
+                    .iter()
+                    .map(|item| string(key, item))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.brokers = at(brokers_value(&texts, key)?, v);
+            }
+            "state_dir" => self.state_dir = at(path_value(string(key, v)?, key)?, v),
+            "work_dir" => self.work_dir = at(path_value(string(key, v)?, key)?, v),
+            "journal_max_bytes" => {
+                self.journal_max_bytes = at(journal_value(integer(key, v)?, key)?, v)
+            }
+            "drain_seconds" => self.drain_seconds = at(integer(key, v)?, v),
+            "reconnect_min_ms" => self.reconnect_min_ms = at(positive(integer(key, v)?, key)?, v),
+            "reconnect_max_ms" => self.reconnect_max_ms = at(positive(integer(key, v)?, key)?, v),
+            "username" => self.username = at(nonempty(string(key, v)?, key)?, v),
+            "password" => self.password = at(string(key, v)?, v),
+            "max_tasks" => self.max_tasks = at(max_tasks_value(integer(key, v)?, key)?, v),
+            _ => return Err(format!("unknown key `{key}`")),
+        }
+        Ok(())
+    }
+
+    /// Flags replace file values; a bad flag is reported without a line.
+    fn apply(&mut self, o: &Overrides, errors: &mut Vec<ConfigError>) {
+        fn flag<T>(value: T) -> Option<At<T>> {
+            Some(At { value, span: None })
+        }
+        let mut check = |key: &str, r: Result<(), String>| {
+            if let Err(message) = r {
+                errors.push(ConfigError {
+                    line: None,
+                    key: Some(key.to_string()),
+                    message: format!("flag --{}: {message}", key.replace('_', "-")),
+                });
+            }
+        };
+        if let Some(v) = &o.id {
+            check("id", id_value(v, "id").map(|v| self.id = flag(v)));
+        }
+        if let Some(v) = &o.prefix {
+            check(
+                "prefix",
+                prefix_value(v.clone(), "prefix").map(|v| self.prefix = flag(v)),
+            );
+        }
+        if let Some(v) = &o.brokers {
+            check(
+                "brokers",
+                brokers_value(v, "brokers").map(|v| self.brokers = flag(v)),
+            );
+        }
+        if let Some(v) = &o.state_dir {
+            check(
+                "state_dir",
+                path_value(v.to_string_lossy().into_owned(), "state_dir")
+                    .map(|_| self.state_dir = flag(v.clone())),
+            );
+        }
+        if let Some(v) = &o.work_dir {
+            check(
+                "work_dir",
+                path_value(v.to_string_lossy().into_owned(), "work_dir")
+                    .map(|_| self.work_dir = flag(v.clone())),
+            );
+        }
+        if let Some(v) = o.journal_max_bytes {
+            check(
+                "journal_max_bytes",
+                journal_value(v, "journal_max_bytes").map(|v| self.journal_max_bytes = flag(v)),
+            );
+        }
+        if let Some(v) = o.drain_seconds {
+            self.drain_seconds = flag(v);
+        }
+        if let Some(v) = o.reconnect_min_ms {
+            check(
+                "reconnect_min_ms",
+                positive(v, "reconnect_min_ms").map(|v| self.reconnect_min_ms = flag(v)),
+            );
+        }
+        if let Some(v) = o.reconnect_max_ms {
+            check(
+                "reconnect_max_ms",
+                positive(v, "reconnect_max_ms").map(|v| self.reconnect_max_ms = flag(v)),
+            );
+        }
+        if let Some(v) = &o.username {
+            check(
+                "username",
+                nonempty(v.clone(), "username").map(|v| self.username = flag(v)),
+            );
+        }
+        if let Some(v) = &o.password {
+            self.password = flag(v.clone());
+        }
+        if let Some(v) = o.max_tasks {
+            check(
+                "max_tasks",
+                max_tasks_value(u64::from(v), "max_tasks").map(|v| self.max_tasks = flag(v)),
+            );
+        }
+    }
+
+    /// Checks what involves several keys, fills defaults, and builds the config.
+    fn finish(
+        self,
+        lines: &LineIndex,
+        mut errors: Vec<ConfigError>,
+    ) -> Result<Config, Vec<ConfigError>> {
+        let line_of = |span: &Option<Range<usize>>| span.as_ref().map(|s| lines.line(s.start));
+        let missing = |key: &str, hint: &str| ConfigError {
+            line: None,
+            key: Some(key.to_string()),
+            message: format!("missing key `{key}` ({hint})"),
+        };
+        if self.id.is_none() {
+            errors.push(missing("id", "this agent's id, e.g. id = \"pi-1\""));
+        }
+        if self.brokers.is_none() {
+            errors.push(missing("brokers", "e.g. brokers = [\"192.168.1.10:1883\"]"));
+        }
+        let min = self.reconnect_min_ms.as_ref();
+        let max = self.reconnect_max_ms.as_ref();
+        let min_ms = min.map_or(DEFAULT_RECONNECT_MIN_MS, |a| a.value);
+        let max_ms = max.map_or(DEFAULT_RECONNECT_MAX_MS, |a| a.value);
+        if min_ms > max_ms {
+            errors.push(ConfigError {
+                line: max
+                    .and_then(|a| line_of(&a.span))
+                    .or_else(|| min.and_then(|a| line_of(&a.span))),
+                key: Some("reconnect_min_ms".into()),
+                message: format!(
+                    "`reconnect_min_ms` ({min_ms}) is above `reconnect_max_ms` ({max_ms})"
+                ),
+            });
+        }
+        if let (Some(pw), None) = (&self.password, &self.username) {
+            errors.push(ConfigError {
+                line: line_of(&pw.span),
+                key: Some("password".into()),
+                message: "`password` without `username`".into(),
+            });
+        }
+        let (Some(id), Some(brokers)) = (self.id, self.brokers) else {
+            return Err(errors);
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let value = |a: Option<At<u64>>, default: u64| a.map_or(default, |a| a.value);
+        Ok(Config {
+            id: id.value,
+            prefix: self
+                .prefix
+                .map_or_else(|| DEFAULT_PREFIX.to_string(), |a| a.value),
+            brokers: brokers.value,
+            state_dir: self
+                .state_dir
+                .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), |a| a.value),
+            work_dir: self
+                .work_dir
+                .map_or_else(|| PathBuf::from(DEFAULT_WORK_DIR), |a| a.value),
+            journal_max_bytes: value(self.journal_max_bytes, DEFAULT_JOURNAL_MAX_BYTES),
+            drain: Duration::from_secs(value(self.drain_seconds, DEFAULT_DRAIN_SECONDS)),
+            reconnect_min: Duration::from_millis(value(
+                self.reconnect_min_ms,
+                DEFAULT_RECONNECT_MIN_MS,
+            )),
+            reconnect_max: Duration::from_millis(value(
+                self.reconnect_max_ms,
+                DEFAULT_RECONNECT_MAX_MS,
+            )),
+            username: self.username.map(|a| a.value),
+            password: self.password.map(|a| a.value),
+            max_tasks: self.max_tasks.map_or(DEFAULT_MAX_TASKS, |a| a.value),
+        })
+    }
+}
+
+fn wrong_type(key: &str, expected: &str, v: &Value<'_>) -> String {
+    format!(
+        "`{key}` must be {expected}, found {}",
+        v.get_ref().type_str()
+    )
+}
+
+fn string(key: &str, v: &Value<'_>) -> Result<String, String> {
+    match v.get_ref() {
+        DeValue::String(s) => Ok(s.to_string()),
+        _ => Err(wrong_type(key, "a string", v)),
+    }
+}
+
+fn integer(key: &str, v: &Value<'_>) -> Result<u64, String> {
+    let DeValue::Integer(i) = v.get_ref() else {
+        return Err(wrong_type(key, "an integer", v));
+    };
+    let n = i64::from_str_radix(i.as_str(), i.radix())
+        .map_err(|_| format!("`{key}`: integer out of range"))?;
+    u64::try_from(n).map_err(|_| format!("`{key}` must not be negative"))
+}
+
+fn id_value(s: &str, key: &str) -> Result<AgentId, String> {
+    validate_id(s).map_err(|e| format!("`{key}` = \"{s}\": {e}"))
+}
+
+fn prefix_value(s: String, key: &str) -> Result<String, String> {
+    match validate_prefix(&s) {
+        Ok(()) => Ok(s),
+        Err(e) => Err(format!("`{key}` = \"{s}\": {e}")),
+    }
+}
+
+fn brokers_value(items: &[String], key: &str) -> Result<Vec<Broker>, String> {
+    if items.is_empty() {
+        return Err(format!("`{key}` must list at least one \"host:port\""));
+    }
+    items
+        .iter()
+        .map(|s| s.parse::<Broker>().map_err(|e| format!("`{key}`: {e}")))
+        .collect()
+}
+
+fn path_value(s: String, key: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err(format!("`{key}` must not be empty"));
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn nonempty(s: String, key: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err(format!("`{key}` must not be empty"));
+    }
+    Ok(s)
+}
+
+fn positive(n: u64, key: &str) -> Result<u64, String> {
+    if n == 0 {
+        return Err(format!("`{key}` must be at least 1"));
+    }
+    Ok(n)
+}
+
+fn journal_value(n: u64, key: &str) -> Result<u64, String> {
+    if n < MIN_JOURNAL_MAX_BYTES {
+        return Err(format!(
+            "`{key}` = {n} is below the minimum of {MIN_JOURNAL_MAX_BYTES}"
+        ));
+    }
+    Ok(n)
+}
+
+fn max_tasks_value(n: u64, key: &str) -> Result<u32, String> {
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("`{key}` must be 1 to {}", u32::MAX))
+}

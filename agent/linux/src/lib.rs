@@ -1,0 +1,10 @@
+//! tether-agent: the Linux runtime around tether-core.
+//!
+//! Building blocks the agent's main loop executes the core's actions with:
+//! [`journal`] (the durable, checksummed journal file), [`process`] (task processes, their
+//! output and their process groups) and [`config`] (the TOML configuration and flag
+//! overrides). None of them decides anything; the decisions live in tether-core.
+
+pub mod config;
+pub mod journal;
+pub mod process;
