@@ -166,6 +166,8 @@ pub struct Agent<const TASKS: usize, const SEEN: usize> {
     wall: Option<(Instant, u64)>,
 
     slots: Vec<Slot, TASKS>,
+    /// Attempts accepted at once, at most `TASKS` (a runtime setting).
+    max_tasks: usize,
     seen: Deque<u64, SEEN>,
     forgotten_below: u64,
 
@@ -222,6 +224,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             next_heartbeat: None,
             wall: None,
             slots: Vec::new(),
+            max_tasks: TASKS,
             seen: Deque::new(),
             forgotten_below: 0,
             next_lsn: 1,
@@ -405,6 +408,11 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     }
 
     // ----- inputs -----
+
+    /// Lowers the number of attempts held or running at once (never above `TASKS`).
+    pub fn set_max_tasks(&mut self, max: usize) {
+        self.max_tasks = max.clamp(1, TASKS);
+    }
 
     /// The runtime's wall clock at `now`; call at start (before restoring) and whenever it may
     /// have been stepped. Start times are wall-clock values.
@@ -718,7 +726,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             Some(RejectReason::Draining)
         } else if self.journal_level == JournalLevel::Full {
             Some(RejectReason::JournalFull)
-        } else if self.slots.is_full() {
+        } else if self.slots.len() >= self.max_tasks {
             Some(RejectReason::Full)
         } else {
             None
