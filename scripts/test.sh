@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Tether's whole test suite: formatting, lints, the no_std proof, and every test.
+# Needs mosquitto and mosquitto_sub on PATH for the external-broker tests (.ci/run installs them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tether-core: no_std, no alloc, for a Cortex-M4F"
+cargo build -p tether-core --no-default-features --target thumbv7em-none-eabihf --locked
+if cargo tree -p tether-core --no-default-features -e features --target thumbv7em-none-eabihf \
+    | grep -E '"(std|alloc|use-std|mock-driver)"'; then
+    echo "tether-core's dependency tree enables std, alloc or mock-driver" >&2
+    exit 1
+fi
+
+step "tests (TETHER_SIM_SEEDS=${TETHER_SIM_SEEDS:-default})"
+cargo test --workspace --locked
