@@ -7,4 +7,6 @@
 
 pub mod config;
 pub mod journal;
+pub mod mqtt;
 pub mod process;
+pub mod runtime;

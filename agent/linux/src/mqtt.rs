@@ -1,0 +1,200 @@
+//! The agent's MQTT connection: rumqttc options, reconnect pacing and broker fail-over.
+//!
+//! rumqttc reconnects whenever its event loop is polled again after an error, with no delay
+//! and always to the same broker. The connection task here owns the event loop, waits a capped
+//! exponential back-off with jitter between attempts, and moves to the next broker of the list
+//! after each failed attempt. The agent loop only sees [`NetEvent`]s.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+use crate::config::{Broker, Config};
+
+/// What the connection task reports to the agent loop.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// CONNACK received from `broker`; subscribe and announce now.
+    Connected {
+        broker: String,
+        session_present: bool,
+    },
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+    },
+    /// The connection failed or dropped; the task is waiting `retry_in` before the next try.
+    Disconnected {
+        error: String,
+        retry_in: Duration,
+    },
+}
+
+/// Capped exponential back-off with ±50 % jitter, so a fleet that lost its broker does not
+/// come back in lockstep.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    failures: u32,
+    state: u64,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration, seed: u64) -> Self {
+        Self {
+            min,
+            max: max.max(min),
+            failures: 0,
+            state: seed | 1,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// The wait before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self
+            .min
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(self.max);
+        self.failures = self.failures.saturating_add(1);
+        // xorshift64: jitter needs no cryptographic quality.
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let factor = 0.5 + (self.state % 1000) as f64 / 1000.0;
+        base.mul_f64(factor).min(self.max)
+    }
+}
+
+/// Identity and liveness settings of the agent's connection.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub client_id: String,
+    pub will_topic: String,
+    pub will_payload: String,
+    pub keep_alive: Duration,
+}
+
+/// MQTT 3.1.1 options for one broker: persistent session (rumqttd mixes up wills of quick
+/// clean-session reconnects), the retained will, credentials.
+pub fn options(config: &Config, session: &Session, broker: &Broker) -> MqttOptions {
+    let mut opts = MqttOptions::new(&session.client_id, &broker.host, broker.port);
+    opts.set_clean_session(false)
+        .set_keep_alive(session.keep_alive)
+        .set_max_packet_size(16 * 1024, 16 * 1024)
+        .set_request_channel_capacity(REQUEST_CAPACITY)
+        .set_inflight(64)
+        .set_last_will(LastWill::new(
+            &session.will_topic,
+            session.will_payload.as_bytes().to_vec(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let (Some(user), Some(pass)) = (&config.username, &config.password) {
+        opts.set_credentials(user, pass);
+    }
+    opts
+}
+
+/// Requests the agent may queue without waiting: a send window of events plus heartbeats and
+/// presence. The agent uses `try_publish`, so a full queue is a dropped (and later resent)
+/// publish, never a stalled loop.
+pub const REQUEST_CAPACITY: usize = 128;
+
+/// Nagle off: a client that publishes and subscribes otherwise stalls ~40 ms per message.
+pub fn network_options() -> NetworkOptions {
+    let mut net = NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(5);
+    net
+}
+
+/// Starts the connection task; returns the client handle and the event stream.
+pub fn connect(
+    config: &Config,
+    session: Session,
+    seed: u64,
+) -> (AsyncClient, mpsc::Receiver<NetEvent>) {
+    let brokers = config.brokers.clone();
+    let first = options(config, &session, &brokers[0]);
+    let (client, mut eventloop) = AsyncClient::new(first, REQUEST_CAPACITY);
+    eventloop.set_network_options(network_options());
+    let (tx, rx) = mpsc::channel(64);
+    let backoff = Backoff::new(config.reconnect_min, config.reconnect_max, seed);
+    let config = config.clone();
+    tokio::spawn(async move {
+        drive(&mut eventloop, &config, &session, &brokers, backoff, tx).await;
+    });
+    (client, rx)
+}
+
+async fn drive(
+    eventloop: &mut EventLoop,
+    config: &Config,
+    session: &Session,
+    brokers: &[Broker],
+    mut backoff: Backoff,
+    tx: mpsc::Sender<NetEvent>,
+) {
+    let mut current = 0usize;
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff.reset();
+                NetEvent::Connected {
+                    broker: brokers[current].to_string(),
+                    session_present: ack.session_present,
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => NetEvent::Message {
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+            },
+            Ok(_) => continue,
+            Err(rumqttc::ConnectionError::RequestsDone) => return,
+            Err(e) => {
+                let retry_in = backoff.next_delay();
+                let error = format!("{}: {e}", brokers[current]);
+                // Fail over: the next attempt goes to the next broker of the list.
+                current = (current + 1) % brokers.len();
+                eventloop.mqtt_options = options(config, session, &brokers[current]);
+                if tx
+                    .send(NetEvent::Disconnected { error, retry_in })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(retry_in).await;
+                continue;
+            }
+        };
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 42);
+        let delays: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(150));
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)));
+        assert!(
+            delays[9] >= Duration::from_secs(1),
+            "capped near the maximum: {delays:?}"
+        );
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(150));
+    }
+}

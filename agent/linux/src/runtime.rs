@@ -1,0 +1,493 @@
+//! The agent loop: binds tether-core's state machine to MQTT, processes and the journal.
+//!
+//! One current-thread tokio runtime, one loop: wait for the first of an MQTT event, a process
+//! event, the core's timer or a stop signal; feed it to the core; execute the actions the core
+//! asks for. Nothing here decides what happens to a task.
+//!
+//! Durability: appends of one batch are written, then fsynced once (group commit), and only
+//! then reported to the core, which only then lets them be published or spawned.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use log::{debug, error, info, warn};
+use rumqttc::{AsyncClient, QoS};
+use tether_core::agent::{Action, Agent, Signal};
+use tether_core::journal::{self as records, JournalLevel, JournalRecord};
+use tether_core::message::{Message, TaskRef};
+use tether_core::wire;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::journal::{Journal, JournalError};
+use crate::mqtt::{self, NetEvent, Session};
+use crate::process::{self, ProcessEvent, Supervisor, TaskCommand};
+
+/// Attempts held or running at once, at most (the config's `max_tasks` may lower it).
+pub const TASKS: usize = 32;
+/// Attempt ids remembered for exactly-once start.
+pub const SEEN: usize = 256;
+pub type CoreAgent = Agent<TASKS, SEEN>;
+
+/// Above this fill, output is dropped (counted) so results keep fitting.
+const DROP_OUTPUT_FILL: f64 = 0.75;
+/// Compact once the acknowledged prefix is at least this share of the journal.
+const COMPACT_SHARE: f64 = 0.5;
+
+#[derive(Debug)]
+pub enum RunError {
+    Journal(JournalError),
+    Io(io::Error),
+    Config(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Journal(e) => write!(f, "journal: {e}"),
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Config(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<JournalError> for RunError {
+    fn from(e: JournalError) -> Self {
+        Self::Journal(e)
+    }
+}
+
+impl From<io::Error> for RunError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Monotonic clock of this process, as the core's `Instant`.
+#[derive(Debug, Clone, Copy)]
+struct Clock(tokio::time::Instant);
+
+impl Clock {
+    fn now(&self) -> tether_core::Instant {
+        let micros = self.0.elapsed().as_micros();
+        tether_core::Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
+    fn to_tokio(self, at: tether_core::Instant) -> tokio::time::Instant {
+        self.0 + Duration::from_micros(at.as_micros())
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A fresh incarnation per process start, from the kernel's random pool.
+fn incarnation() -> u32 {
+    let mut bytes = [0u8; 4];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        // No random pool: time and pid still differ between starts.
+        let mix = unix_ms() ^ (u64::from(std::process::id()) << 20);
+        return (mix ^ (mix >> 32)) as u32;
+    }
+    u32::from_le_bytes(bytes)
+}
+
+struct Runtime {
+    config: Config,
+    clock: Clock,
+    agent: CoreAgent,
+    journal: Journal,
+    /// Journaled events not yet acknowledged, as journal records, by sequence.
+    unacked: BTreeMap<u64, Vec<u8>>,
+    supervisor: Supervisor<TaskRef>,
+    pids: HashMap<TaskRef, u32>,
+    client: AsyncClient,
+}
+
+/// Runs the agent until a normal stop completes.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    std::fs::create_dir_all(&config.state_dir)?;
+    std::fs::create_dir_all(&config.work_dir)?;
+    let clock = Clock(tokio::time::Instant::now());
+    let inc = incarnation();
+    let core_config = tether_core::agent::Config {
+        id: &config.id,
+        prefix: &config.prefix,
+        incarnation: inc,
+    };
+    let mut agent =
+        CoreAgent::new(core_config, clock.now()).map_err(|e| RunError::Config(format!("{e}")))?;
+    agent.set_max_tasks(config.max_tasks as usize);
+    agent.handle_wall_clock(clock.now(), unix_ms());
+
+    let (journal, recovered) = Journal::open(config.journal_path(), config.journal_max_bytes)?;
+    if recovered.truncated_bytes > 0 {
+        warn!(
+            "journal: cut {} bytes of torn tail",
+            recovered.truncated_bytes
+        );
+    }
+    let mut unacked = BTreeMap::new();
+    for bytes in recovered.records {
+        match records::decode(&bytes) {
+            Ok(record) => {
+                if let JournalRecord::Event(e) = &record {
+                    unacked.insert(e.seq, bytes);
+                }
+                agent.restore(&record);
+            }
+            Err(e) => warn!("journal: skipping an undecodable record: {e}"),
+        }
+    }
+    let acked = agent.acked_seq();
+    unacked.retain(|seq, _| *seq > acked);
+    info!(
+        "agent {} (incarnation {inc:08x}): journal {} bytes, {} events to report",
+        config.id,
+        journal.len_bytes(),
+        unacked.len()
+    );
+    agent.finish_restore(clock.now());
+
+    let (will_topic, will_payload) = agent.will();
+    let session = Session {
+        client_id: config.id.to_string(),
+        will_topic: will_topic.to_string(),
+        will_payload: will_payload.to_string(),
+        keep_alive: keep_alive(agent.heartbeat_period()),
+    };
+    let (client, mut net) = mqtt::connect(&config, session, u64::from(inc));
+    let (proc_tx, mut proc_rx) = mpsc::channel(64);
+    let mut rt = Runtime {
+        config,
+        clock,
+        agent,
+        journal,
+        unacked,
+        supervisor: Supervisor::new(proc_tx),
+        pids: HashMap::new(),
+        client,
+    };
+    rt.report_level();
+    rt.execute()?;
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    while !rt.agent.is_stopped() {
+        let wake = rt.agent.poll_timeout().map(|t| rt.clock.to_tokio(t));
+        tokio::select! {
+            Some(event) = net.recv() => rt.on_net(event),
+            Some(event) = proc_rx.recv() => rt.on_process(event),
+            () = sleep_until(wake) => {
+                let now = rt.clock.now();
+                rt.agent.handle_wall_clock(now, unix_ms());
+                rt.agent.handle_timeout(now);
+            }
+            _ = sigterm.recv() => rt.stop(),
+            _ = sigint.recv() => rt.stop(),
+        }
+        rt.execute()?;
+    }
+    info!(
+        "stopped: {} events left unacknowledged in the journal",
+        rt.unacked.len()
+    );
+    // Let the connection task flush the goodbye presence, boundedly.
+    let _ = tokio::time::timeout(Duration::from_secs(2), rt.client.disconnect()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The broker declares us lost after 1.5 keepalives of silence; keep that near the heartbeat
+/// period so the will is timely, but never below what a slow link needs.
+fn keep_alive(period: tether_core::Duration) -> Duration {
+    Duration::from_millis(period.as_millis())
+        .clamp(Duration::from_secs(5), Duration::from_secs(300))
+}
+
+impl Runtime {
+    fn stop(&mut self) {
+        info!("stop requested: draining for up to {:?}", self.config.drain);
+        let drain = tether_core::Duration::from_millis(self.config.drain.as_millis() as u64);
+        self.agent.handle_stop(self.clock.now(), drain);
+    }
+
+    fn on_net(&mut self, event: NetEvent) {
+        let now = self.clock.now();
+        match event {
+            NetEvent::Connected {
+                broker,
+                session_present,
+            } => {
+                info!("connected to {broker} (session present: {session_present})");
+                let subs = self
+                    .agent
+                    .subscriptions()
+                    .map(|t| rumqttc::SubscribeFilter::new(t.to_string(), QoS::AtLeastOnce));
+                if let Err(e) = self.client.try_subscribe_many(subs) {
+                    warn!("subscribe: {e}");
+                }
+                self.agent.handle_connected(now);
+            }
+            NetEvent::Message { topic, payload } => {
+                self.agent.handle_message(now, &topic, &payload)
+            }
+            NetEvent::Disconnected { error, retry_in } => {
+                if self.agent.is_connected() {
+                    warn!("connection lost ({error}); retrying in {retry_in:?}");
+                } else {
+                    debug!("connect failed ({error}); retrying in {retry_in:?}");
+                }
+                self.agent.handle_disconnected(now);
+            }
+        }
+    }
+
+    fn on_process(&mut self, event: ProcessEvent<TaskRef>) {
+        let now = self.clock.now();
+        match event {
+            ProcessEvent::Started { key, pid } => {
+                self.pids.insert(key, pid);
+                self.agent.handle_process_started(now, key, pid);
+            }
+            ProcessEvent::Output { key, stream, data } => {
+                let mut rest: &[u8] = &data;
+                while !rest.is_empty() {
+                    let took = self.agent.handle_output(now, key, stream, rest);
+                    rest = &rest[took..];
+                }
+            }
+            ProcessEvent::Exited { key, exit } => {
+                self.pids.remove(&key);
+                info!("task {}/{} exited: {exit:?}", key.task, key.attempt);
+                self.agent.handle_process_exited(now, key, exit);
+            }
+        }
+    }
+
+    /// Executes the core's actions until it has nothing more to say.
+    fn execute(&mut self) -> Result<(), RunError> {
+        loop {
+            let mut appended = None;
+            while let Some(action) = self.agent.poll_action() {
+                match action {
+                    Action::Append { lsn, record } => {
+                        self.append(&record)?;
+                        appended = Some(lsn);
+                    }
+                    Action::Publish {
+                        topic,
+                        payload,
+                        retain,
+                    } => {
+                        let qos = if retain {
+                            QoS::AtLeastOnce
+                        } else {
+                            QoS::AtMostOnce
+                        };
+                        if let Err(e) =
+                            self.client
+                                .try_publish(topic.as_str(), qos, retain, payload.to_vec())
+                        {
+                            warn!("publish on {topic}: {e}");
+                        }
+                    }
+                    Action::Send { from, to } => self.send(from, to),
+                    Action::Acked { up_to } => self.acked(up_to)?,
+                    Action::Spawn(task) => self.spawn(task),
+                    Action::Signal { task, signal } => self.signal(task, signal),
+                    Action::Stopped => info!("drained; announcing offline"),
+                }
+            }
+            let Some(lsn) = appended else { return Ok(()) };
+            self.journal.sync()?;
+            self.report_level();
+            self.agent.handle_journaled(self.clock.now(), lsn);
+        }
+    }
+
+    fn append(&mut self, record: &tether_core::agent::Append) -> Result<(), RunError> {
+        let mut buf = [0u8; records::MAX_RECORD];
+        let bytes = match self.agent.encode_append(record, &mut buf) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                error!("cannot encode a journal record: {e}");
+                return Ok(());
+            }
+        };
+        let result = match self.journal.append(bytes) {
+            Err(JournalError::Full) => {
+                // Compaction may free the acknowledged prefix; then try once more.
+                self.compact()?;
+                self.journal.append(bytes)
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => {
+                if let tether_core::agent::Append::Event(event) = record {
+                    self.unacked.insert(event.seq, bytes.to_vec());
+                }
+                self.report_level();
+                Ok(())
+            }
+            Err(JournalError::Full) => {
+                // The level reported to the core keeps this from happening to a result; say so
+                // loudly if it does.
+                error!("journal full: record lost ({record:?})");
+                self.agent
+                    .handle_journal_level(JournalLevel::Full, self.journal.len_bytes());
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn report_level(&mut self) {
+        // Room for the results of every task that may be running, plus a margin.
+        let reserve = (self.config.max_tasks as u64 + 4) * 2 * records::MAX_RECORD as u64;
+        let level = if self.journal.free_bytes() < reserve {
+            JournalLevel::Full
+        } else if self.journal.fill() > DROP_OUTPUT_FILL {
+            JournalLevel::DropOutput
+        } else {
+            JournalLevel::Normal
+        };
+        self.agent
+            .handle_journal_level(level, self.journal.len_bytes());
+    }
+
+    fn send(&mut self, from: u64, to: u64) {
+        let topic = self.agent.event_topic().to_string();
+        for (_, bytes) in self.unacked.range(from..=to) {
+            let Ok(JournalRecord::Event(event)) = records::decode(bytes) else {
+                continue;
+            };
+            let mut buf = [0u8; wire::MAX_MESSAGE];
+            match wire::encode(&Message::Event(event), &mut buf) {
+                Ok(payload) => {
+                    if let Err(e) =
+                        self.client
+                            .try_publish(&topic, QoS::AtLeastOnce, false, payload.to_vec())
+                    {
+                        // Resent after the acknowledgement timeout.
+                        debug!("event publish deferred: {e}");
+                        return;
+                    }
+                }
+                Err(e) => error!("cannot encode an event: {e:?}"),
+            }
+        }
+    }
+
+    fn acked(&mut self, up_to: u64) -> Result<(), RunError> {
+        self.unacked = self.unacked.split_off(&(up_to + 1));
+        let live: u64 = self
+            .unacked
+            .values()
+            .map(|r| crate::journal::frame_len(r.len()))
+            .sum();
+        let reclaimable = self.journal.len_bytes().saturating_sub(live);
+        if reclaimable as f64 >= COMPACT_SHARE * self.journal.len_bytes() as f64
+            && reclaimable > 64 * 1024
+        {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the journal as the core's snapshot plus the unacknowledged events.
+    fn compact(&mut self) -> Result<(), RunError> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut buf = [0u8; records::MAX_RECORD];
+        self.agent
+            .snapshot(|record| match records::encode(record, &mut buf) {
+                Ok(bytes) => out.push(bytes.to_vec()),
+                Err(e) => error!("cannot encode a snapshot record: {e}"),
+            });
+        out.extend(self.unacked.values().cloned());
+        let before = self.journal.len_bytes();
+        self.journal.rewrite(out)?;
+        debug!(
+            "journal compacted: {before} -> {} bytes",
+            self.journal.len_bytes()
+        );
+        self.report_level();
+        Ok(())
+    }
+
+    fn spawn(&mut self, task: TaskRef) {
+        let now = self.clock.now();
+        let Some(spec) = self.agent.task_spec(task) else {
+            return;
+        };
+        let command = TaskCommand {
+            argv: spec
+                .argv
+                .iter()
+                .filter_map(Result::ok)
+                .map(str::to_string)
+                .collect(),
+            env: spec
+                .env
+                .iter()
+                .filter_map(Result::ok)
+                .map(str::to_string)
+                .collect(),
+            cwd: if spec.cwd.is_empty() {
+                self.config.work_dir.clone()
+            } else {
+                spec.cwd.as_str().into()
+            },
+        };
+        match self.supervisor.spawn(task, &command) {
+            Ok(pid) => {
+                info!(
+                    "task {}/{} started: pid {pid} {:?}",
+                    task.task, task.attempt, command.argv
+                );
+                self.pids.insert(task, pid);
+                self.agent.handle_process_started(now, task, pid);
+            }
+            // The supervisor also reports the failure as an exit; the core takes the first.
+            Err(e) => {
+                warn!("task {}/{}: {e}", task.task, task.attempt);
+                self.agent.handle_spawn_failed(now, task, e.errno);
+            }
+        }
+    }
+
+    fn signal(&mut self, task: TaskRef, signal: Signal) {
+        let Some(&pgid) = self.pids.get(&task) else {
+            return;
+        };
+        let sig = match signal {
+            Signal::Terminate => process::Signal::Term,
+            Signal::Kill => process::Signal::Kill,
+        };
+        info!(
+            "task {}/{}: {sig:?} to process group {pgid}",
+            task.task, task.attempt
+        );
+        if let Err(e) = process::signal_group(pgid, sig) {
+            warn!("signal {sig:?} to group {pgid}: {e}");
+        }
+    }
+}
