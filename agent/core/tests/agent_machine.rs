@@ -468,3 +468,86 @@ fn normal_stop_drains_then_announces() {
     assert_eq!(actions.last(), Some(&Action::Stopped));
     assert!(rig.agent.is_stopped());
 }
+
+#[test]
+fn maximum_run_time_terminates_whatever_the_policy() {
+    let mut rig = Rig::new();
+    let mut s = spec(1, OnDisconnect::Continue);
+    s.policy.max_run_ms = 2_000;
+    rig.command(t(0), CommandBody::Start(s.clone()));
+    rig.agent.handle_process_started(t(100), s.task, 5);
+    rig.take_actions();
+    rig.run_until(t(2_099));
+    assert!(signals(&rig.take_actions()).is_empty());
+    rig.run_until(t(2_100));
+    assert_eq!(signals(&rig.take_actions()), vec![Signal::Terminate]);
+    assert!(rig.events().contains(&EventKind::Terminating {
+        task: s.task,
+        cause: KillCause::MaxRunTime
+    }));
+}
+
+#[test]
+fn kill_command_terminates_running_and_cancels_held() {
+    let mut rig = Rig::new();
+    let running = spec(1, OnDisconnect::Continue);
+    let mut held = spec(2, OnDisconnect::Continue);
+    held.start_at_unix_ms = Some(2_000_000);
+    rig.command(t(0), CommandBody::Start(running.clone()));
+    rig.command(t(0), CommandBody::Start(held.clone()));
+    rig.agent.handle_process_started(t(1), running.task, 5);
+    rig.take_actions();
+    rig.command(t(2), CommandBody::Kill { task: running.task });
+    rig.command(t(2), CommandBody::Kill { task: held.task });
+    assert_eq!(signals(&rig.take_actions()), vec![Signal::Terminate]);
+    assert!(rig.events().contains(&EventKind::Finished {
+        task: held.task,
+        exit: Exit::Cancelled,
+        cause: Some(KillCause::Requested),
+        output_dropped: 0
+    }));
+    rig.run_until(t(2 + 500));
+    assert_eq!(
+        signals(&rig.take_actions()),
+        vec![Signal::Kill],
+        "SIGKILL after the grace time"
+    );
+    rig.run_until(t(10_000_000));
+    assert!(
+        spawns(&rig.take_actions()).is_empty(),
+        "the cancelled order never starts"
+    );
+}
+
+#[test]
+fn nothing_is_spawned_or_sent_before_it_is_durable() {
+    let config = Config {
+        id: "pi-1",
+        prefix: "tether",
+        incarnation: 1,
+    };
+    let mut agent = TestAgent::new(config, t(0)).unwrap();
+    agent.handle_connected(t(0));
+    let s = spec(1, OnDisconnect::Kill);
+    let msg = Message::Command(Command {
+        epoch: 1,
+        counter: 1,
+        body: CommandBody::Start(s.clone()),
+    });
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    agent.handle_message(t(1), CMD, wire::encode(&msg, &mut buf).unwrap());
+    let mut last = 0;
+    while let Some(action) = agent.poll_action() {
+        assert!(
+            !matches!(action, Action::Spawn(_) | Action::Send { .. }),
+            "{action:?} before fsync"
+        );
+        if let Action::Append { lsn, .. } = action {
+            last = lsn;
+        }
+    }
+    agent.handle_journaled(t(2), last);
+    let after: Vec<_> = std::iter::from_fn(|| agent.poll_action()).collect();
+    assert!(after.contains(&Action::Spawn(s.task)));
+    assert!(after.contains(&Action::Send { from: 1, to: 1 }));
+}
