@@ -420,10 +420,14 @@ impl Builder {
             key: Some(key.to_string()),
             message: format!("missing key `{key}` ({hint})"),
         };
-        if self.id.is_none() {
+        // A key given with a bad value is already reported; "missing" would be noise.
+        let reported = |errors: &[ConfigError], key: &str| {
+            errors.iter().any(|e| e.key.as_deref() == Some(key))
+        };
+        if self.id.is_none() && !reported(&errors, "id") {
             errors.push(missing("id", "this agent's id, e.g. id = \"pi-1\""));
         }
-        if self.brokers.is_none() {
+        if self.brokers.is_none() && !reported(&errors, "brokers") {
             errors.push(missing("brokers", "e.g. brokers = [\"192.168.1.10:1883\"]"));
         }
         let min = self.reconnect_min_ms.as_ref();

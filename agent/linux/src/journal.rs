@@ -135,6 +135,10 @@ impl Journal {
         max_bytes: u64,
     ) -> Result<(Journal, Recovered), JournalError> {
         let path = path.as_ref().to_path_buf();
+        // A compaction interrupted by a crash leaves its temporary file: only space to free.
+        if let Ok(tmp) = tmp_path(&path) {
+            let _ = fs::remove_file(tmp);
+        }
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -332,17 +336,17 @@ fn read_frames(file: &File, file_len: u64) -> Result<(Vec<Vec<u8>>, u64), Journa
     Ok((records, good))
 }
 
-/// Writes a complete journal next to `path` and renames it over `path`, durably.
-fn write_atomically<I>(path: &Path, records: I) -> Result<File, JournalError>
-where
-    I: IntoIterator,
-    I::Item: AsRef<[u8]>,
-{
-    let dir = match path.parent() {
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
-    };
-    let mut tmp_name = path
+    }
+}
+
+/// Where compaction writes the new journal before renaming it: same directory, same
+/// filesystem, so the rename is atomic.
+fn tmp_path(path: &Path) -> Result<PathBuf, JournalError> {
+    let mut name = path
         .file_name()
         .ok_or_else(|| {
             JournalError::Io(io::Error::new(
@@ -351,8 +355,18 @@ where
             ))
         })?
         .to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
+    name.push(".tmp");
+    Ok(dir_of(path).join(name))
+}
+
+/// Writes a complete journal next to `path` and renames it over `path`, durably.
+fn write_atomically<I>(path: &Path, records: I) -> Result<File, JournalError>
+where
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
+    let dir = dir_of(path);
+    let tmp = tmp_path(path)?;
 
     let result = (|| -> Result<File, JournalError> {
         let file = OpenOptions::new()

@@ -48,6 +48,8 @@ pub struct TaskCommand {
 /// Output chunk: at most [`OUTPUT_CHUNK`] bytes, the size tether-core's events carry.
 pub type Chunk = heapless::Vec<u8, OUTPUT_CHUNK>;
 
+// Output dominates the traffic: boxing its chunk would allocate per 256 bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessEvent<K> {
     /// The process runs; `pid` is also its process group id.

@@ -1,0 +1,296 @@
+//! The agent's configuration file: defaults, every error with its line, flag overrides.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tether_agent::config::{
+    Broker, ConfigError, DEFAULT_JOURNAL_MAX_BYTES, LoadError, Overrides, check_config,
+    check_config_with, load,
+};
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match check_config(text) {
+        Ok(c) => panic!("expected errors, got {c:?}"),
+        Err(e) => e,
+    }
+}
+
+/// (line, key) of each error, for compact assertions.
+fn where_(errors: &[ConfigError]) -> Vec<(Option<usize>, Option<&str>)> {
+    errors.iter().map(|e| (e.line, e.key.as_deref())).collect()
+}
+
+#[test]
+fn full_valid_file() {
+    let text = r#"
+# the kitchen Pi
+id = "pi-kitchen"
+prefix = "site/a"
+brokers = ["10.0.0.2:1883", "backup.lan:8883", "[::1]:1883"]
+state_dir = "/var/lib/tether"
+work_dir = "/srv/tasks"
+journal_max_bytes = 1_048_576
+drain_seconds = 5
+reconnect_min_ms = 200
+reconnect_max_ms = 0x2710
+username = "pi-kitchen"
+password = "secret"
+max_tasks = 4
+"#;
+    let c = check_config(text).unwrap();
+    assert_eq!(c.id.as_str(), "pi-kitchen");
+    assert_eq!(c.prefix, "site/a");
+    assert_eq!(
+        c.brokers,
+        vec![
+            Broker {
+                host: "10.0.0.2".into(),
+                port: 1883
+            },
+            Broker {
+                host: "backup.lan".into(),
+                port: 8883
+            },
+            Broker {
+                host: "::1".into(),
+                port: 1883
+            },
+        ]
+    );
+    assert_eq!(c.brokers[2].to_string(), "[::1]:1883");
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/tether"));
+    assert_eq!(c.journal_path(), PathBuf::from("/var/lib/tether/journal"));
+    assert_eq!(c.work_dir, PathBuf::from("/srv/tasks"));
+    assert_eq!(c.journal_max_bytes, 1 << 20);
+    assert_eq!(c.drain, Duration::from_secs(5));
+    assert_eq!(c.reconnect_min, Duration::from_millis(200));
+    assert_eq!(c.reconnect_max, Duration::from_millis(10_000));
+    assert_eq!(c.username.as_deref(), Some("pi-kitchen"));
+    assert_eq!(c.password.as_deref(), Some("secret"));
+    assert_eq!(c.max_tasks, 4);
+    // The password stays out of logs.
+    assert!(!format!("{c:?}").contains("secret"));
+}
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let c = check_config("id = \"a\"\nbrokers = [\"b:1\"]\n").unwrap();
+    assert_eq!(c.prefix, "tether");
+    assert_eq!(c.journal_max_bytes, DEFAULT_JOURNAL_MAX_BYTES);
+    assert_eq!(c.username, None);
+    assert!(c.reconnect_min <= c.reconnect_max);
+    assert!(c.max_tasks >= 1);
+}
+
+#[test]
+fn several_errors_are_all_reported_with_their_lines() {
+    let text = "\
+id = \"bad id!\"
+brokers = []
+brokr = [\"x:1\"]
+prefix = \"a/#\"
+drain_seconds = \"ten\"
+max_tasks = 0
+journal_max_bytes = 10
+reconnect_min_ms = -5
+";
+    let errs = errors(text);
+    assert_eq!(
+        where_(&errs),
+        vec![
+            (Some(1), Some("id")),
+            (Some(2), Some("brokers")),
+            (Some(3), Some("brokr")),
+            (Some(4), Some("prefix")),
+            (Some(5), Some("drain_seconds")),
+            (Some(6), Some("max_tasks")),
+            (Some(7), Some("journal_max_bytes")),
+            (Some(8), Some("reconnect_min_ms")),
+        ],
+        "{errs:#?}"
+    );
+    assert_eq!(errs[2].to_string(), "line 3: unknown key `brokr`");
+    assert!(
+        errs[0]
+            .to_string()
+            .starts_with("line 1: `id` = \"bad id!\""),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[1].message.contains("at least one"), "{}", errs[1]);
+    assert!(
+        errs[4].message.contains("must be an integer, found string"),
+        "{}",
+        errs[4]
+    );
+    assert!(errs[7].message.contains("negative"), "{}", errs[7]);
+}
+
+#[test]
+fn unknown_key_alone() {
+    let errs = errors("id = \"a\"\nbrokers = [\"b:1\"]\n\n[mqtt]\nhost = \"x\"\n");
+    assert_eq!(where_(&errs), vec![(Some(4), Some("mqtt"))]);
+    assert_eq!(errs[0].to_string(), "line 4: unknown key `mqtt`");
+}
+
+#[test]
+fn bad_id_is_rejected() {
+    for id in ["", "has space", "a/b", &"x".repeat(33)] {
+        let errs = errors(&format!("brokers = [\"b:1\"]\nid = \"{id}\"\n"));
+        assert_eq!(where_(&errs), vec![(Some(2), Some("id"))], "{id:?}");
+    }
+}
+
+#[test]
+fn empty_or_malformed_brokers_are_rejected() {
+    for (brokers, what) in [
+        ("[]", "at least one"),
+        ("[\"nohost\"]", "not `host:port`"),
+        ("[\"h:0\"]", "port"),
+        ("[\"h:99999\"]", "port"),
+        ("[\":1883\"]", "not `host:port`"),
+        ("[\"::1:1883\"]", "not `host:port`"),
+        ("[\"ok:1\", 5]", "must be a string, found integer"),
+        ("\"h:1\"", "must be an array"),
+    ] {
+        let errs = errors(&format!("id = \"a\"\nbrokers = {brokers}\n"));
+        assert_eq!(where_(&errs), vec![(Some(2), Some("brokers"))], "{brokers}");
+        assert!(errs[0].message.contains(what), "{brokers}: {}", errs[0]);
+    }
+}
+
+#[test]
+fn wrong_types_name_expected_and_found() {
+    let errs = errors("id = 5\nbrokers = [\"b:1\"]\nstate_dir = true\nmax_tasks = 1.5\n");
+    assert_eq!(
+        where_(&errs),
+        vec![
+            (Some(1), Some("id")),
+            (Some(3), Some("state_dir")),
+            (Some(4), Some("max_tasks"))
+        ]
+    );
+    assert!(errs[0].message.contains("must be a string, found integer"));
+    assert!(errs[1].message.contains("must be a string, found boolean"));
+    assert!(errs[2].message.contains("must be an integer, found float"));
+}
+
+#[test]
+fn missing_required_keys_are_reported_without_line() {
+    let errs = errors("# nothing here\n");
+    assert_eq!(
+        where_(&errs),
+        vec![(None, Some("id")), (None, Some("brokers"))]
+    );
+    assert!(errs[0].to_string().starts_with("missing key `id`"));
+}
+
+#[test]
+fn keys_that_depend_on_each_other() {
+    let errs = errors(
+        "id = \"a\"\nbrokers = [\"b:1\"]\nreconnect_min_ms = 5000\nreconnect_max_ms = 100\npassword = \"p\"\n",
+    );
+    assert_eq!(
+        where_(&errs),
+        vec![
+            (Some(4), Some("reconnect_min_ms")),
+            (Some(5), Some("password"))
+        ],
+        "{errs:#?}"
+    );
+    // Against the default maximum as well.
+    let errs = errors("id = \"a\"\nbrokers = [\"b:1\"]\nreconnect_min_ms = 999999\n");
+    assert_eq!(where_(&errs), vec![(Some(3), Some("reconnect_min_ms"))]);
+}
+
+#[test]
+fn syntax_errors_are_reported_with_their_line() {
+    let errs = errors("id = \"a\"\nbrokers = [\"b:1\"]\nmax_tasks = = 3\n");
+    assert!(!errs.is_empty());
+    assert!(errs.iter().all(|e| e.line == Some(3)), "{errs:#?}");
+    assert!(errs[0].to_string().starts_with("line 3: "));
+
+    let errs = errors("id = \"a\"\n\nbrokers = [\"b:1\"\n");
+    assert!(
+        errs.iter().any(|e| e.line == Some(3) || e.line == Some(4)),
+        "{errs:#?}"
+    );
+
+    // A duplicate key is a TOML error too.
+    let errs = errors("id = \"a\"\nbrokers = [\"b:1\"]\nid = \"b\"\n");
+    assert_eq!(
+        errs.iter().map(|e| e.line).collect::<Vec<_>>(),
+        vec![Some(3)],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn flags_override_file_values_and_fill_missing_ones() {
+    let text = "id = \"from-file\"\nprefix = \"filepre\"\nmax_tasks = 2\n";
+    let overrides = Overrides {
+        id: Some("from-flag".into()),
+        brokers: Some(vec!["h:1".into(), "g:2".into()]),
+        max_tasks: Some(9),
+        state_dir: Some("/tmp/state".into()),
+        ..Overrides::default()
+    };
+    let c = check_config_with(text, &overrides).unwrap();
+    assert_eq!(c.id.as_str(), "from-flag");
+    assert_eq!(c.prefix, "filepre");
+    assert_eq!(c.brokers.len(), 2);
+    assert_eq!(c.max_tasks, 9);
+    assert_eq!(c.state_dir, PathBuf::from("/tmp/state"));
+
+    // Flags alone are a complete configuration.
+    let c = check_config_with("", &overrides).unwrap();
+    assert_eq!(c.id.as_str(), "from-flag");
+
+    // A bad flag is reported as a flag; a file error keeps its line.
+    let bad = Overrides {
+        id: Some("no spaces".into()),
+        max_tasks: Some(0),
+        ..overrides
+    };
+    let errs = check_config_with("prefix = 3\n", &bad).unwrap_err();
+    assert_eq!(
+        where_(&errs),
+        vec![
+            (Some(1), Some("prefix")),
+            (None, Some("id")),
+            (None, Some("max_tasks"))
+        ]
+    );
+    assert!(
+        errs[1].to_string().starts_with("flag --id: "),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].to_string().starts_with("flag --max-tasks: "),
+        "{}",
+        errs[2]
+    );
+}
+
+#[test]
+fn load_reads_a_file_and_names_it_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, "id = \"a\"\nbrokers = [\"b:1\"]\n").unwrap();
+    let c = load(&path, &Overrides::default()).unwrap();
+    assert_eq!(c.id.as_str(), "a");
+
+    std::fs::write(&path, "id = \"a\"\nbrokr = 1\n").unwrap();
+    let err = load(&path, &Overrides::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, LoadError::Invalid { ref errors, .. } if errors.len() == 2),
+        "{text}"
+    );
+    assert!(text.contains("agent.toml"));
+    assert!(text.contains("line 2: unknown key `brokr`"), "{text}");
+
+    let err = load(&dir.path().join("missing.toml"), &Overrides::default()).unwrap_err();
+    assert!(matches!(err, LoadError::Io { .. }));
+}
