@@ -294,3 +294,10 @@ fn load_reads_a_file_and_names_it_in_errors() {
     let err = load(&dir.path().join("missing.toml"), &Overrides::default()).unwrap_err();
     assert!(matches!(err, LoadError::Io { .. }));
 }
+
+#[test]
+fn shipped_default_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pkg/agent.toml");
+    let c = load(&path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.journal_path(), PathBuf::from("/var/lib/tether/journal"));
+}
