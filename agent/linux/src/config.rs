@@ -38,7 +38,6 @@ pub const DEFAULT_DRAIN_SECONDS: u64 = 30;
 pub const DEFAULT_RECONNECT_MIN_MS: u64 = 500;
 pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
 pub const DEFAULT_MAX_TASKS: u32 = 16;
-pub const DEFAULT_MQTT_PORT: u16 = 1883;
 
 /// A broker address, `host:port` (IPv6 literals in brackets: `[::1]:1883`).
 #[derive(Debug, Clone, PartialEq, Eq)]
