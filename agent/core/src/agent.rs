@@ -513,6 +513,15 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                     self.contact(now);
                     self.master_epoch = Some(hb.epoch);
                     self.master_period = Duration::from_millis(hb.period_ms).max(MIN_PERIOD);
+                    // Answer in the same wake-up when ours is due within half a period: an
+                    // idle agent then wakes about once per period, not twice.
+                    let half = self.heartbeat_period() / 2;
+                    if self
+                        .next_heartbeat
+                        .is_some_and(|t| t <= now.saturating_add(half))
+                    {
+                        self.publish_heartbeat(now);
+                    }
                 }
                 _ => self.stats.bad_messages += 1,
             },

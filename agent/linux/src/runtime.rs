@@ -215,11 +215,12 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// The broker declares us lost after 1.5 keepalives of silence; keep that near the heartbeat
-/// period so the will is timely, but never below what a slow link needs.
+/// Two heartbeat periods: heartbeats keep the link busy, so pings are rare and the client's
+/// keepalive timer wakes the board only every other period; the broker still fires the will
+/// 3 periods into a silent link (our own heartbeat timeouts decide what happens to tasks).
 fn keep_alive(period: tether_core::Duration) -> Duration {
-    Duration::from_millis(period.as_millis())
-        .clamp(Duration::from_secs(5), Duration::from_secs(300))
+    Duration::from_millis(2 * period.as_millis())
+        .clamp(Duration::from_secs(5), Duration::from_secs(600))
 }
 
 impl Runtime {
