@@ -1,3 +1,4 @@
 //! tether-tests: harnesses shared by the simulation and end-to-end tests.
 
+pub mod harness;
 pub mod sim;

@@ -1,0 +1,217 @@
+//! A real `tether-agent` process: its own state and work directories, its log (stderr) in a
+//! file printed when a test fails, and the ways it can end (SIGTERM, kill -9).
+//!
+//! An [`AgentHome`] outlives the processes started on it, so a test can kill an agent and start
+//! another on the same journal.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::bins;
+use super::tempdir::TempDir;
+
+/// How an agent is started; each field becomes a flag.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub id: String,
+    /// `host:port` of each broker, tried in turn.
+    pub brokers: Vec<String>,
+    pub drain_seconds: u64,
+    pub journal_max_bytes: Option<u64>,
+    pub max_tasks: Option<u32>,
+    /// `RUST_LOG` for the agent (the harness's own `RUST_LOG` wins when set).
+    pub log_filter: String,
+}
+
+impl AgentOptions {
+    pub fn new(id: &str, broker: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            brokers: vec![broker.to_owned()],
+            drain_seconds: 10,
+            journal_max_bytes: None,
+            max_tasks: None,
+            log_filter: "info,tether_agent=debug".to_owned(),
+        }
+    }
+}
+
+/// Where an agent keeps its journal (`state/`), runs tasks (`work/`) and logs (`agent-N.log`),
+/// plus room for the test's own files.
+#[derive(Debug)]
+pub struct AgentHome {
+    dir: TempDir,
+    pub options: AgentOptions,
+    runs: u32,
+}
+
+impl AgentHome {
+    pub fn new(options: AgentOptions) -> Self {
+        let dir = TempDir::new(&format!("agent-{}", options.id)).expect("temp dir");
+        for sub in ["state", "work"] {
+            std::fs::create_dir(dir.join(sub)).expect("agent dirs");
+        }
+        Self {
+            dir,
+            options,
+            runs: 0,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+
+    /// The journal file (see `tether_agent::config::Config::journal_path`).
+    pub fn journal_path(&self) -> PathBuf {
+        self.state_dir().join("journal")
+    }
+
+    /// Size of the journal file now (0 when there is none yet).
+    pub fn journal_len(&self) -> u64 {
+        std::fs::metadata(self.journal_path()).map_or(0, |m| m.len())
+    }
+
+    /// Starts an agent process on this home.
+    pub fn start(&mut self) -> AgentProcess {
+        let bin = bins::binary("tether-agent").unwrap_or_else(|e| panic!("tether-agent: {e}"));
+        self.runs += 1;
+        let log_path = self.dir.join(&format!("agent-{}.log", self.runs));
+        let log = File::create(&log_path).expect("agent log");
+        let o = &self.options;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--id").arg(&o.id);
+        for b in &o.brokers {
+            cmd.arg("--broker").arg(b);
+        }
+        cmd.arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--work-dir")
+            .arg(self.work_dir())
+            .arg("--drain-seconds")
+            .arg(o.drain_seconds.to_string());
+        if let Some(n) = o.journal_max_bytes {
+            cmd.arg("--journal-max-bytes").arg(n.to_string());
+        }
+        if let Some(n) = o.max_tasks {
+            cmd.arg("--max-tasks").arg(n.to_string());
+        }
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| o.log_filter.clone());
+        cmd.env("RUST_LOG", filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd.spawn().expect("tether-agent starts");
+        AgentProcess {
+            pid: child.id(),
+            child: Some(child),
+            log_path,
+            exit: None,
+        }
+    }
+}
+
+/// A running (or ended) agent. Dropping it kills it (SIGKILL) and, during a panic, prints its
+/// log.
+#[derive(Debug)]
+pub struct AgentProcess {
+    child: Option<Child>,
+    pid: u32,
+    log_path: PathBuf,
+    exit: Option<ExitStatus>,
+}
+
+impl AgentProcess {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// A normal stop: the agent drains and exits on its own; see [`Self::wait_exit`].
+    pub fn sigterm(&self) {
+        if self.exit.is_none() {
+            send_signal(self.pid, libc::SIGTERM);
+        }
+    }
+
+    /// kill -9, and reap it: no goodbye, no will of its own making (the broker sends the will).
+    pub fn kill9(&mut self) -> ExitStatus {
+        if let Some(status) = self.exit {
+            return status;
+        }
+        let mut child = self.child.take().expect("agent child");
+        let _ = child.kill();
+        let status = child.wait().expect("wait for the agent");
+        self.exit = Some(status);
+        status
+    }
+
+    /// Waits (at most `bound`) for the agent to exit by itself; `None` if it still runs.
+    pub async fn wait_exit(&mut self, bound: Duration) -> Option<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The exit status if the agent has ended (reaping it).
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none()
+            && let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            self.exit = Some(status);
+            self.child = None;
+        }
+        self.exit
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- tether-agent log ({}) ----\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// Sends `signal` to one process (not a group).
+#[allow(unsafe_code)]
+pub fn send_signal(pid: u32, signal: i32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; pid > 1 keeps it
+    // from addressing a group or every process.
+    unsafe { libc::kill(pid, signal) == 0 }
+}
