@@ -45,11 +45,16 @@
 pub mod broker;
 pub mod client;
 pub mod clock;
+pub mod disk;
+pub mod invariants;
 pub mod link;
+pub mod master_script;
 pub mod mqtt;
 pub mod net;
+pub mod procs;
 pub mod rng;
 pub mod trace;
+pub mod world;
 
 pub use broker::{Broker, BrokerConfig, BrokerStats, ConnId, Output, SessionInfo};
 pub use client::{

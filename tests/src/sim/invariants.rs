@@ -1,0 +1,252 @@
+//! What the agent simulation checks, and the ledger that remembers across agent crashes what
+//! the checks need: every spawn, every event ever made durable, every signal.
+//!
+//! Time-based bounds allow one [`TICK`]: the world steps to the exact instant any component
+//! asks for, so a tick only absorbs rounding.
+//!
+//! 1. An attempt is spawned at most once, across agent crashes and restarts.
+//! 2. Every event an agent journaled durably reaches the master exactly once in effect: after
+//!    healing, the master's store (deduplicated by agent and sequence) equals the ledger's
+//!    durable events of that agent, gap-free from 1. Never an event that was not durable, never
+//!    two different events under one sequence. An agent whose disk was lost is excluded.
+//! 3. A `kill` task gets SIGTERM (cause `MasterLost`) no earlier than its heartbeat timeout
+//!    after the later of the agent's last master contact and the task's start, and no later
+//!    than that plus a tick; a terminated task that is still alive gets SIGKILL no earlier than
+//!    grace after SIGTERM and no later than that plus a tick.
+//! 4. A `continue` task is never terminated because the master was lost.
+//! 5. An order starts on time: an accepted attempt is spawned by
+//!    `max(start time, acceptance, agent start) + max disk delay + tick`, master or no master.
+//!    The disk delay is there because the agent spawns only once its `Spawning` record is
+//!    durable (fsync), which the simulated disk delays by at most its maximum.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use tether_core::agent::Signal;
+use tether_core::journal::{self, JournalRecord};
+use tether_core::message::{Event, KillCause, TaskRef};
+use tether_core::{Duration, Instant};
+
+/// The slack of every time bound.
+pub const TICK: Duration = Duration::from_millis(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invariant {
+    SpawnOnce,
+    EventsDelivered,
+    KillOnLoss,
+    ContinueSurvives,
+    StartOnTime,
+    /// The simulation itself misbehaved (stuck clock, undecodable record, lost action): not an
+    /// agent guarantee, but a run that cannot be trusted.
+    Model,
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::SpawnOnce => "1: a task attempt is never started twice",
+            Self::EventsDelivered => {
+                "2: every durably journaled event reaches the master exactly once"
+            }
+            Self::KillOnLoss => {
+                "3: a kill task is terminated at the heartbeat timeout, killed after grace"
+            }
+            Self::ContinueSurvives => "4: a continue task is never terminated for a lost master",
+            Self::StartOnTime => "5: an order starts on time, master or no master",
+            Self::Model => "model: the simulation itself",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: Invariant,
+    pub at: Instant,
+    pub detail: String,
+}
+
+impl Violation {
+    pub fn new(invariant: Invariant, at: Instant, detail: impl Into<String>) -> Self {
+        Self {
+            invariant,
+            at,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invariant {} violated at {}: {}",
+            self.invariant,
+            secs(self.at),
+            self.detail
+        )
+    }
+}
+
+/// An instant as seconds with milliseconds, for messages.
+pub fn secs(t: Instant) -> String {
+    let ms = t.as_millis();
+    format!("{}.{:03}s", ms / 1_000, ms % 1_000)
+}
+
+/// A signal an agent sent, with what it knew when it sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalRecord {
+    pub agent: usize,
+    pub at: Instant,
+    pub signal: Signal,
+    /// The cause of the `Terminating` event that came with a SIGTERM.
+    pub cause: Option<KillCause>,
+    pub last_contact: Instant,
+    pub started: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    spawns: BTreeMap<TaskRef, Vec<(usize, Instant)>>,
+    durable: Vec<BTreeMap<u64, Event>>,
+    excluded: Vec<bool>,
+    signals: BTreeMap<TaskRef, Vec<SignalRecord>>,
+}
+
+impl Ledger {
+    pub fn new(agents: usize) -> Self {
+        Self {
+            spawns: BTreeMap::new(),
+            durable: vec![BTreeMap::new(); agents],
+            excluded: vec![false; agents],
+            signals: BTreeMap::new(),
+        }
+    }
+
+    /// Agent `i` lost its disk: from now on invariants 1 and 2 say nothing about it.
+    pub fn exclude(&mut self, i: usize) {
+        self.excluded[i] = true;
+    }
+
+    pub fn is_excluded(&self, i: usize) -> bool {
+        self.excluded[i]
+    }
+
+    pub fn spawns(&self, task: TaskRef) -> &[(usize, Instant)] {
+        self.spawns.get(&task).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn signals(&self, task: TaskRef) -> &[SignalRecord] {
+        self.signals.get(&task).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every event agent `i` ever made durable, by sequence.
+    pub fn durable(&self, i: usize) -> &BTreeMap<u64, Event> {
+        &self.durable[i]
+    }
+
+    /// Invariant 1.
+    pub fn on_spawn(&mut self, agent: usize, task: TaskRef, now: Instant) -> Result<(), Violation> {
+        let list = self.spawns.entry(task).or_default();
+        let earlier = list.iter().any(|&(a, _)| !self.excluded[a]);
+        list.push((agent, now));
+        if earlier && !self.excluded[agent] {
+            return Err(Violation::new(
+                Invariant::SpawnOnce,
+                now,
+                format!(
+                    "attempt {}/{} spawned again by agent {agent}; spawns so far: {:?}",
+                    task.task,
+                    task.attempt,
+                    list.iter()
+                        .map(|(a, t)| format!("agent {a} at {}", secs(*t)))
+                        .collect::<Vec<_>>()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A journal record of agent `i` became durable (part of invariant 2: one sequence, one
+    /// event, forever).
+    pub fn on_durable(&mut self, i: usize, bytes: &[u8], now: Instant) -> Result<(), Violation> {
+        let record = journal::decode(bytes).map_err(|e| {
+            Violation::new(
+                Invariant::Model,
+                now,
+                format!("agent {i}: undecodable journal record: {e}"),
+            )
+        })?;
+        let JournalRecord::Event(event) = record else {
+            return Ok(());
+        };
+        if self.excluded[i] {
+            return Ok(());
+        }
+        match self.durable[i].get(&event.seq) {
+            Some(old) if *old != event => Err(Violation::new(
+                Invariant::EventsDelivered,
+                now,
+                format!(
+                    "agent {i} made two different events durable under seq {}: {old:?} then {event:?}",
+                    event.seq
+                ),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.durable[i].insert(event.seq, event);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn on_signal(&mut self, task: TaskRef, record: SignalRecord) {
+        self.signals.entry(task).or_default().push(record);
+    }
+
+    /// Invariant 2 for agent `i`: `store` is what the master holds.
+    pub fn check_delivered(
+        &self,
+        i: usize,
+        store: &BTreeMap<u64, Event>,
+        now: Instant,
+    ) -> Result<(), Violation> {
+        if self.excluded[i] {
+            return Ok(());
+        }
+        let durable = &self.durable[i];
+        let fail = |detail: String| Err(Violation::new(Invariant::EventsDelivered, now, detail));
+        for (seq, event) in store {
+            match durable.get(seq) {
+                None => {
+                    return fail(format!(
+                        "agent {i}: the master holds seq {seq}, which the agent never made durable: {event:?}"
+                    ));
+                }
+                Some(d) if d != event => {
+                    return fail(format!(
+                        "agent {i} seq {seq}: the master holds {event:?}, the journal had {d:?}"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some((seq, event)) = durable.iter().find(|(s, _)| !store.contains_key(s)) {
+            return fail(format!(
+                "agent {i}: durable event seq {seq} never reached the master ({} of {} stored): {event:?}",
+                store.len(),
+                durable.len()
+            ));
+        }
+        if let Some((&last, _)) = durable.last_key_value()
+            && last != durable.len() as u64
+        {
+            return fail(format!(
+                "agent {i}: durable sequences have gaps ({} events, last seq {last})",
+                durable.len()
+            ));
+        }
+        Ok(())
+    }
+}

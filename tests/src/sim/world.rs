@@ -1,0 +1,1145 @@
+//! A whole Tether deployment in virtual time: the model broker, N agent cores with their disks,
+//! processes and MQTT clients, and a scripted master, stepped together and checked against the
+//! invariants of [`super::invariants`] at every step.
+//!
+//! The world is the agent runtime of the simulation: it executes each core's actions as
+//! `tether-agent` does (journal appends, group fsync, publishes, spawns, signals, compaction)
+//! and feeds back what happens (connections, messages, durability, process life, timers).
+//!
+//! ```text
+//! let mut w = World::new(WorldConfig::new(seed, 1).replay("TETHER_SIM_SEED={seed} cargo test ..."));
+//! let task = w.submit(at(5), 0, policy(OnDisconnect::Kill, 10, 60), Program::new(mins(30)), None);
+//! w.schedule(at(60), Step::MasterDown);
+//! w.run_until(at(600));                // panics with seed, invariant, trace tail, replay
+//! w.heal(Duration::from_secs(900));     // network up, everyone back: invariant 2
+//! ```
+//!
+//! Wall clock: Unix milliseconds are [`WALL0_MS`] plus the virtual time; agents learn it with
+//! `handle_wall_clock` at every start.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use tether_core::agent::{Action, Agent, Append, Config, Phase, Signal};
+use tether_core::journal::{self, JournalRecord};
+use tether_core::message::{Event, EventKind, KillCause, Message, StrList, TaskRef, TaskSpec};
+use tether_core::policy::{OnDisconnect, Policy};
+use tether_core::wire;
+use tether_core::{Duration, Instant};
+
+use super::broker::BrokerConfig;
+use super::client::{ClientConfig, ClientEvent};
+use super::clock::{Clock, Timeline};
+use super::disk::Disk;
+use super::invariants::{Invariant, Ledger, SignalRecord, TICK, Violation, secs};
+use super::link::{Fault, LinkConfig};
+use super::master_script::{MasterScript, keepalive_s};
+use super::mqtt::{QoS, Will};
+use super::net::{ClientKey, Net};
+use super::procs::{ProcEvent, Procs, Program};
+use super::rng::Rng;
+
+/// The agent core as the simulation runs it.
+pub type SimAgent = Agent<16, 64>;
+
+/// Unix milliseconds at virtual time zero.
+pub const WALL0_MS: u64 = 1_700_000_000_000;
+
+/// Bounds the passes of one step at one instant (durability and process events that are due
+/// at once); beyond it the clock's stuck detection takes over.
+const MAX_PASSES: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct WorldConfig {
+    pub seed: u64,
+    pub agents: usize,
+    pub prefix: String,
+    pub broker: BrokerConfig,
+    pub link: LinkConfig,
+    pub master_period: Duration,
+    /// Each journal append is durable `min..=max` after it is written.
+    pub disk_delay: (Duration, Duration),
+    /// A spawn is confirmed `min..=max` after it is asked for.
+    pub spawn_delay: (Duration, Duration),
+    /// Chance that an acknowledgement triggers a compaction of the journal.
+    pub compact_chance: f64,
+    /// The command that replays this run, printed with every violation.
+    pub replay: String,
+}
+
+impl WorldConfig {
+    /// `agents` agents (`pi-0`, `pi-1`, ...), rumqttd, a 5 ms link, master period 10 s.
+    pub fn new(seed: u64, agents: usize) -> Self {
+        Self {
+            seed,
+            agents,
+            prefix: "tether".into(),
+            broker: BrokerConfig::rumqttd(),
+            link: LinkConfig {
+                latency: Duration::from_millis(5),
+                ..LinkConfig::default()
+            },
+            master_period: Duration::from_secs(10),
+            disk_delay: (Duration::from_millis(1), Duration::from_millis(20)),
+            spawn_delay: (Duration::from_millis(1), Duration::from_millis(50)),
+            compact_chance: 0.3,
+            replay: format!("TETHER_SIM_SEED={seed} cargo test -p tether-tests -- --nocapture"),
+        }
+    }
+
+    pub fn replay(mut self, command: impl Into<String>) -> Self {
+        self.replay = command.into();
+        self
+    }
+}
+
+/// Whose network path a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    Master,
+    Agent(usize),
+    Everyone,
+}
+
+/// Something scripted for an instant.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Fault(Who, Fault),
+    /// The broker restarts and forgets sessions, queues and retained messages (a switch to a
+    /// fresh broker looks the same to its clients).
+    RestartBroker,
+    /// kill -9 or power loss: only the durable prefix of the journal survives.
+    CrashAgent(usize),
+    /// The agent's storage is gone too; invariants 1 and 2 exclude it from then on.
+    LoseAgentDisk(usize),
+    /// A new agent process: new incarnation, journal replayed.
+    RestartAgent(usize),
+    MasterDown,
+    MasterUp,
+    Submit(usize, TaskSpec),
+    Kill(TaskRef),
+}
+
+#[derive(Debug)]
+struct Node {
+    id: String,
+    key: ClientKey,
+    agent: Option<SimAgent>,
+    disk: Disk,
+    procs: Procs,
+    /// Events appended and not acknowledged, by sequence (what `Send` publishes).
+    unacked: BTreeMap<u64, Event>,
+    /// When this agent process started.
+    up_since: Instant,
+    /// When this agent process accepted each order.
+    accepted_at: BTreeMap<TaskRef, Instant>,
+    restarts: u32,
+}
+
+#[derive(Debug)]
+pub struct World {
+    config: WorldConfig,
+    net: Net,
+    clock: Clock,
+    schedule: Timeline<Step>,
+    master: MasterScript,
+    nodes: Vec<Node>,
+    ledger: Ledger,
+    specs: BTreeMap<TaskRef, TaskSpec>,
+    next_attempt: u64,
+    rng: Rng,
+}
+
+impl World {
+    /// Everything connects at time zero.
+    pub fn new(config: WorldConfig) -> Self {
+        let mut rng = Rng::new(config.seed);
+        let mut net = Net::new(config.broker.clone(), rng.next_u64());
+        let t0 = Instant::from_ticks(0);
+        let ids: Vec<String> = (0..config.agents).map(|i| format!("pi-{i}")).collect();
+        let mut mc = ClientConfig::new("master");
+        mc.subscriptions = ["event", "heartbeat", "presence"]
+            .iter()
+            .map(|leaf| {
+                let filter = tether_core::topic::all_agents(&config.prefix, leaf)
+                    .map(|t| t.as_str().to_owned())
+                    .unwrap_or_default();
+                (filter, QoS::AtLeastOnce)
+            })
+            .collect();
+        let master_key = net.add_client(mc, config.link);
+        let master = MasterScript::new(
+            master_key,
+            &config.prefix,
+            ids.clone(),
+            config.master_period,
+        );
+        let nodes = ids
+            .into_iter()
+            .map(|id| {
+                let key = net.add_client(ClientConfig::new(id.clone()), config.link);
+                Node {
+                    id,
+                    key,
+                    agent: None,
+                    disk: Disk::new(config.disk_delay.0, config.disk_delay.1, rng.fork()),
+                    procs: Procs::new(config.spawn_delay, rng.fork()),
+                    unacked: BTreeMap::new(),
+                    up_since: t0,
+                    accepted_at: BTreeMap::new(),
+                    restarts: 0,
+                }
+            })
+            .collect();
+        let mut world = Self {
+            ledger: Ledger::new(config.agents),
+            config,
+            net,
+            clock: Clock::new(t0),
+            schedule: Timeline::new(),
+            master,
+            nodes,
+            specs: BTreeMap::new(),
+            next_attempt: 1,
+            rng,
+        };
+        world.master.start(&mut world.net, t0);
+        for i in 0..world.nodes.len() {
+            // A fresh agent on an empty disk cannot fail to start but through a bad config,
+            // which `WorldConfig` does not allow; the world would report it at the first step.
+            let _ = world.start_agent(i, t0);
+        }
+        world
+    }
+
+    // ---- getters ----
+
+    pub fn config(&self) -> &WorldConfig {
+        &self.config
+    }
+
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    pub fn master(&self) -> &MasterScript {
+        &self.master
+    }
+
+    /// The agent core, unless it is crashed.
+    pub fn agent(&self, i: usize) -> Option<&SimAgent> {
+        self.nodes[i].agent.as_ref()
+    }
+
+    pub fn disk(&self, i: usize) -> &Disk {
+        &self.nodes[i].disk
+    }
+
+    pub fn procs(&self, i: usize) -> &Procs {
+        &self.nodes[i].procs
+    }
+
+    /// Events of agent `i` not acknowledged by the master (its replay backlog).
+    pub fn unacked(&self, i: usize) -> usize {
+        self.nodes[i].unacked.len()
+    }
+
+    /// How often agent `i` was restarted.
+    pub fn restarts(&self, i: usize) -> u32 {
+        self.nodes[i].restarts
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Where and when the attempt was spawned (more than one entry breaks invariant 1).
+    pub fn spawns(&self, task: TaskRef) -> &[(usize, Instant)] {
+        self.ledger.spawns(task)
+    }
+
+    pub fn signals(&self, task: TaskRef) -> &[SignalRecord] {
+        self.ledger.signals(task)
+    }
+
+    pub fn spec(&self, task: TaskRef) -> Option<&TaskSpec> {
+        self.specs.get(&task)
+    }
+
+    /// Every attempt submitted so far, in attempt order.
+    pub fn tasks(&self) -> impl Iterator<Item = TaskRef> + '_ {
+        self.specs.keys().copied()
+    }
+
+    pub fn wall_ms(at: Instant) -> u64 {
+        WALL0_MS + at.as_millis()
+    }
+
+    /// A digest of everything that happened, to show a seed replays identically.
+    pub fn digest(&self) -> u64 {
+        self.net.trace().digest()
+    }
+
+    // ---- scripting ----
+
+    pub fn schedule(&mut self, at: Instant, step: Step) {
+        self.schedule.push(at, step);
+    }
+
+    /// Schedules a start order for agent `agent`, sent at `at` (or once the master is up and
+    /// connected). Attempt ids are issued now, in call order.
+    pub fn submit(
+        &mut self,
+        at: Instant,
+        agent: usize,
+        policy: Policy,
+        program: Program,
+        start_at: Option<Instant>,
+    ) -> TaskRef {
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        let task = TaskRef {
+            task: attempt,
+            attempt,
+        };
+        let spec = TaskSpec {
+            task,
+            policy,
+            start_at_unix_ms: start_at.map(Self::wall_ms),
+            argv: program.argv(),
+            env: StrList::new(),
+            cwd: heapless::String::new(),
+        };
+        self.specs.insert(task, spec.clone());
+        self.schedule(at, Step::Submit(agent, spec));
+        task
+    }
+
+    pub fn kill(&mut self, at: Instant, task: TaskRef) {
+        self.schedule(at, Step::Kill(task));
+    }
+
+    // ---- running ----
+
+    /// Steps to `until`, checking the invariants at every step; a violation is reported (see
+    /// [`World::expect`]) and panics.
+    pub fn run_until(&mut self, until: Instant) {
+        let result = self.try_run_until(until);
+        self.expect(result)
+    }
+
+    /// Ends the faults and waits for invariant 2 (see [`World::try_heal`]); a violation is
+    /// reported and panics. Returns when it healed.
+    pub fn heal(&mut self, max: Duration) -> Instant {
+        let result = self.try_heal(max);
+        self.expect(result)
+    }
+
+    /// Steps to `until`, checking the invariants at every step.
+    pub fn try_run_until(&mut self, until: Instant) -> Result<(), Violation> {
+        loop {
+            let wake = self.poll_timeout();
+            match self.clock.advance(wake, until) {
+                Err(stuck) => {
+                    return Err(Violation::new(
+                        Invariant::Model,
+                        stuck.at,
+                        stuck.to_string(),
+                    ));
+                }
+                Ok(None) => return self.check_deadlines(self.clock.now()),
+                Ok(Some(now)) => self.step(now)?,
+            }
+        }
+    }
+
+    /// Ends the faults: every path up, the master and every agent running, nothing more
+    /// scripted. Runs until every agent's durable events are stored by the master and
+    /// acknowledged back (invariant 2), or fails once `max` has passed.
+    pub fn try_heal(&mut self, max: Duration) -> Result<Instant, Violation> {
+        let now = self.now();
+        self.net
+            .trace_mut()
+            .record(now, format_args!("world: healing"));
+        let mut rest = Timeline::new();
+        while let Some((at, step)) = self.schedule.pop_due(Instant::MAX) {
+            // Orders still wait to be sent; faults and crashes are off.
+            if matches!(step, Step::Submit(..) | Step::Kill(_)) {
+                rest.push(at, step);
+            }
+        }
+        self.schedule = rest;
+        self.net.set_fault_all(Fault::Up, now);
+        self.master.start(&mut self.net, now);
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].agent.is_none() {
+                self.start_agent(i, now)?;
+            }
+        }
+        let deadline = now.saturating_add(max);
+        let period = self.master.period().max(Duration::from_secs(1));
+        loop {
+            let next = self.now().saturating_add(period).min(deadline);
+            self.try_run_until(next)?;
+            if self.healed() {
+                return Ok(self.now());
+            }
+            if self.now() >= deadline {
+                for i in 0..self.nodes.len() {
+                    self.ledger
+                        .check_delivered(i, self.master.store(i), self.now())?;
+                }
+                let mut why = format!(
+                    "not healed {} after the faults ended: master connected {}, unanswered orders {}",
+                    secs(Instant::from_ticks(max.as_ticks())),
+                    self.master.is_connected(),
+                    self.master.unanswered()
+                );
+                for (i, n) in self.nodes.iter().enumerate() {
+                    let _ = write!(
+                        why,
+                        "; {}: connected {}, acked {:?}, durable {:?}, master has {}",
+                        n.id,
+                        n.agent.as_ref().is_some_and(SimAgent::is_connected),
+                        n.agent.as_ref().map(SimAgent::acked_seq),
+                        n.agent.as_ref().map(SimAgent::durable_seq),
+                        self.master.contiguous(i)
+                    );
+                }
+                return Err(Violation::new(Invariant::EventsDelivered, self.now(), why));
+            }
+        }
+    }
+
+    /// Invariant 2 now, for every agent.
+    pub fn check_delivered(&self) -> Result<(), Violation> {
+        for i in 0..self.nodes.len() {
+            self.ledger
+                .check_delivered(i, self.master.store(i), self.now())?;
+        }
+        Ok(())
+    }
+
+    /// The failure report: seed, invariant, trace tail, replay command.
+    pub fn report(&self, v: &Violation) -> String {
+        let lines: Vec<_> = self.net.trace().lines().collect();
+        let tail = &lines[lines.len().saturating_sub(150)..];
+        let mut out = String::new();
+        let _ = writeln!(out, "\n==== Tether simulation: invariant violated ====");
+        let _ = writeln!(out, "seed: {}", self.config.seed);
+        let _ = writeln!(out, "{v}");
+        let _ = writeln!(out, "---- last {} trace lines ----", tail.len());
+        for line in tail {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out, "---- replay ----\n{}", self.config.replay);
+        out
+    }
+
+    /// The value, or the report printed and a panic.
+    pub fn expect<T>(&self, result: Result<T, Violation>) -> T {
+        match result {
+            Ok(t) => t,
+            Err(v) => {
+                let report = self.report(&v);
+                eprintln!("{report}");
+                panic!(
+                    "seed {}: invariant {} violated (replay: {})",
+                    self.config.seed, v.invariant, self.config.replay
+                );
+            }
+        }
+    }
+
+    // ---- the step ----
+
+    fn poll_timeout(&self) -> Vec<Option<Instant>> {
+        let mut wake = vec![
+            self.net.poll_timeout(),
+            self.schedule.poll_timeout(),
+            self.master.poll_timeout(),
+        ];
+        for n in &self.nodes {
+            if let Some(a) = &n.agent {
+                wake.push(a.poll_timeout());
+                wake.push(n.disk.poll_timeout());
+                wake.push(n.procs.poll_timeout());
+            }
+        }
+        wake
+    }
+
+    fn step(&mut self, now: Instant) -> Result<(), Violation> {
+        self.check_deadlines(now)?;
+        while let Some((_, step)) = self.schedule.pop_due(now) {
+            self.apply(step, now)?;
+        }
+        self.net.step(now);
+        while let Some((k, event)) = self.net.poll_event() {
+            if k == self.master.key() {
+                self.master.handle_event(&mut self.net, event, now);
+            } else if let Some(i) = self.nodes.iter().position(|n| n.key == k) {
+                self.agent_event(i, event, now)?;
+            }
+        }
+        for i in 0..self.nodes.len() {
+            self.agent_local(i, now)?;
+        }
+        self.master.handle_timeout(&mut self.net, now);
+        self.master.flush(&mut self.net, now);
+        if let Some(c) = self.master.conflicts().first() {
+            return Err(Violation::new(Invariant::EventsDelivered, now, c.clone()));
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, step: Step, now: Instant) -> Result<(), Violation> {
+        match step {
+            Step::Fault(who, fault) => match who {
+                Who::Master => self.net.set_fault(self.master.key(), fault, now),
+                Who::Agent(i) => self.net.set_fault(self.nodes[i].key, fault, now),
+                Who::Everyone => self.net.set_fault_all(fault, now),
+            },
+            Step::RestartBroker => self.net.restart_broker(now),
+            Step::CrashAgent(i) => self.crash_agent(i, false, now),
+            Step::LoseAgentDisk(i) => self.crash_agent(i, true, now),
+            Step::RestartAgent(i) => {
+                if self.nodes[i].agent.is_none() {
+                    self.start_agent(i, now)?;
+                }
+            }
+            Step::MasterDown => {
+                self.net
+                    .trace_mut()
+                    .record(now, format_args!("master: crashes"));
+                self.master.crash(&mut self.net, now);
+            }
+            Step::MasterUp => {
+                self.net
+                    .trace_mut()
+                    .record(now, format_args!("master: starts"));
+                self.master.start(&mut self.net, now);
+            }
+            Step::Submit(agent, spec) => {
+                self.net.trace_mut().record(
+                    now,
+                    format_args!(
+                        "master: order {} for pi-{agent} ({:?}, start {:?})",
+                        spec.task.attempt, spec.policy.on_disconnect, spec.start_at_unix_ms
+                    ),
+                );
+                self.specs.entry(spec.task).or_insert_with(|| spec.clone());
+                self.master.submit(&mut self.net, agent, spec, now);
+            }
+            Step::Kill(task) => {
+                self.net
+                    .trace_mut()
+                    .record(now, format_args!("master: kill {}", task.attempt));
+                self.master.kill(&mut self.net, task, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn agent_event(&mut self, i: usize, event: ClientEvent, now: Instant) -> Result<(), Violation> {
+        let node = &mut self.nodes[i];
+        let Some(agent) = node.agent.as_mut() else {
+            return Ok(());
+        };
+        match event {
+            ClientEvent::Connected { .. } => agent.handle_connected(now),
+            ClientEvent::Disconnected => {
+                agent.handle_disconnected(now);
+                let keepalive = keepalive_s(agent.heartbeat_period());
+                self.net.client_mut(node.key).config_mut().keepalive_s = keepalive;
+            }
+            ClientEvent::Message(p) => agent.handle_message(now, &p.topic, &p.payload),
+        }
+        self.drain(i, now)
+    }
+
+    /// The agent's own clocks: durability, processes, timers.
+    fn agent_local(&mut self, i: usize, now: Instant) -> Result<(), Violation> {
+        for _ in 0..MAX_PASSES {
+            if self.nodes[i].agent.is_none() {
+                return Ok(());
+            }
+            let mut moved = false;
+            let Self { nodes, ledger, .. } = self;
+            let node = &mut nodes[i];
+            let mut bad = None;
+            let lsn = node.disk.handle_timeout(now, |bytes| {
+                if let Err(v) = ledger.on_durable(i, bytes, now) {
+                    bad.get_or_insert(v);
+                }
+            });
+            if let Some(v) = bad {
+                return Err(v);
+            }
+            if let (Some(lsn), Some(agent)) = (lsn, node.agent.as_mut()) {
+                agent.handle_journaled(now, lsn);
+                self.drain(i, now)?;
+                moved = true;
+            }
+            while let Some(event) = self.nodes[i].procs.poll_event(now) {
+                moved = true;
+                self.proc_event(i, event, now)?;
+            }
+            if let Some(agent) = self.nodes[i].agent.as_mut()
+                && agent.poll_timeout().is_some_and(|t| t <= now)
+            {
+                agent.handle_timeout(now);
+                self.drain(i, now)?;
+                moved = true;
+            }
+            if !moved {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn proc_event(&mut self, i: usize, event: ProcEvent, now: Instant) -> Result<(), Violation> {
+        if self.nodes[i].agent.is_none() {
+            return Ok(());
+        }
+        match event {
+            ProcEvent::Started { task, pid } => {
+                if let Some(agent) = self.nodes[i].agent.as_mut() {
+                    agent.handle_process_started(now, task, pid);
+                }
+                self.drain(i, now)
+            }
+            ProcEvent::Output { task, stream, data } => {
+                let mut at = 0;
+                while at < data.len() {
+                    let Some(agent) = self.nodes[i].agent.as_mut() else {
+                        return Ok(());
+                    };
+                    at += agent.handle_output(now, task, stream, &data[at..]).max(1);
+                    self.drain(i, now)?;
+                }
+                Ok(())
+            }
+            ProcEvent::Exited { task, exit } => {
+                let id = &self.nodes[i].id;
+                self.net.trace_mut().record(
+                    now,
+                    format_args!("{id}: task {} exits {exit:?}", task.attempt),
+                );
+                if let Some(agent) = self.nodes[i].agent.as_mut() {
+                    agent.handle_process_exited(now, task, exit);
+                }
+                self.drain(i, now)
+            }
+        }
+    }
+
+    /// Executes the agent's actions as `tether-agent` does, checking what each one may break.
+    fn drain(&mut self, i: usize, now: Instant) -> Result<(), Violation> {
+        let mut terminating: Option<(TaskRef, KillCause)> = None;
+        for _ in 0..MAX_PASSES {
+            let mut durable = None;
+            loop {
+                let Some(agent) = self.nodes[i].agent.as_mut() else {
+                    return Ok(());
+                };
+                let Some(action) = agent.poll_action() else {
+                    break;
+                };
+                match action {
+                    Action::Append { lsn, record } => {
+                        if let Some(t) = self.append(i, lsn, &record, now)? {
+                            terminating = Some(t);
+                        }
+                    }
+                    Action::Publish {
+                        topic,
+                        payload,
+                        retain,
+                    } => {
+                        let qos = if retain {
+                            QoS::AtLeastOnce
+                        } else {
+                            QoS::AtMostOnce
+                        };
+                        let key = self.nodes[i].key;
+                        let _ = self.net.publish(
+                            key,
+                            topic.as_str(),
+                            payload.as_slice(),
+                            qos,
+                            retain,
+                            now,
+                        );
+                    }
+                    Action::Send { from, to } => self.send(i, from, to, now)?,
+                    Action::Acked { up_to } => {
+                        let node = &mut self.nodes[i];
+                        node.unacked = node.unacked.split_off(&(up_to + 1));
+                        if self.rng.chance(self.config.compact_chance) {
+                            durable = self.compact(i, now)?.or(durable);
+                        }
+                    }
+                    Action::Spawn(task) => self.spawn(i, task, now)?,
+                    Action::Signal { task, signal } => {
+                        let cause = terminating.filter(|(t, _)| *t == task).map(|(_, c)| c);
+                        self.signal(i, task, signal, cause, now)?;
+                    }
+                    Action::Stopped => {}
+                }
+            }
+            match (durable, self.nodes[i].agent.as_mut()) {
+                (Some(lsn), Some(agent)) => agent.handle_journaled(now, lsn),
+                _ => break,
+            }
+        }
+        let node = &self.nodes[i];
+        if let Some(agent) = &node.agent
+            && agent.stats().lost_actions > 0
+        {
+            return Err(Violation::new(
+                Invariant::Model,
+                now,
+                format!("{}: the core dropped actions", node.id),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Publishes the journaled events `from..=to` on the agent's event topic (QoS 1).
+    fn send(&mut self, i: usize, from: u64, to: u64, now: Instant) -> Result<(), Violation> {
+        let node = &self.nodes[i];
+        let Some(agent) = node.agent.as_ref() else {
+            return Ok(());
+        };
+        let topic = agent.event_topic();
+        let mut buf = [0u8; wire::MAX_MESSAGE];
+        let mut sent = 0;
+        for event in node.unacked.range(from..=to).map(|(_, e)| e) {
+            let bytes = wire::encode(&Message::Event(event.clone()), &mut buf).map_err(|e| {
+                Violation::new(
+                    Invariant::Model,
+                    now,
+                    format!("event does not encode: {e:?}"),
+                )
+            })?;
+            // A full request queue is a lost publish: the acknowledgement timeout resends.
+            if self
+                .net
+                .publish(node.key, topic, bytes, QoS::AtLeastOnce, false, now)
+                .is_ok()
+            {
+                sent += 1;
+            }
+        }
+        self.net.trace_mut().record(
+            now,
+            format_args!("{}: sends events {from}..={to} ({sent} published)", node.id),
+        );
+        Ok(())
+    }
+
+    /// A journal append; returns the termination it announces, if any.
+    fn append(
+        &mut self,
+        i: usize,
+        lsn: u64,
+        record: &Append,
+        now: Instant,
+    ) -> Result<Option<(TaskRef, KillCause)>, Violation> {
+        let node = &mut self.nodes[i];
+        let Some(agent) = node.agent.as_ref() else {
+            return Ok(None);
+        };
+        let mut buf = [0u8; journal::MAX_RECORD];
+        let bytes = agent.encode_append(record, &mut buf).map_err(|e| {
+            Violation::new(
+                Invariant::Model,
+                now,
+                format!("{}: append {record:?} does not encode: {e}", node.id),
+            )
+        })?;
+        node.disk.append(lsn, bytes.to_vec(), now);
+        let mut terminating = None;
+        match record {
+            Append::Order(task) => {
+                node.accepted_at.insert(*task, now);
+            }
+            Append::Spawning(_) => {}
+            Append::Event(event) => {
+                node.unacked.insert(event.seq, event.clone());
+                let id = node.id.clone();
+                self.net.trace_mut().record(
+                    now,
+                    format_args!("{id}: journal #{} {:?}", event.seq, event.kind),
+                );
+                let lost_cause = match &event.kind {
+                    EventKind::Terminating { task, cause } => {
+                        terminating = Some((*task, *cause));
+                        (*cause == KillCause::MasterLost).then_some(*task)
+                    }
+                    EventKind::Finished {
+                        task,
+                        cause: Some(KillCause::MasterLost),
+                        ..
+                    } => Some(*task),
+                    _ => None,
+                };
+                if let Some(task) = lost_cause
+                    && self
+                        .specs
+                        .get(&task)
+                        .is_some_and(|s| s.policy.on_disconnect == OnDisconnect::Continue)
+                {
+                    return Err(Violation::new(
+                        Invariant::ContinueSurvives,
+                        now,
+                        format!(
+                            "{id}: continue task {} terminated for a lost master: {:?}",
+                            task.attempt, event.kind
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(terminating)
+    }
+
+    /// Rewrites the journal as the core's snapshot plus the unacknowledged events; returns the
+    /// lsn the rewrite made durable.
+    fn compact(&mut self, i: usize, now: Instant) -> Result<Option<u64>, Violation> {
+        let Self {
+            nodes, ledger, net, ..
+        } = self;
+        let node = &mut nodes[i];
+        let Some(agent) = node.agent.as_ref() else {
+            return Ok(None);
+        };
+        let mut records = Vec::new();
+        let mut buf = [0u8; journal::MAX_RECORD];
+        let mut bad = None;
+        agent.snapshot(|record| match journal::encode(record, &mut buf) {
+            Ok(bytes) => records.push(bytes.to_vec()),
+            Err(e) => {
+                bad.get_or_insert(format!("snapshot record {record:?} does not encode: {e}"));
+            }
+        });
+        for event in node.unacked.values() {
+            match journal::encode(&JournalRecord::Event(event.clone()), &mut buf) {
+                Ok(bytes) => records.push(bytes.to_vec()),
+                Err(e) => {
+                    bad.get_or_insert(format!("event {event:?} does not encode: {e}"));
+                }
+            }
+        }
+        if let Some(why) = bad {
+            return Err(Violation::new(Invariant::Model, now, why));
+        }
+        for bytes in &records {
+            ledger.on_durable(i, bytes, now)?;
+        }
+        let (before, after) = (node.disk.len(), records.len());
+        net.trace_mut().record(
+            now,
+            format_args!("{}: journal compacted {before} -> {after} records", node.id),
+        );
+        Ok(node.disk.rewrite(records, now))
+    }
+
+    fn spawn(&mut self, i: usize, task: TaskRef, now: Instant) -> Result<(), Violation> {
+        let node = &mut self.nodes[i];
+        let Some(agent) = node.agent.as_ref() else {
+            return Ok(());
+        };
+        let id = node.id.clone();
+        self.net
+            .trace_mut()
+            .record(now, format_args!("{id}: spawns {}", task.attempt));
+        self.ledger.on_spawn(i, task, now)?;
+        let program = agent
+            .task_spec(task)
+            .and_then(|s| Program::parse(&s.argv))
+            .unwrap_or_else(|| Program::new(self.rng.range_ms(1_000, 60_000)));
+        node.procs.spawn(task, program, now);
+        Ok(())
+    }
+
+    fn signal(
+        &mut self,
+        i: usize,
+        task: TaskRef,
+        signal: Signal,
+        cause: Option<KillCause>,
+        now: Instant,
+    ) -> Result<(), Violation> {
+        let node = &mut self.nodes[i];
+        let Some(agent) = node.agent.as_ref() else {
+            return Ok(());
+        };
+        let id = node.id.clone();
+        self.net.trace_mut().record(
+            now,
+            format_args!("{id}: {signal:?} task {} ({cause:?})", task.attempt),
+        );
+        let info = node.procs.get(task);
+        let record = SignalRecord {
+            agent: i,
+            at: now,
+            signal,
+            cause,
+            last_contact: agent.last_contact(),
+            started: info.and_then(|p| p.started),
+        };
+        self.ledger.on_signal(task, record);
+        let policy = agent.task_spec(task).map(|s| s.policy);
+        match (signal, policy, info) {
+            (Signal::Terminate, Some(policy), Some(info))
+                if cause == Some(KillCause::MasterLost) =>
+            {
+                if policy.on_disconnect == OnDisconnect::Continue {
+                    return Err(Violation::new(
+                        Invariant::ContinueSurvives,
+                        now,
+                        format!(
+                            "{id}: SIGTERM to continue task {} for a lost master",
+                            task.attempt
+                        ),
+                    ));
+                }
+                let since = agent.last_contact().max(info.started.unwrap_or(now));
+                let due = since.saturating_add(Duration::from_millis(policy.heartbeat_timeout_ms));
+                if now < due {
+                    return Err(Violation::new(
+                        Invariant::KillOnLoss,
+                        now,
+                        format!(
+                            "{id}: SIGTERM to task {} before its timeout: last contact {}, started {:?}, due {}",
+                            task.attempt,
+                            secs(agent.last_contact()),
+                            info.started.map(secs),
+                            secs(due)
+                        ),
+                    ));
+                }
+            }
+            (Signal::Kill, Some(policy), Some(info)) => {
+                let term = info.terminated.unwrap_or(now);
+                let due = term.saturating_add(Duration::from_millis(policy.grace_ms));
+                if now < due {
+                    return Err(Violation::new(
+                        Invariant::KillOnLoss,
+                        now,
+                        format!(
+                            "{id}: SIGKILL to task {} before its grace: SIGTERM at {}, due {}",
+                            task.attempt,
+                            secs(term),
+                            secs(due)
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        self.nodes[i].procs.signal(task, signal, now);
+        Ok(())
+    }
+
+    /// Invariants 3 and 5: what must have happened by `now`.
+    fn check_deadlines(&self, now: Instant) -> Result<(), Violation> {
+        for node in &self.nodes {
+            let Some(agent) = &node.agent else { continue };
+            for (task, info) in node.procs.alive() {
+                let Some(policy) = agent.task_spec(task).map(|s| s.policy) else {
+                    continue;
+                };
+                let late = |what: String| {
+                    Err(Violation::new(
+                        Invariant::KillOnLoss,
+                        now,
+                        format!("{}: task {} {what}", node.id, task.attempt),
+                    ))
+                };
+                match (info.started, info.terminated, info.killed) {
+                    (Some(started), None, _) if policy.on_disconnect == OnDisconnect::Kill => {
+                        let since = agent.last_contact().max(started);
+                        let due = since
+                            .saturating_add(Duration::from_millis(policy.heartbeat_timeout_ms));
+                        if now > due.saturating_add(TICK) {
+                            return late(format!(
+                                "not terminated by {} (last contact {}, started {})",
+                                secs(due),
+                                secs(agent.last_contact()),
+                                secs(started)
+                            ));
+                        }
+                    }
+                    (Some(_), Some(term), None) => {
+                        let due = term.saturating_add(Duration::from_millis(policy.grace_ms));
+                        if now > due.saturating_add(TICK) {
+                            return late(format!(
+                                "still alive without SIGKILL at {} (SIGTERM at {})",
+                                secs(due),
+                                secs(term)
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let disk_max = node.disk.max_delay();
+            for (task, phase) in agent.tasks() {
+                if !matches!(phase, Phase::Held | Phase::Starting { .. }) {
+                    continue;
+                }
+                let Some(spec) = agent.task_spec(task) else {
+                    continue;
+                };
+                let start = spec.start_at_unix_ms.map_or(Instant::MIN, |ms| {
+                    Instant::from_millis(ms.saturating_sub(WALL0_MS))
+                });
+                let accepted = node
+                    .accepted_at
+                    .get(&task)
+                    .copied()
+                    .unwrap_or(node.up_since);
+                let due = start
+                    .max(accepted)
+                    .max(node.up_since)
+                    .saturating_add(disk_max)
+                    .saturating_add(TICK);
+                if now > due {
+                    return Err(Violation::new(
+                        Invariant::StartOnTime,
+                        now,
+                        format!(
+                            "{}: task {} not spawned by {} (start {}, accepted {}, agent up since {}, phase {phase:?})",
+                            node.id,
+                            task.attempt,
+                            secs(due),
+                            secs(start),
+                            secs(accepted),
+                            secs(node.up_since)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- agent processes ----
+
+    fn crash_agent(&mut self, i: usize, lose_disk: bool, now: Instant) {
+        let node = &mut self.nodes[i];
+        if node.agent.take().is_none() && !lose_disk {
+            return;
+        }
+        let id = node.id.clone();
+        self.net.trace_mut().record(
+            now,
+            format_args!(
+                "{id}: crashes{}",
+                if lose_disk { ", disk lost" } else { "" }
+            ),
+        );
+        self.net.kill(node.key, now);
+        node.procs.crash();
+        node.unacked.clear();
+        node.accepted_at.clear();
+        if lose_disk {
+            node.disk.lose();
+            self.ledger.exclude(i);
+        } else {
+            node.disk.crash();
+        }
+    }
+
+    /// A new agent process: replays the durable journal and connects.
+    fn start_agent(&mut self, i: usize, now: Instant) -> Result<(), Violation> {
+        let incarnation = self.rng.next_u64() as u32;
+        let node = &mut self.nodes[i];
+        let model = |what: String| Violation::new(Invariant::Model, now, what);
+        let config = Config {
+            id: &node.id,
+            prefix: &self.config.prefix,
+            incarnation,
+        };
+        let mut agent = SimAgent::new(config, now)
+            .map_err(|e| model(format!("{}: agent does not start: {e}", node.id)))?;
+        agent.handle_wall_clock(now, Self::wall_ms(now));
+        let mut events = Vec::new();
+        for bytes in node.disk.records() {
+            let record = journal::decode(bytes)
+                .map_err(|e| model(format!("{}: journal record unreadable: {e}", node.id)))?;
+            if let JournalRecord::Event(e) = &record {
+                events.push(e.clone());
+            }
+            agent.restore(&record);
+        }
+        agent.finish_restore(now);
+        node.unacked = events
+            .into_iter()
+            .filter(|e| e.seq > agent.acked_seq())
+            .map(|e| (e.seq, e))
+            .collect();
+        let (topic, will) = agent.will();
+        let client = self.net.client_mut(node.key).config_mut();
+        client.will = Some(Will::new(topic, will.as_bytes(), QoS::AtLeastOnce, true));
+        client.keepalive_s = keepalive_s(agent.heartbeat_period());
+        client.subscriptions = agent
+            .subscriptions()
+            .iter()
+            .map(|s| ((*s).to_owned(), QoS::AtLeastOnce))
+            .collect();
+        let first = node.restarts == 0 && node.disk.is_empty();
+        if !first {
+            node.restarts += 1;
+        }
+        node.up_since = now;
+        node.accepted_at.clear();
+        node.agent = Some(agent);
+        let id = node.id.clone();
+        self.net.trace_mut().record(
+            now,
+            format_args!("{id}: starts, incarnation {incarnation:08x}"),
+        );
+        self.net.start(self.nodes[i].key, now);
+        self.drain(i, now)
+    }
+
+    fn healed(&self) -> bool {
+        if !self.master.is_connected() {
+            return false;
+        }
+        self.nodes.iter().enumerate().all(|(i, n)| {
+            let Some(agent) = &n.agent else { return false };
+            if self.ledger.is_excluded(i) {
+                return true;
+            }
+            let durable = self.ledger.durable(i);
+            let last = durable.last_key_value().map_or(0, |(s, _)| *s);
+            agent.is_connected()
+                && self.master.contiguous(i) == last
+                && self.master.store(i).len() == durable.len()
+                && agent.acked_seq() >= last
+                && agent.durable_seq() == agent.last_seq()
+        })
+    }
+}
+
+/// A policy with the given behaviour and heartbeat settings (grace 5 s, no run limit).
+pub fn policy(on_disconnect: OnDisconnect, period: Duration, timeout: Duration) -> Policy {
+    Policy {
+        on_disconnect,
+        heartbeat_period_ms: period.as_millis(),
+        heartbeat_timeout_ms: timeout.as_millis(),
+        grace_ms: 5_000,
+        max_run_ms: 0,
+        output_cap: 1 << 20,
+    }
+}
