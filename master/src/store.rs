@@ -153,18 +153,28 @@ text_enum! {
         Pending = "pending",
         /// An attempt was sent; the agent has not accepted it yet.
         Dispatched = "dispatched",
+        /// The agent accepted the attempt (and may hold it until its start time).
+        Accepted = "accepted",
         Running = "running",
         /// Running on an agent the master cannot reach (`on_disconnect = continue`).
         Unreachable = "unreachable",
         Succeeded = "succeeded",
         Failed = "failed",
         Cancelled = "cancelled",
+        /// Ended by a kill request.
+        Killed = "killed",
+        /// Its agent was lost beyond the policy's time, or restarted not knowing the attempt,
+        /// and no retry was left.
+        Lost = "lost",
     }
 }
 
 impl TaskState {
     pub const fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::Killed | Self::Lost
+        )
     }
 }
 
@@ -600,6 +610,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (attempt_id, stream, offset)
     );
     ",
+    // 2: kill requests outlive a master restart (the agent may be unreachable for days).
+    "
+    CREATE TABLE kill_requests (
+        task_id INTEGER PRIMARY KEY NOT NULL REFERENCES tasks(id) ON DELETE CASCADE
+    );
+    ",
 ];
 
 /// The schema version this binary writes.
@@ -774,6 +790,27 @@ impl Store {
             .conn
             .execute("DELETE FROM agents WHERE id = ?1", [id])?
             == 1)
+    }
+
+    /// Sets an agent's presence and incarnation (creating its row), keeping its acknowledged
+    /// sequence; `heard_ms` stamps its last heartbeat when given.
+    pub fn set_agent_presence(
+        &self,
+        id: &str,
+        incarnation: Option<u32>,
+        presence: AgentPresence,
+        heard_ms: Option<u64>,
+    ) -> Result<()> {
+        check_id("agent id", id)?;
+        self.conn.execute(
+            "INSERT INTO agents (id, incarnation, presence, last_heartbeat_ms)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(id) DO UPDATE SET incarnation = excluded.incarnation,
+                 presence = excluded.presence,
+                 last_heartbeat_ms = COALESCE(excluded.last_heartbeat_ms, last_heartbeat_ms)",
+            params![id, incarnation, presence, heard_ms],
+        )?;
+        Ok(())
     }
 
     /// Records that events up to `seq` were acknowledged to `agent`. Never moves backwards;
@@ -1241,6 +1278,144 @@ impl Store {
                     bytes: r.get(3)?,
                 })
             },
+        )
+    }
+
+    // --- ids chosen by the master core ---
+
+    /// The next task and attempt ids: above every id ever issued (deleted rows included), so
+    /// a core that assigns ids itself keeps them increasing across restarts.
+    pub fn next_ids(&self) -> Result<(TaskId, AttemptId)> {
+        let next = |table: &str| -> Result<u64> {
+            let seq: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT seq FROM sqlite_sequence WHERE name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let max: Option<i64> =
+                self.conn
+                    .query_row(&format!("SELECT max(id) FROM {table}"), [], |r| r.get(0))?;
+            Ok(row_id(seq.unwrap_or(0).max(max.unwrap_or(0)))? + 1)
+        };
+        Ok((next("tasks")?, next("attempts")?))
+    }
+
+    /// Stores a new task under an id the caller chose (greater than every id issued, see
+    /// [`Self::next_ids`]), in `state`. Same checks as [`Self::insert_task`].
+    pub fn insert_task_with_id(&self, id: TaskId, task: &NewTask, state: TaskState) -> Result<()> {
+        if id == 0 || i64::try_from(id).is_err() {
+            return Err(StoreError::Invalid(format!("task id {id} out of range")));
+        }
+        check_id(&format!("{} name", task.target.kind()), task.target.name())?;
+        task.policy.validate()?;
+        build_spec(
+            TaskRef {
+                task: id,
+                attempt: 0,
+            },
+            &task.argv,
+            &task.env,
+            &task.cwd,
+            &task.policy,
+            task.start_at_ms,
+        )?;
+        let now = now_ms();
+        let p = &task.policy;
+        self.conn.execute(
+            "INSERT INTO tasks (id, target_kind, target, argv, env, cwd, profile, on_disconnect,
+                 heartbeat_period_ms, heartbeat_timeout_ms, grace_ms, max_run_ms, output_cap,
+                 retries, lost_after_ms, start_at_ms, state, outcome, created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17, NULL, ?18, ?18)",
+            params![
+                id,
+                task.target.kind(),
+                task.target.name(),
+                to_json(&task.argv)?,
+                to_json(&task.env)?,
+                task.cwd,
+                task.profile,
+                on_disconnect_str(p.on_disconnect),
+                p.heartbeat_period_ms,
+                p.heartbeat_timeout_ms,
+                p.grace_ms,
+                p.max_run_ms,
+                p.output_cap,
+                p.retries,
+                p.lost_after_ms,
+                task.start_at_ms,
+                state,
+                now
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A new attempt under an id the caller chose, in state `sent`.
+    pub fn insert_attempt(&self, id: AttemptId, task: TaskId, agent: &str) -> Result<()> {
+        check_id("agent id", agent)?;
+        if id == 0 || i64::try_from(id).is_err() {
+            return Err(StoreError::Invalid(format!("attempt id {id} out of range")));
+        }
+        self.conn.execute(
+            "INSERT INTO attempts (id, task_id, agent_id, state, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, task, agent, AttemptState::Sent, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Tasks a restarted master must hold in memory: those not finished, and finished ones
+    /// with an attempt that may still report (open, or given up as lost: a late result must
+    /// still be attributed to its attempt).
+    pub fn tasks_to_restore(&self) -> Result<Vec<Task>> {
+        self.collect(
+            &format!(
+                "SELECT {TASK_COLUMNS} FROM tasks
+                 WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'killed', 'lost')
+                    OR id IN (SELECT task_id FROM attempts
+                              WHERE state NOT IN ('rejected', 'finished', 'cancelled'))
+                 ORDER BY id"
+            ),
+            [],
+            task_row,
+        )?
+        .into_iter()
+        .collect()
+    }
+
+    /// Sequence numbers of `agent`'s stored events above `seq` (received out of order and not
+    /// yet acknowledged): a restarted master must not apply them twice.
+    pub fn event_seqs_above(&self, agent: &str, seq: u64) -> Result<Vec<u64>> {
+        self.collect(
+            "SELECT seq FROM events WHERE agent_id = ?1 AND seq > ?2 ORDER BY seq",
+            params![agent, seq],
+            |r| r.get(0),
+        )
+    }
+
+    /// Records that `task` is to be killed (idempotent).
+    pub fn request_kill(&self, task: TaskId) -> Result<()> {
+        let n = self.conn.execute(
+            "INSERT INTO kill_requests (task_id) SELECT id FROM tasks WHERE id = ?1
+             ON CONFLICT(task_id) DO NOTHING",
+            [task],
+        )?;
+        if n == 0 && self.task(task)?.is_none() {
+            return Err(not_found("task", task));
+        }
+        Ok(())
+    }
+
+    /// Tasks with a kill request, in id order.
+    pub fn kill_requests(&self) -> Result<Vec<TaskId>> {
+        self.collect(
+            "SELECT task_id FROM kill_requests ORDER BY task_id",
+            [],
+            |r| r.get(0),
         )
     }
 

@@ -1,0 +1,191 @@
+//! One agent as the master knows it: presence with incarnation, last contact, and the
+//! deduplication of its events by sequence number.
+
+use std::collections::BTreeSet;
+
+use tether_core::presence::{Presence, State};
+use tether_core::{Duration, Instant};
+
+use crate::store::AgentPresence;
+
+/// What an event's sequence number means for the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seq {
+    /// Stored already (a redelivery or replay): acknowledge again, apply nothing.
+    Duplicate,
+    /// New; `acked` is the contiguous prefix after it, to acknowledge once stored.
+    New { advanced: bool },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AgentEntry {
+    pub(crate) incarnation: Option<u32>,
+    pub(crate) presence: AgentPresence,
+    /// Last message of any kind from the agent (or the master's start, after a restore).
+    pub(crate) last_heard: Instant,
+    /// Every event up to here is stored; acknowledged cumulatively.
+    pub(crate) acked: u64,
+    /// Stored events above `acked` (received across a gap).
+    above: BTreeSet<u64>,
+    /// An acknowledgement should go out after this input.
+    pub(crate) ack_due: bool,
+}
+
+/// What a presence message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PresenceEffect {
+    /// The presence or incarnation changed.
+    Changed,
+    Unchanged,
+    /// A will (or stop) of an earlier incarnation: ignored.
+    Stale,
+}
+
+impl AgentEntry {
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            incarnation: None,
+            presence: AgentPresence::Unknown,
+            last_heard: now,
+            acked: 0,
+            above: BTreeSet::new(),
+            ack_due: false,
+        }
+    }
+
+    pub(crate) fn restored(
+        incarnation: Option<u32>,
+        presence: AgentPresence,
+        acked: u64,
+        above: impl IntoIterator<Item = u64>,
+        now: Instant,
+    ) -> Self {
+        let mut entry = Self {
+            incarnation,
+            presence,
+            last_heard: now,
+            acked,
+            above: above.into_iter().filter(|&s| s > acked).collect(),
+            ack_due: false,
+        };
+        entry.advance();
+        entry
+    }
+
+    /// Online and heard from within `silence` (unavailable from `last_heard + silence` on).
+    pub(crate) fn available(&self, now: Instant, silence: Duration) -> bool {
+        self.presence == AgentPresence::Online && now < self.silent_at(silence)
+    }
+
+    pub(crate) fn silent_at(&self, silence: Duration) -> Instant {
+        self.last_heard.saturating_add(silence)
+    }
+
+    pub(crate) fn heard(&mut self, now: Instant) {
+        self.last_heard = self.last_heard.max(now);
+    }
+
+    /// Applies a presence message. A will or stop naming another incarnation than the live
+    /// one is stale (rumqttd may fire an old session's will late) and changes nothing.
+    pub(crate) fn presence(&mut self, p: Presence, now: Instant) -> PresenceEffect {
+        let before = (self.presence, self.incarnation);
+        match p.state {
+            State::Online => {
+                self.incarnation = Some(p.incarnation);
+                self.presence = AgentPresence::Online;
+                self.heard(now);
+            }
+            State::Lost | State::Stopped => {
+                if self.incarnation.is_some_and(|inc| inc != p.incarnation) {
+                    return PresenceEffect::Stale;
+                }
+                self.incarnation = Some(p.incarnation);
+                self.presence = if p.state == State::Lost {
+                    AgentPresence::Lost
+                } else {
+                    AgentPresence::Stopped
+                };
+            }
+        }
+        if before == (self.presence, self.incarnation) {
+            PresenceEffect::Unchanged
+        } else {
+            PresenceEffect::Changed
+        }
+    }
+
+    /// Classifies an event's sequence number and records it as stored. Sequence 0 is never
+    /// issued by an agent; it is treated as a duplicate so it changes nothing.
+    pub(crate) fn receive(&mut self, seq: u64) -> Seq {
+        self.ack_due = true;
+        if seq == 0 || seq <= self.acked || !self.above.insert(seq) {
+            return Seq::Duplicate;
+        }
+        let before = self.acked;
+        self.advance();
+        Seq::New {
+            advanced: self.acked > before,
+        }
+    }
+
+    fn advance(&mut self) {
+        while self.above.remove(&(self.acked + 1)) {
+            self.acked += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(state: State, incarnation: u32) -> Presence {
+        Presence { state, incarnation }
+    }
+
+    #[test]
+    fn cumulative_ack_only_over_the_contiguous_prefix() {
+        let now = Instant::from_secs(1);
+        let mut a = AgentEntry::new(now);
+        assert_eq!(a.receive(1), Seq::New { advanced: true });
+        assert_eq!(a.receive(3), Seq::New { advanced: false });
+        assert_eq!(a.acked, 1);
+        assert_eq!(a.receive(3), Seq::Duplicate);
+        assert_eq!(a.receive(2), Seq::New { advanced: true });
+        assert_eq!(a.acked, 3);
+        assert_eq!(a.receive(1), Seq::Duplicate);
+        assert_eq!(a.receive(0), Seq::Duplicate);
+    }
+
+    #[test]
+    fn restored_gap_is_kept() {
+        let a = AgentEntry::restored(None, AgentPresence::Unknown, 4, [6, 7, 3], Instant::MIN);
+        assert_eq!(a.acked, 4);
+        let mut a = a;
+        assert_eq!(a.receive(6), Seq::Duplicate);
+        assert_eq!(a.receive(5), Seq::New { advanced: true });
+        assert_eq!(a.acked, 7);
+    }
+
+    #[test]
+    fn stale_will_never_marks_a_live_agent_offline() {
+        let now = Instant::from_secs(1);
+        let mut a = AgentEntry::new(now);
+        assert_eq!(
+            a.presence(p(State::Online, 1), now),
+            PresenceEffect::Changed
+        );
+        assert_eq!(
+            a.presence(p(State::Online, 2), now),
+            PresenceEffect::Changed
+        );
+        assert_eq!(a.presence(p(State::Lost, 1), now), PresenceEffect::Stale);
+        assert_eq!(a.presence, AgentPresence::Online);
+        assert_eq!(a.presence(p(State::Lost, 2), now), PresenceEffect::Changed);
+        assert_eq!(a.presence, AgentPresence::Lost);
+        assert_eq!(
+            a.presence(p(State::Lost, 2), now),
+            PresenceEffect::Unchanged
+        );
+    }
+}

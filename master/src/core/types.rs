@@ -1,0 +1,286 @@
+//! The values that cross the core's boundary: configuration, actions, store changes, requests
+//! and their errors, the snapshot a restarted master is rebuilt from.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use tether_core::Duration;
+use tether_core::message::{Event, Stream};
+use tether_core::policy::OnDisconnect;
+
+use crate::store::{
+    Agent, AgentPresence, Attempt, AttemptId, AttemptUpdate, Cluster, ClusterMode, NewTask,
+    Outcome, Profile, Task, TaskId, TaskPolicy, TaskState,
+};
+
+/// How the master behaves; everything here is the operator's choice.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub prefix: String,
+    /// This master's incarnation: carried by its presence, heartbeats and commands.
+    pub epoch: u32,
+    /// The master's heartbeat period when no task asks for a shorter one.
+    pub heartbeat_period: Duration,
+    /// Allowance for delays on top of a task's heartbeat timeout before the master gives an
+    /// agent up (the seeds' 2 s).
+    pub delay_allowance: Duration,
+    /// When a rescheduled task's other attempt finishes too: cancel it once the task's outcome
+    /// is decided (first finished wins either way).
+    pub cancel_duplicates: bool,
+}
+
+impl Config {
+    pub fn new(prefix: &str, epoch: u32) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            epoch,
+            heartbeat_period: Duration::from_secs(10),
+            delay_allowance: Duration::from_secs(2),
+            cancel_duplicates: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    AtMostOnce,
+    AtLeastOnce,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: Qos,
+    pub retain: bool,
+}
+
+/// What the core asks the runtime to do. See the module documentation of [`crate::core`] for
+/// the order: every `Persist` of a batch is committed before any `Publish` of it goes out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+// Actions are drained at once, never stored in bulk: boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
+pub enum Action {
+    Publish(Publish),
+    Persist(Change),
+}
+
+/// One change of the durable state, applied by [`crate::persist::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The agent's presence and incarnation; `heard` stamps its last heartbeat with the wall
+    /// clock of the commit.
+    Agent {
+        id: String,
+        incarnation: Option<u32>,
+        presence: AgentPresence,
+        heard: bool,
+    },
+    /// An agent event, new by (agent, seq).
+    Event {
+        agent: String,
+        event: Event,
+    },
+    Output {
+        attempt: AttemptId,
+        stream: Stream,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// Events up to `up_to` are stored: the acknowledgement may go out.
+    Acked {
+        agent: String,
+        up_to: u64,
+    },
+    NewTask {
+        id: TaskId,
+        task: NewTask,
+        state: TaskState,
+    },
+    TaskState {
+        id: TaskId,
+        state: TaskState,
+        outcome: Option<Outcome>,
+    },
+    NewAttempt {
+        id: AttemptId,
+        task: TaskId,
+        agent: String,
+    },
+    Attempt {
+        id: AttemptId,
+        update: AttemptUpdate,
+    },
+    KillRequested {
+        task: TaskId,
+    },
+    Cluster(Cluster),
+    ClusterCursor {
+        name: String,
+        cursor: u64,
+    },
+    Profile(Profile),
+}
+
+/// Everything a restarted core needs, read from the store by [`crate::persist::load`].
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Each agent with the sequence numbers of its events stored above its acknowledged prefix.
+    pub agents: Vec<(Agent, Vec<u64>)>,
+    pub clusters: Vec<Cluster>,
+    pub profiles: Vec<Profile>,
+    /// Unfinished tasks, and finished ones with an attempt still open, with their attempts.
+    pub tasks: Vec<(Task, Vec<Attempt>)>,
+    pub kill_requests: Vec<TaskId>,
+    pub next_task: TaskId,
+    pub next_attempt: AttemptId,
+}
+
+/// Policy fields to set on top of a profile (or the defaults); `None` keeps the base value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverrides {
+    #[serde(default, with = "opt_on_disconnect")]
+    pub on_disconnect: Option<OnDisconnect>,
+    pub heartbeat_period_ms: Option<u64>,
+    pub heartbeat_timeout_ms: Option<u64>,
+    pub grace_ms: Option<u64>,
+    pub max_run_ms: Option<u64>,
+    pub output_cap: Option<u64>,
+    pub retries: Option<u32>,
+    pub lost_after_ms: Option<u64>,
+}
+
+impl PolicyOverrides {
+    pub fn apply(&self, base: TaskPolicy) -> TaskPolicy {
+        TaskPolicy {
+            on_disconnect: self.on_disconnect.unwrap_or(base.on_disconnect),
+            heartbeat_period_ms: self.heartbeat_period_ms.unwrap_or(base.heartbeat_period_ms),
+            heartbeat_timeout_ms: self
+                .heartbeat_timeout_ms
+                .unwrap_or(base.heartbeat_timeout_ms),
+            grace_ms: self.grace_ms.unwrap_or(base.grace_ms),
+            max_run_ms: self.max_run_ms.unwrap_or(base.max_run_ms),
+            output_cap: self.output_cap.unwrap_or(base.output_cap),
+            retries: self.retries.unwrap_or(base.retries),
+            lost_after_ms: self.lost_after_ms.or(base.lost_after_ms),
+        }
+    }
+}
+
+mod opt_on_disconnect {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use tether_core::policy::OnDisconnect;
+
+    pub(super) fn serialize<S: Serializer>(
+        v: &Option<OnDisconnect>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(OnDisconnect::Kill) => s.serialize_some("kill"),
+            Some(OnDisconnect::Continue) => s.serialize_some("continue"),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<OnDisconnect>, D::Error> {
+        match Option::<String>::deserialize(d)?.as_deref() {
+            None => Ok(None),
+            Some("kill") => Ok(Some(OnDisconnect::Kill)),
+            Some("continue") => Ok(Some(OnDisconnect::Continue)),
+            Some(other) => Err(D::Error::custom(format!(
+                "on_disconnect must be \"kill\" or \"continue\", not \"{other}\""
+            ))),
+        }
+    }
+}
+
+/// A task as submitted through the API: to one agent or to a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submit {
+    #[serde(default)]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub cwd: String,
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub policy: PolicyOverrides,
+    /// Unix milliseconds; the agent holds the order until then, master or no master.
+    #[serde(default)]
+    pub start_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterRequest {
+    pub name: String,
+    pub mode: ClusterMode,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRequest {
+    pub name: String,
+    /// On top of the defaults (period 10 s, timeout 60 s, kill, no retries).
+    #[serde(default)]
+    pub policy: PolicyOverrides,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// The input is wrong; the text says which field and why.
+    Invalid(String),
+    NotFound(String),
+    /// Valid, but not in the current state (e.g. killing a finished task).
+    Conflict(String),
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Invalid(m) | Self::NotFound(m) | Self::Conflict(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// The live view of one agent (the store holds what survives a restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub id: String,
+    pub incarnation: Option<u32>,
+    pub presence: AgentPresence,
+    /// Online and heartbeating: new tasks may go there.
+    pub available: bool,
+    /// Milliseconds since the master last heard from it (since the master started, if not since).
+    pub silent_ms: u64,
+    pub acked_seq: u64,
+    /// Open attempts on it.
+    pub attempts: Vec<AttemptId>,
+}
+
+/// Counters of what the core dropped or ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub bad_messages: u64,
+    pub foreign_messages: u64,
+    pub stale_wills: u64,
+    pub duplicate_events: u64,
+    pub bad_commands_reported: u64,
+    /// Heartbeats whose `last_seq` is below what the master acknowledged: the agent lost its
+    /// journal (state directory wiped?) and its new events collide with old sequence numbers.
+    pub journal_behind: u64,
+    pub unknown_attempts_killed: u64,
+}

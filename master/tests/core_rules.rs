@@ -1,0 +1,901 @@
+//! The master core's rules, driven in virtual time. Agents are played by the test (presence,
+//! heartbeats and events encoded with the real wire format); every batch of changes is applied
+//! to a real SQLite store, the way the runtime does it.
+
+use tether_core::message::{
+    AgentHeartbeat, Command, CommandBody, Event, EventKind, Exit, KillCause, Message, RejectReason,
+    TaskRef,
+};
+use tether_core::policy::OnDisconnect;
+use tether_core::presence::{Presence, State};
+use tether_core::wire;
+use tether_core::{Duration, Instant};
+use tether_master::core::{
+    Action, ClusterRequest, Config, Master, PolicyOverrides, ProfileRequest, Publish, Qos,
+    RequestError, Submit,
+};
+use tether_master::persist;
+use tether_master::store::{AgentPresence, AttemptState, ClusterMode, Outcome, Store, TaskState};
+
+const P: &str = "tether";
+
+struct Harness {
+    m: Master,
+    now: Instant,
+    store: Store,
+    _dir: tempfile::TempDir,
+    /// Everything published, in order.
+    out: Vec<Publish>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(f: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("master.db")).unwrap();
+        let mut config = Config::new(P, 0xabcd);
+        config.heartbeat_period = Duration::from_secs(10);
+        f(&mut config);
+        let now = Instant::from_secs(100);
+        let m = Master::new(config, now).unwrap();
+        let mut h = Self {
+            m,
+            now,
+            store,
+            _dir: dir,
+            out: Vec::new(),
+        };
+        h.m.handle_connected(now);
+        h.drain();
+        h
+    }
+
+    /// Drains one batch: persists in one transaction first, then the publishes.
+    fn drain(&mut self) {
+        let mut changes = Vec::new();
+        let mut publishes = Vec::new();
+        while let Some(a) = self.m.poll_action() {
+            match a {
+                Action::Persist(c) => changes.push(c),
+                Action::Publish(p) => publishes.push(p),
+            }
+        }
+        persist::apply(&self.store, &changes).expect("batch commits");
+        self.out.extend(publishes);
+    }
+
+    /// Moves virtual time to `now + d`, firing every timeout on the way.
+    fn advance(&mut self, d: Duration) {
+        let target = self.now + d;
+        while let Some(t) = self.m.poll_timeout() {
+            if t > target {
+                break;
+            }
+            assert!(t >= self.now, "timeout in the past");
+            self.now = t;
+            self.m.handle_timeout(t);
+            self.drain();
+        }
+        self.now = target;
+        self.m.handle_timeout(target);
+        self.drain();
+    }
+
+    fn secs(&mut self, s: u64) {
+        self.advance(Duration::from_secs(s));
+    }
+
+    fn msg(&mut self, topic: &str, payload: &[u8]) {
+        self.m.handle_message(self.now, topic, payload);
+        self.drain();
+    }
+
+    fn presence(&mut self, agent: &str, state: State, inc: u32) {
+        let text = Presence {
+            state,
+            incarnation: inc,
+        }
+        .render();
+        self.msg(&format!("{P}/agent/{agent}/presence"), text.as_bytes());
+    }
+
+    fn heartbeat(&mut self, agent: &str, inc: u32, last_seq: u64, tasks: &[TaskRef]) {
+        let hb = Message::AgentHeartbeat(AgentHeartbeat {
+            incarnation: inc,
+            last_seq,
+            tasks: heapless::Vec::from_slice(tasks).unwrap(),
+            more_tasks: false,
+            journal_bytes: 0,
+        });
+        let bytes = encode(&hb);
+        self.msg(&format!("{P}/agent/{agent}/heartbeat"), &bytes);
+    }
+
+    fn event(&mut self, agent: &str, seq: u64, kind: EventKind) {
+        let ev = Message::Event(Event {
+            seq,
+            at_unix_ms: 1_700_000_000_000,
+            kind,
+        });
+        let bytes = encode(&ev);
+        self.msg(&format!("{P}/agent/{agent}/event"), &bytes);
+    }
+
+    /// An agent that announced itself and heartbeats with nothing to report.
+    fn online(&mut self, agent: &str, inc: u32) {
+        self.presence(agent, State::Online, inc);
+        self.heartbeat(agent, inc, 0, &[]);
+    }
+
+    fn submit(&mut self, s: Submit) -> u64 {
+        let id = self.m.submit(self.now, s).unwrap();
+        self.drain();
+        id
+    }
+
+    /// Commands published to `agent` since `from` (an index into `out`).
+    fn commands(&self, agent: &str, from: usize) -> Vec<CommandBody> {
+        let topic = format!("{P}/agent/{agent}/cmd");
+        self.out[from..]
+            .iter()
+            .filter(|p| p.topic == topic)
+            .map(|p| match wire::decode(&p.payload).unwrap() {
+                Message::Command(Command { body, .. }) => body,
+                other => panic!("not a command: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn starts(&self, agent: &str, from: usize) -> Vec<TaskRef> {
+        self.commands(agent, from)
+            .into_iter()
+            .filter_map(|c| match c {
+                CommandBody::Start(spec) => Some(spec.task),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn acks(&self, agent: &str, from: usize) -> Vec<u64> {
+        self.commands(agent, from)
+            .into_iter()
+            .filter_map(|c| match c {
+                CommandBody::Ack { up_to } => Some(up_to),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn kills(&self, agent: &str, from: usize) -> Vec<TaskRef> {
+        self.commands(agent, from)
+            .into_iter()
+            .filter_map(|c| match c {
+                CommandBody::Kill { task } => Some(task),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn task_state(&self, id: u64) -> TaskState {
+        self.store.task(id).unwrap().unwrap().state
+    }
+
+    /// Plays an agent accepting and starting `task` with events `seq`, `seq + 1`.
+    fn accept_and_start(&mut self, agent: &str, seq: u64, task: TaskRef) {
+        self.event(agent, seq, EventKind::Accepted { task });
+        self.event(agent, seq + 1, EventKind::Started { task, pid: 42 });
+    }
+
+    fn finish(&mut self, agent: &str, seq: u64, task: TaskRef, exit: Exit) {
+        self.event(
+            agent,
+            seq,
+            EventKind::Finished {
+                task,
+                exit,
+                cause: None,
+                output_dropped: 0,
+            },
+        );
+    }
+}
+
+fn encode(msg: &Message) -> Vec<u8> {
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    wire::encode(msg, &mut buf).unwrap().to_vec()
+}
+
+fn to_agent(agent: &str, argv: &[&str]) -> Submit {
+    Submit {
+        agent: Some(agent.into()),
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        ..Submit::default()
+    }
+}
+
+fn to_cluster(cluster: &str) -> Submit {
+    Submit {
+        cluster: Some(cluster.into()),
+        argv: vec!["true".into()],
+        ..Submit::default()
+    }
+}
+
+fn short(on_disconnect: OnDisconnect) -> PolicyOverrides {
+    PolicyOverrides {
+        on_disconnect: Some(on_disconnect),
+        heartbeat_period_ms: Some(1_000),
+        heartbeat_timeout_ms: Some(3_000),
+        ..PolicyOverrides::default()
+    }
+}
+
+fn cluster(h: &mut Harness, name: &str, mode: ClusterMode, members: &[&str]) {
+    h.m.put_cluster(
+        h.now,
+        ClusterRequest {
+            name: name.into(),
+            mode,
+            members: members.iter().map(|s| s.to_string()).collect(),
+        },
+    )
+    .unwrap();
+    h.drain();
+}
+
+#[test]
+fn master_announces_presence_and_heartbeats_every_period() {
+    let mut h = Harness::new();
+    let presence = h
+        .out
+        .iter()
+        .find(|p| p.topic == "tether/master/presence")
+        .unwrap();
+    assert_eq!(presence.payload, b"online 0000abcd");
+    assert!(presence.retain && presence.qos == Qos::AtLeastOnce);
+    h.secs(35);
+    let beats = h
+        .out
+        .iter()
+        .filter(|p| p.topic == "tether/master/heartbeat")
+        .map(|p| match wire::decode(&p.payload).unwrap() {
+            Message::MasterHeartbeat(hb) => hb,
+            other => panic!("{other:?}"),
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(beats.len(), 4, "at 0, 10, 20, 30 s");
+    assert!(
+        beats
+            .iter()
+            .all(|b| b.epoch == 0xabcd && b.period_ms == 10_000)
+    );
+}
+
+#[test]
+fn stale_will_never_marks_a_live_agent_offline() {
+    let mut h = Harness::new();
+    h.online("pi-1", 1);
+    // Restarted quickly: the new incarnation is online, then the old session's will arrives.
+    h.online("pi-1", 2);
+    h.presence("pi-1", State::Lost, 1);
+    assert_eq!(h.m.stats().stale_wills, 1);
+    assert_eq!(
+        h.store.agent("pi-1").unwrap().unwrap().presence,
+        AgentPresence::Online
+    );
+    let id = h.submit(to_agent("pi-1", &["true"]));
+    assert_eq!(h.starts("pi-1", 0).len(), 1);
+    assert_eq!(h.task_state(id), TaskState::Dispatched);
+    // The live incarnation's will counts.
+    h.presence("pi-1", State::Lost, 2);
+    assert_eq!(
+        h.store.agent("pi-1").unwrap().unwrap().presence,
+        AgentPresence::Lost
+    );
+    assert_eq!(h.task_state(id), TaskState::Unreachable);
+}
+
+#[test]
+fn start_is_retransmitted_every_period_until_accepted() {
+    let mut h = Harness::new();
+    h.online("pi-1", 1);
+    let id = h.submit(to_agent("pi-1", &["true"]));
+    for _ in 0..3 {
+        h.secs(10);
+        h.heartbeat("pi-1", 1, 0, &[]);
+    }
+    let starts = h.starts("pi-1", 0);
+    assert_eq!(starts.len(), 4, "at 0, 10, 20, 30 s: {starts:?}");
+    assert!(starts.iter().all(|t| t.task == id));
+    let task = starts[0];
+    h.event("pi-1", 1, EventKind::Accepted { task });
+    assert_eq!(h.task_state(id), TaskState::Accepted);
+    let mark = h.out.len();
+    h.secs(30);
+    assert!(h.starts("pi-1", mark).is_empty());
+}
+
+#[test]
+fn rejected_start_fails_the_task_or_retries_when_transient() {
+    let mut h = Harness::new();
+    h.online("pi-1", 1);
+    let id = h.submit(to_agent("pi-1", &["true"]));
+    let task = h.starts("pi-1", 0)[0];
+    h.event(
+        "pi-1",
+        1,
+        EventKind::Rejected {
+            task,
+            reason: RejectReason::Full,
+        },
+    );
+    assert_eq!(h.task_state(id), TaskState::Pending);
+    let mark = h.out.len();
+    h.secs(10);
+    h.heartbeat("pi-1", 1, 1, &[]);
+    let again = h.starts("pi-1", mark);
+    assert_eq!(again.len(), 1);
+    assert!(again[0].attempt > task.attempt, "a new attempt id");
+    h.event(
+        "pi-1",
+        2,
+        EventKind::Rejected {
+            task: again[0],
+            reason: RejectReason::InvalidSpec(tether_core::message::SpecError::EmptyArgv),
+        },
+    );
+    let t = h.store.task(id).unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert!(matches!(t.outcome, Some(Outcome::Rejected { .. })));
+}
+
+#[test]
+fn events_are_deduplicated_and_acknowledged_over_the_contiguous_prefix_only() {
+    let mut h = Harness::new();
+    h.online("pi-1", 1);
+    let id = h.submit(to_agent("pi-1", &["echo", "hi"]));
+    let task = h.starts("pi-1", 0)[0];
+    let mark = h.out.len();
+    h.event("pi-1", 1, EventKind::Accepted { task });
+    h.event("pi-1", 3, EventKind::Started { task, pid: 7 });
+    assert_eq!(h.acks("pi-1", mark), vec![1, 1], "3 is above a gap");
+    h.event("pi-1", 1, EventKind::Accepted { task });
+    assert_eq!(
+        h.acks("pi-1", mark),
+        vec![1, 1, 1],
+        "a duplicate is acknowledged again"
+    );
+    assert_eq!(h.m.stats().duplicate_events, 1);
+    h.event(
+        "pi-1",
+        2,
+        EventKind::Output {
+            task,
+            stream: tether_core::message::Stream::Stdout,
+            offset: 0,
+            data: heapless::Vec::from_slice(b"hi\n").unwrap(),
+        },
+    );
+    assert_eq!(*h.acks("pi-1", mark).last().unwrap(), 3);
+    h.event("pi-1", 3, EventKind::Started { task, pid: 7 });
+    assert_eq!(h.store.events("pi-1").unwrap().len(), 3);
+    assert_eq!(h.store.last_acked_seq("pi-1").unwrap(), Some(3));
+    assert_eq!(h.store.output(task.attempt).unwrap()[0].bytes, b"hi\n");
+    assert_eq!(h.task_state(id), TaskState::Running);
+    h.finish("pi-1", 4, task, Exit::Code(0));
+    assert_eq!(h.task_state(id), TaskState::Succeeded);
+}
+
+#[test]
+fn an_ack_follows_the_persisted_event_in_its_batch() {
+    let mut h = Harness::new();
+    h.online("pi-1", 1);
+    h.submit(to_agent("pi-1", &["true"]));
+    let task = h.starts("pi-1", 0)[0];
+    let ev = encode(&Message::Event(Event {
+        seq: 1,
+        at_unix_ms: 0,
+        kind: EventKind::Accepted { task },
+    }));
+    h.m.handle_message(h.now, "tether/agent/pi-1/event", &ev);
+    let batch: Vec<Action> = std::iter::from_fn(|| h.m.poll_action()).collect();
+    let ack_at = batch
+        .iter()
+        .position(|a| matches!(a, Action::Publish(p) if p.topic.ends_with("/cmd")))
+        .expect("an ack");
+    let event_at = batch
+        .iter()
+        .position(|a| {
+            matches!(
+                a,
+                Action::Persist(tether_master::core::Change::Event { .. })
+            )
+        })
+        .expect("the event is persisted");
+    assert!(event_at < ack_at);
+}
+
+#[test]
+fn kill_task_fails_once_timeout_plus_allowance_passed_since_last_heard() {
+    let mut h = Harness::new();
+    h.online("pi-1", 1);
+    let id = h.submit(Submit {
+        policy: short(OnDisconnect::Kill),
+        ..to_agent("pi-1", &["sleep", "100"])
+    });
+    let task = h.starts("pi-1", 0)[0];
+    h.accept_and_start("pi-1", 1, task);
+    // The master heartbeats at the task's 1 s period.
+    let mark = h.out.len();
+    h.secs(3);
+    let beats = h.out[mark..]
+        .iter()
+        .filter(|p| p.topic == "tether/master/heartbeat")
+        .count();
+    assert!(beats >= 3, "{beats}");
+    h.heartbeat("pi-1", 1, 2, &[task]);
+    // Silent from here: lost at timeout 3 s + allowance 2 s.
+    h.advance(Duration::from_millis(4_999));
+    assert_eq!(h.task_state(id), TaskState::Unreachable);
+    h.advance(Duration::from_millis(1));
+    let t = h.store.task(id).unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert_eq!(
+        t.outcome,
+        Some(Outcome::AgentLost {
+            attempt: task.attempt
+        })
+    );
+    assert_eq!(
+        h.store.attempt(task.attempt).unwrap().unwrap().state,
+        AttemptState::Lost
+    );
+}
+
+#[test]
+fn kill_task_survives_an_outage_shorter_than_its_timeout() {
+    let mut h = Harness::new();
+    h.online("pi-1", 1);
+    let id = h.submit(Submit {
+        policy: short(OnDisconnect::Kill),
+        ..to_agent("pi-1", &["sleep", "100"])
+    });
+    let task = h.starts("pi-1", 0)[0];
+    h.accept_and_start("pi-1", 1, task);
+    h.presence("pi-1", State::Lost, 1);
+    h.secs(4);
+    assert_eq!(h.task_state(id), TaskState::Unreachable);
+    h.presence("pi-1", State::Online, 1);
+    h.heartbeat("pi-1", 1, 2, &[task]);
+    assert_eq!(h.task_state(id), TaskState::Running);
+    h.finish("pi-1", 3, task, Exit::Code(0));
+    assert_eq!(h.task_state(id), TaskState::Succeeded);
+}
+
+#[test]
+fn continue_task_is_unreachable_then_rescheduled_and_first_finished_wins() {
+    for cancel in [false, true] {
+        let mut h = Harness::with(|c| c.cancel_duplicates = cancel);
+        h.online("a", 1);
+        h.online("b", 1);
+        cluster(&mut h, "c", ClusterMode::FixedPriority, &["a", "b"]);
+        let id = h.submit(Submit {
+            policy: PolicyOverrides {
+                lost_after_ms: Some(20_000),
+                ..short(OnDisconnect::Continue)
+            },
+            ..to_cluster("c")
+        });
+        let first = h.starts("a", 0)[0];
+        h.accept_and_start("a", 1, first);
+        // a goes silent; b keeps heartbeating.
+        let mut waited = 0;
+        while waited < 19 {
+            h.secs(1);
+            h.heartbeat("b", 1, 0, &[]);
+            waited += 1;
+        }
+        assert_eq!(h.task_state(id), TaskState::Unreachable);
+        assert!(h.starts("b", 0).is_empty());
+        h.secs(1);
+        h.heartbeat("b", 1, 0, &[]);
+        let second = h.starts("b", 0)[0];
+        assert_eq!(second.task, id);
+        assert!(second.attempt > first.attempt);
+        h.accept_and_start("b", 1, second);
+        assert_eq!(h.task_state(id), TaskState::Running);
+        // The first attempt finishes first (reported when a is back): it decides.
+        let mark = h.out.len();
+        h.online("a", 1);
+        h.finish("a", 3, first, Exit::Code(0));
+        let t = h.store.task(id).unwrap().unwrap();
+        assert_eq!(t.state, TaskState::Succeeded);
+        assert!(
+            matches!(t.outcome, Some(Outcome::Exited { attempt, .. }) if attempt == first.attempt)
+        );
+        h.secs(1);
+        assert_eq!(!h.kills("b", mark).is_empty(), cancel, "cancel = {cancel}");
+        // The duplicate result is kept on its own attempt; the outcome stays.
+        h.finish("b", 3, second, Exit::Code(1));
+        let t = h.store.task(id).unwrap().unwrap();
+        assert!(
+            matches!(t.outcome, Some(Outcome::Exited { attempt, .. }) if attempt == first.attempt)
+        );
+        let b = h.store.attempt(second.attempt).unwrap().unwrap();
+        assert_eq!(
+            (b.state, b.exit),
+            (AttemptState::Finished, Some(Exit::Code(1)))
+        );
+    }
+}
+
+#[test]
+fn returning_agent_is_reconciled_after_its_replay() {
+    let mut h = Harness::new();
+    h.online("pi-1", 1);
+    let done = h.submit(to_agent("pi-1", &["true"]));
+    let gone = h.submit(to_agent("pi-1", &["true"]));
+    let kept = h.submit(to_agent("pi-1", &["true"]));
+    let starts = h.starts("pi-1", 0);
+    let [t1, t2, t3] = [starts[0], starts[1], starts[2]];
+    h.accept_and_start("pi-1", 1, t1);
+    h.accept_and_start("pi-1", 3, t2);
+    h.accept_and_start("pi-1", 5, t3);
+    h.presence("pi-1", State::Lost, 1);
+    h.secs(15);
+    // Back as a new process, with events still to replay: nothing is judged yet.
+    h.presence("pi-1", State::Online, 2);
+    h.heartbeat("pi-1", 2, 8, &[t3]);
+    assert_eq!(h.task_state(gone), TaskState::Running);
+    h.finish("pi-1", 7, t1, Exit::Code(0));
+    h.event(
+        "pi-1",
+        8,
+        EventKind::Terminating {
+            task: t3,
+            cause: KillCause::MaxRunTime,
+        },
+    );
+    let mark = h.out.len();
+    // Replay complete; it also holds an attempt the master does not know.
+    let stray = TaskRef {
+        task: 999,
+        attempt: 999,
+    };
+    h.heartbeat("pi-1", 2, 8, &[t3, stray]);
+    assert_eq!(h.task_state(done), TaskState::Succeeded);
+    assert_eq!(h.task_state(gone), TaskState::Lost);
+    assert_eq!(h.task_state(kept), TaskState::Running);
+    assert_eq!(h.kills("pi-1", mark), vec![stray]);
+}
+
+#[test]
+fn round_robin_and_fixed_priority_with_fail_over() {
+    let mut h = Harness::new();
+    for a in ["a", "b", "c"] {
+        h.online(a, 1);
+    }
+    cluster(&mut h, "rr", ClusterMode::RoundRobin, &["a", "b", "c"]);
+    cluster(&mut h, "fp", ClusterMode::FixedPriority, &["a", "b", "c"]);
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let mark = h.out.len();
+        h.submit(to_cluster("rr"));
+        for a in ["a", "b", "c"] {
+            if !h.starts(a, mark).is_empty() {
+                order.push(a);
+            }
+        }
+    }
+    assert_eq!(order, ["a", "b", "c", "a"]);
+    // Fixed priority: always the first available; a's will moves new tasks to b at once.
+    let mark = h.out.len();
+    h.submit(to_cluster("fp"));
+    h.submit(to_cluster("fp"));
+    assert_eq!(h.starts("a", mark).len(), 2);
+    h.presence("a", State::Lost, 1);
+    let mark = h.out.len();
+    h.submit(to_cluster("fp"));
+    assert_eq!(h.starts("b", mark).len(), 1);
+    // Round robin skips a as well.
+    let mark = h.out.len();
+    h.submit(to_cluster("rr"));
+    h.submit(to_cluster("rr"));
+    assert_eq!(
+        (h.starts("b", mark).len(), h.starts("c", mark).len()),
+        (1, 1)
+    );
+}
+
+#[test]
+fn silent_member_is_skipped_and_drained_member_is_not_failed() {
+    let mut h = Harness::new();
+    h.online("a", 1);
+    h.online("b", 1);
+    cluster(&mut h, "fp", ClusterMode::FixedPriority, &["a", "b"]);
+    // a stops normally after its task finished.
+    let id = h.submit(to_cluster("fp"));
+    let t = h.starts("a", 0)[0];
+    h.accept_and_start("a", 1, t);
+    h.finish("a", 3, t, Exit::Code(0));
+    h.presence("a", State::Stopped, 1);
+    assert_eq!(h.task_state(id), TaskState::Succeeded);
+    assert_eq!(
+        h.store.agent("a").unwrap().unwrap().presence,
+        AgentPresence::Stopped
+    );
+    let mark = h.out.len();
+    h.submit(to_cluster("fp"));
+    assert_eq!(h.starts("b", mark).len(), 1);
+    // b's heartbeats stop (no will, e.g. a black-holed link): skipped after 2 periods + 2 s.
+    h.online("a", 2);
+    cluster(&mut h, "ba", ClusterMode::FixedPriority, &["b", "a"]);
+    h.secs(21);
+    h.heartbeat("a", 2, 0, &[]);
+    let mark = h.out.len();
+    h.submit(to_cluster("ba"));
+    assert_eq!(h.starts("b", mark).len(), 1, "still within 22 s");
+    h.secs(1);
+    h.heartbeat("a", 2, 0, &[]);
+    let mark = h.out.len();
+    h.submit(to_cluster("ba"));
+    assert_eq!(h.starts("a", mark).len(), 1);
+    assert!(h.starts("b", mark).is_empty());
+}
+
+#[test]
+fn profiles_are_validated_and_applied() {
+    let mut h = Harness::new();
+    h.online("pi-1", 1);
+    let bad = |period, timeout| ProfileRequest {
+        name: "p".into(),
+        policy: PolicyOverrides {
+            heartbeat_period_ms: Some(period),
+            heartbeat_timeout_ms: Some(timeout),
+            ..PolicyOverrides::default()
+        },
+    };
+    let err = h.m.put_profile(h.now, bad(10_000, 25_000)).unwrap_err();
+    assert!(
+        matches!(&err, RequestError::Invalid(m) if m.contains("multiple")),
+        "{err}"
+    );
+    let err = h.m.put_profile(h.now, bad(10_000, 10_000)).unwrap_err();
+    assert!(
+        matches!(&err, RequestError::Invalid(m) if m.contains("two")),
+        "{err}"
+    );
+    let err =
+        h.m.put_profile(
+            h.now,
+            ProfileRequest {
+                name: "p".into(),
+                policy: PolicyOverrides {
+                    lost_after_ms: Some(1_000),
+                    ..PolicyOverrides::default()
+                },
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, RequestError::Invalid(m) if m.contains("continue")),
+        "{err}"
+    );
+    let err =
+        h.m.put_profile(
+            h.now,
+            ProfileRequest {
+                name: "no/slash".into(),
+                policy: PolicyOverrides::default(),
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, RequestError::Invalid(_)));
+    h.m.put_profile(
+        h.now,
+        ProfileRequest {
+            name: "camera".into(),
+            policy: PolicyOverrides {
+                retries: Some(2),
+                ..short(OnDisconnect::Continue)
+            },
+        },
+    )
+    .unwrap();
+    h.drain();
+    assert_eq!(
+        h.store.profile("camera").unwrap().unwrap().policy.retries,
+        2
+    );
+    let id = h.submit(Submit {
+        profile: Some("camera".into()),
+        policy: PolicyOverrides {
+            heartbeat_timeout_ms: Some(5_000),
+            ..PolicyOverrides::default()
+        },
+        ..to_agent("pi-1", &["true"])
+    });
+    let p = h.store.task(id).unwrap().unwrap().policy;
+    assert_eq!(
+        (p.on_disconnect, p.heartbeat_timeout_ms, p.retries),
+        (OnDisconnect::Continue, 5_000, 2)
+    );
+    for (s, want) in [
+        (
+            Submit {
+                profile: Some("nope".into()),
+                ..to_agent("pi-1", &["true"])
+            },
+            "profile",
+        ),
+        (to_agent("ghost", &["true"]), "never connected"),
+        (to_cluster("nope"), "cluster"),
+        (to_agent("pi-1", &[]), "argv"),
+        (
+            Submit {
+                cluster: Some("x".into()),
+                ..to_agent("pi-1", &["true"])
+            },
+            "exactly one",
+        ),
+    ] {
+        let err = h.m.submit(h.now, s).unwrap_err();
+        assert!(
+            err.to_string().contains(want),
+            "{err} should mention {want}"
+        );
+    }
+}
+
+#[test]
+fn retries_budget_then_failure() {
+    let mut h = Harness::new();
+    h.online("pi-1", 1);
+    let id = h.submit(Submit {
+        policy: PolicyOverrides {
+            retries: Some(1),
+            ..PolicyOverrides::default()
+        },
+        ..to_agent("pi-1", &["false"])
+    });
+    let first = h.starts("pi-1", 0)[0];
+    h.accept_and_start("pi-1", 1, first);
+    let mark = h.out.len();
+    h.finish("pi-1", 3, first, Exit::Code(1));
+    let second = h.starts("pi-1", mark)[0];
+    assert_eq!(second.task, id);
+    assert_ne!(second.attempt, first.attempt);
+    assert_eq!(h.task_state(id), TaskState::Dispatched);
+    h.accept_and_start("pi-1", 4, second);
+    h.finish("pi-1", 6, second, Exit::Code(1));
+    let t = h.store.task(id).unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert_eq!(t.outcome, Some(Outcome::RetriesExhausted));
+    assert_eq!(h.store.attempts(id).unwrap().len(), 2);
+}
+
+#[test]
+fn kill_request_pending_and_running() {
+    let mut h = Harness::new();
+    h.online("pi-1", 1);
+    cluster(&mut h, "empty", ClusterMode::RoundRobin, &["nobody"]);
+    let queued = h.submit(to_cluster("empty"));
+    assert_eq!(h.task_state(queued), TaskState::Pending);
+    h.m.kill(h.now, queued).unwrap();
+    h.drain();
+    assert_eq!(h.task_state(queued), TaskState::Killed);
+    assert!(matches!(
+        h.m.kill(h.now, queued),
+        Err(RequestError::Conflict(_))
+    ));
+    assert!(matches!(
+        h.m.kill(h.now, 777),
+        Err(RequestError::NotFound(_))
+    ));
+
+    let id = h.submit(to_agent("pi-1", &["sleep", "100"]));
+    let t = h.starts("pi-1", 0)[0];
+    h.accept_and_start("pi-1", 1, t);
+    let mark = h.out.len();
+    h.m.kill(h.now, id).unwrap();
+    h.drain();
+    h.secs(10);
+    h.heartbeat("pi-1", 1, 2, &[t]);
+    h.secs(10);
+    assert!(h.kills("pi-1", mark).len() >= 2, "repeated until finished");
+    assert_eq!(h.store.kill_requests().unwrap(), vec![queued, id]);
+    h.event(
+        "pi-1",
+        3,
+        EventKind::Finished {
+            task: t,
+            exit: Exit::Signal(15),
+            cause: Some(KillCause::Requested),
+            output_dropped: 0,
+        },
+    );
+    assert_eq!(h.task_state(id), TaskState::Killed);
+    let mark = h.out.len();
+    h.secs(20);
+    assert!(h.kills("pi-1", mark).is_empty());
+}
+
+#[test]
+fn restart_from_the_store_keeps_everything() {
+    let mut h = Harness::new();
+    h.online("pi-1", 1);
+    cluster(&mut h, "rr", ClusterMode::RoundRobin, &["pi-1"]);
+    let running = h.submit(to_agent("pi-1", &["sleep", "100"]));
+    let unsent = h.submit(to_agent("pi-1", &["true"]));
+    let starts = h.starts("pi-1", 0);
+    let (t1, t2) = (starts[0], starts[1]);
+    h.accept_and_start("pi-1", 1, t1);
+    // Seq 4 arrives across a gap (3 missing) before the crash.
+    h.event(
+        "pi-1",
+        4,
+        EventKind::Terminating {
+            task: t1,
+            cause: KillCause::MaxRunTime,
+        },
+    );
+
+    // kill -9: the core is gone; only the store remains.
+    let snapshot = persist::load(&h.store).unwrap();
+    let mut config = Config::new(P, 0xbeef);
+    config.heartbeat_period = Duration::from_secs(10);
+    h.m = Master::restore(config, snapshot, h.now).unwrap();
+    h.m.handle_connected(h.now);
+    let mark = h.out.len();
+    h.drain();
+    // The unaccepted start goes out again, under the same attempt id.
+    assert_eq!(h.starts("pi-1", mark), vec![t2]);
+    // The agent replays 3 and 4: 4 is stored already and is not applied twice.
+    h.event("pi-1", 3, EventKind::Accepted { task: t2 });
+    h.event(
+        "pi-1",
+        4,
+        EventKind::Terminating {
+            task: t1,
+            cause: KillCause::MaxRunTime,
+        },
+    );
+    assert_eq!(*h.acks("pi-1", mark).last().unwrap(), 4);
+    assert_eq!(h.store.events("pi-1").unwrap().len(), 4);
+    assert_eq!(h.task_state(running), TaskState::Running);
+    assert_eq!(h.task_state(unsent), TaskState::Accepted);
+    // New ids stay above the old ones.
+    let next = h.submit(to_cluster("rr"));
+    assert!(next > unsent);
+    let t3 = h
+        .starts("pi-1", mark)
+        .into_iter()
+        .find(|t| t.task == next)
+        .unwrap();
+    assert!(t3.attempt > t2.attempt);
+    h.finish("pi-1", 5, t1, Exit::Code(0));
+    assert_eq!(h.task_state(running), TaskState::Succeeded);
+}
+
+#[test]
+fn malformed_messages_are_counted_not_fatal() {
+    let mut h = Harness::new();
+    h.msg("tether/agent/pi-1/event", b"\x01\x00\xff\xff");
+    h.msg("tether/agent/pi-1/heartbeat", b"");
+    h.msg("tether/agent/pi-1/presence", b"hello");
+    h.msg("tether/agent/bad+id/presence", b"online 00000001");
+    h.msg("other/topic", b"x");
+    let hb = encode(&Message::MasterHeartbeat(
+        tether_core::message::MasterHeartbeat {
+            epoch: 1,
+            period_ms: 1,
+        },
+    ));
+    h.msg("tether/agent/pi-1/event", &hb);
+    let s = h.m.stats();
+    assert_eq!((s.bad_messages, s.foreign_messages), (4, 2));
+    assert!(h.store.agents().unwrap().is_empty());
+}
