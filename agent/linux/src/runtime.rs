@@ -361,16 +361,20 @@ impl Runtime {
         }
     }
 
-    fn report_level(&mut self) {
+    fn level(&self) -> JournalLevel {
         // Room for the results of every task that may be running, plus a margin.
         let reserve = (self.config.max_tasks as u64 + 4) * 2 * records::MAX_RECORD as u64;
-        let level = if self.journal.free_bytes() < reserve {
+        if self.journal.free_bytes() < reserve {
             JournalLevel::Full
         } else if self.journal.fill() > DROP_OUTPUT_FILL {
             JournalLevel::DropOutput
         } else {
             JournalLevel::Normal
-        };
+        }
+    }
+
+    fn report_level(&mut self) {
+        let level = self.level();
         self.agent
             .handle_journal_level(level, self.journal.len_bytes());
     }
@@ -406,9 +410,14 @@ impl Runtime {
             .map(|r| crate::journal::frame_len(r.len()))
             .sum();
         let reclaimable = self.journal.len_bytes().saturating_sub(live);
-        if reclaimable as f64 >= COMPACT_SHARE * self.journal.len_bytes() as f64
-            && reclaimable > 64 * 1024
-        {
+        let worth_it = reclaimable as f64 >= COMPACT_SHARE * self.journal.len_bytes() as f64
+            && reclaimable > 64 * 1024;
+        // Under pressure, compact for less: a journal capped near its 64 KiB minimum never
+        // reached the threshold above, so it stayed Full (refusing every task) after the
+        // master had acknowledged everything in it.
+        let pressed =
+            self.level() != JournalLevel::Normal && reclaimable >= self.journal.max_bytes() / 8;
+        if worth_it || pressed {
             self.compact()?;
         }
         Ok(())
