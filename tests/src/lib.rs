@@ -1,4 +1,6 @@
 //! tether-tests: harnesses shared by the simulation and end-to-end tests.
 
 pub mod harness;
+pub mod netns;
+pub mod proxy;
 pub mod sim;
