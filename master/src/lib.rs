@@ -2,10 +2,15 @@
 //!
 //! - [`core`]: the sans-IO state machine that decides everything;
 //! - [`persist`]: applies the core's changes to the [`store`] and reads them back at start;
+//! - [`runtime`]: the `tether-master` loop over tokio, MQTT, SQLite and [`api`] (HTTP);
 //! - [`broker`]: the embedded rumqttd or an external broker, and client settings;
+//! - [`http`]: the tiny client `tetherctl` uses;
 //! - [`store`]: the SQLite database.
 
+pub mod api;
 pub mod broker;
 pub mod core;
+pub mod http;
 pub mod persist;
+pub mod runtime;
 pub mod store;

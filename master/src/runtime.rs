@@ -1,0 +1,422 @@
+//! The master's runtime: binds the [`Master`] core to tokio, rumqttc, the embedded broker,
+//! SQLite and the HTTP API. It decides nothing.
+//!
+//! One loop owns the core and the store and waits on three things: MQTT events (from the
+//! event-loop task), API requests (from axum through a channel), and the core's
+//! `poll_timeout`. After each input it drains the core's actions, commits their changes in one
+//! transaction, and only then publishes (the commit rule of [`crate::core`]). A failed commit
+//! stops the master: a restart rebuilds the core from the store.
+
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
+
+use log::{error, info, warn};
+use rumqttc::{AsyncClient, ConnectionError, Event as MqttEvent, Packet, QoS};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant as TokioInstant;
+
+use crate::api::{self, ApiError, ApiRequest, Envelope};
+use crate::broker::{BrokerAddr, BrokerConfig, BrokerError, ClientSettings, EmbeddedBroker};
+use crate::core::{Action, Config, Master, Publish, Qos};
+use crate::persist;
+use crate::store::{Store, StoreError, TaskId};
+
+/// How `tether-master run` was asked to run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub data_dir: PathBuf,
+    /// Where the embedded broker listens (port 0: a free port).
+    pub listen: SocketAddr,
+    pub http: SocketAddr,
+    /// An external broker instead of the embedded one.
+    pub broker: Option<BrokerAddr>,
+    /// A rumqttd configuration file instead of the built-in one.
+    pub broker_config: Option<PathBuf>,
+    pub prefix: String,
+    pub heartbeat_period: StdDuration,
+    pub cancel_duplicates: bool,
+}
+
+#[derive(Debug)]
+pub enum RunError {
+    Io(String, io::Error),
+    Store(StoreError),
+    Broker(BrokerError),
+    Config(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(what, e) => write!(f, "{what}: {e}"),
+            Self::Store(e) => write!(f, "store: {e}"),
+            Self::Broker(e) => write!(f, "broker: {e}"),
+            Self::Config(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// The addresses the master actually uses, printed at start as one parsable line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub mqtt: BrokerAddr,
+    pub http: SocketAddr,
+    pub epoch: u32,
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tether-master ready mqtt={}:{} http={} epoch={:08x}",
+            self.mqtt.host, self.mqtt.port, self.http, self.epoch
+        )
+    }
+}
+
+/// A new incarnation for each start: the clock's nanoseconds mixed with the pid (no random
+/// source needed; it only has to differ from the previous run).
+fn new_epoch() -> u32 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    (nanos as u32) ^ (nanos >> 32) as u32 ^ std::process::id().rotate_left(16)
+}
+
+/// The core's clock: microseconds since the runtime started.
+#[derive(Debug, Clone, Copy)]
+struct Clock(TokioInstant);
+
+impl Clock {
+    fn now(&self) -> tether_core::Instant {
+        tether_core::Instant::from_micros(self.0.elapsed().as_micros() as u64)
+    }
+
+    fn at(&self, t: tether_core::Instant) -> TokioInstant {
+        self.0 + StdDuration::from_micros(t.as_micros())
+    }
+}
+
+enum MqttInput {
+    Event(MqttEvent),
+    Down(ConnectionError),
+}
+
+/// Runs the master until SIGINT/SIGTERM. `on_ready` gets the bound addresses once the broker
+/// and the HTTP listener are up.
+pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(), RunError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| RunError::Io(format!("creating {}", config.data_dir.display()), e))?;
+    let store = Store::open(config.data_dir.join("master.db")).map_err(RunError::Store)?;
+    let snapshot = persist::load(&store).map_err(RunError::Store)?;
+
+    // The embedded broker lives as long as the process (rumqttd has no shutdown).
+    let (mqtt_addr, _broker) = match &config.broker {
+        Some(addr) => (addr.clone(), None),
+        None => {
+            let mut broker_config = match &config.broker_config {
+                Some(path) => BrokerConfig::from_path(path),
+                None => BrokerConfig::builtin(),
+            }
+            .map_err(RunError::Broker)?;
+            broker_config.set_listen(config.listen);
+            let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(broker_config))
+                .await
+                .map_err(|e| RunError::Config(format!("broker start: {e}")))?
+                .map_err(RunError::Broker)?;
+            (broker.broker_addr(), Some(broker))
+        }
+    };
+
+    let epoch = new_epoch();
+    let clock = Clock(TokioInstant::now());
+    let period = tether_core::Duration::from_millis(config.heartbeat_period.as_millis() as u64);
+    let mut core_config = Config::new(&config.prefix, epoch);
+    core_config.heartbeat_period = period;
+    core_config.cancel_duplicates = config.cancel_duplicates;
+    let mut core = Master::restore(core_config, snapshot, clock.now())
+        .map_err(|e| RunError::Config(e.to_string()))?;
+
+    let settings = ClientSettings::master(
+        "tether-master",
+        &config.prefix,
+        epoch,
+        config.heartbeat_period,
+    );
+    let (client, mut eventloop) = settings
+        .connect(&mqtt_addr, 1024)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let (mqtt_tx, mut mqtt_rx) = mpsc::channel::<MqttInput>(1024);
+    tokio::spawn(async move {
+        loop {
+            let input = match eventloop.poll().await {
+                Ok(ev) => MqttInput::Event(ev),
+                Err(e) => MqttInput::Down(e),
+            };
+            let down = matches!(input, MqttInput::Down(_));
+            if mqtt_tx.send(input).await.is_err() {
+                return;
+            }
+            if down {
+                // rumqttc reconnects on the next poll without pausing: pace it.
+                tokio::time::sleep(StdDuration::from_millis(500)).await;
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|e| RunError::Io(format!("binding HTTP on {}", config.http), e))?;
+    let http = listener
+        .local_addr()
+        .map_err(|e| RunError::Io("HTTP listener address".into(), e))?;
+    let (api_tx, mut api_rx) = mpsc::channel::<Envelope>(64);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, api::router(api_tx)).await {
+            error!("HTTP server stopped: {e}");
+        }
+    });
+
+    let bound = Bound {
+        mqtt: mqtt_addr.clone(),
+        http,
+        epoch,
+    };
+    info!("{bound}");
+    on_ready(&bound);
+
+    let mut ctx = Ctx {
+        store,
+        client,
+        bound,
+        dropped_publishes: 0,
+    };
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| RunError::Io("installing the SIGTERM handler".into(), e))?;
+    loop {
+        let wake = core.poll_timeout().map(|t| clock.at(t));
+        tokio::select! {
+            input = mqtt_rx.recv() => {
+                let Some(input) = input else { break };
+                ctx.mqtt(&mut core, clock.now(), input);
+            }
+            req = api_rx.recv() => {
+                let Some((req, reply)) = req else { break };
+                let answer = ctx.api(&mut core, clock.now(), req);
+                ctx.flush(&mut core)?;
+                let _ = reply.send(answer);
+                continue;
+            }
+            () = sleep_until(wake) => core.handle_timeout(clock.now()),
+            _ = tokio::signal::ctrl_c() => { stop(&mut ctx, &mut core, clock).await?; break }
+            _ = sigterm.recv() => { stop(&mut ctx, &mut core, clock).await?; break }
+        }
+        ctx.flush(&mut core)?;
+    }
+    Ok(())
+}
+
+async fn sleep_until(wake: Option<TokioInstant>) {
+    match wake {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A normal stop: `offline <epoch> stopped`, then a clean disconnect.
+async fn stop(ctx: &mut Ctx, core: &mut Master, clock: Clock) -> Result<(), RunError> {
+    info!("stopping");
+    core.handle_stop(clock.now());
+    ctx.flush(core)?;
+    let _ = ctx.client.disconnect().await;
+    // Give the event loop a moment to send what is queued; bounded.
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    Ok(())
+}
+
+struct Ctx {
+    store: Store,
+    client: AsyncClient,
+    bound: Bound,
+    dropped_publishes: u64,
+}
+
+impl Ctx {
+    fn mqtt(&mut self, core: &mut Master, now: tether_core::Instant, input: MqttInput) {
+        match input {
+            MqttInput::Event(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                info!("connected to the broker at {}", self.bound.mqtt);
+                for filter in core.subscriptions() {
+                    if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                        error!("cannot subscribe to {filter}: {e}");
+                    }
+                }
+                core.handle_connected(now);
+            }
+            MqttInput::Event(MqttEvent::Incoming(Packet::Publish(p))) => {
+                core.handle_message(now, &p.topic, &p.payload);
+            }
+            MqttInput::Event(_) => {}
+            MqttInput::Down(e) => {
+                if core.is_connected() {
+                    warn!("broker connection lost: {e}");
+                }
+                core.handle_disconnected(now);
+            }
+        }
+    }
+
+    /// Drains the core: commits the batch's changes, then publishes. A failed commit is fatal.
+    fn flush(&mut self, core: &mut Master) -> Result<(), RunError> {
+        let mut changes = Vec::new();
+        let mut publishes: Vec<Publish> = Vec::new();
+        while let Some(action) = core.poll_action() {
+            match action {
+                Action::Persist(c) => changes.push(c),
+                Action::Publish(p) => publishes.push(p),
+            }
+        }
+        persist::apply(&self.store, &changes).map_err(|e| {
+            error!("cannot commit to the store, stopping (a restart resumes from it): {e}");
+            RunError::Store(e)
+        })?;
+        for p in publishes {
+            let qos = match p.qos {
+                Qos::AtMostOnce => QoS::AtMostOnce,
+                Qos::AtLeastOnce => QoS::AtLeastOnce,
+            };
+            if let Err(e) = self
+                .client
+                .try_publish(p.topic.clone(), qos, p.retain, p.payload)
+            {
+                // Commands are retransmitted by the core; nothing is lost by dropping here.
+                self.dropped_publishes += 1;
+                warn!("publish to {} dropped: {e}", p.topic);
+            }
+        }
+        Ok(())
+    }
+
+    fn api(
+        &mut self,
+        core: &mut Master,
+        now: tether_core::Instant,
+        req: ApiRequest,
+    ) -> Result<Value, ApiError> {
+        let s = &self.store;
+        Ok(match req {
+            ApiRequest::Status => json!({
+                "epoch": format!("{:08x}", self.bound.epoch),
+                "mqtt": format!("{}:{}", self.bound.mqtt.host, self.bound.mqtt.port),
+                "http": self.bound.http.to_string(),
+                "connected": core.is_connected(),
+                "prefix": core.config().prefix,
+                "heartbeat_period_ms": core.heartbeat_period().as_millis(),
+                "stats": core.stats(),
+                "dropped_publishes": self.dropped_publishes,
+            }),
+            ApiRequest::Agents => {
+                let stored = s.agents()?;
+                let views = core.agent_views(now);
+                let list: Vec<Value> = views
+                    .into_iter()
+                    .map(|v| {
+                        let heard = stored
+                            .iter()
+                            .find(|a| a.id == v.id)
+                            .and_then(|a| a.last_heartbeat_ms);
+                        json!({
+                            "id": v.id,
+                            "incarnation": v.incarnation.map(|i| format!("{i:08x}")),
+                            "presence": v.presence,
+                            "available": v.available,
+                            "silent_ms": v.silent_ms,
+                            "last_heartbeat_ms": heard,
+                            "acked_seq": v.acked_seq,
+                            "attempts": v.attempts,
+                        })
+                    })
+                    .collect();
+                Value::Array(list)
+            }
+            ApiRequest::Clusters => to_value(&s.clusters()?)?,
+            ApiRequest::Profiles => to_value(&s.profiles()?)?,
+            ApiRequest::Tasks => to_value(&s.tasks()?)?,
+            ApiRequest::Task(id) => {
+                let task = found(s.task(id)?, id)?;
+                let attempts = s.attempts(id)?;
+                let mut events = Vec::new();
+                for a in &attempts {
+                    for e in s.attempt_events(a.id)? {
+                        let event: Value = serde_json::from_str(&e.json).unwrap_or(Value::Null);
+                        events.push(json!({
+                            "agent": e.agent_id, "seq": e.seq, "attempt": e.attempt,
+                            "kind": e.kind, "received_ms": e.received_ms, "event": event,
+                        }));
+                    }
+                }
+                json!({ "task": task, "attempts": attempts, "events": events })
+            }
+            ApiRequest::Output(id) => {
+                let task = found(s.task(id)?, id)?;
+                let mut chunks = Vec::new();
+                for a in s.attempts(id)? {
+                    for c in s.output(a.id)? {
+                        chunks.push(json!({
+                            "attempt": c.attempt,
+                            "stream": match c.stream {
+                                tether_core::message::Stream::Stdout => "stdout",
+                                tether_core::message::Stream::Stderr => "stderr",
+                            },
+                            "offset": c.offset,
+                            "text": String::from_utf8_lossy(&c.bytes),
+                        }));
+                    }
+                }
+                json!({ "task": id, "state": task.state, "chunks": chunks })
+            }
+            ApiRequest::Submit(req) => {
+                let id = core.submit(now, req)?;
+                json!({ "id": id })
+            }
+            ApiRequest::Kill(id) => {
+                if s.task(id)?.is_none() {
+                    return Err(ApiError::new(404, format!("no task {id}")));
+                }
+                core.kill(now, id)?;
+                json!({ "id": id, "kill": "requested" })
+            }
+            ApiRequest::PutCluster(req) => {
+                let name = req.name.clone();
+                core.put_cluster(now, req)?;
+                json!({ "name": name })
+            }
+            ApiRequest::PutProfile(req) => {
+                let name = req.name.clone();
+                core.put_profile(now, req)?;
+                json!({ "name": name })
+            }
+        })
+    }
+}
+
+fn found<T>(v: Option<T>, id: TaskId) -> Result<T, ApiError> {
+    v.ok_or_else(|| ApiError::new(404, format!("no task {id}")))
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::new(500, format!("cannot encode: {e}")))
+}
+
+/// Prints the ready line on stdout and flushes it, for scripts and tests that parse it.
+pub fn print_ready(bound: &Bound) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{bound}");
+    let _ = out.flush();
+}

@@ -1,0 +1,454 @@
+//! The `tether-master` binary for real: its embedded broker, its HTTP API and `tetherctl`, with
+//! the test playing an agent over rumqttc (presence, heartbeats, events in the wire format).
+//! Ports are 0, every wait is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event as MqttEvent, Packet, QoS};
+use serde_json::{Value, json};
+use tether_core::message::{
+    AgentHeartbeat, CommandBody, Event, EventKind, Exit, Message, Stream, TaskRef,
+};
+use tether_core::presence::{Presence, State};
+use tether_core::topic::{Topic, validate_id};
+use tether_core::wire;
+use tether_master::broker::{BrokerAddr, ClientSettings, EmbeddedBroker};
+use tether_master::http;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct MasterProc {
+    child: Child,
+    mqtt: BrokerAddr,
+    http: String,
+}
+
+impl MasterProc {
+    fn start(data: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
+            .args(["run", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(["--heartbeat-period-ms", "500", "--data-dir"])
+            .arg(data)
+            .env("RUST_LOG", "warn,rumqttd=off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).expect("the ready line");
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+                .to_owned()
+        };
+        assert!(line.starts_with("tether-master ready "), "{line:?}");
+        let mqtt = BrokerAddr::parse(&format!("mqtt://{}", field("mqtt="))).unwrap();
+        let http = field("http=");
+        Self { child, mqtt, http }
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None)
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body.to_string()))
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<String>) -> (u16, Value) {
+        let (status, text) = http::request(&self.http, method, path, body.as_deref()).unwrap();
+        (status, serde_json::from_str(&text).unwrap())
+    }
+
+    /// Polls `path` until `f` accepts the answer.
+    fn wait_for(&self, path: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let (_, v) = self.get(path);
+            if f(&v) {
+                return v;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: last {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for MasterProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test's agent: a rumqttc connection with Tether's options.
+struct FakeAgent {
+    id: String,
+    inc: u32,
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<Packet>,
+}
+
+impl FakeAgent {
+    async fn connect(broker: &BrokerAddr, id: &str, inc: u32) -> Self {
+        let settings = ClientSettings {
+            client_id: id.to_owned(),
+            prefix: "tether".into(),
+            presence: Topic::AgentPresence(validate_id(id).unwrap()),
+            incarnation: inc,
+            heartbeat_period: Duration::from_secs(1),
+            credentials: None,
+        };
+        let (client, mut eventloop) = settings.connect(broker, 64).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(ev) = eventloop.poll().await {
+                if let MqttEvent::Incoming(p) = ev
+                    && tx.send(p).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut agent = Self {
+            id: id.to_owned(),
+            inc,
+            client,
+            rx,
+        };
+        agent
+            .next("CONNACK", |p| matches!(p, Packet::ConnAck(_)).then_some(()))
+            .await;
+        agent
+            .client
+            .subscribe(format!("tether/agent/{id}/cmd"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        agent
+            .next("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(()))
+            .await;
+        let online = Presence {
+            state: State::Online,
+            incarnation: inc,
+        }
+        .render();
+        agent
+            .publish("presence", true, online.as_bytes().to_vec())
+            .await;
+        agent.heartbeat(0, &[]).await;
+        agent
+    }
+
+    async fn next<T>(&mut self, what: &str, mut f: impl FnMut(&Packet) -> Option<T>) -> T {
+        timeout(WAIT, async {
+            loop {
+                let p = self.rx.recv().await.expect("event loop alive");
+                if let Some(v) = f(&p) {
+                    return v;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+    }
+
+    async fn command(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut(&CommandBody) -> bool,
+    ) -> CommandBody {
+        self.next(what, |p| match p {
+            Packet::Publish(p) => match wire::decode(&p.payload) {
+                Ok(Message::Command(c)) if f(&c.body) => Some(c.body),
+                _ => None,
+            },
+            _ => None,
+        })
+        .await
+    }
+
+    async fn publish(&self, leaf: &str, retain: bool, payload: Vec<u8>) {
+        let topic = format!("tether/agent/{}/{leaf}", self.id);
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+            .unwrap();
+    }
+
+    async fn heartbeat(&self, last_seq: u64, tasks: &[TaskRef]) {
+        let hb = Message::AgentHeartbeat(AgentHeartbeat {
+            incarnation: self.inc,
+            last_seq,
+            tasks: heapless::Vec::from_slice(tasks).unwrap(),
+            more_tasks: false,
+            journal_bytes: 0,
+        });
+        self.publish("heartbeat", false, encode(&hb)).await;
+    }
+
+    async fn event(&self, seq: u64, kind: EventKind) {
+        let ev = Message::Event(Event {
+            seq,
+            at_unix_ms: 0,
+            kind,
+        });
+        self.publish("event", false, encode(&ev)).await;
+    }
+}
+
+fn encode(msg: &Message) -> Vec<u8> {
+    let mut buf = [0u8; wire::MAX_MESSAGE];
+    wire::encode(msg, &mut buf).unwrap().to_vec()
+}
+
+fn tetherctl(http: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tetherctl"))
+        .args(args)
+        .env("TETHER_MASTER", format!("http://{http}"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_round_trip_api_cli_and_kill9_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start(dir.path());
+    let mut agent = FakeAgent::connect(&master.mqtt, "pi-1", 0x11).await;
+    master.wait_for("/api/agents", "pi-1 available", |v| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == "pi-1" && a["available"] == true)
+    });
+
+    // Errors are JSON with a status.
+    let (status, v) = master.post("/api/tasks", json!({ "agent": "ghost", "argv": ["true"] }));
+    assert_eq!(status, 404);
+    assert!(v["error"].as_str().unwrap().contains("ghost"));
+    let (status, v) = master.post(
+        "/api/tasks",
+        json!({ "agent": "pi-1", "argv": ["true"], "policy": { "heartbeat_period_ms": 1000, "heartbeat_timeout_ms": 1500 } }),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("multiple"));
+    let (status, v) = master.post("/api/tasks", json!({ "argv": "not a list" }));
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(master.get("/api/tasks/999").0, 404);
+
+    // Submitted through tetherctl; the agent gets the start and reports.
+    let (ok, out, err) = tetherctl(
+        &master.http,
+        &[
+            "submit",
+            "--agent",
+            "pi-1",
+            "--heartbeat-period",
+            "1s",
+            "--heartbeat-timeout",
+            "3s",
+            "--",
+            "echo",
+            "hi",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id: u64 = out.trim().parse().unwrap();
+    let CommandBody::Start(spec) = agent
+        .command("Start", |c| matches!(c, CommandBody::Start(_)))
+        .await
+    else {
+        unreachable!()
+    };
+    let task = spec.task;
+    assert_eq!(task.task, id);
+    agent.event(1, EventKind::Accepted { task }).await;
+    agent.event(2, EventKind::Started { task, pid: 9 }).await;
+    agent
+        .event(
+            3,
+            EventKind::Output {
+                task,
+                stream: Stream::Stdout,
+                offset: 0,
+                data: heapless::Vec::from_slice(b"hi\n").unwrap(),
+            },
+        )
+        .await;
+    agent
+        .event(
+            4,
+            EventKind::Finished {
+                task,
+                exit: Exit::Code(0),
+                cause: None,
+                output_dropped: 0,
+            },
+        )
+        .await;
+    agent
+        .command("Ack 4", |c| matches!(c, CommandBody::Ack { up_to: 4 }))
+        .await;
+    let v = master.wait_for(&format!("/api/tasks/{id}"), "succeeded", |v| {
+        v["task"]["state"] == "succeeded"
+    });
+    assert_eq!(v["attempts"][0]["agent_id"], "pi-1");
+    assert_eq!(v["events"].as_array().unwrap().len(), 4);
+    let (ok, out, _) = tetherctl(&master.http, &["logs", &id.to_string()]);
+    assert!(ok);
+    assert_eq!(out, "hi\n");
+    let (ok, out, _) = tetherctl(&master.http, &["tasks"]);
+    assert!(
+        ok && out.contains("succeeded") && out.contains("echo hi"),
+        "{out}"
+    );
+    let (ok, _, err) = tetherctl(&master.http, &["kill", &id.to_string()]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1);
+    assert!(
+        err.contains("already finished") && err.contains("409"),
+        "{err}"
+    );
+    let (ok, _, err) = tetherctl("127.0.0.1:1", &["agents"]);
+    assert!(!ok && err.starts_with("tetherctl: cannot reach"), "{err}");
+
+    // kill -9 and restart on the same data: nothing lost, the replay is a duplicate.
+    master.kill9();
+    drop(agent);
+    let master = MasterProc::start(dir.path());
+    let mut agent = FakeAgent::connect(&master.mqtt, "pi-1", 0x11).await;
+    agent
+        .event(
+            4,
+            EventKind::Finished {
+                task,
+                exit: Exit::Code(0),
+                cause: None,
+                output_dropped: 0,
+            },
+        )
+        .await;
+    agent
+        .command("Ack 4 again", |c| {
+            matches!(c, CommandBody::Ack { up_to: 4 })
+        })
+        .await;
+    let (_, v) = master.get(&format!("/api/tasks/{id}"));
+    assert_eq!(v["task"]["state"], "succeeded");
+    assert_eq!(v["events"].as_array().unwrap().len(), 4);
+    master.wait_for("/api/agents", "pi-1 back", |v| v[0]["available"] == true);
+    let (status, v) = master.post("/api/tasks", json!({ "agent": "pi-1", "argv": ["true"] }));
+    assert_eq!(status, 201);
+    assert!(v["id"].as_u64().unwrap() > id);
+    let CommandBody::Start(spec) = agent
+        .command("second Start", |c| matches!(c, CommandBody::Start(_)))
+        .await
+    else {
+        unreachable!()
+    };
+    assert!(spec.task.attempt > task.attempt);
+    // The presence of the master is retained text.
+    let (_, status) = master.get("/api/status");
+    assert_eq!(status["connected"], true);
+}
+
+#[test]
+fn decode_reads_mosquitto_sub_lines() {
+    let broker = EmbeddedBroker::start_local().unwrap();
+    let addr = broker.broker_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let hb = encode(&Message::AgentHeartbeat(AgentHeartbeat {
+        incarnation: 7,
+        last_seq: 3,
+        tasks: heapless::Vec::new(),
+        more_tasks: false,
+        journal_bytes: 10,
+    }));
+    // Retained, so a subscriber started afterwards gets all three without a race.
+    let messages: [(&str, Vec<u8>); 3] = [
+        ("tether/agent/pi-1/heartbeat", hb),
+        (
+            "tether/agent/pi-1/presence",
+            b"offline 00000007 lost".to_vec(),
+        ),
+        ("tether/agent/pi-1/event", b"\x09garbage".to_vec()),
+    ];
+    for (topic, payload) in &messages {
+        let file = dir.path().join("payload");
+        std::fs::write(&file, payload).unwrap();
+        let status = Command::new("/usr/bin/mosquitto_pub")
+            .args([
+                "-h",
+                &addr.host,
+                "-p",
+                &addr.port.to_string(),
+                "-q",
+                "1",
+                "-r",
+                "-t",
+                topic,
+                "-f",
+            ])
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let mut sub = Command::new("/usr/bin/mosquitto_sub")
+        .args([
+            "-h",
+            &addr.host,
+            "-p",
+            &addr.port.to_string(),
+            "-t",
+            "tether/#",
+        ])
+        .args(["-C", "3", "-W", "20", "-F", "%t %x"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let decode = Command::new(env!("CARGO_BIN_EXE_tetherctl"))
+        .arg("decode")
+        .stdin(sub.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(sub.wait().unwrap().success());
+    assert!(decode.status.success());
+    let lines: Vec<Value> = String::from_utf8(decode.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let by_topic = |t: &str| lines.iter().find(|l| l["topic"] == t).unwrap().clone();
+    let hb = by_topic("tether/agent/pi-1/heartbeat");
+    assert_eq!(hb["message"]["AgentHeartbeat"]["last_seq"], 3);
+    assert_eq!(hb["message"]["AgentHeartbeat"]["journal_bytes"], 10);
+    let p = by_topic("tether/agent/pi-1/presence");
+    assert_eq!(p["presence"], "offline 00000007 lost");
+    assert_eq!(p["state"], "lost");
+    let bad = by_topic("tether/agent/pi-1/event");
+    assert!(bad["error"].as_str().unwrap().contains("version"), "{bad}");
+}
