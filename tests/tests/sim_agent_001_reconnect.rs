@@ -127,7 +127,7 @@ fn long_outage_settings_carry_a_task_through_a_one_hour_cut() {
     let (w, task) = one_hour_cut(3, 120, 7_200);
     finished_normally(&w, task);
     let view = w.master().attempt(task).unwrap();
-    assert_eq!(view.output_bytes > 0, true, "its output was replayed");
+    assert!(view.output_bytes > 0, "its output was replayed");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! settings, disks and brokers. Every invariant is checked at every step; at the end the faults
 //! stop and every durable event must reach the master.
 //!
-//! `TETHER_SIM_SEEDS=n` runs seeds `0..n` (default 300); `TETHER_SIM_SEED=s` replays one:
+//! `TETHER_SIM_SEEDS=n` runs seeds `0..n` (default 1000); `TETHER_SIM_SEED=s` replays one:
 //!
 //! ```text
 //! TETHER_SIM_SEED=1234 cargo test -p tether-tests --test sim_agent_random -- --nocapture
@@ -19,9 +19,9 @@ use tether_tests::sim::procs::{OnTerm, Program};
 use tether_tests::sim::world::{Step, Who, World, WorldConfig, policy};
 use tether_tests::sim::{BrokerConfig, Fault, LinkConfig, Rng};
 
-const DEFAULT_SEEDS: u64 = 300;
+const DEFAULT_SEEDS: u64 = 1_000;
 /// Virtual time of the faulty part of a run.
-const RUN: Duration = Duration::from_secs(8 * 60);
+const RUN: Duration = Duration::from_secs(3 * 60);
 
 fn replay(seed: u64) -> String {
     format!(
@@ -36,6 +36,9 @@ struct Tally {
     kills_on_loss: u64,
     agent_restarts: u64,
     events: u64,
+    duplicate_starts: u64,
+    duplicate_events: u64,
+    steps: u64,
 }
 
 /// Builds one random run from `seed`.
@@ -63,7 +66,7 @@ fn world(seed: u64) -> World {
     let mut at = Instant::from_secs(1);
     let mut tasks = Vec::new();
     loop {
-        at = at.saturating_add(rng.range_ms(500, 15_000));
+        at = at.saturating_add(rng.range_ms(500, 12_000));
         if at >= end {
             break;
         }
@@ -95,6 +98,7 @@ fn world(seed: u64) -> World {
                     } else {
                         OnTerm::Exit(rng.range_ms(0, 3_000))
                     },
+                    fails: rng.chance(0.03),
                 };
                 let start = rng
                     .chance(0.4)
@@ -113,7 +117,13 @@ fn world(seed: u64) -> World {
                 }
             }
             13 | 14 => {
-                w.schedule(at, Step::CrashAgent(agent));
+                // Rarely the storage dies too: invariants 1 and 2 then exclude that agent.
+                let crash = if rng.chance(0.05) {
+                    Step::LoseAgentDisk(agent)
+                } else {
+                    Step::CrashAgent(agent)
+                };
+                w.schedule(at, crash);
                 let back = at.saturating_add(rng.range_ms(0, 90_000));
                 w.schedule(back, Step::RestartAgent(agent));
             }
@@ -143,6 +153,7 @@ fn run(seed: u64) -> Result<Tally, String> {
             Ok(()) => {
                 let mut t = Tally {
                     digest: w.digest(),
+                    steps: w.steps(),
                     ..Tally::default()
                 };
                 for task in w.tasks() {
@@ -153,7 +164,9 @@ fn run(seed: u64) -> Result<Tally, String> {
                         .filter(|s| s.cause == Some(tether_core::message::KillCause::MasterLost))
                         .count() as u64;
                 }
+                t.duplicate_events = w.master().stats().duplicate_events;
                 for i in 0..w.config().agents {
+                    t.duplicate_starts += w.agent(i).map_or(0, |a| a.stats().duplicate_starts);
                     t.agent_restarts += u64::from(w.restarts(i));
                     t.events += w.master().store(i).len() as u64;
                 }
@@ -224,6 +237,9 @@ fn random_fault_schedules_keep_every_invariant() {
             acc.kills_on_loss += t.kills_on_loss;
             acc.agent_restarts += t.agent_restarts;
             acc.events += t.events;
+            acc.steps += t.steps;
+            acc.duplicate_starts += t.duplicate_starts;
+            acc.duplicate_events += t.duplicate_events;
         }
         acc
     });
@@ -236,6 +252,7 @@ fn random_fault_schedules_keep_every_invariant() {
     // The schedules really exercise what they claim to.
     if all.len() >= 50 {
         assert!(total.spawns > 0 && total.kills_on_loss > 0 && total.agent_restarts > 0);
+        assert!(total.duplicate_starts > 0 && total.duplicate_events > 0);
     }
 }
 

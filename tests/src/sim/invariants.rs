@@ -250,3 +250,86 @@ impl Ledger {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tether_core::message::EventKind;
+
+    use super::*;
+
+    const T: TaskRef = TaskRef {
+        task: 1,
+        attempt: 1,
+    };
+
+    fn event(seq: u64, kind: EventKind) -> (Event, Vec<u8>) {
+        let e = Event {
+            seq,
+            at_unix_ms: 0,
+            kind,
+        };
+        let mut buf = [0u8; journal::MAX_RECORD];
+        let bytes = journal::encode(&JournalRecord::Event(e.clone()), &mut buf)
+            .unwrap()
+            .to_vec();
+        (e, bytes)
+    }
+
+    #[test]
+    fn a_second_spawn_is_a_violation_unless_the_disk_was_lost() {
+        let mut l = Ledger::new(2);
+        let t0 = Instant::from_secs(1);
+        assert!(l.on_spawn(0, T, t0).is_ok());
+        let v = l.on_spawn(0, T, t0).unwrap_err();
+        assert_eq!(v.invariant, Invariant::SpawnOnce);
+        let other = TaskRef {
+            task: 2,
+            attempt: 2,
+        };
+        assert!(l.on_spawn(1, other, t0).is_ok());
+        l.exclude(1);
+        assert!(l.on_spawn(1, other, t0).is_ok());
+        assert_eq!(l.spawns(other).len(), 2);
+    }
+
+    #[test]
+    fn one_sequence_one_event() {
+        let mut l = Ledger::new(1);
+        let now = Instant::from_secs(1);
+        let (_, a) = event(1, EventKind::Accepted { task: T });
+        let (_, b) = event(1, EventKind::Started { task: T, pid: 3 });
+        assert!(l.on_durable(0, &a, now).is_ok());
+        assert!(l.on_durable(0, &a, now).is_ok(), "idempotent");
+        let v = l.on_durable(0, &b, now).unwrap_err();
+        assert_eq!(v.invariant, Invariant::EventsDelivered);
+        assert_eq!(
+            l.on_durable(0, &[0xff, 0xff], now).unwrap_err().invariant,
+            Invariant::Model
+        );
+    }
+
+    #[test]
+    fn delivery_needs_every_durable_event_and_nothing_else() {
+        let mut l = Ledger::new(1);
+        let now = Instant::from_secs(1);
+        let (e1, b1) = event(1, EventKind::Accepted { task: T });
+        let (e2, b2) = event(2, EventKind::Started { task: T, pid: 3 });
+        l.on_durable(0, &b1, now).unwrap();
+        l.on_durable(0, &b2, now).unwrap();
+        let mut store = BTreeMap::from([(1, e1.clone())]);
+        assert!(l.check_delivered(0, &store, now).is_err(), "seq 2 missing");
+        store.insert(2, e2.clone());
+        assert!(l.check_delivered(0, &store, now).is_ok());
+        let (e3, _) = event(3, EventKind::Accepted { task: T });
+        store.insert(3, e3);
+        assert!(
+            l.check_delivered(0, &store, now).is_err(),
+            "never durable, yet at the master"
+        );
+        store.remove(&3);
+        store.insert(2, e1);
+        assert!(l.check_delivered(0, &store, now).is_err(), "wrong content");
+        l.exclude(0);
+        assert!(l.check_delivered(0, &BTreeMap::new(), now).is_ok());
+    }
+}

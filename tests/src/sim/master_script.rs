@@ -70,7 +70,7 @@ pub struct MasterScript {
     contiguous: Vec<u64>,
     ack_due: BTreeSet<usize>,
     attempts: BTreeMap<TaskRef, AttemptView>,
-    conflicts: Vec<String>,
+    conflicts: Vec<(usize, String)>,
     stats: MasterStats,
 }
 
@@ -148,8 +148,9 @@ impl MasterScript {
         self.orders.iter().filter(|o| !o.answered).count()
     }
 
-    /// Two different events received under one (agent, seq): never allowed.
-    pub fn conflicts(&self) -> &[String] {
+    /// Two different events received under one (agent, seq), with the agent: never allowed
+    /// (unless that agent lost its disk and numbers its events from 1 again).
+    pub fn conflicts(&self) -> &[(usize, String)] {
         &self.conflicts
     }
 
@@ -355,10 +356,11 @@ impl MasterScript {
         if let Some(old) = self.stores[agent].get(&event.seq) {
             self.stats.duplicate_events += 1;
             if *old != event {
-                self.conflicts.push(format!(
+                let what = format!(
                     "agent {agent} seq {}: stored {old:?}, received {event:?}",
                     event.seq
-                ));
+                );
+                self.conflicts.push((agent, what));
             }
             return;
         }

@@ -7,6 +7,8 @@
 //! - [`client`]: a model of rumqttc's event loop, for the owners of connections.
 //! - [`net`]: all of them wired together, driven by [`Net::step`].
 //! - [`clock`] and [`trace`]: the step loop's clock and its record of recent steps.
+//! - [`world`]: agent cores with their [`disk`]s and [`procs`], a scripted master
+//!   ([`master_script`]) and the net, stepped together and checked against [`invariants`].
 //!
 //! Every component is sans-IO: `handle_*` inputs with an explicit `now`, `poll_*` outputs,
 //! and `poll_timeout` for the next instant it has work. Nothing reads a clock. A simulation

@@ -1,5 +1,6 @@
 //! An agent's task processes, simulated. What a task does is written in its argv, so a start
-//! command fully describes its process: `sim run=<ms> out=<chunks> term=<ms>|ignore`.
+//! command fully describes its process: `sim run=<ms> out=<chunks> term=<ms>|ignore [fail]`
+//! (`fail`: the executable cannot be started, ENOENT).
 //!
 //! A spawn is confirmed after a small random delay; the task writes its output chunks spread
 //! over its run time and exits with code 0. SIGTERM ends it a little later (or never, for
@@ -28,7 +29,12 @@ pub struct Program {
     /// Output chunks written, spread over the run.
     pub outputs: u32,
     pub on_term: OnTerm,
+    /// The spawn fails (ENOENT).
+    pub fails: bool,
 }
+
+/// The errno of a failed spawn.
+pub const SPAWN_ERRNO: i32 = 2;
 
 impl Program {
     pub fn new(run: Duration) -> Self {
@@ -36,6 +42,7 @@ impl Program {
             run,
             outputs: 0,
             on_term: OnTerm::Exit(Duration::from_millis(100)),
+            fails: false,
         }
     }
 
@@ -47,8 +54,12 @@ impl Program {
         let run = format!("run={}", self.run.as_millis());
         let out = format!("out={}", self.outputs);
         let term = format!("term={term}");
+        let mut items = vec!["sim", run.as_str(), out.as_str(), term.as_str()];
+        if self.fails {
+            items.push("fail");
+        }
         // A few short items always fit MAX_ARGV.
-        StrList::from_items(["sim", run.as_str(), out.as_str(), term.as_str()]).unwrap_or_default()
+        StrList::from_items(items).unwrap_or_default()
     }
 
     /// Reads a program back from argv; `None` if it is not one of ours.
@@ -59,7 +70,12 @@ impl Program {
         }
         let mut p = Self::new(Duration::from_secs(1));
         for item in items {
-            let (k, v) = item.ok()?.split_once('=')?;
+            let item = item.ok()?;
+            if item == "fail" {
+                p.fails = true;
+                continue;
+            }
+            let (k, v) = item.split_once('=')?;
             match (k, v) {
                 ("run", v) => p.run = Duration::from_millis(v.parse().ok()?),
                 ("out", v) => p.outputs = v.parse().ok()?,
@@ -87,6 +103,10 @@ pub enum ProcEvent {
     Exited {
         task: TaskRef,
         exit: Exit,
+    },
+    SpawnFailed {
+        task: TaskRef,
+        errno: i32,
     },
 }
 
@@ -206,6 +226,13 @@ impl Procs {
             .iter_mut()
             .filter(|(_, p)| p.next_due() <= now)
             .min_by_key(|(_, p)| p.next_due())?;
+        if p.info.started.is_none() && p.program.fails {
+            self.procs.remove(&task);
+            return Some(ProcEvent::SpawnFailed {
+                task,
+                errno: SPAWN_ERRNO,
+            });
+        }
         if p.info.started.is_none() {
             // Stepped to exactly its due time, so `now` is when it starts.
             let at = now;
@@ -294,6 +321,7 @@ mod tests {
             run: Duration::from_secs(7),
             outputs: 3,
             on_term: OnTerm::Ignore,
+            fails: true,
         };
         assert_eq!(Program::parse(&p.argv()), Some(p));
         assert_eq!(

@@ -49,6 +49,9 @@ pub const WALL0_MS: u64 = 1_700_000_000_000;
 /// at once); beyond it the clock's stuck detection takes over.
 const MAX_PASSES: usize = 100;
 
+/// How often [`World::try_heal`] looks whether everything has arrived.
+const HEAL_CHECK: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 pub struct WorldConfig {
     pub seed: u64,
@@ -116,7 +119,7 @@ pub enum Step {
     RestartAgent(usize),
     MasterDown,
     MasterUp,
-    Submit(usize, TaskSpec),
+    Submit(usize, Box<TaskSpec>),
     Kill(TaskRef),
 }
 
@@ -148,6 +151,7 @@ pub struct World {
     specs: BTreeMap<TaskRef, TaskSpec>,
     next_attempt: u64,
     rng: Rng,
+    steps: u64,
 }
 
 impl World {
@@ -202,6 +206,7 @@ impl World {
             specs: BTreeMap::new(),
             next_attempt: 1,
             rng,
+            steps: 0,
         };
         world.master.start(&mut world.net, t0);
         for i in 0..world.nodes.len() {
@@ -275,6 +280,11 @@ impl World {
         self.specs.keys().copied()
     }
 
+    /// Steps taken so far (instants at which something happened).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
     pub fn wall_ms(at: Instant) -> u64 {
         WALL0_MS + at.as_millis()
     }
@@ -315,7 +325,7 @@ impl World {
             cwd: heapless::String::new(),
         };
         self.specs.insert(task, spec.clone());
-        self.schedule(at, Step::Submit(agent, spec));
+        self.schedule(at, Step::Submit(agent, Box::new(spec)));
         task
     }
 
@@ -381,9 +391,8 @@ impl World {
             }
         }
         let deadline = now.saturating_add(max);
-        let period = self.master.period().max(Duration::from_secs(1));
         loop {
-            let next = self.now().saturating_add(period).min(deadline);
+            let next = self.now().saturating_add(HEAL_CHECK).min(deadline);
             self.try_run_until(next)?;
             if self.healed() {
                 return Ok(self.now());
@@ -457,23 +466,33 @@ impl World {
 
     // ---- the step ----
 
-    fn poll_timeout(&self) -> Vec<Option<Instant>> {
-        let mut wake = vec![
+    /// The earliest instant any component has work.
+    fn poll_timeout(&self) -> [Option<Instant>; 1] {
+        let agents = self.nodes.iter().filter_map(|n| {
+            let a = n.agent.as_ref()?;
+            [
+                a.poll_timeout(),
+                n.disk.poll_timeout(),
+                n.procs.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+        });
+        let next = [
             self.net.poll_timeout(),
             self.schedule.poll_timeout(),
             self.master.poll_timeout(),
-        ];
-        for n in &self.nodes {
-            if let Some(a) = &n.agent {
-                wake.push(a.poll_timeout());
-                wake.push(n.disk.poll_timeout());
-                wake.push(n.procs.poll_timeout());
-            }
-        }
-        wake
+        ]
+        .into_iter()
+        .flatten()
+        .chain(agents)
+        .min();
+        [next]
     }
 
     fn step(&mut self, now: Instant) -> Result<(), Violation> {
+        self.steps += 1;
         self.check_deadlines(now)?;
         while let Some((_, step)) = self.schedule.pop_due(now) {
             self.apply(step, now)?;
@@ -491,7 +510,12 @@ impl World {
         }
         self.master.handle_timeout(&mut self.net, now);
         self.master.flush(&mut self.net, now);
-        if let Some(c) = self.master.conflicts().first() {
+        if let Some((_, c)) = self
+            .master
+            .conflicts()
+            .iter()
+            .find(|(i, _)| !self.ledger.is_excluded(*i))
+        {
             return Err(Violation::new(Invariant::EventsDelivered, now, c.clone()));
         }
         Ok(())
@@ -532,8 +556,10 @@ impl World {
                         spec.task.attempt, spec.policy.on_disconnect, spec.start_at_unix_ms
                     ),
                 );
-                self.specs.entry(spec.task).or_insert_with(|| spec.clone());
-                self.master.submit(&mut self.net, agent, spec, now);
+                self.specs
+                    .entry(spec.task)
+                    .or_insert_with(|| (*spec).clone());
+                self.master.submit(&mut self.net, agent, *spec, now);
             }
             Step::Kill(task) => {
                 self.net
@@ -624,6 +650,12 @@ impl World {
                     self.drain(i, now)?;
                 }
                 Ok(())
+            }
+            ProcEvent::SpawnFailed { task, errno } => {
+                if let Some(agent) = self.nodes[i].agent.as_mut() {
+                    agent.handle_spawn_failed(now, task, errno);
+                }
+                self.drain(i, now)
             }
             ProcEvent::Exited { task, exit } => {
                 let id = &self.nodes[i].id;
