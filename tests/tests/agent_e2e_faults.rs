@@ -219,15 +219,10 @@ async fn replay_after_acks_resume(broker: &TestBroker) {
     }
 }
 
-/// Known gap, kept failing on purpose: `PR_SET_PDEATHSIG` reaches a task's leader only, so
-/// when the agent is killed with kill -9, a process the task started (here the `sleep` of a
-/// shell) is reparented to init and runs on, in the task's process group; the restarted agent
-/// reports the attempt `Lost` but never signals that group (it does not keep the pgid past the
-/// acknowledged `Started` event). Under systemd the unit's cgroup is cleaned
-/// (`KillMode=mixed` sends SIGKILL to what remains); elsewhere nothing is. Run with
-/// `--ignored` once the agent kills orphaned groups on restart.
+/// `PR_SET_PDEATHSIG` reaches a task's leader only: when the agent is killed with kill -9, a
+/// process the task started (here the `sleep` of a shell) is reparented to init. The restarted
+/// agent kills the process groups its predecessor recorded (same boot), so nothing survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "kill -9 of the agent leaves a task's children running (PDEATHSIG reaches the leader only)"]
 async fn kill9_leaves_no_task_process() {
     let broker = TestBroker::start(tether_tests::harness::broker::BrokerKind::Rumqttd)
         .await

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod journal;
+pub mod leftovers;
 pub mod mqtt;
 pub mod process;
 pub mod runtime;

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::journal::{Journal, JournalError};
+use crate::leftovers::Leftovers;
 use crate::mqtt::{self, NetEvent, Session};
 use crate::process::{self, ProcessEvent, Supervisor, TaskCommand};
 
@@ -111,6 +112,7 @@ struct Runtime {
     unacked: BTreeMap<u64, Vec<u8>>,
     supervisor: Supervisor<TaskRef>,
     pids: HashMap<TaskRef, u32>,
+    leftovers: Leftovers,
     client: AsyncClient,
 }
 
@@ -130,6 +132,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     agent.set_max_tasks(config.max_tasks as usize);
     agent.handle_wall_clock(clock.now(), unix_ms());
 
+    // Before anything new starts: a killed predecessor's task children may still run.
+    let leftovers = Leftovers::new(&config.state_dir);
+    leftovers.reap();
     let (journal, recovered) = Journal::open(config.journal_path(), config.journal_max_bytes)?;
     if recovered.truncated_bytes > 0 {
         warn!(
@@ -176,6 +181,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         unacked,
         supervisor: Supervisor::new(proc_tx),
         pids: HashMap::new(),
+        leftovers,
         client,
     };
     rt.report_level();
@@ -277,6 +283,7 @@ impl Runtime {
             }
             ProcessEvent::Exited { key, exit } => {
                 self.pids.remove(&key);
+                self.record_groups();
                 info!("task {}/{} exited: {exit:?}", key.task, key.attempt);
                 self.agent.handle_process_exited(now, key, exit);
             }
@@ -474,6 +481,7 @@ impl Runtime {
                     task.task, task.attempt, command.argv
                 );
                 self.pids.insert(task, pid);
+                self.record_groups();
                 self.agent.handle_process_started(now, task, pid);
             }
             // The supervisor also reports the failure as an exit; the core takes the first.
@@ -481,6 +489,12 @@ impl Runtime {
                 warn!("task {}/{}: {e}", task.task, task.attempt);
                 self.agent.handle_spawn_failed(now, task, e.errno);
             }
+        }
+    }
+
+    fn record_groups(&self) {
+        if let Err(e) = self.leftovers.record(self.pids.values().copied()) {
+            warn!("cannot record task process groups: {e}");
         }
     }
 
