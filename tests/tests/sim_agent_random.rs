@@ -6,7 +6,7 @@
 //! `TETHER_SIM_SEEDS=n` runs seeds `0..n` (default 1000); `TETHER_SIM_SEED=s` replays one:
 //!
 //! ```text
-//! TETHER_SIM_SEED=1234 cargo test -p tether-tests --test sim_agent_random -- --nocapture
+//! TETHER_SIM_SEED=1234 cargo test -p tether-tests --test sim_agent_random random_fault -- --nocapture
 //! ```
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -25,7 +25,7 @@ const RUN: Duration = Duration::from_secs(3 * 60);
 
 fn replay(seed: u64) -> String {
     format!(
-        "TETHER_SIM_SEED={seed} cargo test -p tether-tests --test sim_agent_random -- --nocapture"
+        "TETHER_SIM_SEED={seed} cargo test -p tether-tests --test sim_agent_random random_fault -- --nocapture"
     )
 }
 
@@ -265,4 +265,81 @@ fn a_seed_replays_identically() {
     }
     let c = run(8).unwrap_or_else(|r| panic!("{r}"));
     assert_ne!(run(7).map(|t| t.digest), Ok(c.digest));
+}
+
+/// One agent, 300 short orders (far more attempts than the 64 it remembers), crashes, cuts,
+/// master restarts, kills, and spawns slow enough for kills to meet unconfirmed processes.
+fn busy(seed: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed ^ 0xb05e);
+    let mut config = WorldConfig::new(seed, 1).replay(format!(
+        "TETHER_SIM_SEED={seed} cargo test -p tether-tests --test sim_agent_random busy -- --nocapture"
+    ));
+    config.broker = BrokerConfig::duplicating();
+    config.spawn_delay = (Duration::from_millis(0), rng.range_ms(0, 3_000));
+    config.compact_chance = rng.unit();
+    let mut w = World::new(config);
+    let mut tasks = Vec::new();
+    let mut at = Instant::from_secs(1);
+    for _ in 0..300 {
+        at = at.saturating_add(rng.range_ms(100, 3_000));
+        let on = if rng.chance(0.5) {
+            OnDisconnect::Kill
+        } else {
+            OnDisconnect::Continue
+        };
+        let p = policy(on, Duration::from_secs(1), Duration::from_secs(3));
+        let start = rng
+            .chance(0.3)
+            .then(|| at.saturating_add(rng.range_ms(0, 20_000)));
+        let program = Program::new(rng.range_ms(10, 5_000));
+        tasks.push(w.submit(at, 0, p, program, start));
+        let later = at.saturating_add(rng.range_ms(0, 10_000));
+        match rng.below(10) {
+            0 => {
+                if let Some(&t) = rng.pick(&tasks) {
+                    w.kill(later, t);
+                }
+            }
+            1 => {
+                w.schedule(at, Step::CrashAgent(0));
+                w.schedule(later, Step::RestartAgent(0));
+            }
+            2 => {
+                let fault = Fault::random(&mut rng);
+                w.schedule(at, Step::Fault(Who::Agent(0), fault));
+                w.schedule(later, Step::Fault(Who::Agent(0), Fault::Up));
+            }
+            3 => {
+                w.schedule(at, Step::MasterDown);
+                w.schedule(later, Step::MasterUp);
+            }
+            _ => {}
+        }
+    }
+    let result = w
+        .try_run_until(at.saturating_add(Duration::from_secs(30)))
+        .and_then(|()| w.try_heal(Duration::from_secs(20 * 60)))
+        .and_then(|_| w.try_run_until(w.now().saturating_add(Duration::from_secs(60))));
+    if let Err(v) = result {
+        return Err(w.report(&v));
+    }
+    let left: Vec<_> = w.agent(0).map(|a| a.tasks().collect()).unwrap_or_default();
+    if !left.is_empty() {
+        return Err(format!("seed {seed}: attempts never end: {left:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn busy_agent_with_more_attempts_than_it_remembers() {
+    let seeds = match std::env::var("TETHER_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("TETHER_SIM_SEED is a u64")],
+        Err(_) => (0..8).collect(),
+    };
+    for seed in seeds {
+        if let Err(report) = busy(seed) {
+            eprintln!("{report}");
+            panic!("busy seed {seed} failed");
+        }
+    }
 }
