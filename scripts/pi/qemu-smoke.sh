@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# The ARM agents, run for real under qemu-user on this x86 machine against x86 brokers on
+# loopback.
+#
+# usage: scripts/pi/qemu-smoke.sh [--no-build] [--no-scenarios] [TARGET...]
+#   default targets: aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf
+#                    arm-unknown-linux-musleabihf (ARMv6, under -cpu arm1176; skipped when
+#                    build.sh could not build it)
+#
+# 1. Smoke, per target: a real mosquitto on a free port, the ARM agent under qemu, its retained
+#    presence `online <inc>` seen by mosquitto_sub, then SIGTERM and `offline <inc> stopped`
+#    with the same incarnation, exit status 0. Prints the idle RSS of the qemu process
+#    (guest plus emulator, informative only).
+# 2. Scenarios, per glibc target (skip with --no-scenarios): the end-to-end tests of
+#    tests/tests/agent_e2e_faults.rs run against the ARM agent (TETHER_AGENT_BIN points the
+#    harness at a wrapper that execs qemu), over rumqttd and mosquitto:
+#    silent_master_kills_kill_tasks_only (kill-on-loss, and continue-and-reconcile: the
+#    `continue` task runs on while the master is silent and reports its result when it is
+#    back) and kill9_restart_no_double_start (exactly-once start across a crash).
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$PI_ROOT"
+
+build=1
+scenarios=1
+targets=()
+for arg in "$@"; do
+    case "$arg" in
+        --no-build) build=0 ;;
+        --no-scenarios) scenarios=0 ;;
+        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+        -*) pi_die "unknown option $arg" ;;
+        *) targets+=("$arg") ;;
+    esac
+done
+[ ${#targets[@]} -gt 0 ] || targets=("${PI_DEFAULT_TARGETS[@]}")
+
+pi_apt qemu-user mosquitto mosquitto-clients || pi_die "cannot install qemu-user and mosquitto"
+MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
+[ -x "$MOSQUITTO" ] || pi_die "no mosquitto"
+
+if [ "$build" = 1 ]; then
+    # Skips (not fails) the ARMv6 target when its toolchain cannot be had.
+    bash scripts/pi/build.sh "${targets[@]}"
+fi
+
+WORK="$(mktemp -d -t tether-pi-smoke.XXXXXX)"
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Waits (at most $2 seconds) until file $1 has a line matching regex $3.
+wait_line() {
+    local file="$1" bound="$2" re="$3" deadline=$((SECONDS + $2))
+    while [ $SECONDS -lt $deadline ]; do
+        grep -Eq "$re" "$file" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# Starts a private mosquitto on a free loopback port; sets BROKER_PORT and BROKER_PID.
+start_mosquitto() {
+    local dir="$1" port tries=0
+    while :; do
+        port="$(pi_free_port)"
+        cat >"$dir/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest stderr
+CONF
+        # stderr, not `log_dest file`: as root mosquitto drops to its own user, which may
+        # not write in our private temp dir.
+        "$MOSQUITTO" -c "$dir/mosquitto.conf" 2>"$dir/mosquitto.log" &
+        BROKER_PID=$!
+        PIDS+=($BROKER_PID)
+        if wait_line "$dir/mosquitto.log" 10 "listen socket on port $port"; then
+            BROKER_PORT="$port"
+            return 0
+        fi
+        # The port was taken between choosing and binding: choose again (bounded).
+        tries=$((tries + 1))
+        [ $tries -lt 3 ] || { cat "$dir/mosquitto.log" >&2; pi_die "mosquitto did not start"; }
+    done
+}
+
+fail() {
+    local dir="$1"
+    shift
+    printf 'FAIL: %s\n' "$*" >&2
+    for f in "$dir"/agent.log "$dir"/presence.log "$dir"/mosquitto.log; do
+        [ -f "$f" ] && { printf -- '---- %s ----\n' "$f" >&2; tail -n 40 "$f" >&2; }
+    done
+    return 1
+}
+
+# One target's smoke run; appends its result line to `results`.
+smoke() {
+    local t="$1" bin runner dir id topic sub agent inc rss status retained
+    bin="$(pi_agent_path "$t")"
+    runner="$(pi_runner "$t")"
+    dir="$WORK/$t"
+    mkdir -p "$dir/state" "$dir/work"
+    id="smoke-${t%%-*}"
+    topic="tether/agent/$id/presence"
+    start_mosquitto "$dir"
+
+    mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -q 1 -t "$topic" >"$dir/presence.log" 2>&1 &
+    sub=$!
+    PIDS+=($sub)
+    # shellcheck disable=SC2086
+    RUST_LOG=info $runner "$bin" run --id "$id" --broker "127.0.0.1:$BROKER_PORT" \
+        --state-dir "$dir/state" --work-dir "$dir/work" --drain-seconds 2 \
+        </dev/null >"$dir/agent.log" 2>&1 &
+    agent=$!
+    PIDS+=($agent)
+
+    wait_line "$dir/presence.log" 60 '^online [0-9a-f]{8}$' \
+        || { fail "$dir" "$t: no retained 'online <inc>' within 60 s"; return 1; }
+    inc="$(grep -Eo '^online [0-9a-f]{8}$' "$dir/presence.log" | tail -n1 | cut -d' ' -f2)"
+    # A fresh subscriber gets the retained value: the presence outlives the publish.
+    retained="$(mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -t "$topic" -C 1 -W 10 2>/dev/null || true)"
+    [ "$retained" = "online $inc" ] \
+        || { fail "$dir" "$t: retained presence is '$retained', not 'online $inc'"; return 1; }
+    # Idle for a moment, then the qemu process's resident set (guest + emulator).
+    sleep 2
+    rss="$(awk '/^VmRSS/ {print $2}' "/proc/$agent/status" 2>/dev/null || echo '?')"
+
+    kill -TERM "$agent"
+    wait_line "$dir/presence.log" 30 "^offline $inc stopped\$" \
+        || { fail "$dir" "$t: no 'offline $inc stopped' within 30 s of SIGTERM"; return 1; }
+    # Bounded: the agent drains (nothing runs) and exits; killed after 30 s.
+    local deadline=$((SECONDS + 30))
+    while kill -0 "$agent" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    kill -KILL "$agent" 2>/dev/null || true
+    status=0
+    wait "$agent" || status=$?
+    [ "$status" -eq 0 ] || { fail "$dir" "$t: agent exited with status $status after SIGTERM"; return 1; }
+    if grep -Eq '^offline [0-9a-f]{8} lost$' "$dir/presence.log"; then
+        fail "$dir" "$t: a will ('lost') was published on a normal stop"
+        return 1
+    fi
+    kill "$sub" "$BROKER_PID" 2>/dev/null || true
+    results+=("$(printf '%-34s PASS  online %s -> offline %s stopped, exit 0, idle RSS (qemu+guest) %s KiB' \
+        "$t" "$inc" "$inc" "$rss")")
+}
+
+# The end-to-end fault scenarios against one target's agent under qemu.
+scenarios() {
+    local t="$1" bin runner wrapper
+    bin="$(pi_agent_path "$t")"
+    runner="$(pi_runner "$t")"
+    wrapper="$WORK/tether-agent-$t"
+    # exec: the harness signals and reaps the process it started, so qemu must be that
+    # process (qemu-user passes SIGTERM on to the guest; SIGKILL ends both).
+    printf '#!/bin/sh\nexec %s %q "$@"\n' "$runner" "$bin" >"$wrapper"
+    chmod +x "$wrapper"
+    TETHER_AGENT_BIN="$wrapper" cargo test -p tether-tests --locked --test agent_e2e_faults -- \
+        silent_master_kills_kill_tasks_only kill9_restart_no_double_start
+}
+
+results=()
+failed=0
+for t in "${targets[@]}"; do
+    bin="$(pi_agent_path "$t")"
+    if [ ! -x "$bin" ]; then
+        if pi_is_build_std "$t"; then
+            results+=("$(printf '%-34s SKIPPED: not built (no -Zbuild-std toolchain here)' "$t")")
+            continue
+        fi
+        pi_die "$bin is missing: run scripts/pi/build.sh $t"
+    fi
+    pi_say "smoke: $t under $(pi_runner "$t" | cut -d' ' -f1-3)"
+    smoke "$t" || { results+=("$(printf '%-34s FAIL (smoke)' "$t")"); failed=1; }
+done
+
+if [ "$scenarios" = 1 ]; then
+    for t in "${targets[@]}"; do
+        # The static ARMv6 build gets the smoke run only.
+        pi_is_build_std "$t" && continue
+        pi_say "scenarios: $t under qemu"
+        if scenarios "$t"; then
+            results+=("$(printf '%-34s PASS  kill-on-loss, continue-and-reconcile, kill -9 restart (rumqttd, mosquitto)' "$t")")
+        else
+            results+=("$(printf '%-34s FAIL (scenarios)' "$t")")
+            failed=1
+        fi
+    done
+fi
+
+printf '\n'
+printf '%s\n' "${results[@]}"
+exit "$failed"
