@@ -265,6 +265,12 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         ]
     }
 
+    /// Subscribe to this one at QoS 0: a heartbeat a broker queued while the agent was away is
+    /// stale and must not count as contact with the master.
+    pub fn master_heartbeat_topic(&self) -> &str {
+        &self.topics.master_heartbeat
+    }
+
     pub fn event_topic(&self) -> &str {
         &self.topics.event
     }

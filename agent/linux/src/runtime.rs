@@ -244,10 +244,15 @@ impl Runtime {
                 session_present,
             } => {
                 info!("connected to {broker} (session present: {session_present})");
-                let subs = self
-                    .agent
-                    .subscriptions()
-                    .map(|t| rumqttc::SubscribeFilter::new(t.to_string(), QoS::AtLeastOnce));
+                let heartbeat = self.agent.master_heartbeat_topic();
+                let subs = self.agent.subscriptions().map(|t| {
+                    let qos = if t == heartbeat {
+                        QoS::AtMostOnce
+                    } else {
+                        QoS::AtLeastOnce
+                    };
+                    rumqttc::SubscribeFilter::new(t.to_string(), qos)
+                });
                 if let Err(e) = self.client.try_subscribe_many(subs) {
                     warn!("subscribe: {e}");
                 }
