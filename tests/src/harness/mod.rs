@@ -12,12 +12,16 @@
 //! - [`agent`]: a `tether-agent` process with its own state dir and captured log.
 //! - [`master`]: [`master::ScriptedMaster`], a master reduced to the protocol: heartbeats,
 //!   retransmitted starts, kills, deduplicated and acknowledged events.
+//! - [`master_proc`]: the real `tether-master` binary, its ready line and its HTTP API.
+//! - [`fleet`]: a real master and real agents together, each agent with its own home.
 //! - [`procs`]: what `/proc` says about processes (groups, zombies, memory, wake-ups).
 
 pub mod agent;
 pub mod bins;
 pub mod broker;
+pub mod fleet;
 pub mod master;
+pub mod master_proc;
 pub mod procs;
 pub mod tempdir;
 
