@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Builds the amd64 .deb and checks it for real: its files and their modes, the conffile, the
+# maintainer scripts through install, upgrade (local config edits and the journal kept),
+# remove (config, state and user kept), reinstall and purge (all gone), and
+# `systemd-analyze verify` on the installed unit.
+#
+# usage: scripts/pi/check-deb.sh [--unpack]
+#   As root with dpkg (CI), the package is installed on this machine and purged at the end
+#   (refused if a tether-agent package or a `tether` user not made by it is already there).
+#   Otherwise, or with --unpack, it is only unpacked (dpkg-deb -x) and its files checked.
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$PI_ROOT"
+
+mode=install
+[ "${1:-}" = --unpack ] && mode=unpack
+[ "$(id -u)" -eq 0 ] && command -v dpkg >/dev/null || mode=unpack
+
+checks=0
+failures=0
+ok() { checks=$((checks + 1)); printf '  ok    %s\n' "$*"; }
+bad() { checks=$((checks + 1)); failures=$((failures + 1)); printf '  FAIL  %s\n' "$*"; }
+check() { # check DESCRIPTION COMMAND...
+    local what="$1"
+    shift
+    if "$@" >/dev/null 2>&1; then ok "$what"; else bad "$what"; fi
+}
+
+T=x86_64-unknown-linux-gnu
+deb="$(bash scripts/pi/deb.sh "$T" | tail -n1)"
+[ -f "$deb" ] || pi_die "no .deb from deb.sh"
+version="$(dpkg-deb -f "$deb" Version)"
+pi_say "checking $deb ($mode)"
+
+WORK="$(mktemp -d -t tether-deb.XXXXXX)"
+installed=0
+cleanup() {
+    if [ "$installed" = 1 ]; then dpkg -P tether-agent >/dev/null 2>&1 || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# --- the package itself ---
+dpkg-deb -x "$deb" "$WORK/root"
+dpkg-deb -e "$deb" "$WORK/control"
+listing="$(dpkg-deb -c "$deb")"
+mode_of() { awk -v p="./$1" '$NF == p {print $1}' <<<"$listing"; }
+[ "$(mode_of usr/bin/tether-agent)" = -rwxr-xr-x ] && ok "usr/bin/tether-agent 0755" || bad "usr/bin/tether-agent mode $(mode_of usr/bin/tether-agent)"
+[ "$(mode_of etc/tether/agent.toml)" = -rw-r----- ] && ok "etc/tether/agent.toml 0640" || bad "etc/tether/agent.toml mode $(mode_of etc/tether/agent.toml)"
+check "the unit is agent/linux/pkg/tether-agent.service" \
+    cmp "$WORK/root/usr/lib/systemd/system/tether-agent.service" agent/linux/pkg/tether-agent.service
+check "the config is agent/linux/pkg/agent.toml" cmp "$WORK/root/etc/tether/agent.toml" agent/linux/pkg/agent.toml
+check "conffiles lists /etc/tether/agent.toml" grep -qx /etc/tether/agent.toml "$WORK/control/conffiles"
+for s in postinst prerm postrm; do
+    check "$s present and executable" test -x "$WORK/control/$s"
+    check "$s passes sh -n" sh -n "$WORK/control/$s"
+done
+check "prerm stops the unit on remove" grep -q 'deb-systemd-invoke stop tether-agent.service' "$WORK/control/prerm"
+check "Depends names adduser | passwd" bash -c "dpkg-deb -f '$deb' Depends | grep -q 'adduser | passwd'"
+check "the packaged binary accepts the packaged config" \
+    "$WORK/root/usr/bin/tether-agent" check-config --config "$WORK/root/etc/tether/agent.toml"
+
+# --- the unit ---
+verify_unit() {
+    if ! command -v systemd-analyze >/dev/null; then
+        printf '  skip  systemd-analyze verify: systemd-analyze is not installed\n'
+        return
+    fi
+    # Only the unit's own findings: this machine may lack units it orders itself after.
+    if out="$(systemd-analyze verify --man=no "$1" 2>&1)"; then
+        ok "systemd-analyze verify $1"
+    else
+        bad "systemd-analyze verify $1:"
+        printf '%s\n' "$out" | sed 's/^/        /'
+    fi
+    local exposure
+    exposure="$(systemd-analyze security --offline=yes "$1" 2>/dev/null | tail -n1 | sed 's/.*: //')" || true
+    [ -n "$exposure" ] && printf '  info  systemd-analyze security: %s\n' "$exposure"
+}
+
+if [ "$mode" = unpack ]; then
+    printf '  skip  install, upgrade, remove, purge: not root or no dpkg (unpacked only)\n'
+    # The unit names /usr/bin/tether-agent; verify it against the unpacked copy.
+    if command -v systemd-analyze >/dev/null; then
+        sed "s#/usr/bin/tether-agent#$WORK/root/usr/bin/tether-agent#g" \
+            "$WORK/root/usr/lib/systemd/system/tether-agent.service" >"$WORK/tether-agent.service"
+        verify_unit "$WORK/tether-agent.service"
+    else
+        verify_unit none
+    fi
+    printf '%d passed, %d failed\n' $((checks - failures)) "$failures"
+    [ "$failures" -eq 0 ]
+    exit
+fi
+
+# --- install ---
+if dpkg-query -W -f='${Status}' tether-agent 2>/dev/null | grep -qv 'not-installed'; then
+    pi_die "a tether-agent package is already on this machine ($(dpkg-query -W -f='${Status}' tether-agent)); dpkg -P tether-agent first"
+fi
+getent passwd tether >/dev/null && pi_die "a user 'tether' already exists; this check would delete it on purge"
+
+user_ok() {
+    local line
+    line="$(getent passwd tether)" || return 1
+    IFS=: read -r _ _ uid gid _ home shell <<<"$line"
+    [ "$uid" -lt 1000 ] && [ "$home" = /var/lib/tether ] && [ "$shell" = /usr/sbin/nologin ] \
+        && [ "$(getent group tether | cut -d: -f3)" = "$gid" ]
+}
+owner() { stat -c '%U:%G %a' "$1"; }
+
+dpkg -i "$deb" >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "dpkg -i failed"; }
+installed=1
+check "installed" bash -c "dpkg-query -W -f='\${Status}' tether-agent | grep -qx 'install ok installed'"
+check "/usr/bin/tether-agent --version" /usr/bin/tether-agent --version
+check "system user tether (uid < 1000, home /var/lib/tether, nologin, own group)" user_ok
+[ "$(owner /var/lib/tether)" = "tether:tether 750" ] && ok "/var/lib/tether tether:tether 0750" || bad "/var/lib/tether is $(owner /var/lib/tether)"
+[ "$(owner /etc/tether/agent.toml)" = "root:tether 640" ] && ok "/etc/tether/agent.toml root:tether 0640" || bad "/etc/tether/agent.toml is $(owner /etc/tether/agent.toml)"
+# The shipped config names no real board: whoever writes its config enables the service.
+check "installed but not enabled" test ! -e /etc/systemd/system/multi-user.target.wants/tether-agent.service
+check "dpkg knows the conffile" bash -c "dpkg-query -W -f='\${Conffiles}' tether-agent | grep -q '/etc/tether/agent.toml'"
+check "the installed config passes check-config" /usr/bin/tether-agent check-config --config /etc/tether/agent.toml
+check "the agent user can read its config" \
+    bash -c "command -v runuser >/dev/null && runuser -u tether -- /usr/bin/tether-agent check-config --config /etc/tether/agent.toml"
+verify_unit /usr/lib/systemd/system/tether-agent.service
+
+# --- upgrade: a newer version over a locally edited config and a journal ---
+sed -i 's/^id = .*/id = "checked-board"/' /etc/tether/agent.toml
+printf 'journal bytes\n' >/var/lib/tether/journal
+chown tether:tether /var/lib/tether/journal
+uid_before="$(id -u tether)"
+newer="$WORK/newer"
+mkdir -p "$newer"
+CARGO_TARGET_DIR="$PI_TARGET_DIR" cargo deb -p tether-agent --target "$T" --no-build --no-strip \
+    --multiarch none --deb-version "${version}+check1" -o "$newer/" >/dev/null 2>&1
+dpkg -i "$newer"/*.deb >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "upgrade failed"; }
+check "upgraded to ${version}+check1" bash -c "[ \"\$(dpkg-query -W -f='\${Version}' tether-agent)\" = '${version}+check1' ]"
+check "the local config edit survives the upgrade" grep -qx 'id = "checked-board"' /etc/tether/agent.toml
+check "the journal survives the upgrade" grep -qx 'journal bytes' /var/lib/tether/journal
+check "the same user after the upgrade" test "$(id -u tether)" = "$uid_before"
+[ "$(owner /etc/tether/agent.toml)" = "root:tether 640" ] && ok "config still root:tether 0640" || bad "config is $(owner /etc/tether/agent.toml) after upgrade"
+
+# --- remove: the binary goes, config, state and user stay ---
+dpkg -r tether-agent >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "dpkg -r failed"; }
+check "removed: status config-files" bash -c "dpkg-query -W -f='\${Status}' tether-agent | grep -qx 'deinstall ok config-files'"
+check "removed: no /usr/bin/tether-agent" test ! -e /usr/bin/tether-agent
+check "removed: no unit file" test ! -e /usr/lib/systemd/system/tether-agent.service
+check "removed: config kept" grep -qx 'id = "checked-board"' /etc/tether/agent.toml
+check "removed: journal kept" test -f /var/lib/tether/journal
+check "removed: user kept" getent passwd tether
+
+# --- reinstall over the kept config ---
+dpkg -i "$newer"/*.deb >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "reinstall failed"; }
+check "reinstalled, the kept config in use" grep -qx 'id = "checked-board"' /etc/tether/agent.toml
+check "reinstalled: the same user" test "$(id -u tether)" = "$uid_before"
+
+# --- purge: everything goes ---
+dpkg -P tether-agent >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "dpkg -P failed"; }
+installed=0
+check "purged: unknown to dpkg" bash -c "! dpkg-query -W -f='\${Status}' tether-agent 2>/dev/null | grep -q ok"
+check "purged: no /etc/tether" test ! -e /etc/tether
+check "purged: no /var/lib/tether" test ! -e /var/lib/tether
+check "purged: no user tether" bash -c "! getent passwd tether"
+check "purged: no group tether" bash -c "! getent group tether"
+
+printf '%d passed, %d failed\n' $((checks - failures)) "$failures"
+[ "$failures" -eq 0 ]

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `.deb` packages of tether-agent, one per target, from the builds of build.sh (cargo-deb
+# metadata in agent/linux/Cargo.toml, maintainer scripts and unit in agent/linux/pkg/).
+#
+# usage: scripts/pi/deb.sh [TARGET...]
+#   default: aarch64-unknown-linux-gnu (arm64) and arm-unknown-linux-musleabihf (armhf: the
+#   static ARMv6 build runs on every 32-bit Pi, Zero/1 included; when it cannot be built,
+#   armv7-unknown-linux-gnueabihf instead, whose postinst refuses an ARMv6 board).
+#   x86_64-unknown-linux-gnu gives the amd64 package that check-deb.sh installs here.
+# Writes target/debian/<target>/tether-agent_<version>_<arch>.deb and prints the paths.
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$PI_ROOT"
+
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    targets=(aarch64-unknown-linux-gnu arm-unknown-linux-musleabihf)
+fi
+
+pi_apt dpkg-dev xz-utils || pi_die "cannot install dpkg-dev"
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    pi_say "installing cargo-deb"
+    cargo install cargo-deb --locked >&2 || pi_die "cannot install cargo-deb"
+fi
+
+bash scripts/pi/build.sh "${targets[@]}" >&2 || true
+for t in "${targets[@]}"; do
+    bin="$(pi_agent_path "$t")"
+    if [ ! -x "$bin" ] && [ "$t" = arm-unknown-linux-musleabihf ]; then
+        pi_say "no ARMv6 build; the armhf package gets the ARMv7 agent (not for Pi Zero/1)"
+        t=armv7-unknown-linux-gnueabihf
+        bash scripts/pi/build.sh "$t" >&2 || pi_die "cannot build $t"
+        bin="$(pi_agent_path "$t")"
+    fi
+    [ -x "$bin" ] || pi_die "$bin was not built"
+    out="$PI_TARGET_DIR/debian/$t"
+    mkdir -p "$out"
+    rm -f "$out"/*.deb
+    # cargo-deb finds the binary under <target dir>/<target>/release; the release profile
+    # already stripped it (no cross strip needed).
+    target_dir="$PI_TARGET_DIR"
+    pi_is_build_std "$t" && target_dir="$PI_NIGHTLY_TARGET_DIR"
+    CARGO_TARGET_DIR="$target_dir" cargo deb -p tether-agent --target "$t" --no-build \
+        --no-strip --multiarch none -o "$out/" >&2
+    deb="$(ls "$out"/*.deb)"
+    arch="$(dpkg-deb -f "$deb" Architecture)"
+    [ "$arch" = "$(pi_deb_arch "$t")" ] || pi_die "$deb is for $arch, expected $(pi_deb_arch "$t")"
+    printf '%s\n' "$deb"
+done
