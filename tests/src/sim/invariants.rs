@@ -18,6 +18,16 @@
 //!    `max(start time, acceptance, agent start) + max disk delay + tick`, master or no master.
 //!    The disk delay is there because the agent spawns only once its `Spawning` record is
 //!    durable (fsync), which the simulated disk delays by at most its maximum.
+//!
+//! With the real master ([`super::system`]) the master's side too:
+//!
+//! 6. A `kill` attempt is marked failed (lost) no earlier than its agent killed it (SIGTERM
+//!    sent, process gone, or the agent dead; and never spawned after) and no later than its
+//!    heartbeat timeout plus the delay allowance plus a tick after the master last heard the
+//!    agent.
+//! 7. A task's outcome is decided once: never reported succeeded twice, never changed after.
+//! 8. A new attempt never goes to an agent whose latest presence (of its latest incarnation)
+//!    is its will, or its stop.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -37,6 +47,9 @@ pub enum Invariant {
     KillOnLoss,
     ContinueSurvives,
     StartOnTime,
+    KillMarkedFailed,
+    OneOutcome,
+    FailoverSkipsLost,
     /// The simulation itself misbehaved (stuck clock, undecodable record, lost action): not an
     /// agent guarantee, but a run that cannot be trusted.
     Model,
@@ -54,6 +67,13 @@ impl fmt::Display for Invariant {
             }
             Self::ContinueSurvives => "4: a continue task is never terminated for a lost master",
             Self::StartOnTime => "5: an order starts on time, master or no master",
+            Self::KillMarkedFailed => {
+                "6: a kill task is marked failed once its agent killed it, by timeout + allowance"
+            }
+            Self::OneOutcome => "7: a task's outcome is decided once",
+            Self::FailoverSkipsLost => {
+                "8: fail-over never dispatches to an agent whose will arrived"
+            }
             Self::Model => "model: the simulation itself",
         })
     }

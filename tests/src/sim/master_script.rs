@@ -19,8 +19,10 @@ use tether_core::wire;
 use tether_core::{Duration, Instant};
 
 use super::client::ClientEvent;
+use super::invariants::Violation;
 use super::mqtt::{QoS, Will};
 use super::net::{ClientKey, Net};
+use super::world::{ScriptOrder, SimMaster};
 
 /// What the master knows about one attempt, from the agent's events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -417,4 +419,82 @@ pub fn keepalive_s(period: Duration) -> u16 {
     u16::try_from(period.as_millis().div_ceil(1_000))
         .unwrap_or(u16::MAX)
         .max(1)
+}
+
+impl SimMaster for MasterScript {
+    type Order = ScriptOrder;
+
+    fn key(&self) -> ClientKey {
+        self.key
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
+    fn start(&mut self, net: &mut Net, now: Instant) -> Result<(), Violation> {
+        MasterScript::start(self, net, now);
+        Ok(())
+    }
+
+    fn crash(&mut self, net: &mut Net, now: Instant) {
+        MasterScript::crash(self, net, now);
+    }
+
+    fn order(&mut self, net: &mut Net, order: ScriptOrder, now: Instant) -> Result<(), Violation> {
+        match order {
+            ScriptOrder::Submit(agent, spec) => {
+                net.trace_mut().record(
+                    now,
+                    format_args!(
+                        "master: order {} for pi-{agent} ({:?}, start {:?})",
+                        spec.task.attempt, spec.policy.on_disconnect, spec.start_at_unix_ms
+                    ),
+                );
+                self.submit(net, agent, *spec, now);
+            }
+            ScriptOrder::Kill(task) => {
+                net.trace_mut()
+                    .record(now, format_args!("master: kill {}", task.attempt));
+                self.kill(net, task, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_event(
+        &mut self,
+        net: &mut Net,
+        event: ClientEvent,
+        now: Instant,
+    ) -> Result<(), Violation> {
+        MasterScript::handle_event(self, net, event, now);
+        Ok(())
+    }
+
+    fn handle_timeout(&mut self, net: &mut Net, now: Instant) -> Result<(), Violation> {
+        MasterScript::handle_timeout(self, net, now);
+        self.flush(net, now);
+        Ok(())
+    }
+
+    fn store(&self, i: usize) -> &BTreeMap<u64, Event> {
+        &self.stores[i]
+    }
+
+    fn contiguous(&self, i: usize) -> u64 {
+        self.contiguous[i]
+    }
+
+    fn conflicts(&self) -> &[(usize, String)] {
+        &self.conflicts
+    }
+
+    fn describe(&self) -> String {
+        format!("unanswered orders {}", self.unanswered())
+    }
 }

@@ -9,6 +9,7 @@
 //! - [`clock`] and [`trace`]: the step loop's clock and its record of recent steps.
 //! - [`world`]: agent cores with their [`disk`]s and [`procs`], a scripted master
 //!   ([`master_script`]) and the net, stepped together and checked against [`invariants`].
+//! - [`system`]: the same world with the real master core and its SQLite store.
 //!
 //! Every component is sans-IO: `handle_*` inputs with an explicit `now`, `poll_*` outputs,
 //! and `poll_timeout` for the next instant it has work. Nothing reads a clock. A simulation
@@ -55,6 +56,7 @@ pub mod mqtt;
 pub mod net;
 pub mod procs;
 pub mod rng;
+pub mod system;
 pub mod trace;
 pub mod world;
 

@@ -1,6 +1,10 @@
 //! A whole Tether deployment in virtual time: the model broker, N agent cores with their disks,
-//! processes and MQTT clients, and a scripted master, stepped together and checked against the
+//! processes and MQTT clients, and a master, stepped together and checked against the
 //! invariants of [`super::invariants`] at every step.
+//!
+//! The master is anything that implements [`SimMaster`]: the scripted [`MasterScript`] here
+//! (`World::new`), or the real master core with its SQLite store in [`super::system`]
+//! (`World::with_master`). The agent side is the same for both.
 //!
 //! The world is the agent runtime of the simulation: it executes each core's actions as
 //! `tether-agent` does (journal appends, group fsync, publishes, spawns, signals, compaction)
@@ -18,7 +22,7 @@
 //! `handle_wall_clock` at every start.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use tether_core::agent::{Action, Agent, Append, Config, Phase, Signal};
 use tether_core::journal::{self, JournalRecord};
@@ -104,9 +108,10 @@ pub enum Who {
     Everyone,
 }
 
-/// Something scripted for an instant.
+/// Something scripted for an instant; `O` is what the master takes as orders
+/// ([`SimMaster::Order`]).
 #[derive(Debug, Clone)]
-pub enum Step {
+pub enum Step<O = ScriptOrder> {
     Fault(Who, Fault),
     /// The broker restarts and forgets sessions, queues and retained messages (a switch to a
     /// fresh broker looks the same to its clients).
@@ -117,10 +122,68 @@ pub enum Step {
     LoseAgentDisk(usize),
     /// A new agent process: new incarnation, journal replayed.
     RestartAgent(usize),
+    /// A normal stop (`handle_stop` with this drain time): the agent drains, announces
+    /// `offline ... stopped` and disconnects cleanly; [`Step::RestartAgent`] starts it again.
+    StopAgent(usize, Duration),
     MasterDown,
     MasterUp,
+    /// A request to the master (submit, kill, ...), taken when the step is due.
+    Order(O),
+}
+
+/// What the scripted master is asked to do.
+#[derive(Debug, Clone)]
+pub enum ScriptOrder {
     Submit(usize, Box<TaskSpec>),
     Kill(TaskRef),
+}
+
+/// The master side of a [`World`]: its connection is the net client [`SimMaster::key`]; the
+/// world feeds it that client's events and its timers, and asks it what it stored.
+pub trait SimMaster {
+    type Order: fmt::Debug + Clone;
+
+    fn key(&self) -> ClientKey;
+    fn is_connected(&self) -> bool;
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// The master process starts (again); nothing if it is up.
+    fn start(&mut self, net: &mut Net, now: Instant) -> Result<(), Violation>;
+    /// kill -9: memory gone, the store stays.
+    fn crash(&mut self, net: &mut Net, now: Instant);
+    fn order(&mut self, net: &mut Net, order: Self::Order, now: Instant) -> Result<(), Violation>;
+    fn handle_event(
+        &mut self,
+        net: &mut Net,
+        event: ClientEvent,
+        now: Instant,
+    ) -> Result<(), Violation>;
+    /// Timers due by `now`, then whatever the step's inputs left to send.
+    fn handle_timeout(&mut self, net: &mut Net, now: Instant) -> Result<(), Violation>;
+    /// Master-side invariants after a step, knowing what the agents did.
+    fn check(&mut self, _agents: &Observed<'_>, _now: Instant) -> Result<(), Violation> {
+        Ok(())
+    }
+    /// Events stored for agent `i`, by sequence.
+    fn store(&self, i: usize) -> &BTreeMap<u64, Event>;
+    /// Agent `i`'s events are stored without a gap up to here.
+    fn contiguous(&self, i: usize) -> u64;
+    /// Two different events received under one (agent, seq), with the agent.
+    fn conflicts(&self) -> &[(usize, String)];
+    /// The attempt's order as the master sent it, if the world did not script it.
+    fn spec(&self, _task: TaskRef) -> Option<&TaskSpec> {
+        None
+    }
+    /// A line on why the world has not healed yet.
+    fn describe(&self) -> String;
+}
+
+/// What the agents did, for the master's checks.
+#[derive(Debug)]
+pub struct Observed<'a> {
+    pub ledger: &'a Ledger,
+    /// Per agent: its core, unless crashed or stopped.
+    pub agents: Vec<Option<&'a SimAgent>>,
+    pub procs: Vec<&'a Procs>,
 }
 
 #[derive(Debug)]
@@ -140,12 +203,12 @@ struct Node {
 }
 
 #[derive(Debug)]
-pub struct World {
+pub struct World<M: SimMaster = MasterScript> {
     config: WorldConfig,
     net: Net,
     clock: Clock,
-    schedule: Timeline<Step>,
-    master: MasterScript,
+    schedule: Timeline<Step<M::Order>>,
+    master: M,
     nodes: Vec<Node>,
     ledger: Ledger,
     specs: BTreeMap<TaskRef, TaskSpec>,
@@ -155,8 +218,63 @@ pub struct World {
 }
 
 impl World {
-    /// Everything connects at time zero.
+    /// A world with the scripted master. Everything connects at time zero.
     pub fn new(config: WorldConfig) -> Self {
+        Self::with_master(config, |key, config, ids| {
+            MasterScript::new(key, &config.prefix, ids, config.master_period)
+        })
+    }
+
+    pub fn spec(&self, task: TaskRef) -> Option<&TaskSpec> {
+        self.specs.get(&task)
+    }
+
+    /// Every attempt submitted so far, in attempt order.
+    pub fn tasks(&self) -> impl Iterator<Item = TaskRef> + '_ {
+        self.specs.keys().copied()
+    }
+
+    /// Schedules a start order for agent `agent`, sent at `at` (or once the master is up and
+    /// connected). Attempt ids are issued now, in call order.
+    pub fn submit(
+        &mut self,
+        at: Instant,
+        agent: usize,
+        policy: Policy,
+        program: Program,
+        start_at: Option<Instant>,
+    ) -> TaskRef {
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        let task = TaskRef {
+            task: attempt,
+            attempt,
+        };
+        let spec = TaskSpec {
+            task,
+            policy,
+            start_at_unix_ms: start_at.map(wall_ms),
+            argv: program.argv(),
+            env: StrList::new(),
+            cwd: heapless::String::new(),
+        };
+        self.specs.insert(task, spec.clone());
+        self.schedule(at, Step::Order(ScriptOrder::Submit(agent, Box::new(spec))));
+        task
+    }
+
+    pub fn kill(&mut self, at: Instant, task: TaskRef) {
+        self.schedule(at, Step::Order(ScriptOrder::Kill(task)));
+    }
+}
+
+impl<M: SimMaster> World<M> {
+    /// A world whose master `make` builds from its net client, the config and the agent ids.
+    /// Everything connects at time zero.
+    pub fn with_master(
+        config: WorldConfig,
+        make: impl FnOnce(ClientKey, &WorldConfig, Vec<String>) -> M,
+    ) -> Self {
         let mut rng = Rng::new(config.seed);
         let mut net = Net::new(config.broker.clone(), rng.next_u64());
         let t0 = Instant::from_ticks(0);
@@ -172,12 +290,7 @@ impl World {
             })
             .collect();
         let master_key = net.add_client(mc, config.link);
-        let master = MasterScript::new(
-            master_key,
-            &config.prefix,
-            ids.clone(),
-            config.master_period,
-        );
+        let master = make(master_key, &config, ids.clone());
         let nodes = ids
             .into_iter()
             .map(|id| {
@@ -208,7 +321,8 @@ impl World {
             rng,
             steps: 0,
         };
-        world.master.start(&mut world.net, t0);
+        // A master that cannot start is a broken test setup; it shows at the first check.
+        let _ = world.master.start(&mut world.net, t0);
         for i in 0..world.nodes.len() {
             // A fresh agent on an empty disk cannot fail to start but through a bad config,
             // which `WorldConfig` does not allow; the world would report it at the first step.
@@ -231,8 +345,12 @@ impl World {
         &self.net
     }
 
-    pub fn master(&self) -> &MasterScript {
+    pub fn master(&self) -> &M {
         &self.master
+    }
+
+    pub fn master_mut(&mut self) -> &mut M {
+        &mut self.master
     }
 
     /// The agent core, unless it is crashed.
@@ -271,22 +389,13 @@ impl World {
         self.ledger.signals(task)
     }
 
-    pub fn spec(&self, task: TaskRef) -> Option<&TaskSpec> {
-        self.specs.get(&task)
-    }
-
-    /// Every attempt submitted so far, in attempt order.
-    pub fn tasks(&self) -> impl Iterator<Item = TaskRef> + '_ {
-        self.specs.keys().copied()
-    }
-
     /// Steps taken so far (instants at which something happened).
     pub fn steps(&self) -> u64 {
         self.steps
     }
 
     pub fn wall_ms(at: Instant) -> u64 {
-        WALL0_MS + at.as_millis()
+        wall_ms(at)
     }
 
     /// A digest of everything that happened, to show a seed replays identically.
@@ -296,41 +405,8 @@ impl World {
 
     // ---- scripting ----
 
-    pub fn schedule(&mut self, at: Instant, step: Step) {
+    pub fn schedule(&mut self, at: Instant, step: Step<M::Order>) {
         self.schedule.push(at, step);
-    }
-
-    /// Schedules a start order for agent `agent`, sent at `at` (or once the master is up and
-    /// connected). Attempt ids are issued now, in call order.
-    pub fn submit(
-        &mut self,
-        at: Instant,
-        agent: usize,
-        policy: Policy,
-        program: Program,
-        start_at: Option<Instant>,
-    ) -> TaskRef {
-        let attempt = self.next_attempt;
-        self.next_attempt += 1;
-        let task = TaskRef {
-            task: attempt,
-            attempt,
-        };
-        let spec = TaskSpec {
-            task,
-            policy,
-            start_at_unix_ms: start_at.map(Self::wall_ms),
-            argv: program.argv(),
-            env: StrList::new(),
-            cwd: heapless::String::new(),
-        };
-        self.specs.insert(task, spec.clone());
-        self.schedule(at, Step::Submit(agent, Box::new(spec)));
-        task
-    }
-
-    pub fn kill(&mut self, at: Instant, task: TaskRef) {
-        self.schedule(at, Step::Kill(task));
     }
 
     // ---- running ----
@@ -378,13 +454,13 @@ impl World {
         let mut rest = Timeline::new();
         while let Some((at, step)) = self.schedule.pop_due(Instant::MAX) {
             // Orders still wait to be sent; faults and crashes are off.
-            if matches!(step, Step::Submit(..) | Step::Kill(_)) {
+            if matches!(step, Step::Order(_)) {
                 rest.push(at, step);
             }
         }
         self.schedule = rest;
         self.net.set_fault_all(Fault::Up, now);
-        self.master.start(&mut self.net, now);
+        self.master.start(&mut self.net, now)?;
         for i in 0..self.nodes.len() {
             if self.nodes[i].agent.is_none() {
                 self.start_agent(i, now)?;
@@ -403,10 +479,10 @@ impl World {
                         .check_delivered(i, self.master.store(i), self.now())?;
                 }
                 let mut why = format!(
-                    "not healed {} after the faults ended: master connected {}, unanswered orders {}",
+                    "not healed {} after the faults ended: master connected {}, {}",
                     secs(Instant::from_ticks(max.as_ticks())),
                     self.master.is_connected(),
-                    self.master.unanswered()
+                    self.master.describe()
                 );
                 for (i, n) in self.nodes.iter().enumerate() {
                     let _ = write!(
@@ -500,7 +576,7 @@ impl World {
         self.net.step(now);
         while let Some((k, event)) = self.net.poll_event() {
             if k == self.master.key() {
-                self.master.handle_event(&mut self.net, event, now);
+                self.master.handle_event(&mut self.net, event, now)?;
             } else if let Some(i) = self.nodes.iter().position(|n| n.key == k) {
                 self.agent_event(i, event, now)?;
             }
@@ -508,8 +584,13 @@ impl World {
         for i in 0..self.nodes.len() {
             self.agent_local(i, now)?;
         }
-        self.master.handle_timeout(&mut self.net, now);
-        self.master.flush(&mut self.net, now);
+        self.master.handle_timeout(&mut self.net, now)?;
+        let observed = Observed {
+            ledger: &self.ledger,
+            agents: self.nodes.iter().map(|n| n.agent.as_ref()).collect(),
+            procs: self.nodes.iter().map(|n| &n.procs).collect(),
+        };
+        self.master.check(&observed, now)?;
         if let Some((_, c)) = self
             .master
             .conflicts()
@@ -521,7 +602,7 @@ impl World {
         Ok(())
     }
 
-    fn apply(&mut self, step: Step, now: Instant) -> Result<(), Violation> {
+    fn apply(&mut self, step: Step<M::Order>, now: Instant) -> Result<(), Violation> {
         match step {
             Step::Fault(who, fault) => match who {
                 Who::Master => self.net.set_fault(self.master.key(), fault, now),
@@ -536,6 +617,16 @@ impl World {
                     self.start_agent(i, now)?;
                 }
             }
+            Step::StopAgent(i, drain) => {
+                let node = &mut self.nodes[i];
+                if let Some(agent) = node.agent.as_mut() {
+                    self.net
+                        .trace_mut()
+                        .record(now, format_args!("{}: asked to stop", node.id));
+                    agent.handle_stop(now, drain);
+                    self.drain(i, now)?;
+                }
+            }
             Step::MasterDown => {
                 self.net
                     .trace_mut()
@@ -546,27 +637,9 @@ impl World {
                 self.net
                     .trace_mut()
                     .record(now, format_args!("master: starts"));
-                self.master.start(&mut self.net, now);
+                self.master.start(&mut self.net, now)?;
             }
-            Step::Submit(agent, spec) => {
-                self.net.trace_mut().record(
-                    now,
-                    format_args!(
-                        "master: order {} for pi-{agent} ({:?}, start {:?})",
-                        spec.task.attempt, spec.policy.on_disconnect, spec.start_at_unix_ms
-                    ),
-                );
-                self.specs
-                    .entry(spec.task)
-                    .or_insert_with(|| (*spec).clone());
-                self.master.submit(&mut self.net, agent, *spec, now);
-            }
-            Step::Kill(task) => {
-                self.net
-                    .trace_mut()
-                    .record(now, format_args!("master: kill {}", task.attempt));
-                self.master.kill(&mut self.net, task, now);
-            }
+            Step::Order(order) => self.master.order(&mut self.net, order, now)?,
         }
         Ok(())
     }
@@ -674,6 +747,7 @@ impl World {
     /// Executes the agent's actions as `tether-agent` does, checking what each one may break.
     fn drain(&mut self, i: usize, now: Instant) -> Result<(), Violation> {
         let mut terminating: Option<(TaskRef, KillCause)> = None;
+        let mut stopped = false;
         for _ in 0..MAX_PASSES {
             let mut durable = None;
             loop {
@@ -722,7 +796,7 @@ impl World {
                         let cause = terminating.filter(|(t, _)| *t == task).map(|(_, c)| c);
                         self.signal(i, task, signal, cause, now)?;
                     }
-                    Action::Stopped => {}
+                    Action::Stopped => stopped = true,
                 }
             }
             match (durable, self.nodes[i].agent.as_mut()) {
@@ -740,7 +814,25 @@ impl World {
                 format!("{}: the core dropped actions", node.id),
             ));
         }
+        if stopped {
+            self.exit_agent(i, now);
+        }
         Ok(())
+    }
+
+    /// The agent process ends after a normal stop: a clean DISCONNECT (no will), its journal
+    /// complete on disk.
+    fn exit_agent(&mut self, i: usize, now: Instant) {
+        let node = &mut self.nodes[i];
+        if node.agent.take().is_none() {
+            return;
+        }
+        self.net
+            .trace_mut()
+            .record(now, format_args!("{}: stopped, exits", node.id));
+        self.net.disconnect(node.key, now);
+        node.unacked.clear();
+        node.accepted_at.clear();
     }
 
     /// Publishes the journaled events `from..=to` on the agent's event topic (QoS 1).
@@ -822,11 +914,15 @@ impl World {
                     } => Some(*task),
                     _ => None,
                 };
-                if let Some(task) = lost_cause
-                    && self
-                        .specs
+                let policy = |task| {
+                    self.specs
                         .get(&task)
-                        .is_some_and(|s| s.policy.on_disconnect == OnDisconnect::Continue)
+                        .or_else(|| self.master.spec(task))
+                        .or_else(|| node.agent.as_ref().and_then(|a| a.task_spec(task)))
+                        .map(|s| s.policy)
+                };
+                if let Some(task) = lost_cause
+                    && policy(task).is_some_and(|p| p.on_disconnect == OnDisconnect::Continue)
                 {
                     return Err(Violation::new(
                         Invariant::ContinueSurvives,
@@ -1103,7 +1199,7 @@ impl World {
         };
         let mut agent = SimAgent::new(config, now)
             .map_err(|e| model(format!("{}: agent does not start: {e}", node.id)))?;
-        agent.handle_wall_clock(now, Self::wall_ms(now));
+        agent.handle_wall_clock(now, wall_ms(now));
         let mut events = Vec::new();
         for bytes in node.disk.records() {
             let record = journal::decode(bytes)
@@ -1162,6 +1258,11 @@ impl World {
                 && agent.durable_seq() == agent.last_seq()
         })
     }
+}
+
+/// Unix milliseconds of a virtual instant.
+pub fn wall_ms(at: Instant) -> u64 {
+    WALL0_MS + at.as_millis()
 }
 
 /// A policy with the given behaviour and heartbeat settings (grace 5 s, no run limit).

@@ -1,0 +1,830 @@
+//! The whole system in virtual time: the real master core ([`tether_master::core::Master`])
+//! with its SQLite store, driven as the master runtime drives it, in a [`World`] of agent
+//! cores, disks, processes and the model broker.
+//!
+//! [`RealMaster`] is the master's runtime in the simulation: after every input it drains the
+//! core's actions, commits the batch's changes to the store in one transaction
+//! ([`persist::apply`]) and only then publishes; a crash drops the core, and a restart
+//! rebuilds it with [`Master::restore`] from [`persist::load`] of the same store.
+//!
+//! On top of the agent-side invariants of the world it checks the master's, at every step
+//! (see [`super::invariants`], 6 to 8): a `kill` attempt is marked failed no earlier than its
+//! agent killed it and no later than timeout + delay allowance + tick after the agent was last
+//! heard; a task's outcome is decided once; a new attempt never goes to an agent whose latest
+//! presence is its will.
+//!
+//! ```text
+//! let mut w = World::system(WorldConfig::new(seed, 3).replay("TETHER_SIM_SEED=.."));
+//! w.put_cluster(at(1), "pis", ClusterMode::RoundRobin, &[0, 1, 2]);
+//! let t = w.submit(at(2), Target::Cluster("pis".into()), overrides(&p), Program::new(mins(1)), None);
+//! w.schedule(at(30), Step::MasterDown);
+//! w.schedule(at(40), Step::MasterUp);
+//! w.run_until(at(600));
+//! w.heal(Duration::from_secs(900));
+//! w.expect(w.master().check_store());
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tether_core::message::{CommandBody, Event, Message, TaskRef, TaskSpec};
+use tether_core::policy::{OnDisconnect, Policy};
+use tether_core::presence::{Presence, State};
+use tether_core::topic::Topic;
+use tether_core::wire;
+use tether_core::{Duration, Instant};
+use tether_master::core::{
+    Action, Change, ClusterRequest, Config, Master, PolicyOverrides, Qos, Submit,
+};
+use tether_master::persist;
+use tether_master::store::{
+    AttemptId, AttemptState, ClusterMode, Outcome, Store, Target, TaskId, TaskPolicy, TaskState,
+};
+
+use super::client::ClientEvent;
+use super::invariants::{Invariant, TICK, Violation, secs};
+use super::master_script::keepalive_s;
+use super::mqtt::{QoS, Will};
+use super::net::{ClientKey, Net};
+use super::procs::Program;
+use super::world::{Observed, SimMaster, Step, World, WorldConfig, wall_ms};
+
+/// A request to the master, taken when its step is due (or when the master is next up).
+#[derive(Debug, Clone)]
+pub enum SystemOrder {
+    /// `label` names the task in later orders and getters (the master picks its id).
+    Submit {
+        label: usize,
+        request: Box<Submit>,
+    },
+    Kill {
+        label: usize,
+    },
+    Cluster(ClusterRequest),
+}
+
+/// What the master's runtime did, for tests that want to see a scenario really happened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SystemStats {
+    pub commits: u64,
+    pub publishes: u64,
+    pub starts: u64,
+    pub crashes: u64,
+    pub attempts: u64,
+    pub lost_marks: u64,
+    pub refused: u64,
+}
+
+/// One attempt as the store was told about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub task: TaskId,
+    pub agent: usize,
+    pub state: AttemptState,
+    pub created: Instant,
+}
+
+/// The latest presence of an agent's latest incarnation, as delivered to the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Online,
+    Lost,
+    Stopped,
+}
+
+#[derive(Debug)]
+pub struct RealMaster {
+    key: ClientKey,
+    prefix: String,
+    agents: Vec<String>,
+    period: Duration,
+    allowance: Duration,
+    /// Survives master crashes, as the database file does.
+    store: Store,
+    core: Option<Master>,
+    connected: bool,
+    epoch: u32,
+    deferred: Vec<SystemOrder>,
+    next_label: usize,
+    labels: BTreeMap<usize, TaskId>,
+    // ---- what the master was told and decided (the observer's memory, across crashes) ----
+    policies: BTreeMap<TaskId, TaskPolicy>,
+    attempts: BTreeMap<AttemptId, AttemptRecord>,
+    decided: BTreeMap<TaskId, (TaskState, Option<Outcome>, Instant)>,
+    stored: Vec<BTreeMap<u64, Event>>,
+    contiguous: Vec<u64>,
+    conflicts: Vec<(usize, String)>,
+    /// When the master core last heard from each agent (its restart counts, as in the core).
+    heard: Vec<Instant>,
+    seen: Vec<Option<(u32, Seen)>>,
+    /// `kill` attempts marked lost in this step, checked against the agents at its end.
+    lost_now: Vec<(TaskRef, usize)>,
+    lost_at: BTreeMap<TaskRef, Instant>,
+    specs: BTreeMap<TaskRef, TaskSpec>,
+    stats: SystemStats,
+}
+
+impl RealMaster {
+    /// A master (down until the world starts it) over a fresh in-memory store: the store
+    /// object outlives every crash of the core, like the database file of the real master.
+    pub fn new(key: ClientKey, config: &WorldConfig, agents: Vec<String>) -> Self {
+        let n = agents.len();
+        Self {
+            key,
+            prefix: config.prefix.clone(),
+            agents,
+            period: config.master_period,
+            allowance: Duration::from_secs(2),
+            // Only a broken SQLite build fails here; nothing in the simulation could go on.
+            store: Store::open_in_memory().expect("an in-memory SQLite store opens"),
+            core: None,
+            connected: false,
+            epoch: (config.seed as u32).wrapping_mul(0x9e37_79b9) & 0x7fff_0000,
+            deferred: Vec::new(),
+            next_label: 0,
+            labels: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            attempts: BTreeMap::new(),
+            decided: BTreeMap::new(),
+            stored: vec![BTreeMap::new(); n],
+            contiguous: vec![0; n],
+            conflicts: Vec::new(),
+            heard: vec![Instant::MIN; n],
+            seen: vec![None; n],
+            lost_now: Vec::new(),
+            lost_at: BTreeMap::new(),
+            specs: BTreeMap::new(),
+            stats: SystemStats::default(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// The core, while the master is up.
+    pub fn core(&self) -> Option<&Master> {
+        self.core.as_ref()
+    }
+
+    pub fn db(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn stats(&self) -> SystemStats {
+        self.stats
+    }
+
+    pub fn delay_allowance(&self) -> Duration {
+        self.allowance
+    }
+
+    /// The task id the master gave the task submitted under `label`.
+    pub fn task_id(&self, label: usize) -> Option<TaskId> {
+        self.labels.get(&label).copied()
+    }
+
+    /// The task's attempts in creation order.
+    pub fn attempts(&self, label: usize) -> Vec<(AttemptId, AttemptRecord)> {
+        let Some(id) = self.task_id(label) else {
+            return Vec::new();
+        };
+        self.attempts
+            .iter()
+            .filter(|(_, a)| a.task == id)
+            .map(|(k, a)| (*k, *a))
+            .collect()
+    }
+
+    /// Every attempt in creation order.
+    pub fn all_attempts(&self) -> impl Iterator<Item = (&AttemptId, &AttemptRecord)> {
+        self.attempts.iter()
+    }
+
+    /// The task's final state and outcome, once decided.
+    pub fn outcome(&self, label: usize) -> Option<(TaskState, Option<Outcome>)> {
+        let id = self.task_id(label)?;
+        self.decided.get(&id).map(|(s, o, _)| (*s, o.clone()))
+    }
+
+    /// Tasks submitted and not decided.
+    pub fn undecided(&self) -> usize {
+        self.labels
+            .values()
+            .filter(|id| !self.decided.contains_key(id))
+            .count()
+    }
+
+    /// The store holds what the master was seen to commit: every agent's events, and every
+    /// decided task in its decided state. For the end of a run.
+    pub fn check_store(&self) -> Result<(), Violation> {
+        let at = self.heard.iter().copied().max().unwrap_or(Instant::MIN);
+        let model = |what: String| Violation::new(Invariant::Model, at, what);
+        for (i, id) in self.agents.iter().enumerate() {
+            let rows = self
+                .store
+                .events(id)
+                .map_err(|e| model(format!("{id}: events unreadable: {e}")))?;
+            let mut db = BTreeMap::new();
+            for row in rows {
+                let event: Event = serde_json::from_str(&row.json)
+                    .map_err(|e| model(format!("{id}: stored event unreadable: {e}")))?;
+                db.insert(row.seq, event);
+            }
+            if db != self.stored[i] {
+                return Err(Violation::new(
+                    Invariant::EventsDelivered,
+                    at,
+                    format!(
+                        "{id}: the store holds {} events, the master committed {}",
+                        db.len(),
+                        self.stored[i].len()
+                    ),
+                ));
+            }
+        }
+        for (id, (state, outcome, _)) in &self.decided {
+            let task = self
+                .store
+                .task(*id)
+                .map_err(|e| model(format!("task {id} unreadable: {e}")))?;
+            let Some(task) = task else {
+                return Err(model(format!("task {id} was decided but is not stored")));
+            };
+            if task.state != *state || task.outcome != *outcome {
+                return Err(Violation::new(
+                    Invariant::OneOutcome,
+                    at,
+                    format!(
+                        "task {id}: decided {state} {outcome:?}, stored {} {:?}",
+                        task.state, task.outcome
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- the runtime ----
+
+    fn index(&self, agent: &str) -> Option<usize> {
+        self.agents.iter().position(|a| a == agent)
+    }
+
+    /// Drains one batch: observe, commit, then publish.
+    fn drain(&mut self, net: &mut Net, now: Instant) -> Result<(), Violation> {
+        let Some(core) = self.core.as_mut() else {
+            return Ok(());
+        };
+        let mut changes = Vec::new();
+        let mut publishes = Vec::new();
+        while let Some(action) = core.poll_action() {
+            match action {
+                Action::Persist(c) => changes.push(c),
+                Action::Publish(p) => publishes.push(p),
+            }
+        }
+        for change in &changes {
+            self.observe_change(net, change, now)?;
+        }
+        persist::apply(&self.store, &changes).map_err(|e| {
+            Violation::new(
+                Invariant::Model,
+                now,
+                format!("master: batch does not commit: {e}"),
+            )
+        })?;
+        if !changes.is_empty() {
+            self.stats.commits += 1;
+        }
+        for change in &changes {
+            if let Change::Event { agent, event } = change
+                && let Some(i) = self.index(agent)
+            {
+                self.stored[i].insert(event.seq, event.clone());
+                let mut c = self.contiguous[i];
+                while self.stored[i].contains_key(&(c + 1)) {
+                    c += 1;
+                }
+                self.contiguous[i] = c;
+            }
+        }
+        for p in publishes {
+            if let Ok(Message::Command(cmd)) = wire::decode(&p.payload)
+                && let CommandBody::Start(spec) = cmd.body
+            {
+                self.specs.entry(spec.task).or_insert(spec);
+            }
+            let qos = match p.qos {
+                Qos::AtMostOnce => QoS::AtMostOnce,
+                Qos::AtLeastOnce => QoS::AtLeastOnce,
+            };
+            self.stats.publishes += 1;
+            // A full request queue is a lost publish: the core retransmits what matters.
+            let _ = net.publish(self.key, p.topic, p.payload, qos, p.retain, now);
+        }
+        Ok(())
+    }
+
+    /// What the core is about to commit: invariants 7 and 8 at once, 6 at the step's end.
+    fn observe_change(
+        &mut self,
+        net: &mut Net,
+        change: &Change,
+        now: Instant,
+    ) -> Result<(), Violation> {
+        match change {
+            Change::NewTask { id, task, .. } => {
+                self.policies.insert(*id, task.policy);
+            }
+            Change::NewAttempt { id, task, agent } => {
+                let Some(i) = self.index(agent) else {
+                    return Err(Violation::new(
+                        Invariant::Model,
+                        now,
+                        format!("master: attempt {id} to unknown agent {agent}"),
+                    ));
+                };
+                self.stats.attempts += 1;
+                net.trace_mut().record(
+                    now,
+                    format_args!("master: task {task} attempt {id} to {agent}"),
+                );
+                if let Some((inc, seen)) = self.seen[i]
+                    && seen != Seen::Online
+                {
+                    return Err(Violation::new(
+                        Invariant::FailoverSkipsLost,
+                        now,
+                        format!(
+                            "task {task}: attempt {id} dispatched to {agent}, whose latest presence is \
+                             {seen:?} (incarnation {inc:08x})"
+                        ),
+                    ));
+                }
+                self.attempts.insert(
+                    *id,
+                    AttemptRecord {
+                        task: *task,
+                        agent: i,
+                        state: AttemptState::Sent,
+                        created: now,
+                    },
+                );
+            }
+            Change::Attempt { id, update } => {
+                let Some(a) = self.attempts.get_mut(id) else {
+                    return Ok(());
+                };
+                a.state = update.state;
+                let a = *a;
+                net.trace_mut()
+                    .record(now, format_args!("master: attempt {id} {}", update.state));
+                let kill = self
+                    .policies
+                    .get(&a.task)
+                    .is_some_and(|p| p.on_disconnect == OnDisconnect::Kill);
+                if update.state == AttemptState::Lost && kill {
+                    self.stats.lost_marks += 1;
+                    let task = TaskRef {
+                        task: a.task,
+                        attempt: *id,
+                    };
+                    self.lost_now.push((task, a.agent));
+                    self.lost_at.insert(task, now);
+                }
+            }
+            Change::TaskState { id, state, outcome } => {
+                if let Some((was, was_outcome, at)) = self.decided.get(id) {
+                    let what = if *was == TaskState::Succeeded && *state == TaskState::Succeeded {
+                        "reported succeeded twice"
+                    } else {
+                        "changed after it was decided"
+                    };
+                    return Err(Violation::new(
+                        Invariant::OneOutcome,
+                        now,
+                        format!(
+                            "task {id} {what}: {was} {was_outcome:?} at {}, now {state} {outcome:?}",
+                            secs(*at)
+                        ),
+                    ));
+                }
+                if state.is_terminal() {
+                    net.trace_mut()
+                        .record(now, format_args!("master: task {id} {state} {outcome:?}"));
+                    self.decided.insert(*id, (*state, outcome.clone(), now));
+                }
+            }
+            Change::Agent { id, presence, .. } => {
+                net.trace_mut()
+                    .record(now, format_args!("master: agent {id} {presence}"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Notes what a message tells the master about its sender, as the core counts it.
+    fn observe_message(&mut self, topic: &str, payload: &[u8], now: Instant) {
+        let Ok(parsed) = Topic::parse(&self.prefix, topic) else {
+            return;
+        };
+        match parsed {
+            Topic::AgentEvent(id) => {
+                let Some(i) = self.index(id.as_str()) else {
+                    return;
+                };
+                let Ok(Message::Event(event)) = wire::decode(payload) else {
+                    return;
+                };
+                self.heard[i] = self.heard[i].max(now);
+                if let Some(old) = self.stored[i].get(&event.seq)
+                    && *old != event
+                {
+                    let what = format!(
+                        "agent {i} seq {}: stored {old:?}, received {event:?}",
+                        event.seq
+                    );
+                    self.conflicts.push((i, what));
+                }
+            }
+            Topic::AgentHeartbeat(id) => {
+                let Some(i) = self.index(id.as_str()) else {
+                    return;
+                };
+                let Ok(Message::AgentHeartbeat(hb)) = wire::decode(payload) else {
+                    return;
+                };
+                self.heard[i] = self.heard[i].max(now);
+                // A heartbeat is the agent alive, unless that incarnation stopped (drained).
+                if self.seen[i] != Some((hb.incarnation, Seen::Stopped)) {
+                    self.seen[i] = Some((hb.incarnation, Seen::Online));
+                }
+            }
+            Topic::AgentPresence(id) => {
+                let Some(i) = self.index(id.as_str()) else {
+                    return;
+                };
+                let Ok(p) = Presence::parse(payload) else {
+                    return;
+                };
+                let state = match p.state {
+                    State::Online => {
+                        self.heard[i] = self.heard[i].max(now);
+                        Seen::Online
+                    }
+                    State::Lost => Seen::Lost,
+                    State::Stopped => Seen::Stopped,
+                };
+                let stale = state != Seen::Online
+                    && self.seen[i].is_some_and(|(inc, _)| inc != p.incarnation);
+                if !stale {
+                    self.seen[i] = Some((p.incarnation, state));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn take(&mut self, net: &mut Net, order: SystemOrder, now: Instant) -> Result<(), Violation> {
+        let Some(core) = self.core.as_mut() else {
+            self.deferred.push(order);
+            return Ok(());
+        };
+        let refused = match order {
+            SystemOrder::Submit { label, request } => match core.submit(now, *request) {
+                Ok(id) => {
+                    net.trace_mut()
+                        .record(now, format_args!("master: submit #{label} is task {id}"));
+                    self.labels.insert(label, id);
+                    None
+                }
+                Err(e) => Some(format!("submit #{label}: {e}")),
+            },
+            SystemOrder::Kill { label } => match self.labels.get(&label) {
+                Some(&id) => {
+                    net.trace_mut()
+                        .record(now, format_args!("master: kill task {id}"));
+                    core.kill(now, id)
+                        .err()
+                        .map(|e| format!("kill task {id}: {e}"))
+                }
+                None => Some(format!("kill #{label}: never submitted")),
+            },
+            SystemOrder::Cluster(req) => {
+                let name = req.name.clone();
+                core.put_cluster(now, req)
+                    .err()
+                    .map(|e| format!("cluster {name}: {e}"))
+            }
+        };
+        if let Some(why) = refused {
+            self.stats.refused += 1;
+            net.trace_mut()
+                .record(now, format_args!("master: refused {why}"));
+        }
+        self.drain(net, now)
+    }
+}
+
+impl SimMaster for RealMaster {
+    type Order = SystemOrder;
+
+    fn key(&self) -> ClientKey {
+        self.key
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.core.as_ref().and_then(Master::poll_timeout)
+    }
+
+    fn start(&mut self, net: &mut Net, now: Instant) -> Result<(), Violation> {
+        if self.core.is_some() {
+            return Ok(());
+        }
+        let model = |what: String| Violation::new(Invariant::Model, now, what);
+        self.epoch = self.epoch.wrapping_add(1);
+        let mut config = Config::new(&self.prefix, self.epoch);
+        config.heartbeat_period = self.period;
+        config.delay_allowance = self.allowance;
+        let snapshot = persist::load(&self.store)
+            .map_err(|e| model(format!("master: store unreadable: {e}")))?;
+        let core = Master::restore(config, snapshot, now)
+            .map_err(|e| model(format!("master: does not restore: {e}")))?;
+        // The core counts every agent as heard at its start.
+        for h in &mut self.heard {
+            *h = now;
+        }
+        let will = Presence {
+            state: State::Lost,
+            incarnation: self.epoch,
+        }
+        .render();
+        let topic = Topic::MasterPresence
+            .build(&self.prefix)
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default();
+        let client = net.client_mut(self.key).config_mut();
+        client.will = Some(Will::new(topic, will.as_bytes(), QoS::AtLeastOnce, true));
+        client.keepalive_s = keepalive_s(self.period);
+        client.subscriptions = core
+            .subscriptions()
+            .into_iter()
+            .map(|f| (f, QoS::AtLeastOnce))
+            .collect();
+        self.core = Some(core);
+        self.stats.starts += 1;
+        net.start(self.key, now);
+        for order in std::mem::take(&mut self.deferred) {
+            self.take(net, order, now)?;
+        }
+        Ok(())
+    }
+
+    fn crash(&mut self, net: &mut Net, now: Instant) {
+        if self.core.take().is_none() {
+            return;
+        }
+        self.stats.crashes += 1;
+        self.connected = false;
+        net.kill(self.key, now);
+    }
+
+    fn order(&mut self, net: &mut Net, order: SystemOrder, now: Instant) -> Result<(), Violation> {
+        self.take(net, order, now)
+    }
+
+    fn handle_event(
+        &mut self,
+        net: &mut Net,
+        event: ClientEvent,
+        now: Instant,
+    ) -> Result<(), Violation> {
+        if self.core.is_none() {
+            return Ok(());
+        }
+        if let ClientEvent::Message(p) = &event {
+            self.observe_message(&p.topic, &p.payload, now);
+        }
+        let Some(core) = self.core.as_mut() else {
+            return Ok(());
+        };
+        match event {
+            ClientEvent::Connected { .. } => {
+                self.connected = true;
+                core.handle_connected(now);
+            }
+            ClientEvent::Disconnected => {
+                self.connected = false;
+                core.handle_disconnected(now);
+            }
+            ClientEvent::Message(p) => core.handle_message(now, &p.topic, &p.payload),
+        }
+        self.drain(net, now)
+    }
+
+    fn handle_timeout(&mut self, net: &mut Net, now: Instant) -> Result<(), Violation> {
+        let Some(core) = self.core.as_mut() else {
+            return Ok(());
+        };
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now);
+        }
+        self.drain(net, now)
+    }
+
+    /// Invariant 6; 7 and 8 were checked as the changes went by.
+    fn check(&mut self, agents: &Observed<'_>, now: Instant) -> Result<(), Violation> {
+        let fail = |what: String| Err(Violation::new(Invariant::KillMarkedFailed, now, what));
+        for (task, i) in std::mem::take(&mut self.lost_now) {
+            let Some(info) = agents.procs[i].get(task) else {
+                continue;
+            };
+            if info.terminated.is_none() && info.killed.is_none() {
+                let contact = agents.agents[i].map(|a| secs(a.last_contact()));
+                return fail(format!(
+                    "attempt {} of task {} marked failed while pi-{i} runs it untouched \
+                     (started {:?}, the master last heard pi-{i} at {}, pi-{i} last heard the master at {contact:?})",
+                    task.attempt,
+                    task.task,
+                    info.started.map(secs),
+                    secs(self.heard[i]),
+                ));
+            }
+        }
+        for (task, at) in &self.lost_at {
+            if let Some((a, spawned)) = agents.ledger.spawns(*task).iter().find(|(_, t)| *t > *at) {
+                return fail(format!(
+                    "attempt {} of task {} marked failed at {}, spawned by pi-{a} at {}",
+                    task.attempt,
+                    task.task,
+                    secs(*at),
+                    secs(*spawned)
+                ));
+            }
+        }
+        if self.core.is_none() {
+            return Ok(());
+        }
+        for (id, a) in &self.attempts {
+            if !matches!(
+                a.state,
+                AttemptState::Sent | AttemptState::Accepted | AttemptState::Running
+            ) {
+                continue;
+            }
+            let Some(policy) = self.policies.get(&a.task) else {
+                continue;
+            };
+            if policy.on_disconnect != OnDisconnect::Kill {
+                continue;
+            }
+            let due = self.heard[a.agent]
+                .saturating_add(Duration::from_millis(policy.heartbeat_timeout_ms))
+                .saturating_add(self.allowance);
+            if now > due.saturating_add(TICK) {
+                return fail(format!(
+                    "attempt {id} of task {} on pi-{} still {} at {}: last heard {}, due {}",
+                    a.task,
+                    a.agent,
+                    a.state,
+                    secs(now),
+                    secs(self.heard[a.agent]),
+                    secs(due)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn store(&self, i: usize) -> &BTreeMap<u64, Event> {
+        &self.stored[i]
+    }
+
+    fn contiguous(&self, i: usize) -> u64 {
+        self.contiguous[i]
+    }
+
+    fn conflicts(&self) -> &[(usize, String)] {
+        &self.conflicts
+    }
+
+    fn spec(&self, task: TaskRef) -> Option<&TaskSpec> {
+        self.specs.get(&task)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "tasks undecided {}, orders deferred {}, open attempts {:?}",
+            self.undecided(),
+            self.deferred.len(),
+            self.attempts
+                .iter()
+                .filter(|(_, a)| !a.state.is_terminal())
+                .map(|(id, a)| (*id, a.agent, a.state))
+                .collect::<Vec<_>>()
+        )
+    }
+}
+
+/// The world with the real master.
+pub type System = World<RealMaster>;
+
+impl World<RealMaster> {
+    /// Agents `pi-0..` and the real master over a fresh store; everything connects at zero.
+    pub fn system(config: WorldConfig) -> Self {
+        World::with_master(config, RealMaster::new)
+    }
+
+    /// Schedules a submit; returns the label that names the task in [`RealMaster`]'s getters.
+    pub fn submit(
+        &mut self,
+        at: Instant,
+        target: Target,
+        policy: PolicyOverrides,
+        program: Program,
+        start_at: Option<Instant>,
+    ) -> usize {
+        let master = self.master_mut();
+        let label = master.next_label;
+        master.next_label += 1;
+        let (agent, cluster) = match target {
+            Target::Agent(a) => (Some(a), None),
+            Target::Cluster(c) => (None, Some(c)),
+        };
+        let request = Submit {
+            agent,
+            cluster,
+            argv: program
+                .argv()
+                .iter()
+                .filter_map(|s| s.ok().map(str::to_owned))
+                .collect(),
+            policy,
+            start_at_ms: start_at.map(wall_ms),
+            ..Submit::default()
+        };
+        self.schedule(
+            at,
+            Step::Order(SystemOrder::Submit {
+                label,
+                request: Box::new(request),
+            }),
+        );
+        label
+    }
+
+    pub fn kill(&mut self, at: Instant, label: usize) {
+        self.schedule(at, Step::Order(SystemOrder::Kill { label }));
+    }
+
+    /// Defines a cluster of agents `members` (indices, in priority order).
+    pub fn put_cluster(&mut self, at: Instant, name: &str, mode: ClusterMode, members: &[usize]) {
+        let req = ClusterRequest {
+            name: name.to_owned(),
+            mode,
+            members: members.iter().map(|i| format!("pi-{i}")).collect(),
+        };
+        self.schedule(at, Step::Order(SystemOrder::Cluster(req)));
+    }
+
+    /// The attempts' agents of the tasks `labels`, in task order then attempt order.
+    pub fn placements(&self, labels: &[usize]) -> Vec<Vec<usize>> {
+        labels
+            .iter()
+            .map(|&l| {
+                self.master()
+                    .attempts(l)
+                    .into_iter()
+                    .map(|(_, a)| a.agent)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Every attempt of a decided task is closed, and no task is left undecided.
+    pub fn undecided_tasks(&self) -> BTreeSet<usize> {
+        let m = self.master();
+        m.labels
+            .iter()
+            .filter(|(_, id)| !m.decided.contains_key(id))
+            .map(|(l, _)| *l)
+            .collect()
+    }
+}
+
+/// The master-side policy of a simulation [`Policy`] (no retries, no `lost_after`).
+pub fn overrides(p: &Policy) -> PolicyOverrides {
+    PolicyOverrides {
+        on_disconnect: Some(p.on_disconnect),
+        heartbeat_period_ms: Some(p.heartbeat_period_ms),
+        heartbeat_timeout_ms: Some(p.heartbeat_timeout_ms),
+        grace_ms: Some(p.grace_ms),
+        max_run_ms: Some(p.max_run_ms),
+        output_cap: Some(p.output_cap),
+        retries: Some(0),
+        lost_after_ms: None,
+    }
+}
