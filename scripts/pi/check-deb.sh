@@ -58,6 +58,8 @@ for s in postinst prerm postrm; do
 done
 check "prerm stops the unit on remove" grep -q 'deb-systemd-invoke stop tether-agent.service' "$WORK/control/prerm"
 check "Depends names adduser | passwd" bash -c "dpkg-deb -f '$deb' Depends | grep -q 'adduser | passwd'"
+check "Depends names the linked libraries (libc6, libgcc-s1)" \
+    bash -c "dpkg-deb -f '$deb' Depends | grep -Eq '^libc6 \(>= 2\.[0-9]+\), libgcc-s1, '"
 check "the packaged binary accepts the packaged config" \
     "$WORK/root/usr/bin/tether-agent" check-config --config "$WORK/root/etc/tether/agent.toml"
 

@@ -24,6 +24,38 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
     cargo install cargo-deb --locked >&2 || pi_die "cannot install cargo-deb"
 fi
 
+# The Debian packages of the shared libraries an ELF binary needs, with the glibc version
+# its symbols require; empty for a static binary.
+shlib_depends() {
+    local bin="$1" lib libc=0 glibc deps=()
+    for lib in $(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+        case "$lib" in
+            libc.so.6 | libm.so.6 | libpthread.so.0 | libdl.so.2 | librt.so.1) libc=1 ;;
+            libgcc_s.so.1) deps+=(libgcc-s1) ;;
+            *) pi_die "$bin needs $lib, which no Depends names" ;;
+        esac
+    done
+    if [ "$libc" = 1 ]; then
+        glibc="$(readelf -V "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n1)"
+        deps=("libc6 (>= $glibc)" "${deps[@]}")
+    fi
+    local IFS=,
+    printf '%s' "${deps[*]}" | sed 's/,/, /g'
+}
+
+# Puts the shared-library dependencies in front of the package's own Depends.
+add_depends() {
+    local deb="$1" deps="$2" tree
+    [ -n "$deps" ] || return 0
+    tree="$(mktemp -d)"
+    dpkg-deb -R "$deb" "$tree/pkg"
+    sed -i "s/^Depends: /Depends: $deps, /" "$tree/pkg/DEBIAN/control"
+    grep -q '^Depends: ' "$tree/pkg/DEBIAN/control" || pi_die "no Depends in $deb"
+    dpkg-deb --root-owner-group -Zxz -b "$tree/pkg" "$deb" >/dev/null
+    rm -rf "$tree"
+}
+
+pi_apt binutils qemu-user || pi_die "cannot install binutils (readelf) and qemu-user"
 bash scripts/pi/build.sh "${targets[@]}" >&2 || true
 for t in "${targets[@]}"; do
     bin="$(pi_agent_path "$t")"
@@ -44,7 +76,16 @@ for t in "${targets[@]}"; do
     CARGO_TARGET_DIR="$target_dir" cargo deb -p tether-agent --target "$t" --no-build \
         --no-strip --multiarch none -o "$out/" >&2
     deb="$(ls "$out"/*.deb)"
+    add_depends "$deb" "$(shlib_depends "$bin")"
     arch="$(dpkg-deb -f "$deb" Architecture)"
     [ "$arch" = "$(pi_deb_arch "$t")" ] || pi_die "$deb is for $arch, expected $(pi_deb_arch "$t")"
+    # The packaged binary runs (under qemu for ARM) and accepts the packaged config.
+    tree="$(mktemp -d)"
+    dpkg-deb -x "$deb" "$tree"
+    # shellcheck disable=SC2046
+    $(pi_runner "$t") "$tree/usr/bin/tether-agent" check-config \
+        --config "$tree/etc/tether/agent.toml" >/dev/null \
+        || { rm -rf "$tree"; pi_die "the agent in $deb does not run or rejects its config"; }
+    rm -rf "$tree"
     printf '%s\n' "$deb"
 done
