@@ -1,5 +1,6 @@
 //! tether-tests: harnesses shared by the simulation and end-to-end tests.
 
+pub mod cut;
 pub mod harness;
 pub mod netns;
 pub mod proxy;

@@ -99,14 +99,20 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts mosquitto on a free loopback port and waits (bounded) until it listens.
     pub fn start() -> Self {
+        Self::start_on(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// Starts mosquitto on a free port of `ip`; `0.0.0.0` listens on every interface, for
+    /// agents in a network namespace that reach the host over a veth pair.
+    pub fn start_on(ip: IpAddr) -> Self {
         let dir = TempDir::new("mosquitto").expect("temp dir");
         // Free a moment ago; if another process takes it first, the wait below fails and
         // prints mosquitto's log.
-        let addr = pick_free_port(IpAddr::from([127, 0, 0, 1])).expect("free port");
+        let addr = pick_free_port(ip).expect("free port");
         std::fs::write(
             dir.join("mosquitto.conf"),
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                "listener {} {ip}\nallow_anonymous true\npersistence false\n\
                  max_packet_size 8192\nlog_dest stderr\nlog_type all\n",
                 addr.port()
             ),
