@@ -203,11 +203,11 @@ async fn long_settings_ride_it_out(run: Run) {
             !events(v, "finished", None).is_empty()
         })
         .await;
-    let long_view = world.task(long);
-    assert_eq!(
-        long_view["task"]["state"], "running",
-        "the long-settings task survives: {long_view}"
-    );
+    // Back in contact: the master shows it running again, and nothing killed it.
+    let long_view = world
+        .wait_task(long, "running again", |v| v["task"]["state"] == "running")
+        .await;
+    assert!(events(&long_view, "terminating", None).is_empty(), "{long_view}");
     std::fs::write(&go, b"").expect("go");
     let long_view = world.wait_done(long).await;
 
