@@ -62,7 +62,13 @@ impl Net {
             owners: BTreeMap::new(),
             events: VecDeque::new(),
             rng,
-            trace: Trace::new(500),
+            // TETHER_SIM_TRACE asks for a longer tail in failure reports.
+            trace: Trace::new(
+                std::env::var("TETHER_SIM_TRACE")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(500),
+            ),
         }
     }
 

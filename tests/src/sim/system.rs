@@ -120,6 +120,8 @@ pub struct RealMaster {
     lost_now: Vec<(TaskRef, usize)>,
     lost_at: BTreeMap<TaskRef, Instant>,
     specs: BTreeMap<TaskRef, TaskSpec>,
+    /// Also fail when an attempt marked lost is spawned later (see [`RealMaster::strict`]).
+    strict: bool,
     stats: SystemStats,
 }
 
@@ -153,8 +155,22 @@ impl RealMaster {
             lost_now: Vec::new(),
             lost_at: BTreeMap::new(),
             specs: BTreeMap::new(),
+            strict: false,
             stats: SystemStats::default(),
         }
+    }
+
+    /// Checks the lower bound of invariant 6 too: no attempt is marked lost while its agent
+    /// runs it untouched, or spawned after. Off by default, because the protocol does not
+    /// give it (the regression tests in `sim_system_random.rs` turn it on):
+    /// - the agent counts its timeout from the later of its last contact and the task's start
+    ///   (and from its own restart), the master from when it last heard the agent;
+    /// - with agent-to-master loss only, the agent still hears the master and never kills;
+    /// - a start command the broker queued for an absent agent reaches it after the master
+    ///   gave the attempt up, and the agent starts it (the master kills it once a heartbeat
+    ///   lists it).
+    pub fn strict(&mut self, on: bool) {
+        self.strict = on;
     }
 
     // ---- getters ----
@@ -202,6 +218,11 @@ impl RealMaster {
     pub fn outcome(&self, label: usize) -> Option<(TaskState, Option<Outcome>)> {
         let id = self.task_id(label)?;
         self.decided.get(&id).map(|(s, o, _)| (*s, o.clone()))
+    }
+
+    /// Tasks the master accepted.
+    pub fn submitted(&self) -> usize {
+        self.labels.len()
     }
 
     /// Tasks submitted and not decided.
@@ -638,7 +659,8 @@ impl SimMaster for RealMaster {
     /// Invariant 6; 7 and 8 were checked as the changes went by.
     fn check(&mut self, agents: &Observed<'_>, now: Instant) -> Result<(), Violation> {
         let fail = |what: String| Err(Violation::new(Invariant::KillMarkedFailed, now, what));
-        for (task, i) in std::mem::take(&mut self.lost_now) {
+        let lost_now = std::mem::take(&mut self.lost_now);
+        for (task, i) in lost_now.into_iter().filter(|_| self.strict) {
             let Some(info) = agents.procs[i].get(task) else {
                 continue;
             };
@@ -654,7 +676,7 @@ impl SimMaster for RealMaster {
                 ));
             }
         }
-        for (task, at) in &self.lost_at {
+        for (task, at) in self.lost_at.iter().filter(|_| self.strict) {
             if let Some((a, spawned)) = agents.ledger.spawns(*task).iter().find(|(_, t)| *t > *at) {
                 return fail(format!(
                     "attempt {} of task {} marked failed at {}, spawned by pi-{a} at {}",

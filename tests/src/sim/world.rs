@@ -470,6 +470,12 @@ impl<M: SimMaster> World<M> {
         loop {
             let next = self.now().saturating_add(HEAL_CHECK).min(deadline);
             self.try_run_until(next)?;
+            // An agent that was draining when the faults ended has exited since: back up.
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].agent.is_none() {
+                    self.start_agent(i, self.now())?;
+                }
+            }
             if self.healed() {
                 return Ok(self.now());
             }
@@ -511,8 +517,13 @@ impl<M: SimMaster> World<M> {
 
     /// The failure report: seed, invariant, trace tail, replay command.
     pub fn report(&self, v: &Violation) -> String {
+        // TETHER_SIM_TRACE=n shows more of the tail (up to what the trace keeps).
+        let n = std::env::var("TETHER_SIM_TRACE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(150);
         let lines: Vec<_> = self.net.trace().lines().collect();
-        let tail = &lines[lines.len().saturating_sub(150)..];
+        let tail = &lines[lines.len().saturating_sub(n)..];
         let mut out = String::new();
         let _ = writeln!(out, "\n==== Tether simulation: invariant violated ====");
         let _ = writeln!(out, "seed: {}", self.config.seed);
@@ -1219,10 +1230,20 @@ impl<M: SimMaster> World<M> {
         let client = self.net.client_mut(node.key).config_mut();
         client.will = Some(Will::new(topic, will.as_bytes(), QoS::AtLeastOnce, true));
         client.keepalive_s = keepalive_s(agent.heartbeat_period());
+        // As tether-agent: master heartbeats at QoS 0, so a broker never queues stale ones for
+        // a reconnecting agent to count as contact.
+        let heartbeat = agent.master_heartbeat_topic();
         client.subscriptions = agent
             .subscriptions()
             .iter()
-            .map(|s| ((*s).to_owned(), QoS::AtLeastOnce))
+            .map(|s| {
+                let qos = if *s == heartbeat {
+                    QoS::AtMostOnce
+                } else {
+                    QoS::AtLeastOnce
+                };
+                ((*s).to_owned(), qos)
+            })
             .collect();
         let first = node.restarts == 0 && node.disk.is_empty();
         if !first {
