@@ -1,7 +1,7 @@
 //! Thousands of random fault schedules: the model never panics nor livelocks, heals once the
 //! faults stop, never invents messages, and a seed always replays the same run.
 //!
-//! `TETHER_SIM_SEEDS=n` runs n seeds (default 2000); `TETHER_SIM_SEED=s` replays one.
+//! `TETHER_NET_SEEDS=n` runs n seeds (default 2000; CI sets `TETHER_SIM_SEEDS` for the agent simulation, not this model test); `TETHER_SIM_SEED=s` replays one.
 
 use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -242,7 +242,7 @@ fn random_schedules_never_panic_and_always_heal() {
     let seeds: Vec<u64> = match std::env::var("TETHER_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("TETHER_SIM_SEED is a u64")],
         Err(_) => {
-            let n = std::env::var("TETHER_SIM_SEEDS")
+            let n = std::env::var("TETHER_NET_SEEDS")
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(2_000u64);
