@@ -810,6 +810,16 @@ impl Master {
             RejectReason::Full | RejectReason::JournalFull | RejectReason::Draining
         );
         let period = self.heartbeat_period();
+        let agent = self
+            .tasks
+            .get(&task.task)
+            .and_then(|t| t.attempts.iter().find(|a| a.id == task.attempt))
+            .map(|a| a.agent.clone());
+        let busy = agent.as_deref().map_or(0, |a| {
+            self.open_on(a, |s| {
+                matches!(s, AttemptState::Accepted | AttemptState::Running)
+            })
+        });
         let Some(t) = self.tasks.get_mut(&task.task) else {
             return;
         };
@@ -818,6 +828,17 @@ impl Master {
         }
         if t.kill_requested {
             self.decide(now, task.task, TaskState::Killed, Outcome::Cancelled);
+        } else if reason == RejectReason::Full && busy > 0 {
+            // Not a timer but a free slot decides: the agent's capacity (as many slots as it
+            // holds attempts now) gates dispatch in `schedule`, so the task goes out as soon
+            // as one of them ends. Waiting a heartbeat period held a busy agent to a few tasks
+            // per second. A refusal the master cannot explain (busy == 0: slots taken by what
+            // it does not know) keeps the timed retry below, never a tight loop.
+            info!("task {}: refused (agent full), will try again", task.task);
+            t.retry_at = now;
+            if let Some(entry) = agent.and_then(|a| self.agents.get_mut(&a)) {
+                entry.learn_capacity(busy);
+            }
         } else if transient {
             info!("task {}: refused ({reason:?}), will try again", task.task);
             t.retry_at = now.saturating_add(period);
@@ -1009,6 +1030,16 @@ impl Master {
             })
             .map(|t| t.task.id)
             .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        // Open attempts per agent, against the capacities agents taught by refusing.
+        let mut open: BTreeMap<String, usize> = BTreeMap::new();
+        for a in self.tasks.values().flat_map(|t| &t.attempts) {
+            if a.is_open() {
+                *open.entry(a.agent.clone()).or_insert(0) += 1;
+            }
+        }
         for id in waiting {
             let (target, exclude) = {
                 let t = &self.tasks[&id];
@@ -1020,9 +1051,10 @@ impl Master {
                     .collect();
                 (t.task.target.clone(), exclude)
             };
-            let Some(agent) = self.pick(now, &target, &exclude) else {
+            let Some(agent) = self.pick(now, &target, &exclude, &open) else {
                 continue;
             };
+            *open.entry(agent.clone()).or_insert(0) += 1;
             let attempt = self.next_attempt;
             self.next_attempt += 1;
             info!("task {id}: attempt {attempt} to agent {agent}");
@@ -1047,10 +1079,19 @@ impl Master {
     }
 
     /// The agent for a new attempt, among the available ones not in `exclude`.
-    fn pick(&mut self, now: Instant, target: &Target, exclude: &[String]) -> Option<String> {
+    fn pick(
+        &mut self,
+        now: Instant,
+        target: &Target,
+        exclude: &[String],
+        open: &BTreeMap<String, usize>,
+    ) -> Option<String> {
         let silence = self.silence();
         let usable = |agents: &BTreeMap<String, AgentEntry>, id: &String| {
-            !exclude.contains(id) && agents.get(id).is_some_and(|a| a.available(now, silence))
+            !exclude.contains(id)
+                && agents.get(id).is_some_and(|a| {
+                    a.available(now, silence) && a.has_room(open.get(id).copied().unwrap_or(0))
+                })
         };
         match target {
             Target::Agent(id) => usable(&self.agents, id).then(|| id.clone()),
@@ -1184,6 +1225,15 @@ impl Master {
 
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
+    }
+
+    /// How many attempts on `agent` are in a state `f` accepts.
+    fn open_on(&self, agent: &str, f: impl Fn(AttemptState) -> bool) -> usize {
+        self.tasks
+            .values()
+            .flat_map(|t| &t.attempts)
+            .filter(|a| a.agent == agent && f(a.state))
+            .count()
     }
 
     fn heard(&self, agent: &str) -> Instant {

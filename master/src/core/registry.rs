@@ -29,6 +29,9 @@ pub(crate) struct AgentEntry {
     above: BTreeSet<u64>,
     /// An acknowledgement should go out after this input.
     pub(crate) ack_due: bool,
+    /// Task slots learned from a `Full` refusal, for the incarnation that refused (a restarted
+    /// agent may be configured differently). Soft state: learned again after a master restart.
+    capacity: Option<(Option<u32>, usize)>,
 }
 
 /// What a presence message did.
@@ -50,6 +53,7 @@ impl AgentEntry {
             acked: 0,
             above: BTreeSet::new(),
             ack_due: false,
+            capacity: None,
         }
     }
 
@@ -67,6 +71,7 @@ impl AgentEntry {
             acked,
             above: above.into_iter().filter(|&s| s > acked).collect(),
             ack_due: false,
+            capacity: None,
         };
         entry.advance();
         entry
@@ -75,6 +80,20 @@ impl AgentEntry {
     /// Online and heard from within `silence` (unavailable from `last_heard + silence` on).
     pub(crate) fn available(&self, now: Instant, silence: Duration) -> bool {
         self.presence == AgentPresence::Online && now < self.silent_at(silence)
+    }
+
+    /// The agent refused a task for lack of slots while `busy` of its attempts were accepted
+    /// or running: that is how many it holds.
+    pub(crate) fn learn_capacity(&mut self, busy: usize) {
+        self.capacity = Some((self.incarnation, busy.max(1)));
+    }
+
+    /// Whether a new attempt fits next to `open` ones (always, until a refusal taught a limit).
+    pub(crate) fn has_room(&self, open: usize) -> bool {
+        match self.capacity {
+            Some((inc, slots)) if inc == self.incarnation => open < slots,
+            _ => true,
+        }
     }
 
     pub(crate) fn silent_at(&self, silence: Duration) -> Instant {
@@ -165,6 +184,20 @@ mod tests {
         assert_eq!(a.receive(6), Seq::Duplicate);
         assert_eq!(a.receive(5), Seq::New { advanced: true });
         assert_eq!(a.acked, 7);
+    }
+
+    #[test]
+    fn capacity_gates_only_the_incarnation_that_taught_it() {
+        let now = Instant::from_secs(1);
+        let mut a = AgentEntry::new(now);
+        a.presence(p(State::Online, 1), now);
+        assert!(a.has_room(1000), "no limit before a refusal");
+        a.learn_capacity(2);
+        assert!(a.has_room(1) && !a.has_room(2));
+        a.learn_capacity(0);
+        assert!(a.has_room(0) && !a.has_room(1), "at least one slot");
+        a.presence(p(State::Online, 2), now);
+        assert!(a.has_room(1000), "a restarted agent may have more slots");
     }
 
     #[test]
