@@ -1,0 +1,786 @@
+//! The master's measurements, each printed next to its reference from the same run:
+//!
+//! 1. QoS 1, 1 KiB messages through the embedded broker (a real `tether-master` process with
+//!    the built-in `broker-config/rumqttd.toml`) and through mosquitto (`/usr/sbin/mosquitto`
+//!    on a free port): messages per second with a bounded end-to-end window (so the bounded
+//!    rumqttd logs drop nothing), latency of one message at a time (p50/p99/max and the count
+//!    above 40 ms, the Nagle signature), and what an unbounded flood loses.
+//! 2. Tasks per second end to end (`true` submitted through the HTTP API to one agent, until
+//!    all succeeded) against the raw fork/exec rate of `true` on this machine.
+//! 3. Fail-over: tasks submitted every few milliseconds to a fixed-priority cluster while its
+//!    first member is killed with kill -9: time from the kill to the first task started on
+//!    the next member, and how many tasks went to the dead member meanwhile.
+//! 4. The master's idle VmRSS/VmHWM after 10 s with one agent (mosquitto's next to it).
+//!
+//! Run with `scripts/bench-master.sh` (release binaries). Not a test: nothing is asserted.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
+use serde_json::{Value, json};
+use tether_master::broker::{pick_free_port, wait_for_listener};
+use tether_master::http;
+use tokio::sync::{Semaphore, mpsc};
+
+const WAIT: Duration = Duration::from_secs(60);
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+const PAYLOAD: usize = 1024;
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else is a filter of sections.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let run = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut table: Vec<(String, String, String)> = Vec::new();
+    if run("rss") {
+        idle_rss(work.path(), &mut table);
+    }
+    if run("broker") {
+        rt.block_on(brokers(work.path(), &mut table));
+    }
+    if run("tasks") {
+        tasks_per_second(work.path(), &mut table);
+    }
+    if run("failover") {
+        failover(work.path(), &mut table);
+    }
+    println!("\n{:<52} {:>22}  reference (same run)", "measure", "value");
+    println!("{}", "-".repeat(110));
+    for (what, value, reference) in &table {
+        println!("{what:<52} {value:>22}  {reference}");
+    }
+}
+
+// ----- processes -----
+
+fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TETHER_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    // <target>/<profile>/deps/measure-HASH -> <target>/<profile>/tether-agent
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join("tether-agent")
+}
+
+struct Proc {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn status(&self, field: &str) -> u64 {
+        let text =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::env::var_os("BENCH_LOGS").is_some() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("---- {} ----\n{log}", self.name);
+        }
+    }
+}
+
+struct Master {
+    proc: Proc,
+    mqtt: String,
+    http: String,
+}
+
+impl Master {
+    fn start(dir: &Path, name: &str) -> Master {
+        let data = dir.join(name);
+        let log = dir.join(format!("{name}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
+            .args(["run", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(["--heartbeat-period-ms", "1000", "--data-dir"])
+            .arg(&data)
+            .env("RUST_LOG", "warn,rumqttd=off")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).expect("log"))
+            .spawn()
+            .expect("tether-master");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(WAIT).expect("ready line");
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+                .to_owned()
+        };
+        Master {
+            mqtt: field("mqtt="),
+            http: field("http="),
+            proc: Proc {
+                child,
+                name: name.into(),
+                log,
+            },
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let body = body.map(Value::to_string);
+        let (status, text) = http::request(&self.http, method, path, body.as_deref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {text}"
+        );
+        serde_json::from_str(&text).expect("JSON")
+    }
+
+    fn submit(&self, body: &Value) -> u64 {
+        self.call("POST", "/api/tasks", Some(body))["id"]
+            .as_u64()
+            .expect("task id")
+    }
+
+    fn poll<T>(
+        &self,
+        what: &str,
+        path: &str,
+        every: Duration,
+        mut f: impl FnMut(&Value) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(t) = f(&self.call("GET", path, None)) {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
+            std::thread::sleep(every);
+        }
+    }
+
+    fn wait_available(&self, id: &str) {
+        self.poll(
+            &format!("{id} available"),
+            "/api/agents",
+            Duration::from_millis(10),
+            |v| {
+                v.as_array()?
+                    .iter()
+                    .any(|a| a["id"] == id && a["available"] == true)
+                    .then_some(())
+            },
+        );
+    }
+}
+
+fn start_agent(dir: &Path, id: &str, broker: &str) -> Proc {
+    let home = dir.join(id);
+    for sub in ["state", "work"] {
+        std::fs::create_dir_all(home.join(sub)).expect("agent dirs");
+    }
+    let log = dir.join(format!("{id}.log"));
+    let child = Command::new(agent_bin())
+        .args(["--id", id, "--broker", broker, "--drain-seconds", "2"])
+        .arg("--state-dir")
+        .arg(home.join("state"))
+        .arg("--work-dir")
+        .arg(home.join("work"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", agent_bin().display()));
+    Proc {
+        child,
+        name: id.into(),
+        log,
+    }
+}
+
+struct Mosquitto {
+    proc: Proc,
+    addr: SocketAddr,
+}
+
+fn start_mosquitto(dir: &Path) -> Option<Mosquitto> {
+    if !Path::new(MOSQUITTO).exists() {
+        eprintln!("{MOSQUITTO} is missing: no broker reference (apt-get install mosquitto)");
+        return None;
+    }
+    let addr = pick_free_port(IpAddr::from([127, 0, 0, 1])).expect("free port");
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 100\n",
+            addr.port()
+        ),
+    )
+    .expect("mosquitto.conf");
+    let log = dir.join("mosquitto.log");
+    let child = Command::new(MOSQUITTO)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log"))
+        .spawn()
+        .expect("mosquitto");
+    let proc = Proc {
+        child,
+        name: "mosquitto".into(),
+        log,
+    };
+    assert!(wait_for_listener(addr, WAIT), "mosquitto listens");
+    Some(Mosquitto { proc, addr })
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+// ----- 1. brokers -----
+
+/// Figures for one broker.
+struct BrokerFigures {
+    rate: f64,
+    windowed_lost: u64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    over_40ms: usize,
+    /// Which samples (message numbers) took longer than 40 ms.
+    over_40ms_at: Vec<usize>,
+    load_p50: Duration,
+    load_p99: Duration,
+    flood_sent: u64,
+    flood_received: u64,
+}
+
+async fn brokers(dir: &Path, table: &mut Vec<(String, String, String)>) {
+    let master = Master::start(dir, "broker-master");
+    let mqtt: SocketAddr = master.mqtt.parse().expect("mqtt addr");
+    let rumqttd = broker_figures(mqtt, "embedded rumqttd").await;
+    let Some(mosq) = start_mosquitto(dir) else {
+        return;
+    };
+    let mosquitto = broker_figures(mosq.addr, "mosquitto").await;
+    drop(mosq.proc);
+    drop(master);
+    let rows = [
+        (
+            "QoS 1 1 KiB msgs/s (window 64, rumqttd)",
+            format!("{:.0}/s", rumqttd.rate),
+            format!(
+                "mosquitto {:.0}/s, ratio {:.2}x (goal >= 3x)",
+                mosquitto.rate,
+                rumqttd.rate / mosquitto.rate
+            ),
+        ),
+        (
+            "  lost in that run (rumqttd / mosquitto)",
+            format!("{} / {}", rumqttd.windowed_lost, mosquitto.windowed_lost),
+            String::new(),
+        ),
+        (
+            "latency one at a time p50 / p99 (rumqttd)",
+            format!("{} / {}", ms(rumqttd.p50), ms(rumqttd.p99)),
+            format!(
+                "mosquitto {} / {} (goal p99 <= 1 ms)",
+                ms(mosquitto.p50),
+                ms(mosquitto.p99)
+            ),
+        ),
+        (
+            "latency max, samples > 40 ms [which] (rumqttd)",
+            format!(
+                "{}, {} {:?}",
+                ms(rumqttd.max),
+                rumqttd.over_40ms,
+                rumqttd.over_40ms_at
+            ),
+            format!(
+                "mosquitto {}, {} {:?} (goal: no 40 ms stalls)",
+                ms(mosquitto.max),
+                mosquitto.over_40ms,
+                mosquitto.over_40ms_at
+            ),
+        ),
+        (
+            "latency under load p50 / p99 (rumqttd)",
+            format!("{} / {}", ms(rumqttd.load_p50), ms(rumqttd.load_p99)),
+            format!(
+                "mosquitto {} / {}",
+                ms(mosquitto.load_p50),
+                ms(mosquitto.load_p99)
+            ),
+        ),
+        (
+            "unbounded flood: received / sent (rumqttd)",
+            format!("{} / {}", rumqttd.flood_received, rumqttd.flood_sent),
+            format!(
+                "mosquitto {} / {}",
+                mosquitto.flood_received, mosquitto.flood_sent
+            ),
+        ),
+    ];
+    for (a, b, c) in rows {
+        table.push((a.into(), b, c));
+    }
+}
+
+/// A connected client: its handle and what its event loop receives (seq, send time).
+struct Client {
+    client: AsyncClient,
+    received: mpsc::UnboundedReceiver<(u64, u64)>,
+}
+
+async fn connect(addr: SocketAddr, id: &str, subscribe: Option<&str>) -> Client {
+    let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    opts.set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(true)
+        .set_max_packet_size(64 << 10, 64 << 10)
+        .set_inflight(100);
+    let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+    let mut net = NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut ready_tx = Some(ready_tx);
+    let want_suback = subscribe.is_some();
+    if let Some(topic) = subscribe {
+        client
+            .subscribe(topic, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+    }
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) if !want_suback => {
+                    if let Some(r) = ready_tx.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(r) = ready_tx.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.payload.len() >= 16 => {
+                    let seq = u64::from_be_bytes(p.payload[..8].try_into().expect("8 bytes"));
+                    let sent = u64::from_be_bytes(p.payload[8..16].try_into().expect("8 bytes"));
+                    if tx.send((seq, sent)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                // The broker went away at the end of a section.
+                Err(_) => return,
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, ready_rx)
+        .await
+        .expect("connected in time")
+        .expect("event loop alive");
+    Client {
+        client,
+        received: rx,
+    }
+}
+
+fn payload(seq: u64, base: Instant) -> Vec<u8> {
+    let mut p = vec![0x5a; PAYLOAD];
+    p[..8].copy_from_slice(&seq.to_be_bytes());
+    p[8..16].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
+    p
+}
+
+async fn broker_figures(addr: SocketAddr, name: &str) -> BrokerFigures {
+    eprintln!("measuring {name} at {addr}");
+    let base = Instant::now();
+    let since = move |sent_ns: u64| base.elapsed().saturating_sub(Duration::from_nanos(sent_ns));
+
+    // Latency, one message at a time.
+    let mut sub = connect(addr, "bench-lat-sub", Some("bench/lat")).await;
+    let publ = connect(addr, "bench-lat-pub", None).await;
+    let mut lat = Vec::new();
+    for seq in 0..2000u64 {
+        publ.client
+            .publish("bench/lat", QoS::AtLeastOnce, false, payload(seq, base))
+            .await
+            .expect("publish");
+        loop {
+            let (got, sent) = tokio::time::timeout(WAIT, sub.received.recv())
+                .await
+                .expect("delivered in time")
+                .expect("subscriber alive");
+            if got == seq {
+                lat.push(since(sent));
+                break;
+            }
+        }
+    }
+    let over_40ms_at: Vec<usize> = lat
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d > Duration::from_millis(40))
+        .map(|(i, _)| i)
+        .collect();
+    lat.sort();
+
+    // Throughput with at most WINDOW messages published and not yet delivered.
+    const WINDOW: usize = 64;
+    const N: u64 = 20_000;
+    let mut sub = connect(addr, "bench-rate-sub", Some("bench/rate")).await;
+    let publ = connect(addr, "bench-rate-pub", None).await;
+    let window = Arc::new(Semaphore::new(WINDOW));
+    let received = Arc::new(AtomicU64::new(0));
+    let last_seq = Arc::new(AtomicU64::new(0));
+    let (lat_tx, mut lat_rx) = mpsc::unbounded_channel();
+    let consumer = {
+        let window = window.clone();
+        let received = received.clone();
+        let last_seq = last_seq.clone();
+        tokio::spawn(async move {
+            while let Ok(Some((seq, sent))) =
+                tokio::time::timeout(Duration::from_secs(2), sub.received.recv()).await
+            {
+                received.fetch_add(1, Ordering::Relaxed);
+                last_seq.store(seq, Ordering::Relaxed);
+                let _ = lat_tx.send(since(sent));
+                window.add_permits(1);
+                if seq == N - 1 {
+                    break;
+                }
+            }
+        })
+    };
+    let start = Instant::now();
+    for seq in 0..N {
+        // A lost message never returns its permit: wait at most briefly and go on.
+        if let Ok(Ok(p)) = tokio::time::timeout(Duration::from_millis(500), window.acquire()).await
+        {
+            p.forget();
+        }
+        publ.client
+            .publish("bench/rate", QoS::AtLeastOnce, false, payload(seq, base))
+            .await
+            .expect("publish");
+    }
+    let _ = consumer.await;
+    let elapsed = start.elapsed();
+    let got = received.load(Ordering::Relaxed);
+    let mut load = Vec::new();
+    while let Ok(d) = lat_rx.try_recv() {
+        load.push(d);
+    }
+    load.sort();
+
+    // An unbounded flood: the publisher does not wait for the subscriber.
+    const FLOOD: u64 = 20_000;
+    let mut sub = connect(addr, "bench-flood-sub", Some("bench/flood")).await;
+    let publ = connect(addr, "bench-flood-pub", None).await;
+    for seq in 0..FLOOD {
+        publ.client
+            .publish("bench/flood", QoS::AtLeastOnce, false, payload(seq, base))
+            .await
+            .expect("publish");
+    }
+    let mut flood_received = 0;
+    while let Ok(Some((seq, _))) =
+        tokio::time::timeout(Duration::from_secs(2), sub.received.recv()).await
+    {
+        flood_received += 1;
+        if seq == FLOOD - 1 {
+            break;
+        }
+    }
+
+    BrokerFigures {
+        rate: got as f64 / elapsed.as_secs_f64(),
+        windowed_lost: N - got,
+        p50: pct(&lat, 0.50),
+        p99: pct(&lat, 0.99),
+        max: lat.last().copied().unwrap_or_default(),
+        over_40ms: over_40ms_at.len(),
+        over_40ms_at,
+        load_p50: pct(&load, 0.50),
+        load_p99: pct(&load, 0.99),
+        flood_sent: FLOOD,
+        flood_received,
+    }
+}
+
+// ----- 2. tasks per second -----
+
+fn tasks_per_second(dir: &Path, table: &mut Vec<(String, String, String)>) {
+    const N: usize = 400;
+    eprintln!("measuring tasks per second ({N} x true)");
+    // The reference: fork/exec/wait of `true`, one at a time and on every core at once.
+    let spawn_rate = |threads: usize| {
+        let per = N / threads;
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    for _ in 0..per {
+                        let ok = Command::new("true").status().expect("true").success();
+                        assert!(ok);
+                    }
+                });
+            }
+        });
+        (per * threads) as f64 / start.elapsed().as_secs_f64()
+    };
+    let serial = spawn_rate(1);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let parallel = spawn_rate(cores);
+
+    let master = Master::start(dir, "tasks-master");
+    let _agent = start_agent(dir, "bench-tasks", &master.mqtt);
+    master.wait_available("bench-tasks");
+    let body = json!({ "agent": "bench-tasks", "argv": ["true"] });
+    let start = Instant::now();
+    // Four submitters: the API answers after each commit, so one would measure round trips.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..N / 4 {
+                    master.submit(&body);
+                }
+            });
+        }
+    });
+    let submitted = start.elapsed();
+    let (done, failed) = master.poll(
+        "all tasks finished",
+        "/api/tasks",
+        Duration::from_millis(20),
+        |v| {
+            let tasks = v.as_array()?;
+            let finished = tasks
+                .iter()
+                .filter(|t| {
+                    matches!(
+                        t["state"].as_str(),
+                        Some("succeeded" | "failed" | "lost" | "killed" | "cancelled")
+                    )
+                })
+                .count();
+            let failed = tasks.iter().filter(|t| t["state"] != "succeeded").count();
+            (finished == N).then_some((start.elapsed(), failed))
+        },
+    );
+    let rate = N as f64 / done.as_secs_f64();
+    let best = serial.max(parallel);
+    table.push((
+        format!("tasks/s end to end ({N} x true, 1 agent)"),
+        format!("{rate:.0}/s"),
+        format!(
+            "fork/exec of true {serial:.0}/s serial, {parallel:.0}/s on {cores} threads: {:.0} % of the best (goal >= 80 %)",
+            100.0 * rate / best
+        ),
+    ));
+    table.push((
+        "  of which submitting (4 HTTP clients), failures".into(),
+        format!("{}, {failed}", ms(submitted)),
+        String::new(),
+    ));
+}
+
+// ----- 3. fail-over -----
+
+fn failover(dir: &Path, table: &mut Vec<(String, String, String)>) {
+    const TRIALS: usize = 3;
+    eprintln!("measuring fail-over ({TRIALS} trials)");
+    let master = Master::start(dir, "failover-master");
+    let mut b = start_agent(dir, "fo-b", &master.mqtt);
+    master.wait_available("fo-b");
+    let mut latencies = Vec::new();
+    let mut detections = Vec::new();
+    let mut stranded = Vec::new();
+    for trial in 0..TRIALS {
+        // A new first member each trial (a new agent id: a fresh journal under an old id
+        // would collide with the sequence numbers the master already stored).
+        let first = format!("fo-a{trial}");
+        let cluster = format!("fo{trial}");
+        master.call(
+            "POST",
+            "/api/clusters",
+            Some(&json!({ "name": cluster, "mode": "fixed-priority", "members": [first, "fo-b"] })),
+        );
+        let body = json!({
+            "cluster": cluster, "argv": ["true"],
+            "policy": { "on_disconnect": "kill", "heartbeat_period_ms": 1000, "heartbeat_timeout_ms": 3000 },
+        });
+        let mut a = start_agent(dir, &first, &master.mqtt);
+        master.wait_available(&first);
+        let ids = std::sync::Mutex::new(Vec::new());
+        let killed_at = AtomicU64::new(0);
+        let detected = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            // A steady stream of tasks, one every 5 ms, from before the kill to well after.
+            s.spawn(|| {
+                for _ in 0..120 {
+                    ids.lock().expect("ids").push(master.submit(&body));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            let t0 = Instant::now();
+            killed_at.store(unix_ms(), Ordering::SeqCst);
+            a.kill9();
+            master.poll(
+                "first member unavailable",
+                "/api/agents",
+                Duration::from_millis(1),
+                |v| {
+                    v.as_array()?
+                        .iter()
+                        .any(|x| x["id"] == first.as_str() && x["available"] == false)
+                        .then_some(())
+                },
+            );
+            detected.store(t0.elapsed().as_micros() as u64, Ordering::SeqCst);
+        });
+        let killed_at = killed_at.load(Ordering::SeqCst);
+        detections.push(Duration::from_micros(detected.load(Ordering::SeqCst)));
+        let ids = ids.into_inner().expect("ids");
+        // Every task ends: on fo-b, or failed after fo-a's policy timeout.
+        let mut first_on_b = None;
+        let mut on_dead = 0;
+        for id in ids {
+            let t = master.poll(
+                "task finished",
+                &format!("/api/tasks/{id}"),
+                Duration::from_millis(20),
+                |v| {
+                    matches!(
+                        v["task"]["state"].as_str(),
+                        Some("succeeded" | "failed" | "lost" | "killed" | "cancelled")
+                    )
+                    .then(|| v.clone())
+                },
+            );
+            for at in t["attempts"].as_array().into_iter().flatten() {
+                let created = at["created_ms"].as_u64().unwrap_or(0);
+                if at["agent_id"] == first.as_str() && created >= killed_at {
+                    on_dead += 1;
+                }
+                if at["agent_id"] == "fo-b"
+                    && let Some(started) = at["started_ms"].as_u64()
+                    && started >= killed_at
+                {
+                    first_on_b = Some(first_on_b.map_or(started, |f: u64| f.min(started)));
+                }
+            }
+        }
+        latencies.push(first_on_b.map(|s| Duration::from_millis(s - killed_at)));
+        stranded.push(on_dead);
+    }
+    b.kill9();
+    let show = |v: &[Option<Duration>]| {
+        v.iter()
+            .map(|d| d.map_or("none".into(), ms))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    table.push((
+        "kill -9 to next task started on next member".into(),
+        show(&latencies),
+        "goal <= 100 ms (wall clock ms of two processes)".into(),
+    ));
+    table.push((
+        "  kill -9 to the API showing it unavailable".into(),
+        detections
+            .iter()
+            .map(|d| ms(*d))
+            .collect::<Vec<_>>()
+            .join(", "),
+        "(polled every 1 ms)".into(),
+    ));
+    table.push((
+        "  tasks dispatched to the dead member after kill".into(),
+        format!("{stranded:?}"),
+        "(failed after timeout + 2 s, their policy)".into(),
+    ));
+}
+
+// ----- 4. idle memory -----
+
+fn idle_rss(dir: &Path, table: &mut Vec<(String, String, String)>) {
+    eprintln!("measuring idle memory (10 s)");
+    let master = Master::start(dir, "idle-master");
+    let agent = start_agent(dir, "bench-idle", &master.mqtt);
+    master.wait_available("bench-idle");
+    let mosq = start_mosquitto(dir);
+    std::thread::sleep(Duration::from_secs(10));
+    let kb = |p: &Proc| (p.status("VmRSS"), p.status("VmHWM"));
+    let (rss, hwm) = kb(&master.proc);
+    let (arss, _) = kb(&agent);
+    let reference = match &mosq {
+        Some(m) => {
+            let (r, h) = kb(&m.proc);
+            format!("idle mosquitto VmRSS {r} kB / VmHWM {h} kB; agent VmRSS {arss} kB")
+        }
+        None => format!("agent VmRSS {arss} kB"),
+    };
+    table.push((
+        "master idle VmRSS / VmHWM (10 s, one agent)".into(),
+        format!("{rss} kB / {hwm} kB"),
+        reference,
+    ));
+}
