@@ -14,7 +14,7 @@
 # TETHER_PI_STRICT=1 makes that an error). Everything missing is installed, idempotently.
 # Prints the size of each (stripped: the release profile strips) and its build time.
 set -euo pipefail
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$PI_ROOT"
 

@@ -9,7 +9,7 @@
 #   (refused if a tether-agent package or a `tether` user not made by it is already there).
 #   Otherwise, or with --unpack, it is only unpacked (dpkg-deb -x) and its files checked.
 set -euo pipefail
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$PI_ROOT"
 

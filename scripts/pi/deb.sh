@@ -9,7 +9,7 @@
 #   x86_64-unknown-linux-gnu gives the amd64 package that check-deb.sh installs here.
 # Writes target/debian/<target>/tether-agent_<version>_<arch>.deb and prints the paths.
 set -euo pipefail
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$PI_ROOT"
 
@@ -45,11 +45,11 @@ shlib_depends() {
 
 # Puts the shared-library dependencies in front of the package's own Depends.
 add_depends() {
-    local deb="$1" deps="$2" tree
-    [ -n "$deps" ] || return 0
+    local deb="$1" extra="$2" tree
+    [ -n "$extra" ] || return 0
     tree="$(mktemp -d)"
     dpkg-deb -R "$deb" "$tree/pkg"
-    sed -i "s/^Depends: /Depends: $deps, /" "$tree/pkg/DEBIAN/control"
+    sed -i "s/^Depends: /Depends: $extra, /" "$tree/pkg/DEBIAN/control"
     grep -q '^Depends: ' "$tree/pkg/DEBIAN/control" || pi_die "no Depends in $deb"
     dpkg-deb --root-owner-group -Zxz -b "$tree/pkg" "$deb" >/dev/null
     rm -rf "$tree"

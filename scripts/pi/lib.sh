@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared by the scripts in scripts/pi (sourced, not run): the Pi targets, what each needs to
 # build and to run under qemu-user, and idempotent installs of that.
 #

@@ -11,16 +11,16 @@
 #    presence `online <inc>` seen by mosquitto_sub, then SIGTERM and `offline <inc> stopped`
 #    with the same incarnation, exit status 0. Prints the idle RSS of the qemu process
 #    (guest plus emulator, informative only).
-# 2. Scenarios, per target (skip with --no-scenarios): the agent end-to-end tests
-#    (tests/tests/agent_e2e_faults.rs and agent_e2e_tasks.rs) run against the ARM agent, over
-#    rumqttd and mosquitto: TETHER_AGENT_BIN points the harness at a wrapper that execs qemu.
+# 2. Scenarios, per target, the ARMv6 one included (skip with --no-scenarios): the agent
+#    end-to-end tests (tests/tests/agent_e2e_faults.rs and agent_e2e_tasks.rs) run against
+#    the ARM agent, over rumqttd and mosquitto: TETHER_AGENT_BIN points the harness at a wrapper that execs qemu.
 #    Among them silent_master_kills_kill_tasks_only (kill-on-loss, and continue-and-reconcile:
 #    the `continue` task runs on while the master is silent and reports its result when it
 #    is back), kill9_restart_no_double_start (exactly-once start across a crash) and
 #    replay_after_acks_resume (journal replay). The test binaries are host (x86) code; the
 #    tasks the ARM agent starts are host programs (/bin/sh), which qemu-user execs natively.
 set -euo pipefail
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$PI_ROOT"
 
@@ -62,7 +62,8 @@ trap cleanup EXIT
 
 # Waits (at most $2 seconds) until file $1 has a line matching regex $3.
 wait_line() {
-    local file="$1" bound="$2" re="$3" deadline=$((SECONDS + $2))
+    local file="$1" bound="$2" re="$3" deadline
+    deadline=$((SECONDS + bound))
     while [ $SECONDS -lt $deadline ]; do
         grep -Eq "$re" "$file" 2>/dev/null && return 0
         sleep 0.1
@@ -85,7 +86,7 @@ CONF
         # not write in our private temp dir.
         "$MOSQUITTO" -c "$dir/mosquitto.conf" 2>"$dir/mosquitto.log" &
         BROKER_PID=$!
-        PIDS+=($BROKER_PID)
+        PIDS+=("$BROKER_PID")
         if wait_line "$dir/mosquitto.log" 10 "listen socket on port $port"; then
             BROKER_PORT="$port"
             return 0
@@ -119,13 +120,13 @@ smoke() {
 
     mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -q 1 -t "$topic" >"$dir/presence.log" 2>&1 &
     sub=$!
-    PIDS+=($sub)
+    PIDS+=("$sub")
     # shellcheck disable=SC2086
     RUST_LOG=info $runner "$bin" run --id "$id" --broker "127.0.0.1:$BROKER_PORT" \
         --state-dir "$dir/state" --work-dir "$dir/work" --drain-seconds 2 \
         </dev/null >"$dir/agent.log" 2>&1 &
     agent=$!
-    PIDS+=($agent)
+    PIDS+=("$agent")
 
     wait_line "$dir/presence.log" 60 '^online [0-9a-f]{8}$' \
         || { fail "$dir" "$t: no retained 'online <inc>' within 60 s"; return 1; }
@@ -193,8 +194,7 @@ done
 
 if [ "$scenarios" = 1 ]; then
     for t in "${targets[@]}"; do
-        # The static ARMv6 build gets the smoke run only.
-        pi_is_build_std "$t" && continue
+        [ -x "$(pi_agent_path "$t")" ] || continue
         pi_say "scenarios: $t under qemu"
         if scenarios "$t"; then
             results+=("$(printf '%-34s PASS  end-to-end: %s (rumqttd, mosquitto)' "$t" "${E2E_TESTS[*]}")")
