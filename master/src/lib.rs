@@ -5,6 +5,7 @@
 //! - [`runtime`]: the `tether-master` loop over tokio, MQTT, SQLite and [`api`] (HTTP);
 //! - [`broker`]: the embedded rumqttd or an external broker, and client settings;
 //! - [`http`]: the tiny client `tetherctl` uses;
+//! - [`provision`]: the files a new device needs (`tetherctl provision`);
 //! - [`store`]: the SQLite database.
 
 pub mod api;
@@ -12,5 +13,6 @@ pub mod broker;
 pub mod core;
 pub mod http;
 pub mod persist;
+pub mod provision;
 pub mod runtime;
 pub mod store;

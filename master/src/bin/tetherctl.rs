@@ -60,6 +60,25 @@ enum Cmd {
     Kill { id: u64 },
     /// Print agent and task changes as they happen (Ctrl-C to stop).
     Watch,
+    /// Write what a new device needs (agent config, broker credentials) to a folder or tarball.
+    Provision {
+        /// The device's agent id.
+        id: String,
+        /// Broker address `HOST:PORT` as the device reaches it; repeat for fail-over brokers.
+        #[arg(long = "broker", required = true)]
+        brokers: Vec<String>,
+        #[arg(long, default_value = "tether")]
+        prefix: String,
+        /// Generate a broker user (the agent id) and password.
+        #[arg(long)]
+        credentials: bool,
+        /// Folder to write (default: ./provision-ID).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Also pack the folder into this .tar.gz.
+        #[arg(long)]
+        tar: Option<std::path::PathBuf>,
+    },
     /// Decode `mosquitto_sub -F '%t %x'` lines from stdin into JSON lines.
     Decode {
         #[arg(long, default_value = "tether")]
@@ -261,6 +280,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Decode { prefix } => decode(&prefix),
+        Cmd::Provision {
+            id,
+            brokers,
+            prefix,
+            credentials,
+            out,
+            tar,
+        } => provision(id, brokers, prefix, credentials, out, tar),
         command => http::authority(&cli.master)
             .map_err(Failure::from)
             .and_then(|authority| run(&Api { authority }, command)),
@@ -376,7 +403,7 @@ fn run(api: &Api, command: Cmd) -> Result<(), Failure> {
             writeln!(out, "kill of task {id} requested")?;
         }
         Cmd::Watch => watch(api, &mut out)?,
-        Cmd::Decode { .. } => unreachable!("handled without the API"),
+        Cmd::Decode { .. } | Cmd::Provision { .. } => unreachable!("handled without the API"),
     }
     Ok(())
 }
@@ -524,6 +551,49 @@ fn decode(prefix: &str) -> Result<(), Failure> {
         writeln!(out, "{}", decode_line(prefix, line))?;
         // One line per message as it arrives: a pipe from mosquitto_sub is read live.
         out.flush()?;
+    }
+    Ok(())
+}
+
+fn provision(
+    id: String,
+    brokers: Vec<String>,
+    prefix: String,
+    credentials: bool,
+    out: Option<std::path::PathBuf>,
+    tar: Option<std::path::PathBuf>,
+) -> Result<(), Failure> {
+    use tether_master::provision::{Request, write};
+    let dir = out.unwrap_or_else(|| format!("provision-{id}").into());
+    let request = Request {
+        id,
+        brokers,
+        prefix,
+        credentials,
+    };
+    let done = write(&dir, &request).map_err(|e| Failure(e.to_string()))?;
+    for file in &done.files {
+        println!("wrote {}", file.display());
+    }
+    if done.password.is_some() {
+        println!(
+            "broker user {}: add broker/passwd-entry to the broker's password file",
+            request.id
+        );
+    }
+    if let Some(tar) = tar {
+        let status = std::process::Command::new("tar")
+            .arg("-czf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&dir)
+            .arg(".")
+            .status()
+            .map_err(|e| Failure(format!("cannot run tar: {e}")))?;
+        if !status.success() {
+            return Err(Failure(format!("tar failed ({status})")));
+        }
+        println!("wrote {}", tar.display());
     }
     Ok(())
 }
