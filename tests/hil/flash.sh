@@ -77,7 +77,7 @@ id="$(sed -n 's/^id *= *"\([^"]*\)".*/\1/p' "$config" | head -n1)"
 # 1. The package must match the board.
 arch="$(remote_out 'dpkg --print-architecture' "$(dpkg-deb -f "$deb" Architecture 2>/dev/null || echo arm64)")"
 if [ "$deb" = auto ]; then
-    deb="$(ls "$root"/target/debian/*/tether-agent_*_"$arch".deb 2>/dev/null | head -n1)" \
+    deb="$(ls "${CARGO_TARGET_DIR:-$root/target}"/debian/*/tether-agent_*_"$arch".deb 2>/dev/null | head -n1)" \
         || true
     [ -n "$deb" ] || die "no package for $arch in target/debian (scripts/pi/deb.sh)"
 fi
