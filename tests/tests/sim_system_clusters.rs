@@ -150,14 +150,11 @@ fn fixed_priority_fails_over_on_a_crash_and_a_normal_stop_is_no_failure() {
     w.expect(w.master().check_store());
 }
 
-/// A restarted agent learns the master's 2 s period from its heartbeats but keeps the 10 s
-/// timer it armed at connect (`Agent::handle_message` answers a master heartbeat only when its
-/// own is due within half a period, and never re-arms `next_heartbeat` to the shorter period).
-/// The master (silence = 2 periods + 2 s = 6 s) marks it lost at about +6 s, so fixed priority
-/// skips the healthy first member until its heartbeat at +10 s. A bug of tether-core's
-/// agent.rs, kept as the scenario that shows it.
+/// A restarted agent learns the master's 2 s period from its heartbeats and heartbeats at that
+/// period from then on, not at the 10 s it armed at connect; otherwise the master (silence =
+/// 2 periods + 2 s = 6 s) would mark it lost and fixed priority would skip the healthy first
+/// member.
 #[test]
-#[ignore = "tether-core agent keeps a stale heartbeat timer after the master shortens the period"]
 fn a_restarted_member_heartbeats_at_the_master_period() {
     let mut config = WorldConfig::new(12, 2).replay(REPLAY);
     config.master_period = secs(2);

@@ -5,7 +5,7 @@
 //! checked at every step; at the end the faults stop, every durable event must reach the
 //! master's store and the store must hold what the master decided.
 //!
-//! `TETHER_SIM_SEEDS=n` runs seeds `0..n` (default 300); `TETHER_SIM_SEED=s` replays one:
+//! `TETHER_SYSTEM_SEEDS=n` runs seeds `0..n` (default 300); `TETHER_SIM_SEED=s` replays one:
 //!
 //! ```text
 //! TETHER_SIM_SEED=1234 cargo test -p tether-tests --test sim_system_random -- --nocapture
@@ -220,7 +220,7 @@ fn seeds() -> Vec<u64> {
     if let Ok(s) = std::env::var("TETHER_SIM_SEED") {
         return vec![s.parse().expect("TETHER_SIM_SEED is a u64")];
     }
-    let n = std::env::var("TETHER_SIM_SEEDS")
+    let n = std::env::var("TETHER_SYSTEM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEEDS);
@@ -316,13 +316,12 @@ fn a_system_seed_replays_identically() {
     }
 }
 
-/// Seed 1 with 1-5 s periods: pi-0 restarts at 151 s, heartbeats once at connect and then not
-/// for 10 s although the master and its tasks ask for 1 s; the master marks its `kill`
+/// Seed 1 with 1-5 s periods: pi-0 restarted at 151 s and used to heartbeat once at connect and
+/// then not for 10 s although the master and its tasks ask for 1 s; the master marks its `kill`
 /// attempt 7 lost at 156.9 s (2 s timeout + 2 s allowance after it last heard pi-0) while pi-0,
-/// hearing the master every second, runs it untouched: invariant 6. The bug is in tether-core
-/// (agent.rs never re-arms `next_heartbeat` when `heartbeat_period()` shrinks).
+/// hearing the master every second, runs it untouched: invariant 6. Fixed in tether-core: a
+/// shorter period re-arms the agent's heartbeat timer at once.
 #[test]
-#[ignore = "tether-core agent keeps a stale heartbeat timer after the period shrinks"]
 fn short_periods_regression() {
     let mut w = world(1, Periods::Short);
     w.master_mut().strict(true);

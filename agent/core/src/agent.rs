@@ -519,6 +519,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                     self.contact(now);
                     self.master_epoch = Some(hb.epoch);
                     self.master_period = Duration::from_millis(hb.period_ms).max(MIN_PERIOD);
+                    self.rearm_heartbeat(now);
                     self.pull_in_heartbeat(now);
                     // Answer in the same wake-up when ours is due within half a period: an
                     // idle agent then wakes about once per period, not twice.
@@ -763,6 +764,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.pull_in_heartbeat(now);
         self.append(Append::Order(task));
         self.push_event(now, EventKind::Accepted { task });
+        self.rearm_heartbeat(now);
         if due_now {
             self.begin_start(i);
         }
@@ -958,6 +960,15 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             });
         }
         self.next_heartbeat = Some(now.saturating_add(self.heartbeat_period()));
+    }
+
+    /// A shorter period (announced by the master or asked by a new task) applies from now, not
+    /// from the next heartbeat armed under the old one.
+    fn rearm_heartbeat(&mut self, now: Instant) {
+        let due = now.saturating_add(self.heartbeat_period());
+        if self.next_heartbeat.is_some_and(|t| t > due) {
+            self.next_heartbeat = Some(due);
+        }
     }
 
     fn maybe_stop(&mut self, now: Instant) {

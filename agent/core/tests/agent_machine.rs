@@ -551,3 +551,17 @@ fn nothing_is_spawned_or_sent_before_it_is_durable() {
     assert!(after.contains(&Action::Spawn(s.task)));
     assert!(after.contains(&Action::Send { from: 1, to: 1 }));
 }
+
+#[test]
+fn a_shorter_period_applies_at_once() {
+    let mut rig = Rig::new();
+    rig.agent.handle_connected(t(0));
+    rig.drain(t(0));
+    assert_eq!(rig.agent.poll_timeout(), Some(t(10_000)), "default period");
+    rig.master_heartbeat(t(100));
+    assert_eq!(
+        rig.agent.poll_timeout(),
+        Some(t(1_100)),
+        "the master's 1 s period from now"
+    );
+}
