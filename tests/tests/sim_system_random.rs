@@ -336,10 +336,9 @@ fn short_periods_regression() {
 /// available by the master-wide silence (2 x 10 s + 2 s) but already past the task's own
 /// loss deadline (21.5 + 10 + 2 = 33.5 s). The attempt is created after `attempt_deadlines`
 /// in the same tick and `poll_timeout` drops deadlines already passed, so nothing marks it
-/// lost until some other input arrives: invariant 6's upper bound. A master core bug
-/// (`Master::pick` should skip, for a `kill` task, agents silent beyond its loss delay).
+/// lost until some other input arrives: invariant 6's upper bound. Fixed in the master core:
+/// for a `kill` task, `Master::pick` skips agents silent beyond the task's loss delay.
 #[test]
-#[ignore = "master core dispatches a kill attempt already past its loss deadline and never wakes for it"]
 fn dispatch_past_the_loss_deadline_regression() {
     if let Err(report) = run(719) {
         panic!("{report}");

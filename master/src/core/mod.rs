@@ -1041,7 +1041,7 @@ impl Master {
             }
         }
         for id in waiting {
-            let (target, exclude) = {
+            let (target, exclude, silence) = {
                 let t = &self.tasks[&id];
                 let exclude: Vec<String> = t
                     .attempts
@@ -1049,9 +1049,15 @@ impl Master {
                     .filter(|a| a.is_open())
                     .map(|a| a.agent.clone())
                     .collect();
-                (t.task.target.clone(), exclude)
+                // A `kill` attempt to an agent already silent past the task's own loss time
+                // would be given up at once (or run unsupervised): such agents do not count.
+                let silence = match t.task.policy.on_disconnect {
+                    OnDisconnect::Kill => self.silence().min(self.lost_delay(&t.task.policy)),
+                    OnDisconnect::Continue => self.silence(),
+                };
+                (t.task.target.clone(), exclude, silence)
             };
-            let Some(agent) = self.pick(now, &target, &exclude, &open) else {
+            let Some(agent) = self.pick(now, &target, &exclude, &open, silence) else {
                 continue;
             };
             *open.entry(agent.clone()).or_insert(0) += 1;
@@ -1085,8 +1091,8 @@ impl Master {
         target: &Target,
         exclude: &[String],
         open: &BTreeMap<String, usize>,
+        silence: Duration,
     ) -> Option<String> {
-        let silence = self.silence();
         let usable = |agents: &BTreeMap<String, AgentEntry>, id: &String| {
             !exclude.contains(id)
                 && agents.get(id).is_some_and(|a| {
