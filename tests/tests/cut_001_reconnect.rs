@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use tether_tests::cut::timeline::{SLACK, Timeline};
+use tether_tests::cut::loss::cut_until_failed;
+use tether_tests::cut::timeline::Timeline;
 use tether_tests::cut::world::{
     DELAY_ALLOWANCE, Layout, Run, Settings, World, agent_time, events, master_time, task_for,
 };
@@ -47,10 +48,7 @@ async fn short_outage_keeps_task(run: Run) {
         "task",
         &format!("while [ ! -e {} ]; do sleep 0.05; done", go.display()),
     );
-    let id = world.submit(&task_for(&agent, &script, "kill", s));
-    world
-        .wait_task(id, "running", |v| v["task"]["state"] == "running")
-        .await;
+    let id = world.run_task(&task_for(&agent, &script, "kill", s)).await;
 
     let mut tl = Timeline::new(format!("001 short outage keeps the task ({run})"));
     tl.t0("cut", world.cut(0));
@@ -107,56 +105,10 @@ async fn long_outage_kills(run: Run) {
     };
     let agent = world.agents[0].id.clone();
     let script = world.marked("task", "exec sleep 60");
-    let id = world.submit(&task_for(&agent, &script, "kill", s));
-    world
-        .wait_task(id, "running", |v| v["task"]["state"] == "running")
-        .await;
+    let id = world.run_task(&task_for(&agent, &script, "kill", s)).await;
 
-    let mut tl = Timeline::new(format!("001 long outage kills ({run})"));
-    tl.t0("cut", world.cut(0));
-    world
-        .wait_task(id, "failed", |v| v["task"]["state"] == "failed")
-        .await;
-    let restored = world.restore(0);
-    let view = world
-        .wait_task(id, "reported", |v| !events(v, "finished", None).is_empty())
-        .await;
-
-    let kill_at = agent_time(&view, "terminating");
-    let failed_at = world.state_seen(id, &["failed"], tl.t0_ms());
-    tl.row(
-        "agent: MQTT connection lost (log)",
-        world.log_seen(&agent, "connection lost", tl.t0_ms()),
-    );
-    tl.row("kill signalled (Terminating, agent clock)", kill_at);
-    tl.row(
-        "master: agent unavailable",
-        world.unavailable_seen(&agent, tl.t0_ms()),
-    );
-    tl.row("master: task failed", failed_at);
-    tl.row("cut restored", Some(restored));
-    tl.row(
-        "agent reconnected (log)",
-        world.log_seen(&agent, "connected to", restored),
-    );
-    tl.row(
-        "result recorded (Finished stored)",
-        master_time(&view, "finished"),
-    );
-    tl.print();
-
-    tl.assert_between(
-        "kill signalled",
-        kill_at,
-        s.timeout - s.period,
-        s.timeout + SLACK,
-    );
-    tl.assert_between(
-        "master: task failed",
-        failed_at,
-        s.timeout + DELAY_ALLOWANCE - s.period,
-        s.timeout + DELAY_ALLOWANCE + SLACK,
-    );
+    let title = format!("001 long outage kills ({run})");
+    let view = cut_until_failed(&world, title, 0, id, s).await.reported;
     let fin = &events(&view, "finished", None)[0]["event"]["kind"]["Finished"];
     assert_eq!(fin["cause"], "MasterLost", "{view}");
     assert_eq!(world.marks("task"), (1, 0), "started once, killed");
@@ -207,7 +159,10 @@ async fn long_settings_ride_it_out(run: Run) {
     let long_view = world
         .wait_task(long, "running again", |v| v["task"]["state"] == "running")
         .await;
-    assert!(events(&long_view, "terminating", None).is_empty(), "{long_view}");
+    assert!(
+        events(&long_view, "terminating", None).is_empty(),
+        "{long_view}"
+    );
     std::fs::write(&go, b"").expect("go");
     let long_view = world.wait_done(long).await;
 

@@ -40,10 +40,7 @@ async fn agent_moves_to_second_broker(run: Run) {
     let agent = world.agents[0].id.clone();
     let second = world.agents[0].links[1].agent_broker();
     let script = world.marked("task", "sleep 4");
-    let id = world.submit(&task_for(&agent, &script, "kill", s));
-    world
-        .wait_task(id, "running", |v| v["task"]["state"] == "running")
-        .await;
+    let id = world.run_task(&task_for(&agent, &script, "kill", s)).await;
 
     let mut tl = Timeline::new(format!("004 broker fail-over ({run})"));
     tl.t0("first broker path reset (stays down)", world.cut(0));
@@ -85,18 +82,20 @@ async fn rescheduled_duplicate_kept(run: Run) {
     let lost_after = Duration::from_secs(4);
     let mut body = task_for_cluster(&cluster, &world.marked("dup", "sleep 6"), "continue", s);
     body["policy"]["lost_after_ms"] = json!(lost_after.as_millis() as u64);
-    let id = world.submit(&body);
-    world
-        .wait_task(id, "running", |v| v["task"]["state"] == "running")
-        .await;
+    let id = world.run_task(&body).await;
     let first = world.task(id);
-    assert_eq!(first["attempts"][0]["agent_id"], a, "fixed priority: {first}");
+    assert_eq!(
+        first["attempts"][0]["agent_id"], a,
+        "fixed priority: {first}"
+    );
 
     let mut tl = Timeline::new(format!("004 rescheduled duplicate ({run})"));
     tl.t0(&format!("{a} cable pulled"), world.cut(0));
     let second = world
         .wait_task(id, "rescheduled and finished on the other member", |v| {
-            attempts(v).iter().any(|at| at["agent_id"] == b && at["state"] == "finished")
+            attempts(v)
+                .iter()
+                .any(|at| at["agent_id"] == b && at["state"] == "finished")
         })
         .await;
     let restored = world.restore(0);
@@ -157,7 +156,11 @@ async fn rescheduled_duplicate_kept(run: Run) {
         assert_eq!(fin.len(), 1, "one result per attempt: {both}");
         assert_eq!(fin[0]["event"]["kind"]["Finished"]["exit"]["Code"], 0);
     }
-    assert_eq!(world.marks("dup"), (2, 2), "one run per attempt, both completed");
+    assert_eq!(
+        world.marks("dup"),
+        (2, 2),
+        "one run per attempt, both completed"
+    );
     assert_eq!(both["task"]["state"], "succeeded", "{both}");
     let decided = both["task"]["outcome"]["attempt"].as_u64();
     assert!(

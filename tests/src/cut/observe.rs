@@ -186,7 +186,7 @@ fn watch(shared: &Shared) {
                 let Some(end) = text.rfind('\n') else {
                     continue;
                 };
-                if end + 1 <= *done {
+                if end < *done {
                     continue;
                 }
                 for line in text[*done..end].lines() {

@@ -314,6 +314,14 @@ impl World {
         self.api(|m| m.submit(body))
     }
 
+    /// Submits a task and waits until the master shows it running.
+    pub async fn run_task(&self, body: &Value) -> u64 {
+        let id = self.submit(body);
+        self.wait_task(id, "running", |v| v["task"]["state"] == "running")
+            .await;
+        id
+    }
+
     pub fn post(&self, path: &str, body: &Value) -> Value {
         self.api(|m| m.post(path, body))
     }
