@@ -62,7 +62,10 @@ async fn orders_run_while_master_down(run: Run) {
         "agent: MQTT connection lost (log)",
         world.log_seen(&agent, "connection lost", tl.t0_ms()),
     );
-    tl.row("first order started (agent clock)", agent_time(&views[0], "started"));
+    tl.row(
+        "first order started (agent clock)",
+        agent_time(&views[0], "started"),
+    );
     tl.row(
         "last order finished (agent clock)",
         agent_time(&views[views.len() - 1], "finished"),
@@ -85,7 +88,10 @@ async fn orders_run_while_master_down(run: Run) {
         let started = agent_time(v, "started").expect("started event");
         let at = base + n as u64 * 1_000;
         assert!(started >= at, "order {n} started before its time: {v}");
-        assert!(started < back, "order {n} ran while the master was down: {v}");
+        assert!(
+            started < back,
+            "order {n} ran while the master was down: {v}"
+        );
         assert!(
             master_time(v, "finished").is_some_and(|r| r >= back),
             "its result reached the master after it came back"
@@ -95,7 +101,10 @@ async fn orders_run_while_master_down(run: Run) {
     let acked_up = unix_ms();
     let proc = world.agent_proc(0);
     proc.sigterm();
-    assert!(proc.wait_exit(WAIT).await.is_some(), "agent drains and exits");
+    assert!(
+        proc.wait_exit(WAIT).await.is_some(),
+        "agent drains and exits"
+    );
     let log = proc.log();
     tl.row("agent stopped, journal checked", Some(acked_up));
     tl.print();
