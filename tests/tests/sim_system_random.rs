@@ -56,7 +56,7 @@ enum Periods {
 
 /// Builds one random run from `seed`.
 fn world(seed: u64, periods: Periods) -> System {
-    let mut rng = Rng::new(seed ^ 0x5157_e3);
+    let mut rng = Rng::new(seed ^ 0x0051_57e3);
     let agents = 1 + rng.below(3) as usize;
     let mut config = WorldConfig::new(seed, agents).replay(replay(seed));
     config.broker = match rng.below(3) {
