@@ -520,7 +520,6 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                     self.master_epoch = Some(hb.epoch);
                     self.master_period = Duration::from_millis(hb.period_ms).max(MIN_PERIOD);
                     self.rearm_heartbeat(now);
-                    self.pull_in_heartbeat(now);
                     // Answer in the same wake-up when ours is due within half a period: an
                     // idle agent then wakes about once per period, not twice.
                     let half = self.heartbeat_period() / 2;
@@ -761,7 +760,6 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         // Checked above: there is room.
         let _ = self.slots.push(Slot::new(spec, Phase::Held));
         let i = self.slots.len() - 1;
-        self.pull_in_heartbeat(now);
         self.append(Append::Order(task));
         self.push_event(now, EventKind::Accepted { task });
         self.rearm_heartbeat(now);
@@ -925,16 +923,6 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             payload,
             retain: true,
         });
-    }
-
-    /// A shorter period in force (the master's, or a new task's) applies from now: a heartbeat
-    /// scheduled under the old, longer period would leave the master hearing nothing for up to
-    /// the default period, long enough to call a connected agent lost.
-    fn pull_in_heartbeat(&mut self, now: Instant) {
-        let latest = now.saturating_add(self.heartbeat_period());
-        if self.next_heartbeat.is_some_and(|t| t > latest) {
-            self.next_heartbeat = Some(latest);
-        }
     }
 
     fn publish_heartbeat(&mut self, now: Instant) {
