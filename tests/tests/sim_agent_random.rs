@@ -10,14 +10,12 @@
 //! ```
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant as WallInstant;
 
 use tether_core::policy::OnDisconnect;
 use tether_core::{Duration, Instant};
 use tether_tests::sim::procs::{OnTerm, Program};
 use tether_tests::sim::world::{Step, Who, World, WorldConfig, policy};
-use tether_tests::sim::{BrokerConfig, Fault, LinkConfig, Rng};
+use tether_tests::sim::{BrokerConfig, Fault, LinkConfig, Rng, sweep};
 
 const DEFAULT_SEEDS: u64 = 1_000;
 /// Virtual time of the faulty part of a run.
@@ -182,75 +180,27 @@ fn run(seed: u64) -> Result<Tally, String> {
     })
 }
 
-fn seeds() -> Vec<u64> {
-    if let Ok(s) = std::env::var("TETHER_SIM_SEED") {
-        return vec![s.parse().expect("TETHER_SIM_SEED is a u64")];
-    }
-    let n = std::env::var("TETHER_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SEEDS);
-    (0..n).collect()
-}
-
 #[test]
 fn random_fault_schedules_keep_every_invariant() {
-    let seeds = seeds();
-    let started = WallInstant::now();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let next = AtomicU64::new(0);
-    let results: Vec<Vec<(u64, Result<Tally, String>)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let Some(&seed) = seeds.get(k) else { break };
-                        let r = run(seed);
-                        let failed = r.is_err();
-                        out.push((seed, r));
-                        if failed {
-                            // Stop early: one report is enough to start from.
-                            next.store(u64::MAX / 2, Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let mut all: Vec<_> = results.into_iter().flatten().collect();
-    all.sort_by_key(|(seed, _)| *seed);
-    if let Some((seed, Err(report))) = all.iter().find(|(_, r)| r.is_err()) {
+    let seeds = sweep::seeds("TETHER_SIM_SEEDS", DEFAULT_SEEDS);
+    let found = sweep::run(&seeds, false, run);
+    if let Some((seed, report)) = found.first_failure() {
         eprintln!("{report}");
-        panic!("seed {seed} failed; replay: {}", replay(*seed));
+        panic!("seed {seed} failed; replay: {}", replay(seed));
     }
-    let total = all.iter().fold(Tally::default(), |mut acc, (_, r)| {
-        if let Ok(t) = r {
-            acc.spawns += t.spawns;
-            acc.kills_on_loss += t.kills_on_loss;
-            acc.agent_restarts += t.agent_restarts;
-            acc.events += t.events;
-            acc.steps += t.steps;
-            acc.duplicate_starts += t.duplicate_starts;
-            acc.duplicate_events += t.duplicate_events;
-        }
+    let total = found.passed().fold(Tally::default(), |mut acc, t| {
+        acc.spawns += t.spawns;
+        acc.kills_on_loss += t.kills_on_loss;
+        acc.agent_restarts += t.agent_restarts;
+        acc.events += t.events;
+        acc.steps += t.steps;
+        acc.duplicate_starts += t.duplicate_starts;
+        acc.duplicate_events += t.duplicate_events;
         acc
     });
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "{} seeds in {secs:.1} s ({:.1} seeds/s on {threads} threads): {total:?}",
-        all.len(),
-        all.len() as f64 / secs
-    );
+    eprintln!("{}: {total:?}", found.summary());
     // The schedules really exercise what they claim to.
-    if all.len() >= 50 {
+    if found.results.len() >= 50 {
         assert!(total.spawns > 0 && total.kills_on_loss > 0 && total.agent_restarts > 0);
         assert!(total.duplicate_starts > 0 && total.duplicate_events > 0);
     }

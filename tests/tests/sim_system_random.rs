@@ -12,8 +12,6 @@
 //! ```
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant as WallInstant;
 
 use tether_core::policy::OnDisconnect;
 use tether_core::{Duration, Instant};
@@ -21,7 +19,7 @@ use tether_master::store::{ClusterMode, Target};
 use tether_tests::sim::procs::{OnTerm, Program};
 use tether_tests::sim::system::{System, overrides};
 use tether_tests::sim::world::{Step, Who, World, WorldConfig, policy};
-use tether_tests::sim::{BrokerConfig, Fault, LinkConfig, Rng};
+use tether_tests::sim::{BrokerConfig, Fault, LinkConfig, Rng, sweep};
 
 const DEFAULT_SEEDS: u64 = 300;
 /// Virtual time of the faulty part of a run.
@@ -216,58 +214,15 @@ fn run_with(seed: u64, periods: Periods) -> Result<Tally, String> {
     })
 }
 
-fn seeds() -> Vec<u64> {
-    if let Ok(s) = std::env::var("TETHER_SIM_SEED") {
-        return vec![s.parse().expect("TETHER_SIM_SEED is a u64")];
-    }
-    let n = std::env::var("TETHER_SYSTEM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SEEDS);
-    (0..n).collect()
-}
-
 #[test]
 fn random_system_schedules_keep_every_invariant() {
-    let seeds = seeds();
-    let started = WallInstant::now();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let next = AtomicU64::new(0);
-    let results: Vec<Vec<(u64, Result<Tally, String>)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let Some(&seed) = seeds.get(k) else { break };
-                        let r = run(seed);
-                        let failed = r.is_err();
-                        out.push((seed, r));
-                        if failed && std::env::var("TETHER_SIM_ALL").is_err() {
-                            next.store(u64::MAX / 2, Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let mut all: Vec<_> = results.into_iter().flatten().collect();
-    all.sort_by_key(|(seed, _)| *seed);
-    let failed: Vec<u64> = all
-        .iter()
-        .filter(|(_, r)| r.is_err())
-        .map(|(s, _)| *s)
-        .collect();
-    if std::env::var("TETHER_SIM_ALL").is_ok() {
+    let seeds = sweep::seeds("TETHER_SYSTEM_SEEDS", DEFAULT_SEEDS);
+    let keep_going = std::env::var("TETHER_SIM_ALL").is_ok();
+    let found = sweep::run(&seeds, keep_going, run);
+    let failed = found.failed();
+    if keep_going {
         // Every failing seed's violation, one line each, to sort failures into causes.
-        for (seed, r) in &all {
+        for (seed, r) in &found.results {
             if let Err(report) = r {
                 let line = report
                     .lines()
@@ -277,32 +232,25 @@ fn random_system_schedules_keep_every_invariant() {
             }
         }
     }
-    if let Some((seed, Err(report))) = all.iter().find(|(_, r)| r.is_err()) {
+    if let Some((seed, report)) = found.first_failure() {
         eprintln!("{report}");
         panic!(
             "seed {seed} failed ({} failing: {failed:?}); replay: {}",
             failed.len(),
-            replay(*seed)
+            replay(seed)
         );
     }
-    let total = all.iter().fold(Tally::default(), |mut acc, (_, r)| {
-        if let Ok(t) = r {
-            acc.attempts += t.attempts;
-            acc.lost_marks += t.lost_marks;
-            acc.master_crashes += t.master_crashes;
-            acc.decided += t.decided;
-            acc.events += t.events;
-            acc.steps += t.steps;
-        }
+    let total = found.passed().fold(Tally::default(), |mut acc, t| {
+        acc.attempts += t.attempts;
+        acc.lost_marks += t.lost_marks;
+        acc.master_crashes += t.master_crashes;
+        acc.decided += t.decided;
+        acc.events += t.events;
+        acc.steps += t.steps;
         acc
     });
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "{} seeds in {secs:.1} s ({:.1} seeds/s on {threads} threads): {total:?}",
-        all.len(),
-        all.len() as f64 / secs
-    );
-    if all.len() >= 50 {
+    eprintln!("{}: {total:?}", found.summary());
+    if found.results.len() >= 50 {
         assert!(total.attempts > 0 && total.lost_marks > 0 && total.master_crashes > 0);
     }
 }

@@ -56,6 +56,7 @@ pub mod mqtt;
 pub mod net;
 pub mod procs;
 pub mod rng;
+pub mod sweep;
 pub mod system;
 pub mod trace;
 pub mod world;
