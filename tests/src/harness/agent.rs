@@ -6,8 +6,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use super::bins;
 use super::tempdir::TempDir;
@@ -112,95 +111,12 @@ impl AgentHome {
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd.spawn().expect("tether-agent starts");
-        AgentProcess {
-            pid: child.id(),
-            child: Some(child),
-            log_path,
-            exit: None,
-        }
+        AgentProcess::new("tether-agent", child, log_path)
     }
 }
 
-/// A running (or ended) agent. Dropping it kills it (SIGKILL) and, during a panic, prints its
-/// log.
-#[derive(Debug)]
-pub struct AgentProcess {
-    child: Option<Child>,
-    pid: u32,
-    log_path: PathBuf,
-    exit: Option<ExitStatus>,
-}
-
-impl AgentProcess {
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// A normal stop: the agent drains and exits on its own; see [`Self::wait_exit`].
-    pub fn sigterm(&self) {
-        if self.exit.is_none() {
-            send_signal(self.pid, libc::SIGTERM);
-        }
-    }
-
-    /// kill -9, and reap it: no goodbye, no will of its own making (the broker sends the will).
-    pub fn kill9(&mut self) -> ExitStatus {
-        if let Some(status) = self.exit {
-            return status;
-        }
-        let mut child = self.child.take().expect("agent child");
-        let _ = child.kill();
-        let status = child.wait().expect("wait for the agent");
-        self.exit = Some(status);
-        status
-    }
-
-    /// Waits (at most `bound`) for the agent to exit by itself; `None` if it still runs.
-    pub async fn wait_exit(&mut self, bound: Duration) -> Option<ExitStatus> {
-        let deadline = tokio::time::Instant::now() + bound;
-        loop {
-            if let Some(status) = self.try_exit() {
-                return Some(status);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The exit status if the agent has ended (reaping it).
-    pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none()
-            && let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            self.exit = Some(status);
-            self.child = None;
-        }
-        self.exit
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- tether-agent log ({}) ----\n{}",
-                self.log_path.display(),
-                self.log()
-            );
-        }
-    }
-}
+/// A running (or ended) agent.
+pub type AgentProcess = super::child::Spawned;
 
 /// Sends `signal` to one process (not a group).
 #[allow(unsafe_code)]

@@ -9,15 +9,15 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use tether_master::http;
 
 use super::WAIT;
-use super::agent::send_signal;
 use super::bins;
+use super::child::Spawned;
 use super::tempdir::TempDir;
 
 /// How a master is started; each field becomes a flag.
@@ -108,10 +108,7 @@ impl MasterHome {
             for _ in lines {}
         });
         let mut process = MasterProcess {
-            pid: child.id(),
-            child: Some(child),
-            log_path,
-            exit: None,
+            process: Spawned::new("tether-master", child, log_path),
             mqtt: String::new(),
             http: String::new(),
             epoch: String::new(),
@@ -187,10 +184,7 @@ impl std::error::Error for ApiError {}
 /// log.
 #[derive(Debug)]
 pub struct MasterProcess {
-    child: Option<Child>,
-    pid: u32,
-    log_path: PathBuf,
-    exit: Option<ExitStatus>,
+    process: Spawned,
     /// `host:port` of its broker, as `tether-agent --broker` takes it.
     pub mqtt: String,
     /// `host:port` of its HTTP API.
@@ -200,11 +194,11 @@ pub struct MasterProcess {
 
 impl MasterProcess {
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid()
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.log()
     }
 
     /// One API call; a status outside 2xx is an error carrying the body.
@@ -316,63 +310,23 @@ impl MasterProcess {
 
     /// A normal stop (the master announces itself stopped); see [`Self::wait_exit`].
     pub fn sigterm(&self) {
-        if self.exit.is_none() {
-            send_signal(self.pid, libc::SIGTERM);
-        }
+        self.process.sigterm();
     }
 
     /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the master and its embedded broker.
     pub fn freeze(&self, frozen: bool) {
-        if self.exit.is_none() {
-            send_signal(self.pid, if frozen { libc::SIGSTOP } else { libc::SIGCONT });
-        }
+        self.process
+            .signal(if frozen { libc::SIGSTOP } else { libc::SIGCONT });
     }
 
     /// kill -9, and reap it.
     pub fn kill9(&mut self) -> ExitStatus {
-        if let Some(status) = self.exit {
-            return status;
-        }
-        let mut child = self.child.take().expect("master child");
-        let _ = child.kill();
-        let status = child.wait().expect("wait for the master");
-        self.exit = Some(status);
-        status
+        self.process.kill9()
     }
 
     /// Waits (at most `bound`) for the master to exit by itself; `None` if it still runs.
     pub async fn wait_exit(&mut self, bound: Duration) -> Option<ExitStatus> {
-        let deadline = tokio::time::Instant::now() + bound;
-        loop {
-            if self.exit.is_none()
-                && let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.exit = Some(status);
-                self.child = None;
-            }
-            if self.exit.is_some() || tokio::time::Instant::now() >= deadline {
-                return self.exit;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for MasterProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGKILL ends a frozen (SIGSTOP) master too.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- tether-master log ({}) ----\n{}",
-                self.log_path.display(),
-                self.log()
-            );
-        }
+        self.process.wait_exit(bound).await
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod agent;
 pub mod bins;
 pub mod broker;
+pub mod child;
 pub mod fleet;
 pub mod master;
 pub mod master_proc;
