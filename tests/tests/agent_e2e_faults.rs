@@ -10,24 +10,18 @@ use tether_tests::both_brokers;
 use tether_tests::harness::WAIT;
 use tether_tests::harness::agent::{AgentHome, AgentOptions, AgentProcess};
 use tether_tests::harness::broker::TestBroker;
-use tether_tests::harness::master::{ScriptedMaster, sh, spec, task_ref};
+use tether_tests::harness::master::{ScriptedMaster, scripted_pair, sh, spec, task_ref};
 use tether_tests::harness::procs;
 
 const PERIOD: Duration = Duration::from_secs(1);
 
+/// A master and a connected agent with a fresh home.
 async fn setup(
     broker: &TestBroker,
     name: &str,
     tune: impl FnOnce(&mut AgentOptions),
 ) -> (ScriptedMaster, AgentHome, AgentProcess) {
-    let id = format!("{name}-{}", broker.kind());
-    let mut options = AgentOptions::new(&id, &broker.host_port());
-    tune(&mut options);
-    let master = ScriptedMaster::start(broker.addr(), &id, PERIOD).await;
-    let mut home = AgentHome::new(options);
-    let agent = home.start();
-    master.wait_online(None).await;
-    (master, home, agent)
+    scripted_pair(broker, name, PERIOD, tune).await
 }
 
 /// Waits (bounded) until no process of group `pgid` runs any more.

@@ -585,3 +585,25 @@ impl Drop for ScriptedMaster {
         }
     }
 }
+
+/// A scripted master (heartbeats every `period`) and a connected agent with a fresh home, the
+/// agent's id being `{name}-{broker kind}` so tests on both brokers never share one.
+pub async fn scripted_pair(
+    broker: &super::broker::TestBroker,
+    name: &str,
+    period: Duration,
+    tune: impl FnOnce(&mut super::agent::AgentOptions),
+) -> (
+    ScriptedMaster,
+    super::agent::AgentHome,
+    super::agent::AgentProcess,
+) {
+    let id = format!("{name}-{}", broker.kind());
+    let mut options = super::agent::AgentOptions::new(&id, &broker.host_port());
+    tune(&mut options);
+    let master = ScriptedMaster::start(broker.addr(), &id, period).await;
+    let mut home = super::agent::AgentHome::new(options);
+    let agent = home.start();
+    master.wait_online(None).await;
+    (master, home, agent)
+}
