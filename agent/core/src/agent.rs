@@ -24,6 +24,7 @@
 use embassy_time::{Duration, Instant};
 use heapless::{Deque, String, Vec};
 
+use crate::allowlist::Allowlist;
 use crate::journal::{JournalLevel, JournalRecord};
 use crate::message::{
     AgentHeartbeat, AgentId, Command, CommandBody, Event, EventKind, Exit, HEARTBEAT_TASKS,
@@ -43,6 +44,9 @@ pub const PUBLISH_MAX: usize = 400;
 /// Heartbeat period before the master has announced its own.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
 const MIN_PERIOD: Duration = Duration::from_millis(100);
+/// Linux EACCES: a held order whose program the allowlist no longer allows ends as a spawn
+/// failure with it (the protocol's spawn failures carry Linux errno values).
+const EACCES: i32 = 13;
 
 /// Who the agent is.
 #[derive(Debug, Clone, Copy)]
@@ -168,6 +172,8 @@ pub struct Agent<const TASKS: usize, const SEEN: usize> {
     slots: Vec<Slot, TASKS>,
     /// Attempts accepted at once, at most `TASKS` (a runtime setting).
     max_tasks: usize,
+    /// Programs tasks may run; `None` allows every program.
+    allowlist: Option<Allowlist>,
     seen: Deque<u64, SEEN>,
     forgotten_below: u64,
 
@@ -225,6 +231,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             wall: None,
             slots: Vec::new(),
             max_tasks: TASKS,
+            allowlist: None,
             seen: Deque::new(),
             forgotten_below: 0,
             next_lsn: 1,
@@ -420,6 +427,13 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.max_tasks = max.clamp(1, TASKS);
     }
 
+    /// Restricts the programs tasks may run (the runtime's configuration; an empty list allows
+    /// nothing). Call before [`Agent::finish_restore`]: held orders restored from the journal
+    /// are checked against it there.
+    pub fn set_allowlist(&mut self, allowlist: Allowlist) {
+        self.allowlist = Some(allowlist);
+    }
+
     /// The runtime's wall clock at `now`; call at start (before restoring) and whenever it may
     /// have been stepped. Start times are wall-clock values.
     pub fn handle_wall_clock(&mut self, now: Instant, unix_ms: u64) {
@@ -470,7 +484,8 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     }
 
     /// Ends the replay: attempts that may have been running when the agent went down are
-    /// reported lost (never started again); held orders wait for their time.
+    /// reported lost (never started again); held orders wait for their time, unless the
+    /// allowlist no longer allows their program (then they end as a spawn failure, EACCES).
     pub fn finish_restore(&mut self, now: Instant) {
         self.durable_seq = self.next_seq - 1;
         self.sent_seq = self.acked_seq;
@@ -480,6 +495,9 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         while i < self.slots.len() {
             if self.slots[i].phase == Phase::Orphaned {
                 self.finish(now, i, Exit::Lost);
+            } else if !self.allowed(&self.slots[i].spec) {
+                // Accepted under an earlier allowlist: it must not start under this one.
+                self.finish(now, i, Exit::SpawnFailed(EACCES));
             } else {
                 i += 1;
             }
@@ -738,6 +756,8 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             Some(RejectReason::Stale)
         } else if let Err(reason) = spec.validate() {
             Some(reason)
+        } else if !self.allowed(&spec) {
+            Some(RejectReason::NotAllowed)
         } else if self.stopping.is_some() {
             Some(RejectReason::Draining)
         } else if self.journal_level == JournalLevel::Full {
@@ -983,6 +1003,13 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     }
 
     // ----- small helpers -----
+
+    fn allowed(&self, spec: &TaskSpec) -> bool {
+        let Some(list) = &self.allowlist else {
+            return true;
+        };
+        matches!(spec.argv.iter().next(), Some(Ok(program)) if list.allows(program))
+    }
 
     fn slot(&self, task: TaskRef) -> Option<usize> {
         self.slots.iter().position(|s| s.spec.task == task)

@@ -2,7 +2,8 @@
 //!
 //! `#![no_std]`, no `alloc`, no clock, no I/O. It holds the wire protocol ([`message`],
 //! [`wire`]), topic names ([`topic`]), presence payloads ([`presence`]), task policy
-//! ([`policy`]), journal records ([`journal`]) and the agent state machine ([`agent`]).
+//! ([`policy`]), journal records ([`journal`]), the executables tasks may run ([`allowlist`])
+//! and the agent state machine ([`agent`]).
 //! Time comes in as [`embassy_time::Instant`] arguments; the embedding runtime converts its
 //! own monotonic clock, so no embassy time driver is linked.
 #![no_std]
@@ -11,6 +12,7 @@
 #![allow(clippy::large_enum_variant)]
 
 pub mod agent;
+pub mod allowlist;
 pub mod journal;
 pub mod message;
 pub mod policy;

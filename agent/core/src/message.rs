@@ -205,6 +205,26 @@ pub enum RejectReason {
     Stale,
     InvalidPolicy(crate::policy::PolicyError),
     InvalidSpec(SpecError),
+    /// The program is not on the agent's allowlist of executables (or is not an absolute
+    /// path while the agent has one).
+    NotAllowed,
+}
+
+impl core::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Full => f.write_str("Full: every task slot of the agent is taken"),
+            Self::JournalFull => f.write_str("JournalFull: the agent's journal is full"),
+            Self::Draining => f.write_str("Draining: the agent is stopping"),
+            Self::Stale => f.write_str("Stale: an attempt older than the agent remembers"),
+            Self::InvalidPolicy(e) => write!(f, "InvalidPolicy: {e}"),
+            Self::InvalidSpec(e) => write!(f, "InvalidSpec: {e:?}"),
+            Self::NotAllowed => f.write_str(
+                "NotAllowed: the program is not on the agent's allowlist of executables \
+                 (with an allowlist, argv[0] must be an absolute path)",
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

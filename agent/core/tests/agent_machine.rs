@@ -1,6 +1,7 @@
 //! The agent state machine driven by hand: one behaviour per test, time as plain values.
 
 use tether_core::agent::{Action, Agent, Append, Config, Phase, Signal};
+use tether_core::allowlist::Allowlist;
 use tether_core::journal::{self, JournalLevel, JournalRecord};
 use tether_core::message::*;
 use tether_core::policy::{OnDisconnect, Policy, PolicyError};
@@ -564,4 +565,95 @@ fn a_shorter_period_applies_at_once() {
         Some(t(1_100)),
         "the master's 1 s period from now"
     );
+}
+
+fn with_program(attempt: u64, program: &str) -> TaskSpec {
+    let mut s = spec(attempt, OnDisconnect::Kill);
+    s.argv = StrList::from_items([program, "arg"]).unwrap();
+    s
+}
+
+#[test]
+fn a_program_off_the_allowlist_is_rejected_before_anything_is_accepted() {
+    let mut rig = Rig::new();
+    rig.agent
+        .set_allowlist(Allowlist::from_entries(["/bin/true", "/opt/tasks/"]).unwrap());
+    let allowed = [
+        with_program(1, "/bin/true"),
+        with_program(2, "/opt/tasks/a"),
+    ];
+    let refused = [
+        with_program(3, "/bin/sh"),
+        with_program(4, "true"),
+        with_program(5, "/opt/tasks/../../bin/sh"),
+        with_program(6, "/opt/tasks"),
+    ];
+    for s in allowed.iter().chain(&refused) {
+        rig.command(t(0), CommandBody::Start(s.clone()));
+    }
+    let actions = rig.take_actions();
+    assert_eq!(
+        spawns(&actions),
+        allowed.iter().map(|s| s.task).collect::<Vec<_>>()
+    );
+    let events = rig.events();
+    for s in &refused {
+        assert!(events.contains(&EventKind::Rejected {
+            task: s.task,
+            reason: RejectReason::NotAllowed
+        }));
+        assert!(
+            !events.contains(&EventKind::Accepted { task: s.task }),
+            "nothing accepted for {:?}",
+            s.task
+        );
+        assert!(rig.agent.task_spec(s.task).is_none());
+    }
+    assert!(!actions.iter().any(|a| matches!(
+        a,
+        Action::Append { record: Append::Order(t), .. } if refused.iter().any(|s| s.task == *t)
+    )));
+    assert_eq!(rig.agent.stats().rejected_starts, refused.len() as u64);
+    // A retransmission of a refused start is answered by the journaled refusal, not again.
+    rig.command(t(1), CommandBody::Start(refused[0].clone()));
+    assert_eq!(rig.agent.stats().duplicate_starts, 1);
+}
+
+#[test]
+fn without_an_allowlist_every_program_is_accepted() {
+    let mut rig = Rig::new();
+    rig.command(t(0), CommandBody::Start(with_program(1, "sh")));
+    assert_eq!(spawns(&rig.take_actions()).len(), 1);
+}
+
+#[test]
+fn a_held_order_no_longer_allowed_after_a_restart_never_starts() {
+    let mut rig = Rig::new();
+    let mut kept = with_program(1, "/opt/tasks/keep");
+    let mut dropped = with_program(2, "/opt/tasks/drop");
+    for s in [&mut kept, &mut dropped] {
+        s.start_at_unix_ms = Some(1_000_000 + 60_000);
+        s.policy.on_disconnect = OnDisconnect::Continue;
+    }
+    rig.command(t(0), CommandBody::Start(kept.clone()));
+    rig.command(t(0), CommandBody::Start(dropped.clone()));
+
+    // The board's configuration tightened while the agent was down.
+    let mut fresh = Rig::new();
+    fresh
+        .agent
+        .set_allowlist(Allowlist::from_entries(["/opt/tasks/keep"]).unwrap());
+    for bytes in &rig.journal {
+        fresh.agent.restore(&journal::decode(bytes).unwrap());
+    }
+    fresh.agent.finish_restore(t(5));
+    fresh.drain(t(5));
+    assert!(fresh.events().contains(&EventKind::Finished {
+        task: dropped.task,
+        exit: Exit::SpawnFailed(13),
+        cause: None,
+        output_dropped: 0,
+    }));
+    fresh.run_until(t(60_000));
+    assert_eq!(spawns(&fresh.take_actions()), vec![kept.task]);
 }

@@ -13,6 +13,15 @@
 //! max_tasks = 16
 //! username = "pi-kitchen"           # optional broker credentials
 //! password = "..."
+//!
+//! [tasks]                           # optional: how tasks run (see crate::confine)
+//! user = "tether-task"              # name or uid; needs root or CAP_SETUID/SETGID/KILL
+//! group = "tether-task"             # default: the user's primary group
+//! allow = ["/usr/bin/python3", "/opt/tether/tasks/"]   # programs; `dir/` allows below it
+//! max_cpu_seconds = 3600            # RLIMIT_CPU
+//! max_memory_bytes = 268435456      # RLIMIT_AS
+//! max_open_files = 256              # RLIMIT_NOFILE
+//! max_processes = 64                # RLIMIT_NPROC (per task user, all tasks together)
 //! ```
 //!
 //! [`check_config`] reports every problem at once, each with its line, so one edit fixes a
@@ -23,10 +32,13 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tether_core::allowlist::Allowlist;
 use tether_core::message::AgentId;
 use tether_core::topic::{DEFAULT_PREFIX, validate_id, validate_prefix};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
+
+use crate::confine::{Principal, TasksConfig};
 
 pub const DEFAULT_PATH: &str = "/etc/tether/agent.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tether";
@@ -97,6 +109,7 @@ pub struct Config {
     pub username: Option<String>,
     pub password: Option<String>,
     pub max_tasks: u32,
+    pub tasks: TasksConfig,
 }
 
 impl fmt::Debug for Config {
@@ -115,6 +128,7 @@ impl fmt::Debug for Config {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("max_tasks", &self.max_tasks)
+            .field("tasks", &self.tasks)
             .finish()
     }
 }
@@ -231,6 +245,10 @@ pub fn check_config_with(text: &str, overrides: &Overrides) -> Result<Config, Ve
     let mut errors = Vec::new();
     for (key, value) in table.get_ref() {
         let line = lines.line(key.span().start);
+        if key.get_ref() == "tasks" {
+            b.tasks = tasks_table(value, &lines, &mut errors);
+            continue;
+        }
         if let Err(message) = b.set(key.get_ref(), value) {
             errors.push(ConfigError {
                 line: Some(line),
@@ -283,6 +301,7 @@ struct Builder {
     username: Option<At<String>>,
     password: Option<At<String>>,
     max_tasks: Option<At<u32>>,
+    tasks: TasksConfig,
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -483,6 +502,7 @@ impl Builder {
             username: self.username.map(|a| a.value),
             password: self.password.map(|a| a.value),
             max_tasks: self.max_tasks.map_or(DEFAULT_MAX_TASKS, |a| a.value),
+            tasks: self.tasks,
         })
     }
 }
@@ -566,4 +586,89 @@ fn max_tasks_value(n: u64, key: &str) -> Result<u32, String> {
         .ok()
         .filter(|&n| n >= 1)
         .ok_or_else(|| format!("`{key}` must be 1 to {}", u32::MAX))
+}
+
+/// The `[tasks]` table; each error carries the line of its own key.
+fn tasks_table(v: &Value<'_>, lines: &LineIndex, errors: &mut Vec<ConfigError>) -> TasksConfig {
+    let mut tasks = TasksConfig::default();
+    let DeValue::Table(table) = v.get_ref() else {
+        errors.push(ConfigError {
+            line: Some(lines.line(v.span().start)),
+            key: Some("tasks".into()),
+            message: wrong_type("tasks", "a table ([tasks])", v),
+        });
+        return tasks;
+    };
+    let mut user_line = None;
+    let mut group_line = None;
+    for (key, value) in table.iter() {
+        let name = format!("tasks.{}", key.get_ref());
+        let line = lines.line(key.span().start);
+        let key = name.as_str();
+        let limit = |v: &Value<'_>| integer(key, v).and_then(|n| positive(n, key)).map(Some);
+        let r = match key {
+            "tasks.user" => principal(key, value).map(|p| {
+                tasks.user = Some(p);
+                user_line = Some(line);
+            }),
+            "tasks.group" => principal(key, value).map(|p| {
+                tasks.group = Some(p);
+                group_line = Some(line);
+            }),
+            "tasks.allow" => allowlist_value(key, value).map(|l| tasks.allow = Some(l)),
+            "tasks.max_cpu_seconds" => limit(value).map(|n| tasks.limits.cpu_seconds = n),
+            "tasks.max_memory_bytes" => limit(value).map(|n| tasks.limits.memory_bytes = n),
+            "tasks.max_open_files" => limit(value).map(|n| tasks.limits.open_files = n),
+            "tasks.max_processes" => limit(value).map(|n| tasks.limits.processes = n),
+            _ => Err(format!("unknown key `{key}`")),
+        };
+        if let Err(message) = r {
+            errors.push(ConfigError {
+                line: Some(line),
+                key: Some(name),
+                message,
+            });
+        }
+    }
+    if let (Some(line), None) = (group_line, user_line) {
+        errors.push(ConfigError {
+            line: Some(line),
+            key: Some("tasks.group".into()),
+            message: "`tasks.group` without `tasks.user`".into(),
+        });
+    }
+    tasks
+}
+
+/// A user or group: a name, or a numeric id (as an integer).
+fn principal(key: &str, v: &Value<'_>) -> Result<Principal, String> {
+    match v.get_ref() {
+        DeValue::String(s) if s.is_empty() => Err(format!("`{key}` must not be empty")),
+        DeValue::String(s) => Ok(Principal::Name(s.to_string())),
+        DeValue::Integer(_) => {
+            let n = integer(key, v)?;
+            u32::try_from(n)
+                .map(Principal::Id)
+                .map_err(|_| format!("`{key}`: id {n} is out of range"))
+        }
+        _ => Err(wrong_type(key, "a name or a numeric id", v)),
+    }
+}
+
+fn allowlist_value(key: &str, v: &Value<'_>) -> Result<Allowlist, String> {
+    let DeValue::Array(items) = v.get_ref() else {
+        return Err(wrong_type(key, "an array of absolute paths", v));
+    };
+    if items.is_empty() {
+        return Err(format!(
+            "`{key}` is empty, which would refuse every task; remove it to allow any program"
+        ));
+    }
+    let mut list = Allowlist::new();
+    for item in items {
+        let entry = string(key, item)?;
+        list.push(&entry)
+            .map_err(|e| format!("`{key}`: \"{entry}\" {e}"))?;
+    }
+    Ok(list)
 }

@@ -3,7 +3,11 @@
 //! Every task runs in its own process group (pgid = pid), so the agent can terminate it with
 //! everything it started ([`signal_group`]). The child starts from an empty environment (only
 //! a default `PATH` and the task's own items), stdin on `/dev/null`, no descriptor beyond 0-2,
-//! and `PR_SET_PDEATHSIG(SIGKILL)`, so a task leader does not outlive a crashed agent.
+//! no ambient capabilities, and `PR_SET_PDEATHSIG(SIGKILL)`, so a task leader does not outlive
+//! a crashed agent. With a [`Confinement`] it also switches user and group (supplementary
+//! groups cleared, then setgid, then setuid) and sets its resource limits before exec; it
+//! enters its working directory as the task's user, so the directory's permissions apply to
+//! the task, not to the agent.
 //!
 //! Output is read in chunks of at most [`OUTPUT_CHUNK`] bytes and sent through the caller's
 //! bounded channel: when the receiver falls behind, reading stops, the pipe fills and the task
@@ -20,7 +24,9 @@
 //! kill the task when that thread ends. The signal reaches the task leader only; its own
 //! children are reached by [`signal_group`] while the agent lives.
 
+use std::ffi::CString;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -31,6 +37,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+use crate::confine::{Confinement, RawResource};
 
 /// `PATH` every task starts with; a `PATH=` item of the task replaces it.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -123,6 +131,7 @@ const DRAIN_MAX_BYTES: usize = 1 << 20;
 pub struct Supervisor<K> {
     events: mpsc::Sender<ProcessEvent<K>>,
     drain: DrainConfig,
+    confinement: Confinement,
 }
 
 impl<K> Supervisor<K>
@@ -134,7 +143,18 @@ where
     }
 
     pub fn with_drain(events: mpsc::Sender<ProcessEvent<K>>, drain: DrainConfig) -> Self {
-        Self { events, drain }
+        Self {
+            events,
+            drain,
+            confinement: Confinement::default(),
+        }
+    }
+
+    /// Runs every task under `confinement` (see [`crate::confine::prepare`], which checks
+    /// that this process may apply it).
+    pub fn confined(mut self, confinement: Confinement) -> Self {
+        self.confinement = confinement;
+        self
     }
 
     /// Starts a task and returns its pid (= process group id).
@@ -144,7 +164,7 @@ where
     /// including `Exited { SpawnFailed }` when this returns an error, are sent by a tokio task,
     /// so the caller may be the channel's only receiver.
     pub fn spawn(&self, key: K, task: &TaskCommand) -> Result<u32, SpawnError> {
-        let started = start(task).and_then(|child| match child.id() {
+        let started = start(task, &self.confinement).and_then(|child| match child.id() {
             Some(pid) => Ok((child, pid)),
             // Only after the child was reaped, which cannot have happened yet.
             None => Err(SpawnError {
@@ -168,7 +188,7 @@ where
     }
 }
 
-fn start(task: &TaskCommand) -> Result<Child, SpawnError> {
+fn start(task: &TaskCommand, confinement: &Confinement) -> Result<Child, SpawnError> {
     let einval = SpawnError {
         errno: libc::EINVAL,
     };
@@ -177,7 +197,6 @@ fn start(task: &TaskCommand) -> Result<Child, SpawnError> {
     cmd.args(args)
         .env_clear()
         .env("PATH", DEFAULT_PATH)
-        .current_dir(&task.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -192,22 +211,70 @@ fn start(task: &TaskCommand) -> Result<Child, SpawnError> {
             _ => return Err(einval),
         }
     }
-    configure_child(&mut cmd);
+    let cwd = CString::new(task.cwd.as_os_str().as_bytes()).map_err(|_| einval)?;
+    let limits = confinement
+        .limits
+        .rlimits()
+        .map(|(resource, soft, hard)| {
+            // A 32-bit rlim_t cannot hold more than "unlimited" anyway.
+            let raw = |v: u64| libc::rlim_t::try_from(v).unwrap_or(libc::RLIM_INFINITY);
+            (
+                resource.raw(),
+                libc::rlimit {
+                    rlim_cur: raw(soft),
+                    rlim_max: raw(hard),
+                },
+            )
+        })
+        .collect();
+    configure_child(
+        &mut cmd,
+        ChildSetup {
+            identity: confinement.identity.map(|i| (i.uid, i.gid)),
+            cwd,
+            limits,
+        },
+    );
     cmd.spawn().map_err(|e| SpawnError {
         // Errors without an errno (e.g. a NUL inside an argument) are malformed input.
         errno: e.raw_os_error().unwrap_or(libc::EINVAL),
     })
 }
 
-/// Sets up the forked child before exec: parent-death signal and no inherited descriptors.
+/// What the child applies to itself between fork and exec, prepared before the fork (the
+/// child must not allocate).
+struct ChildSetup {
+    /// `(uid, gid)` to switch to.
+    identity: Option<(libc::uid_t, libc::gid_t)>,
+    cwd: CString,
+    limits: heapless::Vec<(RawResource, libc::rlimit), 4>,
+}
+
+/// Sets up the forked child before exec: identity, working directory, parent-death signal, no
+/// ambient capabilities, no inherited descriptors, resource limits.
 #[allow(unsafe_code)]
-fn configure_child(cmd: &mut Command) {
+fn configure_child(cmd: &mut Command, setup: ChildSetup) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec. It only makes
-    // async-signal-safe system calls (prctl, getppid, close_range/getrlimit/fcntl), takes no
+    // async-signal-safe system calls (setgroups, setgid, setuid, chdir, prctl, getppid,
+    // setrlimit, close_range/getrlimit/fcntl) on data prepared before the fork, takes no
     // locks and allocates nothing (io::Error::last_os_error only reads errno).
     unsafe {
         cmd.pre_exec(move || {
+            if let Some((uid, gid)) = setup.identity {
+                // Groups first: after setuid the process may no longer change them.
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // As the task's user: its own permissions decide whether it may work there.
+            if libc::chdir(setup.cwd.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // After the identity switch, which clears the parent-death signal.
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
@@ -222,6 +289,21 @@ fn configure_child(cmd: &mut Command) {
             // signal, so do not start the task at all.
             if libc::getppid() != parent {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            // Capabilities the agent holds as ambient ones (to switch users) would otherwise
+            // pass to the task through exec. EINVAL: a kernel without ambient capabilities.
+            if libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(err);
+                }
             }
             // std and tokio open everything O_CLOEXEC, but descriptors inherited by the agent
             // itself (from a shell, a test harness, a service manager) are not. Mark them
@@ -245,6 +327,12 @@ fn configure_child(cmd: &mut Command) {
                 };
                 for fd in 3..max {
                     libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            // Last: a low RLIMIT_NOFILE must not shorten the walk above.
+            for (resource, limit) in &setup.limits {
+                if libc::setrlimit(*resource, limit) != 0 {
+                    return Err(io::Error::last_os_error());
                 }
             }
             Ok(())

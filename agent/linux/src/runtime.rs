@@ -21,6 +21,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::confine::{self, Identity};
 use crate::journal::{Journal, JournalError};
 use crate::leftovers::Leftovers;
 use crate::mqtt::{self, NetEvent, Session};
@@ -116,10 +117,34 @@ struct Runtime {
     client: AsyncClient,
 }
 
+/// Creates the tasks' default working directory when missing, owned by the task user when
+/// tasks run as another user (an existing one is left as the administrator made it).
+fn work_dir(path: &std::path::Path, identity: Option<Identity>) -> Result<(), RunError> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path)?;
+    if let Some(id) = identity {
+        std::os::unix::fs::chown(path, Some(id.uid), Some(id.gid)).map_err(|e| {
+            RunError::Config(format!(
+                "work_dir {}: cannot hand it to the task user (uid {}, gid {}): {e}; \
+                 create it owned by that user",
+                path.display(),
+                id.uid,
+                id.gid
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// Runs the agent until a normal stop completes.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    // Before anything else: a board that cannot run tasks as configured refuses to start.
+    let confinement =
+        confine::prepare(&config.tasks).map_err(|e| RunError::Config(e.to_string()))?;
     std::fs::create_dir_all(&config.state_dir)?;
-    std::fs::create_dir_all(&config.work_dir)?;
+    work_dir(&config.work_dir, confinement.identity)?;
     let clock = Clock(tokio::time::Instant::now());
     let inc = incarnation();
     let core_config = tether_core::agent::Config {
@@ -130,6 +155,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let mut agent =
         CoreAgent::new(core_config, clock.now()).map_err(|e| RunError::Config(format!("{e}")))?;
     agent.set_max_tasks(config.max_tasks as usize);
+    if let Some(allow) = &config.tasks.allow {
+        agent.set_allowlist(allow.clone());
+    }
     agent.handle_wall_clock(clock.now(), unix_ms());
 
     // Before anything new starts: a killed predecessor's task children may still run.
@@ -179,7 +207,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         agent,
         journal,
         unacked,
-        supervisor: Supervisor::new(proc_tx),
+        supervisor: Supervisor::new(proc_tx).confined(confinement),
         pids: HashMap::new(),
         leftovers,
         client,

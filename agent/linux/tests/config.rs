@@ -7,6 +7,7 @@ use tether_agent::config::{
     Broker, ConfigError, DEFAULT_JOURNAL_MAX_BYTES, LoadError, Overrides, check_config,
     check_config_with, load,
 };
+use tether_agent::confine::{self, Identity, Limits, Principal, TasksConfig};
 
 fn errors(text: &str) -> Vec<ConfigError> {
     match check_config(text) {
@@ -300,4 +301,135 @@ fn shipped_default_config_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pkg/agent.toml");
     let c = load(&path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.journal_path(), PathBuf::from("/var/lib/tether/journal"));
+}
+
+#[test]
+fn tasks_table_is_parsed() {
+    let text = r#"
+id = "pi-1"
+brokers = ["127.0.0.1:1883"]
+
+[tasks]
+user = "nobody"
+group = 65534
+allow = ["/usr/bin/python3", "/opt/tether/tasks/"]
+max_cpu_seconds = 60
+max_memory_bytes = 268435456
+max_open_files = 128
+max_processes = 32
+"#;
+    let c = check_config(text).unwrap();
+    let t = &c.tasks;
+    assert_eq!(t.user, Some(Principal::Name("nobody".into())));
+    assert_eq!(t.group, Some(Principal::Id(65534)));
+    let allow = t.allow.as_ref().unwrap();
+    assert_eq!(
+        allow.entries().collect::<Vec<_>>(),
+        ["/usr/bin/python3", "/opt/tether/tasks/"]
+    );
+    assert_eq!(
+        t.limits,
+        Limits {
+            cpu_seconds: Some(60),
+            memory_bytes: Some(268_435_456),
+            open_files: Some(128),
+            processes: Some(32),
+        }
+    );
+    // Without the table: the agent's own user, any program, inherited limits.
+    let plain = check_config("id = \"a\"\nbrokers = [\"h:1\"]\n").unwrap();
+    assert_eq!(plain.tasks, TasksConfig::default());
+}
+
+#[test]
+fn tasks_table_errors_carry_their_own_lines() {
+    let text = r#"id = "pi-1"
+brokers = ["127.0.0.1:1883"]
+[tasks]
+group = "nogroup"
+allow = ["python3", "/opt/../bin/", "/ok/"]
+max_cpu_seconds = 0
+max_open_files = -1
+shell = "/bin/sh"
+user = true
+"#;
+    let errs = errors(text);
+    let messages: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        where_(&errs),
+        vec![
+            (Some(4), Some("tasks.group")),
+            (Some(5), Some("tasks.allow")),
+            (Some(6), Some("tasks.max_cpu_seconds")),
+            (Some(7), Some("tasks.max_open_files")),
+            (Some(8), Some("tasks.shell")),
+            (Some(9), Some("tasks.user")),
+        ],
+        "{messages:#?}"
+    );
+    assert!(messages[0].contains("`tasks.group` without `tasks.user`"));
+    assert!(messages[1].contains("\"python3\" must be an absolute path"));
+    assert!(messages[2].contains("at least 1"));
+    assert!(messages[4].contains("unknown key `tasks.shell`"));
+    assert!(messages[5].contains("a name or a numeric id"));
+
+    let dotdot = errors("id = \"a\"\nbrokers = [\"h:1\"]\n[tasks]\nallow = [\"/opt/../bin/\"]\n");
+    assert!(dotdot[0].message.contains("`..`"), "{dotdot:?}");
+    let empty = errors("id = \"a\"\nbrokers = [\"h:1\"]\n[tasks]\nallow = []\n");
+    assert!(empty[0].message.contains("would refuse every task"));
+    let not_table = errors("id = \"a\"\nbrokers = [\"h:1\"]\ntasks = 3\n");
+    assert_eq!(where_(&not_table), vec![(Some(3), Some("tasks"))]);
+}
+
+fn tasks(user: Option<Principal>, group: Option<Principal>) -> TasksConfig {
+    TasksConfig {
+        user,
+        group,
+        ..TasksConfig::default()
+    }
+}
+
+#[test]
+fn prepare_names_an_unknown_user_or_group() {
+    let unknown = Some(Principal::Name("no-such-user-tether".into()));
+    let err = confine::prepare(&tasks(unknown, None)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("tasks.user = \"no-such-user-tether\": no such user"),
+        "{err}"
+    );
+    let bad_group = tasks(
+        Some(Principal::Name("root".into())),
+        Some(Principal::Name("no-such-group-tether".into())),
+    );
+    let err = confine::prepare(&bad_group).unwrap_err();
+    assert!(err.to_string().contains("no such group"), "{err}");
+    // A uid without a passwd entry has no primary group to default to.
+    let err = confine::prepare(&tasks(Some(Principal::Id(4_000_000)), None)).unwrap_err();
+    assert!(err.to_string().contains("set tasks.group"), "{err}");
+}
+
+#[test]
+fn prepare_resolves_names_and_ids() {
+    // The agent's own identity needs no switch, whoever runs the test.
+    let me = std::fs::metadata("/proc/self").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let own = tasks(Some(Principal::Id(me.uid())), Some(Principal::Id(me.gid())));
+    assert_eq!(confine::prepare(&own).unwrap().identity, None);
+    if me.uid() != 0 {
+        // Not root (nor the capabilities): another user is refused up front.
+        let err = confine::prepare(&tasks(Some(Principal::Name("root".into())), None)).unwrap_err();
+        assert!(err.to_string().contains("CAP_SETUID"), "{err}");
+        return eprintln!("skipped the switch to nobody: not root");
+    }
+    let Some((uid, gid)) = confine::user_by_name("nobody").unwrap() else {
+        return eprintln!("skipped: no user `nobody`");
+    };
+    for user in [
+        Principal::Name("nobody".into()),
+        Principal::Name(uid.to_string()),
+    ] {
+        let c = confine::prepare(&tasks(Some(user), None)).unwrap();
+        assert_eq!(c.identity, Some(Identity { uid, gid }));
+    }
 }

@@ -1,10 +1,12 @@
 //! Task processes, for real: exits, signals, output through the bounded channel, process
-//! groups, a clean environment and descriptor table, and PDEATHSIG.
+//! groups, a clean environment and descriptor table, PDEATHSIG, and confinement (another
+//! user and group, resource limits).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tether_agent::confine::{self, Confinement, Identity, Limits};
 use tether_agent::process::{
     DEFAULT_PATH, DrainConfig, ProcessEvent, Signal, Supervisor, TaskCommand, signal_group,
 };
@@ -68,8 +70,12 @@ async fn collect(rx: &mut mpsc::Receiver<ProcessEvent<u32>>, key: u32) -> Run {
 }
 
 async fn run_task(cmd: TaskCommand) -> Run {
+    run_confined(cmd, Confinement::default()).await
+}
+
+async fn run_confined(cmd: TaskCommand, confinement: Confinement) -> Run {
     let (tx, mut rx) = mpsc::channel(8);
-    let sup = Supervisor::new(tx);
+    let sup = Supervisor::new(tx).confined(confinement);
     let spawned = sup.spawn(1, &cmd);
     let run = collect(&mut rx, 1).await;
     match spawned {
@@ -470,4 +476,213 @@ fn pdeathsig_kill9_of_agent_leaves_no_task() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
+        .unwrap_or(false)
+}
+
+/// `nobody`/`nogroup` (Debian; `nobody` elsewhere), or why the test cannot switch users.
+fn nobody() -> Result<Identity, &'static str> {
+    if !is_root() {
+        return Err("not root: cannot switch to another user");
+    }
+    let (uid, primary) = confine::user_by_name("nobody")
+        .ok()
+        .flatten()
+        .ok_or("no user `nobody`")?;
+    let gid = confine::group_by_name("nogroup")
+        .ok()
+        .flatten()
+        .unwrap_or(primary);
+    Ok(Identity { uid, gid })
+}
+
+/// The `Name:\tvalue` line of /proc/<pid>/status-like text.
+fn status_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn task_runs_as_the_configured_user_and_group_without_privileges() {
+    let id = match nobody() {
+        Ok(id) => id,
+        Err(why) => return eprintln!("skipped: {why}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(id.uid), Some(id.gid)).unwrap();
+    let confinement = Confinement {
+        identity: Some(id),
+        ..Confinement::default()
+    };
+    let cmd = TaskCommand {
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "id -u; id -g; id -G; touch made; cat /proc/self/status; echo err >&2".into(),
+        ],
+        env: vec![],
+        cwd: dir.path().to_path_buf(),
+    };
+    let run = run_confined(cmd, confinement).await;
+    assert_eq!(run.exit, Some(Exit::Code(0)), "{run:?}");
+    let out = run.stdout_text();
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some(id.uid.to_string().as_str()),
+        "uid: {out}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some(id.gid.to_string().as_str()),
+        "gid: {out}"
+    );
+    // Supplementary groups cleared: root's are gone.
+    assert_eq!(
+        lines.next(),
+        Some(id.gid.to_string().as_str()),
+        "groups: {out}"
+    );
+    for cap in ["CapEff", "CapPrm", "CapAmb", "CapInh"] {
+        assert_eq!(
+            status_field(&out, cap),
+            Some("0000000000000000"),
+            "{cap}: {out}"
+        );
+    }
+    // Both pipes still reach the agent, and the work directory is the task user's.
+    assert_eq!(run.stderr, b"err\n");
+    let made = std::fs::metadata(dir.path().join("made")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((made.uid(), made.gid()), (id.uid, id.gid));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_working_directory_is_entered_as_the_task_user() {
+    let id = match nobody() {
+        Ok(id) => id,
+        Err(why) => return eprintln!("skipped: {why}"),
+    };
+    // 0700 root: the agent may enter it, the task user may not.
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cmd = TaskCommand {
+        argv: vec!["true".into()],
+        env: vec![],
+        cwd: dir.path().to_path_buf(),
+    };
+    let as_nobody = Confinement {
+        identity: Some(id),
+        ..Confinement::default()
+    };
+    let run = run_confined(cmd.clone(), as_nobody).await;
+    assert_eq!(run.exit, Some(Exit::SpawnFailed(libc::EACCES)));
+    assert_eq!(run_task(cmd).await.exit, Some(Exit::Code(0)));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn environment_stays_clean_as_another_user() {
+    let id = match nobody() {
+        Ok(id) => id,
+        Err(why) => return eprintln!("skipped: {why}"),
+    };
+    let cmd = TaskCommand {
+        argv: vec!["env".into()],
+        env: vec!["ONLY=this".into()],
+        cwd: PathBuf::from("/"),
+    };
+    let confinement = Confinement {
+        identity: Some(id),
+        ..Confinement::default()
+    };
+    let run = run_confined(cmd, confinement).await;
+    let mut vars: Vec<String> = run.stdout_text().lines().map(str::to_string).collect();
+    vars.sort();
+    assert_eq!(
+        vars,
+        ["ONLY=this".to_string(), format!("PATH={DEFAULT_PATH}")],
+        "no HOME, USER, LOGNAME or the agent's variables"
+    );
+}
+
+/// Soft and hard values of one line of /proc/self/limits, e.g. "Max open files".
+fn limit_line(limits: &str, name: &str) -> (String, String) {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in {limits}"));
+    let mut fields = line[name.len()..].split_whitespace();
+    (
+        fields.next().unwrap().to_string(),
+        fields.next().unwrap().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn resource_limits_are_visible_to_the_task() {
+    let limits = Limits {
+        cpu_seconds: Some(7),
+        memory_bytes: Some(1 << 30),
+        open_files: Some(64),
+        processes: Some(500),
+    };
+    let confinement = Confinement {
+        identity: nobody().ok(),
+        limits,
+    };
+    let run = run_confined(sh("ulimit -n; cat /proc/self/limits"), confinement).await;
+    assert_eq!(run.exit, Some(Exit::Code(0)), "{run:?}");
+    let out = run.stdout_text();
+    assert_eq!(out.lines().next(), Some("64"), "{out}");
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(limit_line(&out, "Max cpu time"), pair("7", "8"));
+    assert_eq!(
+        limit_line(&out, "Max address space"),
+        pair("1073741824", "1073741824")
+    );
+    assert_eq!(limit_line(&out, "Max open files"), pair("64", "64"));
+    assert_eq!(limit_line(&out, "Max processes"), pair("500", "500"));
+
+    // Unset limits are the agent's own.
+    let run = run_task(sh("ulimit -n")).await;
+    assert_ne!(run.stdout_text().trim(), "64");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn cpu_limit_ends_a_busy_loop() {
+    let confinement = Confinement {
+        identity: nobody().ok(),
+        limits: Limits {
+            cpu_seconds: Some(1),
+            ..Limits::default()
+        },
+    };
+    let run = run_confined(sh("while :; do :; done"), confinement).await;
+    assert!(
+        matches!(run.exit, Some(Exit::Signal(libc::SIGXCPU | libc::SIGKILL))),
+        "{:?}",
+        run.exit
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn memory_limit_refuses_a_large_allocation() {
+    let confinement = Confinement {
+        identity: nobody().ok(),
+        limits: Limits {
+            memory_bytes: Some(64 << 20),
+            ..Limits::default()
+        },
+    };
+    // 128 MiB in a shell variable.
+    let script = "x=$(head -c 134217728 /dev/zero | tr '\\0' a); echo ${#x}";
+    let run = run_confined(sh(script), confinement).await;
+    assert_ne!(run.exit, Some(Exit::Code(0)), "{run:?}");
+    assert!(!run.stdout_text().contains("134217728"));
 }

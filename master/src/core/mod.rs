@@ -843,9 +843,10 @@ impl Master {
             info!("task {}: refused ({reason:?}), will try again", task.task);
             t.retry_at = now.saturating_add(period);
         } else {
+            warn!("task {}: refused by the agent: {reason}", task.task);
             let outcome = Outcome::Rejected {
                 attempt: task.attempt,
-                reason: format!("{reason:?}"),
+                reason: reason.to_string(),
             };
             self.decide(now, task.task, TaskState::Failed, outcome);
         }
