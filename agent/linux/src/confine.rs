@@ -6,7 +6,7 @@
 //! Switching to another user takes CAP_SETUID and CAP_SETGID, and signalling the task's
 //! process group afterwards CAP_KILL: root has them, the packaged unit grants them to the
 //! `tether` user as ambient capabilities. The task itself gets none of them (see
-//! [`crate::process`]: ambient capabilities are cleared before exec).
+//! [`crate::process`]: every capability set is emptied before exec).
 
 use std::ffi::{CStr, CString};
 use std::fmt;

@@ -3,7 +3,7 @@
 //! Every task runs in its own process group (pgid = pid), so the agent can terminate it with
 //! everything it started ([`signal_group`]). The child starts from an empty environment (only
 //! a default `PATH` and the task's own items), stdin on `/dev/null`, no descriptor beyond 0-2,
-//! no ambient capabilities, and `PR_SET_PDEATHSIG(SIGKILL)`, so a task leader does not outlive
+//! no capabilities of the agent's, and `PR_SET_PDEATHSIG(SIGKILL)`, so a task leader does not outlive
 //! a crashed agent. With a [`Confinement`] it also switches user and group (supplementary
 //! groups cleared, then setgid, then setuid) and sets its resource limits before exec; it
 //! enters its working directory as the task's user, so the directory's permissions apply to
@@ -241,6 +241,24 @@ fn start(task: &TaskCommand, confinement: &Confinement) -> Result<Child, SpawnEr
     })
 }
 
+/// capset(2)'s header (linux/capability.h).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// capset(2)'s data, one per 32 capabilities.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
 /// What the child applies to itself between fork and exec, prepared before the fork (the
 /// child must not allocate).
 struct ChildSetup {
@@ -251,13 +269,13 @@ struct ChildSetup {
 }
 
 /// Sets up the forked child before exec: identity, working directory, parent-death signal, no
-/// ambient capabilities, no inherited descriptors, resource limits.
+/// capabilities, no inherited descriptors, resource limits.
 #[allow(unsafe_code)]
 fn configure_child(cmd: &mut Command, setup: ChildSetup) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec. It only makes
     // async-signal-safe system calls (setgroups, setgid, setuid, chdir, prctl, getppid,
-    // setrlimit, close_range/getrlimit/fcntl) on data prepared before the fork, takes no
+    // capget, capset, setrlimit, close_range/getrlimit/fcntl) on data prepared before the fork, takes no
     // locks and allocates nothing (io::Error::last_os_error only reads errno).
     unsafe {
         cmd.pre_exec(move || {
@@ -290,20 +308,24 @@ fn configure_child(cmd: &mut Command, setup: ChildSetup) {
             if libc::getppid() != parent {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
-            // Capabilities the agent holds as ambient ones (to switch users) would otherwise
-            // pass to the task through exec. EINVAL: a kernel without ambient capabilities.
-            if libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                let err = io::Error::last_os_error();
-                if err.raw_os_error() != Some(libc::EINVAL) {
-                    return Err(err);
-                }
+            // No capability of the agent's (it may hold CAP_SETUID and friends as ambient
+            // ones to switch users) passes to the task through exec: empty the inheritable
+            // set, which empties the ambient one. Permitted and effective stay: exec
+            // recomputes them, and raising them there (root regaining its bounding set)
+            // would clear the parent-death signal again.
+            let header = CapHeader {
+                version: LINUX_CAPABILITY_VERSION_3,
+                pid: 0,
+            };
+            let mut data = [CapData::default(); 2];
+            if libc::syscall(libc::SYS_capget, &header, data.as_mut_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for d in &mut data {
+                d.inheritable = 0;
+            }
+            if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
             }
             // std and tokio open everything O_CLOEXEC, but descriptors inherited by the agent
             // itself (from a shell, a test harness, a service manager) are not. Mark them

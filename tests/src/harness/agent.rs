@@ -22,6 +22,11 @@ pub struct AgentOptions {
     pub max_tasks: Option<u32>,
     /// `RUST_LOG` for the agent (the harness's own `RUST_LOG` wins when set).
     pub log_filter: String,
+    /// A configuration file's text (e.g. a `[tasks]` table), passed with `--config`; the
+    /// flags above still fill and override it.
+    pub config_toml: Option<String>,
+    /// A command the agent runs under (e.g. `setpriv` with its options), empty for none.
+    pub wrapper: Vec<String>,
 }
 
 impl AgentOptions {
@@ -33,6 +38,8 @@ impl AgentOptions {
             journal_max_bytes: None,
             max_tasks: None,
             log_filter: "info,tether_agent=debug".to_owned(),
+            config_toml: None,
+            wrapper: Vec::new(),
         }
     }
 }
@@ -88,7 +95,19 @@ impl AgentHome {
         let log_path = self.dir.join(&format!("agent-{}.log", self.runs));
         let log = File::create(&log_path).expect("agent log");
         let o = &self.options;
-        let mut cmd = Command::new(bin);
+        let mut cmd = match o.wrapper.split_first() {
+            Some((wrapper, args)) => {
+                let mut cmd = Command::new(wrapper);
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
+        if let Some(text) = &o.config_toml {
+            let path = self.dir.join("agent.toml");
+            std::fs::write(&path, text).expect("agent config");
+            cmd.arg("--config").arg(path);
+        }
         cmd.arg("--id").arg(&o.id);
         for b in &o.brokers {
             cmd.arg("--broker").arg(b);
