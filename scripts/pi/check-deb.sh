@@ -60,6 +60,9 @@ check "prerm stops the unit on remove" grep -q 'deb-systemd-invoke stop tether-a
 check "Depends names adduser | passwd" bash -c "dpkg-deb -f '$deb' Depends | grep -q 'adduser | passwd'"
 check "Depends names the linked libraries (libc6, libgcc-s1)" \
     bash -c "dpkg-deb -f '$deb' Depends | grep -Eq '^libc6 \(>= 2\.[0-9]+\), libgcc-s1, '"
+check "the packaged config runs tasks as tether-task" grep -qx 'user = "tether-task"' "$WORK/root/etc/tether/agent.toml"
+check "the unit grants what switching to it takes" \
+    grep -qx 'AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL' "$WORK/root/usr/lib/systemd/system/tether-agent.service"
 check "the packaged binary accepts the packaged config" \
     "$WORK/root/usr/bin/tether-agent" check-config --config "$WORK/root/etc/tether/agent.toml"
 
@@ -101,6 +104,7 @@ if dpkg-query -W -f='${Status}' tether-agent 2>/dev/null | grep -qv 'not-install
     pi_die "a tether-agent package is already on this machine ($(dpkg-query -W -f='${Status}' tether-agent)); dpkg -P tether-agent first"
 fi
 getent passwd tether >/dev/null && pi_die "a user 'tether' already exists; this check would delete it on purge"
+getent passwd tether-task >/dev/null && pi_die "a user 'tether-task' already exists; this check would delete it on purge"
 
 user_ok() {
     local line
@@ -109,6 +113,14 @@ user_ok() {
     [ "$uid" -lt 1000 ] && [ "$home" = /var/lib/tether ] && [ "$shell" = /usr/sbin/nologin ] \
         && [ "$(getent group tether | cut -d: -f3)" = "$gid" ]
 }
+task_user_ok() {
+    local line
+    line="$(getent passwd tether-task)" || return 1
+    IFS=: read -r _ _ uid gid _ _ shell <<<"$line"
+    [ "$uid" -lt 1000 ] && [ "$shell" = /usr/sbin/nologin ] \
+        && [ "$(getent group tether-task | cut -d: -f3)" = "$gid" ] \
+        && ! id -nG tether-task | grep -qw tether
+}
 owner() { stat -c '%U:%G %a' "$1"; }
 
 dpkg -i "$deb" >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "dpkg -i failed"; }
@@ -116,7 +128,9 @@ installed=1
 check "installed" bash -c "dpkg-query -W -f='\${Status}' tether-agent | grep -qx 'install ok installed'"
 check "/usr/bin/tether-agent --version" /usr/bin/tether-agent --version
 check "system user tether (uid < 1000, home /var/lib/tether, nologin, own group)" user_ok
-[ "$(owner /var/lib/tether)" = "tether:tether 750" ] && ok "/var/lib/tether tether:tether 0750" || bad "/var/lib/tether is $(owner /var/lib/tether)"
+check "task user tether-task (uid < 1000, nologin, own group, not in group tether)" task_user_ok
+[ "$(owner /var/lib/tether)" = "tether:tether 751" ] && ok "/var/lib/tether tether:tether 0751" || bad "/var/lib/tether is $(owner /var/lib/tether)"
+[ "$(owner /var/lib/tether/work)" = "tether-task:tether-task 750" ] && ok "/var/lib/tether/work tether-task:tether-task 0750" || bad "/var/lib/tether/work is $(owner /var/lib/tether/work)"
 [ "$(owner /etc/tether/agent.toml)" = "root:tether 640" ] && ok "/etc/tether/agent.toml root:tether 0640" || bad "/etc/tether/agent.toml is $(owner /etc/tether/agent.toml)"
 # The shipped config names no real board: whoever writes its config enables the service.
 check "installed but not enabled" test ! -e /etc/systemd/system/multi-user.target.wants/tether-agent.service
@@ -150,6 +164,7 @@ check "removed: no unit file" test ! -e /usr/lib/systemd/system/tether-agent.ser
 check "removed: config kept" grep -qx 'id = "checked-board"' /etc/tether/agent.toml
 check "removed: journal kept" test -f /var/lib/tether/journal
 check "removed: user kept" getent passwd tether
+check "removed: task user kept" getent passwd tether-task
 
 # --- reinstall over the kept config ---
 dpkg -i "$newer"/*.deb >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "reinstall failed"; }
@@ -164,6 +179,8 @@ check "purged: no /etc/tether" test ! -e /etc/tether
 check "purged: no /var/lib/tether" test ! -e /var/lib/tether
 check "purged: no user tether" bash -c "! getent passwd tether"
 check "purged: no group tether" bash -c "! getent group tether"
+check "purged: no user tether-task" bash -c "! getent passwd tether-task"
+check "purged: no group tether-task" bash -c "! getent group tether-task"
 
 printf '%d passed, %d failed\n' $((checks - failures)) "$failures"
 [ "$failures" -eq 0 ]
