@@ -17,6 +17,7 @@
 //! [tasks]                           # optional: how tasks run (see crate::confine)
 //! user = "tether-task"              # name or uid; needs root or CAP_SETUID/SETGID/KILL
 //! group = "tether-task"             # default: the user's primary group
+//! groups = ["gpio", "dialout"]      # supplementary groups; default none
 //! allow = ["/usr/bin/python3", "/opt/tether/tasks/"]   # programs; `dir/` allows below it
 //! max_cpu_seconds = 3600            # RLIMIT_CPU
 //! max_memory_bytes = 268435456      # RLIMIT_AS
@@ -615,6 +616,17 @@ fn tasks_table(v: &Value<'_>, lines: &LineIndex, errors: &mut Vec<ConfigError>) 
                 tasks.group = Some(p);
                 group_line = Some(line);
             }),
+            "tasks.groups" => match value.get_ref() {
+                DeValue::Array(items) => items
+                    .iter()
+                    .map(|item| principal(key, item))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|g| {
+                        tasks.groups = g;
+                        group_line = group_line.or(Some(line));
+                    }),
+                _ => Err(wrong_type(key, "an array of group names or ids", value)),
+            },
             "tasks.allow" => allowlist_value(key, value).map(|l| tasks.allow = Some(l)),
             "tasks.max_cpu_seconds" => limit(value).map(|n| tasks.limits.cpu_seconds = n),
             "tasks.max_memory_bytes" => limit(value).map(|n| tasks.limits.memory_bytes = n),
@@ -634,7 +646,7 @@ fn tasks_table(v: &Value<'_>, lines: &LineIndex, errors: &mut Vec<ConfigError>) 
         errors.push(ConfigError {
             line: Some(line),
             key: Some("tasks.group".into()),
-            message: "`tasks.group` without `tasks.user`".into(),
+            message: "`tasks.group` or `tasks.groups` without `tasks.user`".into(),
         });
     }
     tasks

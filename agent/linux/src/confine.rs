@@ -102,6 +102,9 @@ pub struct TasksConfig {
     pub user: Option<Principal>,
     /// Their group; `None` takes the user's primary group.
     pub group: Option<Principal>,
+    /// Their supplementary groups (e.g. `gpio`, `dialout` for a board's hardware); none by
+    /// default, whatever the user's entries in /etc/group.
+    pub groups: Vec<Principal>,
     /// Programs tasks may run; `None` allows any.
     pub allow: Option<Allowlist>,
     pub limits: Limits,
@@ -115,10 +118,12 @@ pub struct Identity {
 }
 
 /// How the runtime starts every task.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Confinement {
-    /// Switch to this user and group, supplementary groups cleared; `None` keeps the agent's.
+    /// Switch to this user and group with exactly `groups` as supplementary groups; `None`
+    /// keeps the agent's identity.
     pub identity: Option<Identity>,
+    pub groups: Vec<u32>,
     pub limits: Limits,
 }
 
@@ -155,12 +160,17 @@ fn effective_caps() -> u64 {
 pub fn prepare(tasks: &TasksConfig) -> Result<Confinement, ConfineError> {
     let caps = effective_caps();
     let has = |cap: u32| caps & (1 << cap) != 0;
+    let groups = tasks
+        .groups
+        .iter()
+        .map(|g| group_id(g, "tasks.groups"))
+        .collect::<Result<Vec<_>, _>>()?;
     let identity = match &tasks.user {
         None => None,
         Some(user) => {
             let identity = resolve(user, tasks.group.as_ref())?;
             let (euid, egid) = own_ids();
-            if identity.uid == euid && identity.gid == egid {
+            if identity.uid == euid && identity.gid == egid && groups.is_empty() {
                 // Already that user: nothing to switch (the agent's supplementary groups stay).
                 None
             } else {
@@ -206,6 +216,7 @@ pub fn prepare(tasks: &TasksConfig) -> Result<Confinement, ConfineError> {
     }
     Ok(Confinement {
         identity,
+        groups,
         limits: tasks.limits,
     })
 }
@@ -231,15 +242,7 @@ fn resolve(user: &Principal, group: Option<&Principal>) -> Result<Identity, Conf
         ),
     };
     let gid = match group {
-        Some(Principal::Id(gid)) => *gid,
-        Some(g @ Principal::Name(name)) => {
-            match group_by_name(name).map_err(|e| lookup_failed(name, e))? {
-                Some(gid) => gid,
-                None => name.parse::<u32>().map_err(|_| {
-                    ConfineError(format!("tasks.group = {g}: no such group on this system"))
-                })?,
-            }
-        }
+        Some(g) => group_id(g, "tasks.group")?,
         None => primary.ok_or_else(|| {
             ConfineError(format!(
                 "tasks.user = {user}: uid {uid} has no passwd entry, so no primary group; \
@@ -248,6 +251,19 @@ fn resolve(user: &Principal, group: Option<&Principal>) -> Result<Identity, Conf
         })?,
     };
     Ok(Identity { uid, gid })
+}
+
+fn group_id(group: &Principal, key: &str) -> Result<u32, ConfineError> {
+    match group {
+        Principal::Id(gid) => Ok(*gid),
+        Principal::Name(name) => match group_by_name(name) {
+            Ok(Some(gid)) => Ok(gid),
+            Ok(None) => name
+                .parse::<u32>()
+                .map_err(|_| ConfineError(format!("{key}: {group}: no such group on this system"))),
+            Err(e) => Err(ConfineError(format!("cannot look up {name}: {e}"))),
+        },
+    }
 }
 
 #[allow(unsafe_code)]

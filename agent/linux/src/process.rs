@@ -5,7 +5,7 @@
 //! a default `PATH` and the task's own items), stdin on `/dev/null`, no descriptor beyond 0-2,
 //! no capabilities of the agent's, and `PR_SET_PDEATHSIG(SIGKILL)`, so a task leader does not outlive
 //! a crashed agent. With a [`Confinement`] it also switches user and group (supplementary
-//! groups cleared, then setgid, then setuid) and sets its resource limits before exec; it
+//! groups set to the configured ones, none by default, then setgid, then setuid) and sets its resource limits before exec; it
 //! enters its working directory as the task's user, so the directory's permissions apply to
 //! the task, not to the agent.
 //!
@@ -231,6 +231,7 @@ fn start(task: &TaskCommand, confinement: &Confinement) -> Result<Child, SpawnEr
         &mut cmd,
         ChildSetup {
             identity: confinement.identity.map(|i| (i.uid, i.gid)),
+            groups: confinement.groups.clone(),
             cwd,
             limits,
         },
@@ -264,6 +265,8 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 struct ChildSetup {
     /// `(uid, gid)` to switch to.
     identity: Option<(libc::uid_t, libc::gid_t)>,
+    /// Supplementary groups with the identity.
+    groups: Vec<libc::gid_t>,
     cwd: CString,
     limits: heapless::Vec<(RawResource, libc::rlimit), 4>,
 }
@@ -281,7 +284,7 @@ fn configure_child(cmd: &mut Command, setup: ChildSetup) {
         cmd.pre_exec(move || {
             if let Some((uid, gid)) = setup.identity {
                 // Groups first: after setuid the process may no longer change them.
-                if libc::setgroups(0, std::ptr::null()) != 0
+                if libc::setgroups(setup.groups.len(), setup.groups.as_ptr()) != 0
                     || libc::setgid(gid) != 0
                     || libc::setuid(uid) != 0
                 {

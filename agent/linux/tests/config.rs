@@ -312,6 +312,7 @@ brokers = ["127.0.0.1:1883"]
 [tasks]
 user = "nobody"
 group = 65534
+groups = ["dialout", 20]
 allow = ["/usr/bin/python3", "/opt/tether/tasks/"]
 max_cpu_seconds = 60
 max_memory_bytes = 268435456
@@ -322,6 +323,10 @@ max_processes = 32
     let t = &c.tasks;
     assert_eq!(t.user, Some(Principal::Name("nobody".into())));
     assert_eq!(t.group, Some(Principal::Id(65534)));
+    assert_eq!(
+        t.groups,
+        [Principal::Name("dialout".into()), Principal::Id(20)]
+    );
     let allow = t.allow.as_ref().unwrap();
     assert_eq!(
         allow.entries().collect::<Vec<_>>(),
@@ -367,7 +372,7 @@ user = true
         ],
         "{messages:#?}"
     );
-    assert!(messages[0].contains("`tasks.group` without `tasks.user`"));
+    assert!(messages[0].contains("`tasks.group` or `tasks.groups` without `tasks.user`"));
     assert!(messages[1].contains("\"python3\" must be an absolute path"));
     assert!(messages[2].contains("at least 1"));
     assert!(messages[4].contains("unknown key `tasks.shell`"));

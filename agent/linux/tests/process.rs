@@ -634,6 +634,7 @@ async fn resource_limits_are_visible_to_the_task() {
     };
     let confinement = Confinement {
         identity: nobody().ok(),
+        groups: vec![],
         limits,
     };
     let run = run_confined(sh("ulimit -n; cat /proc/self/limits"), confinement).await;
@@ -658,6 +659,7 @@ async fn resource_limits_are_visible_to_the_task() {
 async fn cpu_limit_ends_a_busy_loop() {
     let confinement = Confinement {
         identity: nobody().ok(),
+        groups: vec![],
         limits: Limits {
             cpu_seconds: Some(1),
             ..Limits::default()
@@ -675,6 +677,7 @@ async fn cpu_limit_ends_a_busy_loop() {
 async fn memory_limit_refuses_a_large_allocation() {
     let confinement = Confinement {
         identity: nobody().ok(),
+        groups: vec![],
         limits: Limits {
             memory_bytes: Some(64 << 20),
             ..Limits::default()
@@ -685,4 +688,28 @@ async fn memory_limit_refuses_a_large_allocation() {
     let run = run_confined(sh(script), confinement).await;
     assert_ne!(run.exit, Some(Exit::Code(0)), "{run:?}");
     assert!(!run.stdout_text().contains("134217728"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn supplementary_groups_are_exactly_the_configured_ones() {
+    let id = match nobody() {
+        Ok(id) => id,
+        Err(why) => return eprintln!("skipped: {why}"),
+    };
+    // Groups 1 and 2 exist or not: the kernel takes any gid.
+    let confinement = Confinement {
+        identity: Some(id),
+        groups: vec![2, 1],
+        ..Confinement::default()
+    };
+    let run = run_confined(sh("id -G"), confinement).await;
+    let mut groups: Vec<u32> = run
+        .stdout_text()
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    groups.sort();
+    let mut want = vec![1, 2, id.gid];
+    want.sort();
+    assert_eq!(groups, want);
 }
