@@ -119,7 +119,7 @@ task_user_ok() {
     IFS=: read -r _ _ uid gid _ _ shell <<<"$line"
     [ "$uid" -lt 1000 ] && [ "$shell" = /usr/sbin/nologin ] \
         && [ "$(getent group tether-task | cut -d: -f3)" = "$gid" ] \
-        && ! id -nG tether-task | grep -qw tether
+        && ! id -nG tether-task | tr ' ' '\n' | grep -qx tether
 }
 owner() { stat -c '%U:%G %a' "$1"; }
 
