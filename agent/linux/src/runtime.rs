@@ -33,6 +33,8 @@ pub const TASKS: usize = 32;
 pub const SEEN: usize = 256;
 pub type CoreAgent = Agent<TASKS, SEEN>;
 
+/// Events handled before one journal sync, at most (bounds the latency a burst adds).
+const BURST: usize = 64;
 /// Above this fill, output is dropped (counted) so results keep fitting.
 const DROP_OUTPUT_FILL: f64 = 0.75;
 /// Compact once the acknowledged prefix is at least this share of the journal.
@@ -114,6 +116,10 @@ struct Runtime {
     supervisor: Supervisor<TaskRef>,
     pids: HashMap<TaskRef, u32>,
     leftovers: Leftovers,
+    /// The live tasks' process groups changed since they were last written down.
+    groups_changed: bool,
+    /// Highest journal position appended and not yet synced.
+    unsynced: Option<u64>,
     client: AsyncClient,
 }
 
@@ -210,6 +216,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         supervisor: Supervisor::new(proc_tx).confined(confinement),
         pids: HashMap::new(),
         leftovers,
+        groups_changed: false,
+        unsynced: None,
         client,
     };
     rt.report_level();
@@ -229,6 +237,19 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             }
             _ = sigterm.recv() => rt.stop(),
             _ = sigint.recv() => rt.stop(),
+        }
+        rt.run_actions()?;
+        // Group commit across a burst: what is already waiting is handled before the one
+        // fsync, so commands or exits arriving together cost one sync, not one each.
+        for _ in 0..BURST {
+            if let Ok(event) = net.try_recv() {
+                rt.on_net(event);
+            } else if let Ok(event) = proc_rx.try_recv() {
+                rt.on_process(event);
+            } else {
+                break;
+            }
+            rt.run_actions()?;
         }
         rt.execute()?;
     }
@@ -316,52 +337,64 @@ impl Runtime {
             }
             ProcessEvent::Exited { key, exit } => {
                 self.pids.remove(&key);
-                self.record_groups();
+                self.groups_changed = true;
                 info!("task {}/{} exited: {exit:?}", key.task, key.attempt);
                 self.agent.handle_process_exited(now, key, exit);
             }
         }
     }
 
-    /// Executes the core's actions until it has nothing more to say.
+    /// Executes the core's actions until it has nothing more to say, syncing the journal
+    /// whenever the core waits for appended records to be durable.
     fn execute(&mut self) -> Result<(), RunError> {
         loop {
-            let mut appended = None;
-            while let Some(action) = self.agent.poll_action() {
-                match action {
-                    Action::Append { lsn, record } => {
-                        self.append(&record)?;
-                        appended = Some(lsn);
-                    }
-                    Action::Publish {
-                        topic,
-                        payload,
-                        retain,
-                    } => {
-                        let qos = if retain {
-                            QoS::AtLeastOnce
-                        } else {
-                            QoS::AtMostOnce
-                        };
-                        if let Err(e) =
-                            self.client
-                                .try_publish(topic.as_str(), qos, retain, payload.to_vec())
-                        {
-                            warn!("publish on {topic}: {e}");
-                        }
-                    }
-                    Action::Send { from, to } => self.send(from, to),
-                    Action::Acked { up_to } => self.acked(up_to)?,
-                    Action::Spawn(task) => self.spawn(task),
-                    Action::Signal { task, signal } => self.signal(task, signal),
-                    Action::Stopped => info!("drained; announcing offline"),
-                }
+            self.run_actions()?;
+            if std::mem::take(&mut self.groups_changed) {
+                self.record_groups();
             }
-            let Some(lsn) = appended else { return Ok(()) };
+            let Some(lsn) = self.unsynced.take() else {
+                return Ok(());
+            };
             self.journal.sync()?;
             self.report_level();
             self.agent.handle_journaled(self.clock.now(), lsn);
         }
+    }
+
+    /// Executes the actions queued in the core. Appends are written but not synced: the core
+    /// acts on none of them before [`Runtime::execute`] has synced and told it so.
+    fn run_actions(&mut self) -> Result<(), RunError> {
+        while let Some(action) = self.agent.poll_action() {
+            match action {
+                Action::Append { lsn, record } => {
+                    self.append(&record)?;
+                    self.unsynced = Some(lsn);
+                }
+                Action::Publish {
+                    topic,
+                    payload,
+                    retain,
+                } => {
+                    let qos = if retain {
+                        QoS::AtLeastOnce
+                    } else {
+                        QoS::AtMostOnce
+                    };
+                    if let Err(e) =
+                        self.client
+                            .try_publish(topic.as_str(), qos, retain, payload.to_vec())
+                    {
+                        warn!("publish on {topic}: {e}");
+                    }
+                }
+                Action::Send { from, to } => self.send(from, to),
+                Action::Acked { up_to } => self.acked(up_to)?,
+                Action::Spawn(task) => self.spawn(task),
+                Action::Signal { task, signal } => self.signal(task, signal),
+                Action::Stopped => info!("drained; announcing offline"),
+            }
+        }
+        Ok(())
     }
 
     fn append(&mut self, record: &tether_core::agent::Append) -> Result<(), RunError> {
@@ -514,7 +547,7 @@ impl Runtime {
                     task.task, task.attempt, command.argv
                 );
                 self.pids.insert(task, pid);
-                self.record_groups();
+                self.groups_changed = true;
                 self.agent.handle_process_started(now, task, pid);
             }
             // The supervisor also reports the failure as an exit; the core takes the first.
