@@ -109,15 +109,18 @@ impl Mosquitto {
         // Free a moment ago; if another process takes it first, the wait below fails and
         // prints mosquitto's log.
         let addr = pick_free_port(ip).expect("free port");
-        std::fs::write(
-            dir.join("mosquitto.conf"),
-            format!(
-                "listener {} {ip}\nallow_anonymous true\npersistence false\n\
-                 max_packet_size 8192\nlog_dest stderr\nlog_type all\n",
-                addr.port()
-            ),
-        )
-        .expect("mosquitto.conf");
+        let config = format!(
+            "listener {} {ip}\nallow_anonymous true\npersistence false\n\
+             max_packet_size 8192\nlog_dest stderr\nlog_type all\n",
+            addr.port()
+        );
+        Self::start_with_config(dir, addr, &config)
+    }
+
+    /// Starts mosquitto with `config` (a whole mosquitto.conf, which must log to stderr) in
+    /// `dir`, which the broker keeps, and waits (bounded) until it listens on `addr`.
+    pub fn start_with_config(dir: TempDir, addr: SocketAddr, config: &str) -> Self {
+        std::fs::write(dir.join("mosquitto.conf"), config).expect("mosquitto.conf");
         let mut broker = Self {
             child: None,
             addr,
