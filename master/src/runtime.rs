@@ -199,6 +199,8 @@ pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(),
     };
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| RunError::Io("installing the SIGTERM handler".into(), e))?;
+    // API answers wait for the commit of the batch that made them true.
+    let mut replies = Vec::new();
     loop {
         let wake = core.poll_timeout().map(|t| clock.at(t));
         tokio::select! {
@@ -208,19 +210,33 @@ pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(),
             }
             req = api_rx.recv() => {
                 let Some((req, reply)) = req else { break };
-                let answer = ctx.api(&mut core, clock.now(), req);
-                ctx.flush(&mut core)?;
-                let _ = reply.send(answer);
-                continue;
+                replies.push((reply, ctx.api(&mut core, clock.now(), req)));
             }
             () = sleep_until(wake) => core.handle_timeout(clock.now()),
             _ = tokio::signal::ctrl_c() => { stop(&mut ctx, &mut core, clock).await?; break }
             _ = sigterm.recv() => { stop(&mut ctx, &mut core, clock).await?; break }
         }
+        // Group commit: what is already waiting joins this batch, so a burst of events or
+        // submissions costs one transaction (one fsync), not one each.
+        for _ in 0..BURST {
+            if let Ok(input) = mqtt_rx.try_recv() {
+                ctx.mqtt(&mut core, clock.now(), input);
+            } else if let Ok((req, reply)) = api_rx.try_recv() {
+                replies.push((reply, ctx.api(&mut core, clock.now(), req)));
+            } else {
+                break;
+            }
+        }
         ctx.flush(&mut core)?;
+        for (reply, answer) in replies.drain(..) {
+            let _ = reply.send(answer);
+        }
     }
     Ok(())
 }
+
+/// Inputs handled in one batch, at most (bounds the latency a burst adds to its first input).
+const BURST: usize = 256;
 
 async fn sleep_until(wake: Option<TokioInstant>) {
     match wake {
