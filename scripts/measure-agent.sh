@@ -15,11 +15,14 @@
 #
 # Needs mosquitto (broker, mosquitto_sub, mosquitto_pub) and python3 (free port). A scripted
 # master heartbeat (period 10 s, as in production) is published with mosquitto_pub unless
-# MEASURE_MASTER=0. Usage: scripts/measure-agent.sh   (MEASURE_SECONDS=10 for a quick look)
+# MEASURE_MASTER=0. MEASURE_TLS=1 puts every connection on TLS (a CA and server certificate
+# made with openssl; the agent connects to mqtts://). Usage: scripts/measure-agent.sh
+# (MEASURE_SECONDS=10 for a quick look)
 set -euo pipefail
 
 SECONDS_WANTED=${MEASURE_SECONDS:-60}
 MASTER=${MEASURE_MASTER:-1}
+TLS=${MEASURE_TLS:-0}
 PERIOD_S=10
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -50,6 +53,26 @@ SIZE=$(stat -c %s "$WORK/tether-agent")
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$PORT" > "$WORK/mosquitto.conf"
+CLIENT_TLS=()
+SCHEME=
+if [ "$TLS" = 1 ]; then
+    (
+        cd "$WORK"
+        openssl req -x509 -nodes -days 30 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+            -keyout ca.key -out ca.pem -subj "/CN=measure CA"
+        openssl req -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+            -keyout server.key -out server.csr -subj "/CN=localhost"
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -out server.pem -days 30 -extfile server.ext
+    ) >/dev/null 2>&1
+    # mosquitto started as root reads the key after dropping to its own user.
+    chmod 755 "$WORK"; chmod 644 "$WORK/server.key"
+    printf 'cafile %s\ncertfile %s\nkeyfile %s\n' "$WORK/ca.pem" "$WORK/server.pem" \
+        "$WORK/server.key" >> "$WORK/mosquitto.conf"
+    CLIENT_TLS=(--cafile "$WORK/ca.pem")
+    SCHEME=mqtts://
+fi
 /usr/sbin/mosquitto -c "$WORK/mosquitto.conf" 2>"$WORK/mosquitto.log" &
 PIDS+=($!)
 for _ in $(seq 100); do
@@ -57,7 +80,7 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 
-mosquitto_sub -h 127.0.0.1 -p "$PORT" -i measure-sub -t "$PREFIX/#" -F '%t %l' > "$WORK/sub.out" &
+mosquitto_sub -h localhost -p "$PORT" "${CLIENT_TLS[@]}" -i measure-sub -t "$PREFIX/#" -F '%t %l' > "$WORK/sub.out" &
 SUB=$!
 PIDS+=($SUB)
 
@@ -67,7 +90,7 @@ if [ "$MASTER" = 1 ]; then
     printf '\x01\x00\x01\x01\x90\x4e' > "$WORK/master-hb.bin"
     (
         while :; do
-            mosquitto_pub -h 127.0.0.1 -p "$PORT" -i measure-master -t "$PREFIX/master/heartbeat" \
+            mosquitto_pub -h localhost -p "$PORT" "${CLIENT_TLS[@]}" -i measure-master -t "$PREFIX/master/heartbeat" \
                 -f "$WORK/master-hb.bin" || true
             sleep "$PERIOD_S"
         done
@@ -76,8 +99,10 @@ if [ "$MASTER" = 1 ]; then
 fi
 
 mkdir -p "$WORK/state" "$WORK/work"
-RUST_LOG=warn "$WORK/tether-agent" --id "$ID" --broker "127.0.0.1:$PORT" \
-    --state-dir "$WORK/state" --work-dir "$WORK/work" 2>"$WORK/agent.log" &
+AGENT_TLS=()
+[ "$TLS" = 1 ] && AGENT_TLS=(--tls-ca-file "$WORK/ca.pem")
+RUST_LOG=warn "$WORK/tether-agent" --id "$ID" --broker "${SCHEME}127.0.0.1:$PORT" \
+    "${AGENT_TLS[@]}" --state-dir "$WORK/state" --work-dir "$WORK/work" 2>"$WORK/agent.log" &
 AGENT=$!
 PIDS+=($AGENT)
 

@@ -5,7 +5,8 @@
 //!   `broker-config/rumqttd.toml`, or a file), with its one MQTT 3.1.1 listener.
 //! - [`EmbeddedBroker::start`]: runs rumqttd on its own threads and returns once it accepts TCP
 //!   connections. rumqttd has no shutdown: the broker lives as long as the process.
-//! - [`BrokerAddr`]: a parsed broker URL, for the master pointed at an external broker.
+//! - [`BrokerAddr`]: a parsed broker URL (`mqtt://` or `mqtts://`), for the master pointed at
+//!   an external broker.
 //! - [`ClientSettings`]: rumqttc options every Tether connection needs (MQTT 3.1.1,
 //!   `clean_session = false`, keepalive from the heartbeat period, `TCP_NODELAY`, presence will).
 
@@ -14,11 +15,13 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions, QoS};
+use rumqttc::{
+    AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions, QoS, TlsConfiguration, Transport,
+};
 use tether_core::presence::{Presence, State};
 use tether_core::topic::{Topic, TopicError, validate_id};
 
@@ -35,6 +38,8 @@ pub const MAX_CLIENT_PACKET: usize = 16 * 1024;
 
 /// The port of a `mqtt://host` URL without one.
 pub const DEFAULT_MQTT_PORT: u16 = 1883;
+/// The port of a `mqtts://host` URL without one.
+pub const DEFAULT_MQTTS_PORT: u16 = 8883;
 
 /// Why the embedded broker could not be configured or started.
 #[derive(Debug)]
@@ -249,9 +254,17 @@ fn check(config: &rumqttd::Config) -> Result<(), String> {
         return Err("needs exactly one [v4.*] listener (MQTT 3.1.1), found 0".into());
     };
     if server.tls.is_some() {
+        // rumqttd 0.20 runs each TLS handshake inside its accept loop, without a timeout: one
+        // client that stalls mid-handshake stops every new connection.
         return Err(format!(
-            "[v4.{key}.tls] is not built into the embedded broker: put a TLS terminator in front \
-             of it or use an external broker"
+            "[v4.{key}.tls] is not used: give tether-master --tls-listen, --tls-cert and \
+             --tls-key instead (its own TLS listener in front of this one)"
+        ));
+    }
+    if server.connections.auth.is_some() {
+        return Err(format!(
+            "[v4.{key}.connections.auth] is not used: give tether-master --broker-passwords FILE \
+             (`user:password` lines, the format `tetherctl provision --credentials` writes)"
         ));
     }
     let conn = &server.connections;
@@ -436,12 +449,15 @@ pub fn wait_for_listener(addr: SocketAddr, timeout: Duration) -> bool {
     }
 }
 
-/// An MQTT broker address, from `mqtt://host[:port]` (or `tcp://`), default port 1883.
+/// An MQTT broker address, from `mqtt://host[:port]` (or `tcp://`), default port 1883, or
+/// `mqtts://host[:port]` (or `ssl://`) for TLS, default port 8883.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BrokerAddr {
     /// Host name or IP address, without IPv6 brackets.
     pub host: String,
     pub port: u16,
+    /// TLS (`mqtts://`); the host is the name checked in the broker's certificate.
+    pub tls: bool,
 }
 
 /// Why a broker URL was refused.
@@ -450,7 +466,7 @@ pub enum BrokerAddrError {
     Empty,
     /// No `scheme://`.
     MissingScheme,
-    /// `mqtts`, `ssl`, `ws`, `wss`: not built in.
+    /// `ws`, `wss`: not built in.
     UnsupportedScheme(String),
     UnknownScheme(String),
     MissingHost,
@@ -473,8 +489,8 @@ impl fmt::Display for BrokerAddrError {
             }
             Self::UnsupportedScheme(s) => write!(
                 f,
-                "broker URL scheme '{s}' is not supported by this build (TLS and websockets are \
-                 not built in); use mqtt://"
+                "broker URL scheme '{s}' is not supported (websockets are not built in); use \
+                 mqtt:// or mqtts://"
             ),
             Self::UnknownScheme(s) => {
                 write!(
@@ -510,13 +526,14 @@ impl BrokerAddr {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or(BrokerAddrError::MissingScheme)?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "mqtt" | "tcp" => {}
-            "mqtts" | "ssl" | "tls" | "ws" | "wss" => {
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            "ws" | "wss" => {
                 return Err(BrokerAddrError::UnsupportedScheme(scheme.to_owned()));
             }
             _ => return Err(BrokerAddrError::UnknownScheme(scheme.to_owned())),
-        }
+        };
         // A single trailing slash is what people paste; anything more is a mistake.
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if let Some(i) = rest.find(['/', '?', '#']) {
@@ -563,6 +580,7 @@ impl BrokerAddr {
             return Err(BrokerAddrError::InvalidHost(host.to_owned()));
         }
         let port = match port {
+            None if tls => DEFAULT_MQTTS_PORT,
             None => DEFAULT_MQTT_PORT,
             Some(p) => match p.parse::<u16>() {
                 Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
@@ -572,6 +590,7 @@ impl BrokerAddr {
         Ok(Self {
             host: host.to_owned(),
             port,
+            tls,
         })
     }
 }
@@ -589,16 +608,18 @@ impl From<SocketAddr> for BrokerAddr {
         Self {
             host: addr.ip().to_string(),
             port: addr.port(),
+            tls: false,
         }
     }
 }
 
 impl fmt::Display for BrokerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
         if self.host.contains(':') {
-            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "mqtt://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -612,6 +633,8 @@ pub enum ClientError {
     /// The will must be a presence topic (`Topic::MasterPresence` or `Topic::AgentPresence`).
     NotAPresenceTopic,
     ZeroHeartbeatPeriod,
+    /// An `mqtts://` broker and no TLS settings (no CA to verify it with).
+    TlsWithoutCa,
 }
 
 impl fmt::Display for ClientError {
@@ -626,6 +649,9 @@ impl fmt::Display for ClientError {
                 f.write_str("the last will must go to a presence topic (master or agent)")
             }
             Self::ZeroHeartbeatPeriod => f.write_str("heartbeat period must be greater than zero"),
+            Self::TlsWithoutCa => {
+                f.write_str("an mqtts:// broker needs a CA file to verify its certificate")
+            }
         }
     }
 }
@@ -647,7 +673,21 @@ pub struct ClientSettings {
     pub heartbeat_period: Duration,
     /// User name and password for brokers that require them.
     pub credentials: Option<(String, String)>,
+    /// How `mqtts://` brokers are verified (and the client certificate, if any).
+    pub tls: Option<ClientTls>,
 }
+
+/// A rustls client configuration ([`tether_tls::client_config`]); compared by identity.
+#[derive(Debug, Clone)]
+pub struct ClientTls(pub Arc<tether_tls::rustls::ClientConfig>);
+
+impl PartialEq for ClientTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ClientTls {}
 
 impl ClientSettings {
     /// Settings for the master's own connection.
@@ -664,6 +704,7 @@ impl ClientSettings {
             incarnation,
             heartbeat_period,
             credentials: None,
+            tls: None,
         }
     }
 
@@ -709,6 +750,12 @@ impl ClientSettings {
             ));
         if let Some((user, pass)) = &self.credentials {
             mqtt.set_credentials(user.clone(), pass.clone());
+        }
+        if broker.tls {
+            let tls = self.tls.as_ref().ok_or(ClientError::TlsWithoutCa)?;
+            mqtt.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.0.clone(),
+            )));
         }
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
@@ -763,7 +810,8 @@ mod tests {
             ok("mqtt://localhost:1884"),
             BrokerAddr {
                 host: "localhost".into(),
-                port: 1884
+                port: 1884,
+                tls: false
             }
         );
         assert_eq!(ok("tcp://10.0.0.2").port, 1883);
@@ -775,8 +823,11 @@ mod tests {
         let err = |s: &str| BrokerAddr::parse(s).unwrap_err();
         assert_eq!(err(""), BrokerAddrError::Empty);
         assert_eq!(err("localhost:1883"), BrokerAddrError::MissingScheme);
+        assert!(ok("mqtts://h:8884").tls && ok("ssl://h").tls);
+        assert_eq!(ok("mqtts://h").port, 8883);
+        assert_eq!(ok("MQTTS://h:1").to_string(), "mqtts://h:1");
         assert!(matches!(
-            err("mqtts://h:8883"),
+            err("wss://h:8883"),
             BrokerAddrError::UnsupportedScheme(_)
         ));
         assert!(matches!(err("http://h"), BrokerAddrError::UnknownScheme(_)));
@@ -868,5 +919,26 @@ mod tests {
             bad(&|s| s.presence = Topic::MasterHeartbeat),
             ClientError::NotAPresenceTopic
         );
+        let tls_broker = BrokerAddr::parse("mqtts://127.0.0.1:1").unwrap();
+        assert!(matches!(
+            s.options(&tls_broker),
+            Err(ClientError::TlsWithoutCa)
+        ));
+    }
+
+    #[test]
+    fn broker_tls_and_auth_tables_point_to_the_flags() {
+        let base = BUILTIN_CONFIG.replace(
+            "    dynamic_filters = true\n",
+            "    dynamic_filters = true\n    [v4.1.connections.auth]\n    a = \"b\"\n",
+        );
+        let err = BrokerConfig::parse(&base).unwrap_err().to_string();
+        assert!(err.contains("--broker-passwords"), "{err}");
+        let tls = BUILTIN_CONFIG.replace(
+            "next_connection_delay_ms = 1\n",
+            "next_connection_delay_ms = 1\n[v4.1.tls]\ncertpath = \"c\"\nkeypath = \"k\"\n",
+        );
+        let err = BrokerConfig::parse(&tls).unwrap_err().to_string();
+        assert!(err.contains("--tls-listen"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 //! - [`persist`]: applies the core's changes to the [`store`] and reads them back at start;
 //! - [`runtime`]: the `tether-master` loop over tokio, MQTT, SQLite and [`api`] (HTTP);
 //! - [`broker`]: the embedded rumqttd or an external broker, and client settings;
+//! - [`tls_listener`]: the embedded broker's TLS listener; [`passwords`]: who may connect;
 //! - [`http`]: the tiny client `tetherctl` uses;
 //! - [`provision`]: the files a new device needs (`tetherctl provision`);
 //! - [`store`]: the SQLite database.
@@ -12,7 +13,9 @@ pub mod api;
 pub mod broker;
 pub mod core;
 pub mod http;
+pub mod passwords;
 pub mod persist;
 pub mod provision;
 pub mod runtime;
 pub mod store;
+pub mod tls_listener;

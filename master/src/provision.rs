@@ -118,7 +118,7 @@ pub fn write(dir: &Path, req: &Request) -> Result<Provisioned, ProvisionError> {
         let broker = dir.join("broker");
         std::fs::create_dir_all(&broker)?;
         // Plain `user:password`: `mosquitto_passwd -U FILE` hashes it in place; for the
-        // embedded rumqttd, add it to the [v4.1.connections.auth] table.
+        // embedded broker, append it to the file `tether-master --broker-passwords` reads.
         let entry = broker.join("passwd-entry");
         std::fs::write(&entry, format!("{}:{pw}\n", req.id))?;
         restrict(&entry)?;

@@ -10,6 +10,7 @@
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
 use log::{error, info, warn};
@@ -19,10 +20,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
 
 use crate::api::{self, ApiError, ApiRequest, Envelope};
-use crate::broker::{BrokerAddr, BrokerConfig, BrokerError, ClientSettings, EmbeddedBroker};
+use crate::broker::{
+    BrokerAddr, BrokerConfig, BrokerError, ClientSettings, ClientTls, EmbeddedBroker,
+};
 use crate::core::{Action, Config, Master, Publish, Qos};
+use crate::passwords::{self, Passwords, Verdict};
 use crate::persist;
 use crate::store::{Store, StoreError, TaskId};
+use crate::tls_listener::{self, TlsListen};
 
 /// How `tether-master run` was asked to run.
 #[derive(Debug, Clone)]
@@ -38,6 +43,21 @@ pub struct RunConfig {
     pub prefix: String,
     pub heartbeat_period: StdDuration,
     pub cancel_duplicates: bool,
+    /// The embedded broker's TLS listener, beside the plain one.
+    pub tls_listen: Option<TlsListen>,
+    /// The embedded broker admits only the users of this `user:password` file.
+    pub broker_passwords: Option<PathBuf>,
+    /// The master's own client to an external broker: its credentials, and for `mqtts://` the
+    /// CA (and optionally a client certificate and key).
+    pub client_credentials: Option<(String, String)>,
+    pub client_tls: Option<ClientTlsFiles>,
+}
+
+/// The PEM files of the master's own TLS client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsFiles {
+    pub ca: PathBuf,
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug)]
@@ -67,6 +87,8 @@ pub struct Bound {
     pub mqtt: BrokerAddr,
     pub http: SocketAddr,
     pub epoch: u32,
+    /// The embedded broker's TLS listener, when there is one.
+    pub mqtts: Option<SocketAddr>,
 }
 
 impl std::fmt::Display for Bound {
@@ -75,7 +97,11 @@ impl std::fmt::Display for Bound {
             f,
             "tether-master ready mqtt={}:{} http={} epoch={:08x}",
             self.mqtt.host, self.mqtt.port, self.http, self.epoch
-        )
+        )?;
+        if let Some(tls) = self.mqtts {
+            write!(f, " mqtts={tls}")?;
+        }
+        Ok(())
     }
 }
 
@@ -116,9 +142,23 @@ pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(),
     let store = Store::open(config.data_dir.join("master.db")).map_err(RunError::Store)?;
     let snapshot = persist::load(&store).map_err(RunError::Store)?;
 
+    let embedded_only = |what: &str| {
+        RunError::Config(format!(
+            "{what} configures the embedded broker; it does not apply with --broker"
+        ))
+    };
+    let mut credentials = config.client_credentials.clone();
     // The embedded broker lives as long as the process (rumqttd has no shutdown).
-    let (mqtt_addr, _broker) = match &config.broker {
-        Some(addr) => (addr.clone(), None),
+    let (mqtt_addr, _broker, mqtts) = match &config.broker {
+        Some(addr) => {
+            if config.tls_listen.is_some() {
+                return Err(embedded_only("--tls-listen"));
+            }
+            if config.broker_passwords.is_some() {
+                return Err(embedded_only("--broker-passwords"));
+            }
+            (addr.clone(), None, None)
+        }
         None => {
             let mut broker_config = match &config.broker_config {
                 Some(path) => BrokerConfig::from_path(path),
@@ -126,12 +166,56 @@ pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(),
             }
             .map_err(RunError::Broker)?;
             broker_config.set_listen(config.listen);
+            if let Some(path) = &config.broker_passwords {
+                let passwords = Arc::new(
+                    Passwords::load(path)
+                        .map_err(|e| RunError::Config(format!("--broker-passwords: {e}")))?,
+                );
+                credentials = Some(passwords.master_credentials());
+                broker_config.set_auth_handler(move |client_id, user, password| {
+                    let verdict = passwords.check(&client_id, &user, &password);
+                    if verdict != Verdict::Accepted {
+                        warn!("broker refused client `{client_id}` (user `{user}`): {verdict}");
+                    }
+                    std::future::ready(verdict == Verdict::Accepted)
+                });
+            }
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(broker_config))
                 .await
                 .map_err(|e| RunError::Config(format!("broker start: {e}")))?
                 .map_err(RunError::Broker)?;
-            (broker.broker_addr(), Some(broker))
+            let plain = broker.broker_addr();
+            let mqtts = match &config.tls_listen {
+                Some(listen) => {
+                    let upstream = SocketAddr::new(
+                        plain.host.parse().map_err(|_| {
+                            RunError::Config(format!("broker address {plain} is not an IP"))
+                        })?,
+                        plain.port,
+                    );
+                    Some(
+                        tls_listener::start(listen, upstream)
+                            .await
+                            .map_err(|e| RunError::Config(format!("--tls-listen: {e}")))?,
+                    )
+                }
+                None => None,
+            };
+            (plain, Some(broker), mqtts)
         }
+    };
+    let client_tls = match &config.client_tls {
+        Some(files) => Some(ClientTls(Arc::new(
+            tether_tls::client_config_from_files(
+                &files.ca,
+                files
+                    .identity
+                    .as_ref()
+                    .map(|(c, k)| (c.as_path(), k.as_path())),
+            )
+            .map_err(|e| RunError::Config(format!("broker TLS: {e}")))?,
+        ))),
+        None => None,
     };
 
     let epoch = new_epoch();
@@ -143,12 +227,14 @@ pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(),
     let mut core = Master::restore(core_config, snapshot, clock.now())
         .map_err(|e| RunError::Config(e.to_string()))?;
 
-    let settings = ClientSettings::master(
-        "tether-master",
+    let mut settings = ClientSettings::master(
+        passwords::MASTER_USER,
         &config.prefix,
         epoch,
         config.heartbeat_period,
     );
+    settings.credentials = credentials;
+    settings.tls = client_tls;
     let (client, mut eventloop) = settings
         .connect(&mqtt_addr, 1024)
         .map_err(|e| RunError::Config(e.to_string()))?;
@@ -187,6 +273,7 @@ pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(),
         mqtt: mqtt_addr.clone(),
         http,
         epoch,
+        mqtts,
     };
     info!("{bound}");
     on_ready(&bound);
@@ -282,6 +369,11 @@ impl Ctx {
             MqttInput::Down(e) => {
                 if core.is_connected() {
                     warn!("broker connection lost: {e}");
+                } else if matches!(
+                    e,
+                    ConnectionError::ConnectionRefused(_) | ConnectionError::Tls(_)
+                ) {
+                    warn!("the broker at {} refused the master: {e}", self.bound.mqtt);
                 }
                 core.handle_disconnected(now);
             }

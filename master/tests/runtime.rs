@@ -116,6 +116,7 @@ impl FakeAgent {
             incarnation: inc,
             heartbeat_period: Duration::from_secs(1),
             credentials: None,
+            tls: None,
         };
         let (client, mut eventloop) = settings.connect(broker, 64).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! id = "pi-kitchen"                 # required: MQTT client id and topic segment
-//! brokers = ["10.0.0.2:1883", "backup.lan:1883"]   # required, tried in turn
+//! brokers = ["mqtts://10.0.0.2:8883", "backup.lan:1883"]   # required, tried in turn
 //! prefix = "tether"
 //! state_dir = "/var/lib/tether"     # the journal lives here
 //! work_dir = "/var/lib/tether/work" # default working directory of tasks
@@ -13,6 +13,10 @@
 //! max_tasks = 16
 //! username = "pi-kitchen"           # optional broker credentials
 //! password = "..."
+//! tls_ca_file = "/etc/tether/ca.pem"        # required by mqtts:// brokers: the CA that signed
+//!                                           # the broker's certificate (no system roots)
+//! tls_cert_file = "/etc/tether/client.pem"  # optional client certificate (PEM chain) ...
+//! tls_key_file = "/etc/tether/client.key"   # ... and its key, both or neither
 //!
 //! [tasks]                           # optional: how tasks run (see crate::confine)
 //! user = "tether-task"              # name or uid; needs root or CAP_SETUID/SETGID/KILL
@@ -31,6 +35,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tether_core::allowlist::Allowlist;
@@ -52,15 +57,21 @@ pub const DEFAULT_RECONNECT_MIN_MS: u64 = 500;
 pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
 pub const DEFAULT_MAX_TASKS: u32 = 16;
 
-/// A broker address, `host:port` (IPv6 literals in brackets: `[::1]:1883`).
+/// A broker address, `host:port` or `mqtt://host:port` (plain TCP) or `mqtts://host:port`
+/// (TLS); IPv6 literals in brackets: `[::1]:1883`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Broker {
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: TLS, verified against `tls_ca_file`.
+    pub tls: bool,
 }
 
 impl fmt::Display for Broker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tls {
+            f.write_str("mqtts://")?;
+        }
         if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
@@ -73,8 +84,20 @@ impl std::str::FromStr for Broker {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("broker `{s}` is not `host:port`");
-        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let bad = || format!("broker `{s}` is not `host:port` or `mqtts://host:port`");
+        let (tls, rest) = match s.split_once("://") {
+            None => (false, s),
+            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                "mqtt" | "tcp" => (false, rest),
+                "mqtts" | "ssl" => (true, rest),
+                _ => {
+                    return Err(format!(
+                        "broker `{s}`: scheme `{scheme}` is not mqtt or mqtts"
+                    ));
+                }
+            },
+        };
+        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
         let host = match host.strip_prefix('[') {
             Some(h) => h.strip_suffix(']').ok_or_else(bad)?,
             None if host.contains(':') => return Err(bad()),
@@ -91,6 +114,7 @@ impl std::str::FromStr for Broker {
         Ok(Broker {
             host: host.to_string(),
             port,
+            tls,
         })
     }
 }
@@ -111,6 +135,37 @@ pub struct Config {
     pub password: Option<String>,
     pub max_tasks: u32,
     pub tasks: TasksConfig,
+    /// Set when a broker is `mqtts://`.
+    pub tls: Option<Tls>,
+}
+
+/// The TLS files, checked and loaded when the configuration was.
+#[derive(Clone)]
+pub struct Tls {
+    pub ca_file: PathBuf,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub client: Arc<tether_tls::rustls::ClientConfig>,
+}
+
+impl PartialEq for Tls {
+    // The rustls configuration follows from the files.
+    fn eq(&self, other: &Self) -> bool {
+        (&self.ca_file, &self.cert_file, &self.key_file)
+            == (&other.ca_file, &other.cert_file, &other.key_file)
+    }
+}
+
+impl Eq for Tls {}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for Config {
@@ -130,6 +185,7 @@ impl fmt::Debug for Config {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("max_tasks", &self.max_tasks)
             .field("tasks", &self.tasks)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -156,6 +212,9 @@ pub struct Overrides {
     pub username: Option<String>,
     pub password: Option<String>,
     pub max_tasks: Option<u32>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// One problem in a configuration.
@@ -303,6 +362,9 @@ struct Builder {
     password: Option<At<String>>,
     max_tasks: Option<At<u32>>,
     tasks: TasksConfig,
+    tls_ca_file: Option<At<PathBuf>>,
+    tls_cert_file: Option<At<PathBuf>>,
+    tls_key_file: Option<At<PathBuf>>,
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -322,7 +384,11 @@ impl Builder {
             "prefix" => self.prefix = at(prefix_value(string(key, v)?, key)?, v),
             "brokers" => {
                 let DeValue::Array(items) = v.get_ref() else {
-                    return Err(wrong_type(key, "an array of \"host:port\" strings", v));
+                    return Err(wrong_type(
+                        key,
+                        "an array of \"host:port\" or \"mqtts://host:port\" strings",
+                        v,
+                    ));
                 };
                 let texts = items
                     .iter()
@@ -341,6 +407,9 @@ impl Builder {
             "username" => self.username = at(nonempty(string(key, v)?, key)?, v),
             "password" => self.password = at(string(key, v)?, v),
             "max_tasks" => self.max_tasks = at(max_tasks_value(integer(key, v)?, key)?, v),
+            "tls_ca_file" => self.tls_ca_file = at(path_value(string(key, v)?, key)?, v),
+            "tls_cert_file" => self.tls_cert_file = at(path_value(string(key, v)?, key)?, v),
+            "tls_key_file" => self.tls_key_file = at(path_value(string(key, v)?, key)?, v),
             _ => return Err(format!("unknown key `{key}`")),
         }
         Ok(())
@@ -425,6 +494,19 @@ impl Builder {
                 max_tasks_value(u64::from(v), "max_tasks").map(|v| self.max_tasks = flag(v)),
             );
         }
+        for (key, value, slot) in [
+            ("tls_ca_file", &o.tls_ca_file, &mut self.tls_ca_file),
+            ("tls_cert_file", &o.tls_cert_file, &mut self.tls_cert_file),
+            ("tls_key_file", &o.tls_key_file, &mut self.tls_key_file),
+        ] {
+            if let Some(v) = value {
+                check(
+                    key,
+                    path_value(v.to_string_lossy().into_owned(), key)
+                        .map(|_| *slot = flag(v.clone())),
+                );
+            }
+        }
     }
 
     /// Checks what involves several keys, fills defaults, and builds the config.
@@ -471,6 +553,7 @@ impl Builder {
                 message: "`password` without `username`".into(),
             });
         }
+        let tls = self.tls(lines, &mut errors);
         let (Some(id), Some(brokers)) = (self.id, self.brokers) else {
             return Err(errors);
         };
@@ -504,7 +587,116 @@ impl Builder {
             password: self.password.map(|a| a.value),
             max_tasks: self.max_tasks.map_or(DEFAULT_MAX_TASKS, |a| a.value),
             tasks: self.tasks,
+            tls,
         })
+    }
+
+    /// Checks the TLS keys against the brokers and loads the files, so that an unreadable or
+    /// invalid PEM file is reported here, under its key, rather than at the first handshake.
+    fn tls(&self, lines: &LineIndex, errors: &mut Vec<ConfigError>) -> Option<Tls> {
+        let mut error = |key: &str, at: Option<&Option<Range<usize>>>, message: String| {
+            errors.push(ConfigError {
+                line: at.and_then(|s| s.as_ref()).map(|s| lines.line(s.start)),
+                key: Some(key.to_string()),
+                message,
+            })
+        };
+        let tls_broker = self
+            .brokers
+            .as_ref()
+            .and_then(|b| b.value.iter().find(|b| b.tls));
+        let (cert, key) = (self.tls_cert_file.as_ref(), self.tls_key_file.as_ref());
+        if cert.is_some() != key.is_some() {
+            let (given, missing) = match cert {
+                Some(c) => (("tls_cert_file", &c.span), "tls_key_file"),
+                None => (
+                    ("tls_key_file", &key.expect("one is set").span),
+                    "tls_cert_file",
+                ),
+            };
+            error(
+                given.0,
+                Some(given.1),
+                format!("`{}` needs `{missing}` too", given.0),
+            );
+            return None;
+        }
+        let Some(ca) = &self.tls_ca_file else {
+            if let Some(b) = tls_broker {
+                error(
+                    "tls_ca_file",
+                    None,
+                    format!(
+                        "broker `{b}` uses TLS: set `tls_ca_file` to the CA that signed its \
+                         certificate"
+                    ),
+                );
+            } else if let Some(c) = cert {
+                error(
+                    "tls_cert_file",
+                    Some(&c.span),
+                    "`tls_cert_file` is set but no broker is mqtts://".into(),
+                );
+            }
+            return None;
+        };
+        if tls_broker.is_none() {
+            error(
+                "tls_ca_file",
+                Some(&ca.span),
+                "`tls_ca_file` is set but no broker is mqtts:// (write mqtts://host:port)".into(),
+            );
+            return None;
+        }
+        let roots = tether_tls::load_ca(&ca.value)
+            .map_err(|e| error("tls_ca_file", Some(&ca.span), format!("`tls_ca_file`: {e}")))
+            .ok();
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => {
+                let certs = tether_tls::load_certs(&c.value)
+                    .map_err(|e| {
+                        error(
+                            "tls_cert_file",
+                            Some(&c.span),
+                            format!("`tls_cert_file`: {e}"),
+                        )
+                    })
+                    .ok();
+                let key = tether_tls::load_key(&k.value)
+                    .map_err(|e| {
+                        error(
+                            "tls_key_file",
+                            Some(&k.span),
+                            format!("`tls_key_file`: {e}"),
+                        )
+                    })
+                    .ok();
+                match (certs, key) {
+                    (Some(certs), Some(key)) => Some(Some(tether_tls::Identity { certs, key })),
+                    _ => None,
+                }
+            }
+            _ => Some(None),
+        };
+        let (Some(roots), Some(identity)) = (roots, identity) else {
+            return None;
+        };
+        match tether_tls::client_config(roots, identity) {
+            Ok(client) => Some(Tls {
+                ca_file: ca.value.clone(),
+                cert_file: cert.map(|c| c.value.clone()),
+                key_file: key.map(|k| k.value.clone()),
+                client: Arc::new(client),
+            }),
+            Err(e) => {
+                error(
+                    "tls_cert_file",
+                    cert.map(|c| &c.span),
+                    format!("`tls_cert_file` and `tls_key_file`: {e}"),
+                );
+                None
+            }
+        }
     }
 }
 

@@ -16,7 +16,8 @@ options (each overrides the config file):
   --config PATH            config file (default /etc/tether/agent.toml; optional for `run`
                            when --id and --broker are given)
   --id ID                  agent id (MQTT client id and topic segment)
-  --broker HOST:PORT       broker address; repeat for fail-over brokers, tried in turn
+  --broker HOST:PORT       broker address (mqtts://HOST:PORT for TLS); repeat for
+                           fail-over brokers, tried in turn
   --prefix PREFIX          topic prefix (default tether)
   --state-dir DIR          where the journal lives
   --work-dir DIR           default working directory of tasks
@@ -24,6 +25,8 @@ options (each overrides the config file):
   --drain-seconds N        on SIGTERM, how long running tasks may finish
   --max-tasks N            attempts held or running at once
   --username USER / --password PASS   broker credentials
+  --tls-ca-file PEM        CA that signed the mqtts:// brokers' certificates
+  --tls-cert-file PEM / --tls-key-file PEM   client certificate and key (optional)
 
 logging: RUST_LOG (default info), to stderr.";
 
@@ -71,6 +74,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--username" => o.username = Some(value()?),
             "--password" => o.password = Some(value()?),
+            "--tls-ca-file" => o.tls_ca_file = Some(value()?.into()),
+            "--tls-cert-file" => o.tls_cert_file = Some(value()?.into()),
+            "--tls-key-file" => o.tls_key_file = Some(value()?.into()),
             other => return Err(format!("unknown option `{other}`")),
         }
     }

@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
+    NetworkOptions, Packet, QoS, StateError, TlsConfiguration, Transport,
+};
 use tokio::sync::mpsc;
 
 use crate::config::{Broker, Config};
@@ -28,6 +31,9 @@ pub enum NetEvent {
     Disconnected {
         error: String,
         retry_in: Duration,
+        /// The broker (or its certificate) turned the agent away: retrying will not help
+        /// until a configuration changes.
+        refused: bool,
     },
 }
 
@@ -98,7 +104,67 @@ pub fn options(config: &Config, session: &Session, broker: &Broker) -> MqttOptio
     if let (Some(user), Some(pass)) = (&config.username, &config.password) {
         opts.set_credentials(user, pass);
     }
+    // The configuration check guarantees the TLS settings for an mqtts:// broker.
+    if let (true, Some(tls)) = (broker.tls, &config.tls) {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.client.clone(),
+        )));
+    }
     opts
+}
+
+/// Why an attempt failed, in words for the log, and whether the broker refused the agent
+/// (credentials, certificates) rather than being unreachable.
+pub fn describe(error: &ConnectionError, acknowledged: bool) -> (String, bool) {
+    // Certificate problems surface in the handshake, or on the first read (TLS 1.3 reports a
+    // refused client certificate after the client's handshake is done).
+    if let Some(tls) = tls_cause(error) {
+        return (format!("TLS refused: {tls}"), true);
+    }
+    match error {
+        ConnectionError::ConnectionRefused(code) => {
+            let why = match code {
+                ConnectReturnCode::BadUserNamePassword => "wrong username or password",
+                ConnectReturnCode::NotAuthorized => "not authorized (username or password)",
+                ConnectReturnCode::BadClientId => "client id rejected",
+                _ => "connection refused",
+            };
+            (format!("refused by the broker: {why} ({code:?})"), true)
+        }
+        ConnectionError::Tls(e) => (format!("TLS refused: {e}"), true),
+        ConnectionError::MqttState(StateError::ConnectionAborted) if !acknowledged => {
+            // rumqttd answers bad credentials by closing the connection without a CONNACK.
+            (
+                "the broker closed the connection before accepting it (wrong username or \
+                 password?)"
+                    .to_owned(),
+                true,
+            )
+        }
+        other => (other.to_string(), false),
+    }
+}
+
+/// The rustls error somewhere in the chain of causes (rumqttc wraps it in I/O errors, at
+/// different depths depending on when it happened).
+fn tls_cause(error: &ConnectionError) -> Option<&tether_tls::rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<tether_tls::rustls::Error>() {
+            return Some(tls);
+        }
+        // io::Error's `source` skips the error it wraps.
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(tls) = inner.downcast_ref::<tether_tls::rustls::Error>() {
+                return Some(tls);
+            }
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// Requests the agent may queue without waiting: a send window of events plus heartbeats and
@@ -142,9 +208,11 @@ async fn drive(
     tx: mpsc::Sender<NetEvent>,
 ) {
     let mut current = 0usize;
+    let mut acknowledged = false;
     loop {
         let event = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                acknowledged = true;
                 backoff.reset();
                 NetEvent::Connected {
                     broker: brokers[current].to_string(),
@@ -159,12 +227,18 @@ async fn drive(
             Err(rumqttc::ConnectionError::RequestsDone) => return,
             Err(e) => {
                 let retry_in = backoff.next_delay();
-                let error = format!("{}: {e}", brokers[current]);
+                let (why, refused) = describe(&e, acknowledged);
+                acknowledged = false;
+                let error = format!("{}: {why}", brokers[current]);
                 // Fail over: the next attempt goes to the next broker of the list.
                 current = (current + 1) % brokers.len();
                 eventloop.mqtt_options = options(config, session, &brokers[current]);
                 if tx
-                    .send(NetEvent::Disconnected { error, retry_in })
+                    .send(NetEvent::Disconnected {
+                        error,
+                        retry_in,
+                        refused,
+                    })
                     .await
                     .is_err()
                 {

@@ -310,9 +310,15 @@ impl Runtime {
             NetEvent::Message { topic, payload } => {
                 self.agent.handle_message(now, &topic, &payload)
             }
-            NetEvent::Disconnected { error, retry_in } => {
+            NetEvent::Disconnected {
+                error,
+                retry_in,
+                refused,
+            } => {
                 if self.agent.is_connected() {
                     warn!("connection lost ({error}); retrying in {retry_in:?}");
+                } else if refused {
+                    warn!("connect refused ({error}); retrying in {retry_in:?}");
                 } else {
                     debug!("connect failed ({error}); retrying in {retry_in:?}");
                 }

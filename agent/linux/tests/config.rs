@@ -46,15 +46,18 @@ max_tasks = 4
         vec![
             Broker {
                 host: "10.0.0.2".into(),
-                port: 1883
+                port: 1883,
+                tls: false
             },
             Broker {
                 host: "backup.lan".into(),
-                port: 8883
+                port: 8883,
+                tls: false
             },
             Broker {
                 host: "::1".into(),
-                port: 1883
+                port: 1883,
+                tls: false
             },
         ]
     );
@@ -153,6 +156,8 @@ fn empty_or_malformed_brokers_are_rejected() {
         ("[\"::1:1883\"]", "not `host:port`"),
         ("[\"ok:1\", 5]", "must be a string, found integer"),
         ("\"h:1\"", "must be an array"),
+        ("[\"ws://h:1\"]", "scheme `ws` is not mqtt or mqtts"),
+        ("[\"mqtts://h\"]", "not `host:port`"),
     ] {
         let errs = errors(&format!("id = \"a\"\nbrokers = {brokers}\n"));
         assert_eq!(where_(&errs), vec![(Some(2), Some("brokers"))], "{brokers}");
@@ -437,4 +442,98 @@ fn prepare_resolves_names_and_ids() {
         let c = confine::prepare(&tasks(Some(user), None)).unwrap();
         assert_eq!(c.identity, Some(Identity { uid, gid }));
     }
+}
+
+#[test]
+fn broker_schemes() {
+    let c = check_config("id = \"a\"\nbrokers = [\"mqtt://h:1\", \"tcp://[::1]:2\", \"h:3\"]\n")
+        .unwrap();
+    assert!(c.brokers.iter().all(|b| !b.tls) && c.tls.is_none());
+    assert_eq!(c.brokers[0].to_string(), "h:1");
+    assert_eq!(c.brokers[1].to_string(), "[::1]:2");
+}
+
+#[test]
+fn tls_keys_are_checked_against_brokers_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let bad_pem = dir.path().join("bad.pem");
+    std::fs::write(
+        &bad_pem,
+        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("missing.pem");
+    let g = garbage.display();
+    let m = missing.display();
+    let b = bad_pem.display();
+
+    // mqtts:// needs a CA; a CA or client certificate with no mqtts:// broker is a mistake.
+    let errs = errors("id = \"a\"\nbrokers = [\"h:1\", \"mqtts://h:8883\"]\n");
+    assert_eq!(where_(&errs), vec![(None, Some("tls_ca_file"))]);
+    assert!(errs[0].message.contains("mqtts://h:8883"), "{}", errs[0]);
+    let errs = errors(&format!(
+        "id = \"a\"\nbrokers = [\"h:1\"]\ntls_ca_file = \"{g}\"\n"
+    ));
+    assert_eq!(where_(&errs), vec![(Some(3), Some("tls_ca_file"))]);
+    assert!(
+        errs[0].message.contains("no broker is mqtts://"),
+        "{}",
+        errs[0]
+    );
+
+    // Unreadable, empty and malformed PEM files are reported under their key and line.
+    for (file, what) in [
+        (&m.to_string(), "No such file"),
+        (&g.to_string(), "holds no PEM certificate"),
+        (&b.to_string(), "malformed PEM"),
+    ] {
+        let errs = errors(&format!(
+            "id = \"a\"\nbrokers = [\"mqtts://h:8883\"]\ntls_ca_file = \"{file}\"\n"
+        ));
+        assert_eq!(
+            where_(&errs),
+            vec![(Some(3), Some("tls_ca_file"))],
+            "{file}"
+        );
+        assert!(errs[0].message.contains(what), "{}", errs[0]);
+        assert!(errs[0].message.contains(file.as_str()), "{}", errs[0]);
+    }
+    let errs = errors(&format!(
+        "id = \"a\"\nbrokers = [\"mqtts://h:8883\"]\ntls_ca_file = \"{m}\"\n\
+         tls_cert_file = \"{g}\"\ntls_key_file = \"{g}\"\n"
+    ));
+    assert_eq!(
+        where_(&errs),
+        vec![
+            (Some(3), Some("tls_ca_file")),
+            (Some(4), Some("tls_cert_file")),
+            (Some(5), Some("tls_key_file"))
+        ]
+    );
+    assert!(
+        errs[2].message.contains("no usable private key"),
+        "{}",
+        errs[2]
+    );
+
+    // A certificate without its key (or the reverse).
+    let errs = errors(&format!(
+        "id = \"a\"\nbrokers = [\"mqtts://h:8883\"]\ntls_ca_file = \"{g}\"\ntls_key_file = \"{g}\"\n"
+    ));
+    assert_eq!(where_(&errs), vec![(Some(4), Some("tls_key_file"))]);
+    assert!(
+        errs[0].message.contains("needs `tls_cert_file`"),
+        "{}",
+        errs[0]
+    );
+
+    // Flags are checked the same way.
+    let o = Overrides {
+        tls_ca_file: Some(missing.clone()),
+        ..Overrides::default()
+    };
+    let errs = check_config_with("id = \"a\"\nbrokers = [\"mqtts://h:8883\"]\n", &o).unwrap_err();
+    assert_eq!(where_(&errs), vec![(None, Some("tls_ca_file"))]);
 }

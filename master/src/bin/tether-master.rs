@@ -1,6 +1,6 @@
 //! `tether-master run --data-dir DIR`: the master with its embedded broker (or an external
 //! one), its store and its HTTP API. Prints one line with the bound addresses when ready:
-//! `tether-master ready mqtt=HOST:PORT http=ADDR epoch=HEX`.
+//! `tether-master ready mqtt=HOST:PORT http=ADDR epoch=HEX [mqtts=HOST:PORT]`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tether_master::broker::BrokerAddr;
-use tether_master::runtime::{self, RunConfig};
+use tether_master::runtime::{self, ClientTlsFiles, RunConfig};
+use tether_master::tls_listener::TlsListen;
 
 #[derive(Debug, Parser)]
 #[command(name = "tether-master", version, about = "The Tether master")]
@@ -31,9 +32,39 @@ enum Command {
         /// Address of the HTTP API (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: SocketAddr,
-        /// Use this broker (mqtt://host:port) instead of the embedded one.
+        /// Use this broker (mqtt://host:port, or mqtts://host:port with --broker-ca) instead
+        /// of the embedded one.
         #[arg(long)]
         broker: Option<String>,
+        /// CA (PEM) that signed the external mqtts:// broker's certificate.
+        #[arg(long, requires = "broker")]
+        broker_ca: Option<PathBuf>,
+        /// Client certificate (PEM chain) for the external broker, with --broker-key.
+        #[arg(long, requires_all = ["broker_ca", "broker_key"])]
+        broker_cert: Option<PathBuf>,
+        #[arg(long, requires = "broker_cert")]
+        broker_key: Option<PathBuf>,
+        /// User name at the external broker; the password comes from TETHER_BROKER_PASSWORD.
+        #[arg(long, requires = "broker")]
+        broker_username: Option<String>,
+        /// The embedded broker admits only the users of this file: `user:password` lines (what
+        /// `tetherctl provision --credentials` writes), re-read when it changes. A client's id
+        /// must be its user name.
+        #[arg(long)]
+        broker_passwords: Option<PathBuf>,
+        /// A TLS listener for the embedded broker beside the plain --listen (keep that one on
+        /// loopback); port 0: any free port.
+        #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+        tls_listen: Option<SocketAddr>,
+        /// The TLS listener's certificate chain (PEM, leaf first).
+        #[arg(long, requires = "tls_listen")]
+        tls_cert: Option<PathBuf>,
+        /// The TLS listener's private key (PEM).
+        #[arg(long, requires = "tls_listen")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by this CA (PEM) on the TLS listener.
+        #[arg(long, requires = "tls_listen")]
+        tls_client_ca: Option<PathBuf>,
         /// rumqttd configuration for the embedded broker (default: the built-in
         /// broker-config/rumqttd.toml).
         #[arg(long)]
@@ -62,6 +93,15 @@ fn main() -> ExitCode {
         prefix,
         heartbeat_period_ms,
         cancel_duplicates,
+        broker_ca,
+        broker_cert,
+        broker_key,
+        broker_username,
+        broker_passwords,
+        tls_listen,
+        tls_cert,
+        tls_key,
+        tls_client_ca,
     } = Cli::parse().command;
     let broker = match broker.as_deref().map(BrokerAddr::parse).transpose() {
         Ok(b) => b,
@@ -69,6 +109,33 @@ fn main() -> ExitCode {
             eprintln!("tether-master: --broker: {e}");
             return ExitCode::from(2);
         }
+    };
+    if broker.as_ref().is_some_and(|b| b.tls) != broker_ca.is_some() {
+        eprintln!("tether-master: an mqtts:// --broker and --broker-ca go together");
+        return ExitCode::from(2);
+    }
+    let client_credentials = match broker_username {
+        Some(user) => match std::env::var("TETHER_BROKER_PASSWORD") {
+            Ok(password) => Some((user, password)),
+            Err(_) => {
+                eprintln!("tether-master: --broker-username needs TETHER_BROKER_PASSWORD");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let client_tls = broker_ca.map(|ca| ClientTlsFiles {
+        ca,
+        identity: broker_cert.zip(broker_key),
+    });
+    let tls_listen = match (tls_listen, tls_cert, tls_key) {
+        (Some(addr), Some(cert), Some(key)) => Some(TlsListen {
+            addr,
+            cert,
+            key,
+            client_ca: tls_client_ca,
+        }),
+        _ => None,
     };
     if heartbeat_period_ms == 0 {
         eprintln!("tether-master: --heartbeat-period-ms must be greater than zero");
@@ -83,6 +150,10 @@ fn main() -> ExitCode {
         prefix,
         heartbeat_period: Duration::from_millis(heartbeat_period_ms),
         cancel_duplicates,
+        tls_listen,
+        broker_passwords,
+        client_credentials,
+        client_tls,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -32,6 +32,7 @@ impl Conn {
             incarnation,
             heartbeat_period: Duration::from_secs(5),
             credentials: None,
+            tls: None,
         };
         let (client, mut eventloop) = settings.connect(broker, 16).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();

@@ -27,6 +27,8 @@ pub struct AgentOptions {
     pub config_toml: Option<String>,
     /// A command the agent runs under (e.g. `setpriv` with its options), empty for none.
     pub wrapper: Vec<String>,
+    /// More flags, as given (TLS files, credentials).
+    pub extra_args: Vec<String>,
 }
 
 impl AgentOptions {
@@ -40,6 +42,7 @@ impl AgentOptions {
             log_filter: "info,tether_agent=debug".to_owned(),
             config_toml: None,
             wrapper: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -124,6 +127,7 @@ impl AgentHome {
         if let Some(n) = o.max_tasks {
             cmd.arg("--max-tasks").arg(n.to_string());
         }
+        cmd.args(&o.extra_args);
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| o.log_filter.clone());
         cmd.env("RUST_LOG", filter)
             .stdin(Stdio::null())

@@ -73,6 +73,28 @@ impl Spawned {
         self.exit
     }
 
+    /// Waits (at most [`super::WAIT`]) until the log holds a line containing every one of
+    /// `needles`, and returns that line; panics with the log otherwise.
+    pub async fn wait_log(&self, needles: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + super::WAIT;
+        loop {
+            if let Some(line) = self
+                .log()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return line.to_owned();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} logged no line with {needles:?} within {:?}",
+                self.name,
+                super::WAIT
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits (at most `bound`) for the process to exit by itself; `None` if it still runs.
     pub async fn wait_exit(&mut self, bound: Duration) -> Option<ExitStatus> {
         let deadline = tokio::time::Instant::now() + bound;

@@ -32,6 +32,8 @@ pub struct MasterOptions {
     /// The embedded broker's listen IP: `0.0.0.0` lets agents in a network namespace reach
     /// it over their veth pair (the ready line then says 127.0.0.1).
     pub listen_ip: std::net::IpAddr,
+    /// More flags, as given (TLS listener, password file).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for MasterOptions {
@@ -41,6 +43,7 @@ impl Default for MasterOptions {
             external_broker: None,
             log_filter: "info,rumqttd=off".to_owned(),
             listen_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -91,6 +94,7 @@ impl MasterHome {
         if let Some(url) = &o.external_broker {
             cmd.arg("--broker").arg(url);
         }
+        cmd.args(&o.extra_args);
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| o.log_filter.clone());
         cmd.env("RUST_LOG", filter)
             .stdin(Stdio::null())
@@ -112,6 +116,7 @@ impl MasterHome {
             mqtt: String::new(),
             http: String::new(),
             epoch: String::new(),
+            mqtts: None,
         };
         let line = match rx.recv_timeout(WAIT) {
             Ok(Some(line)) => line,
@@ -132,16 +137,18 @@ impl MasterHome {
         process.mqtt = ready.mqtt;
         process.http = ready.http;
         process.epoch = ready.epoch;
+        process.mqtts = ready.mqtts;
         process
     }
 }
 
-/// `tether-master ready mqtt=HOST:PORT http=ADDR epoch=HEX`.
+/// `tether-master ready mqtt=HOST:PORT http=ADDR epoch=HEX [mqtts=HOST:PORT]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadyLine {
     pub mqtt: String,
     pub http: String,
     pub epoch: String,
+    pub mqtts: Option<String>,
 }
 
 impl ReadyLine {
@@ -156,6 +163,7 @@ impl ReadyLine {
             mqtt: field("mqtt=")?,
             http: field("http=")?,
             epoch: field("epoch=")?,
+            mqtts: field("mqtts="),
         })
     }
 }
@@ -190,6 +198,8 @@ pub struct MasterProcess {
     /// `host:port` of its HTTP API.
     pub http: String,
     pub epoch: String,
+    /// `host:port` of the embedded broker's TLS listener, if it has one.
+    pub mqtts: Option<String>,
 }
 
 impl MasterProcess {
@@ -199,6 +209,11 @@ impl MasterProcess {
 
     pub fn log(&self) -> String {
         self.process.log()
+    }
+
+    /// See [`Spawned::wait_log`].
+    pub async fn wait_log(&self, needles: &[&str]) -> String {
+        self.process.wait_log(needles).await
     }
 
     /// One API call; a status outside 2xx is an error carrying the body.
@@ -376,6 +391,9 @@ mod tests {
             (r.mqtt.as_str(), r.http.as_str(), r.epoch.as_str()),
             ("127.0.0.1:1", "127.0.0.1:2", "0a")
         );
+        assert_eq!(r.mqtts, None);
+        let tls = ReadyLine::parse("tether-master ready mqtt=a:1 http=b:2 epoch=0a mqtts=c:3");
+        assert_eq!(tls.unwrap().mqtts.as_deref(), Some("c:3"));
         assert_eq!(ReadyLine::parse("tether-master ready mqtt=x"), None);
         assert_eq!(ReadyLine::parse("hello"), None);
     }

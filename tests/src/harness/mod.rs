@@ -9,6 +9,7 @@
 //!   stale agent.
 //! - [`tempdir`]: a directory removed on drop.
 //! - [`broker`]: the embedded rumqttd or a real mosquitto, behind one [`broker::TestBroker`].
+//! - [`certs`]: a test CA and certificates made with `openssl`, for the TLS tests.
 //! - [`agent`]: a `tether-agent` process with its own state dir and captured log.
 //! - [`master`]: [`master::ScriptedMaster`], a master reduced to the protocol: heartbeats,
 //!   retransmitted starts, kills, deduplicated and acknowledged events.
@@ -19,6 +20,7 @@
 pub mod agent;
 pub mod bins;
 pub mod broker;
+pub mod certs;
 pub mod child;
 pub mod fleet;
 pub mod master;
