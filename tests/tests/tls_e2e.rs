@@ -286,3 +286,45 @@ async fn agent_and_master_over_tls_to_mosquitto() {
     assert_eq!(task_state(&t), "succeeded", "{t}");
     assert!(marker.exists());
 }
+
+/// Bad TLS or password files stop the master at start with one line naming the file.
+#[test]
+fn master_refuses_bad_tls_and_password_files() {
+    let pki = Pki::new("badfiles");
+    let server = pki.server();
+    let garbage = pki.path("garbage.pem");
+    std::fs::write(&garbage, "not PEM\n").unwrap();
+    let passwd = pki.path("passwd");
+    std::fs::write(&passwd, "pi-1\n").unwrap();
+    let data = TempDir::new("master-badfiles").expect("temp dir");
+    let run = |extra: &[String], expect: &[&str]| {
+        let out = Command::new(binary("tether-master").expect("tether-master"))
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data.path())
+            .args(extra)
+            .output()
+            .expect("tether-master runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(expect.iter().all(|e| err.contains(e)), "{expect:?}: {err}");
+    };
+    let mut bad_cert = tls_listener(&server, None);
+    bad_cert[3] = arg(&garbage);
+    run(
+        &bad_cert,
+        &["--tls-listen", "garbage.pem", "no usable certificate"],
+    );
+    let bad_ca = tls_listener(&server, Some(&garbage));
+    run(&bad_ca, &["garbage.pem", "no usable CA certificate"]);
+    run(
+        &["--broker-passwords".into(), arg(&passwd)],
+        &["--broker-passwords", "passwd line 1", "user:password"],
+    );
+}

@@ -259,6 +259,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refusals_are_told_apart_from_unreachable_brokers() {
+        let (why, refused) = describe(
+            &ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword),
+            false,
+        );
+        assert!(
+            refused && why.contains("wrong username or password"),
+            "{why}"
+        );
+        let (why, refused) = describe(
+            &ConnectionError::MqttState(StateError::ConnectionAborted),
+            false,
+        );
+        assert!(refused && why.contains("before accepting it"), "{why}");
+        // The same end of a session that was accepted is a lost connection, not a refusal.
+        let (_, refused) = describe(
+            &ConnectionError::MqttState(StateError::ConnectionAborted),
+            true,
+        );
+        assert!(!refused);
+        // A certificate error wrapped in I/O errors, as rumqttc reports a late TLS alert.
+        let tls = tether_tls::rustls::Error::InvalidCertificate(
+            tether_tls::rustls::CertificateError::UnknownIssuer,
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        let (why, refused) = describe(&ConnectionError::Io(io), true);
+        assert!(refused && why.starts_with("TLS refused: ") && why.contains("UnknownIssuer"));
+        let unreachable = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let (_, refused) = describe(&ConnectionError::Io(unreachable), false);
+        assert!(!refused);
+    }
+
+    #[test]
     fn backoff_grows_caps_and_jitters() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 42);
         let delays: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
