@@ -2,7 +2,9 @@
 # `.deb` packages of tether-agent, one per target, from the builds of build.sh (cargo-deb
 # metadata in agent/linux/Cargo.toml, maintainer scripts and unit in agent/linux/pkg/).
 #
-# usage: scripts/pi/deb.sh [TARGET...]
+# usage: scripts/pi/deb.sh [--tools-only] [TARGET...]
+#   --tools-only: install what packaging needs (cargo-deb, dpkg-dev) and stop; CI does it
+#   early, in the background.
 #   default: aarch64-unknown-linux-gnu (arm64) and arm-unknown-linux-musleabihf (armhf: the
 #   static ARMv6 build runs on every 32-bit Pi, Zero/1 included; when it cannot be built,
 #   armv7-unknown-linux-gnueabihf instead, whose postinst refuses an ARMv6 board).
@@ -13,16 +15,25 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$PI_ROOT"
 
+tools_only=0
+if [ "${1:-}" = --tools-only ]; then
+    tools_only=1
+    shift
+fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(aarch64-unknown-linux-gnu arm-unknown-linux-musleabihf)
 fi
 
 pi_apt dpkg-dev xz-utils || pi_die "cannot install dpkg-dev"
+# A known version: a new cargo-deb release cannot change the packages or CI unannounced.
+CARGO_DEB_VERSION="${TETHER_CARGO_DEB_VERSION:-3.8.0}"
 if ! command -v cargo-deb >/dev/null 2>&1; then
-    pi_say "installing cargo-deb"
-    cargo install cargo-deb --locked >&2 || pi_die "cannot install cargo-deb"
+    pi_say "installing cargo-deb $CARGO_DEB_VERSION"
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked >&2 \
+        || pi_die "cannot install cargo-deb $CARGO_DEB_VERSION"
 fi
+[ "$tools_only" = 0 ] || exit 0
 
 # The Debian packages of the shared libraries an ELF binary needs, with the glibc version
 # its symbols require; empty for a static binary.

@@ -14,6 +14,20 @@ PI_NIGHTLY_TARGET_DIR="$PI_TARGET_DIR/pi-nightly"
 
 # The default set: 64-bit Pi OS, 32-bit Pi OS on Pi 2/3/4, Pi Zero/1 (static).
 PI_DEFAULT_TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf arm-unknown-linux-musleabihf)
+# Fully static builds for 64-bit and 32-bit (ARMv7) boards.
+PI_MUSL_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf)
+
+# Expands `all` to every known Pi target (the default set and the musl variants).
+pi_expand_targets() {
+    local t
+    for t in "$@"; do
+        if [ "$t" = all ]; then
+            printf '%s\n' "${PI_DEFAULT_TARGETS[@]}" "${PI_MUSL_TARGETS[@]}"
+        else
+            printf '%s\n' "$t"
+        fi
+    done
+}
 
 pi_say() { printf '==> %s\n' "$*" >&2; }
 pi_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -45,22 +59,24 @@ pi_apt() {
 
 pi_env_name() { printf '%s' "$1" | tr 'a-z-' 'A-Z_'; }
 
-# Debian packages a target's linker comes from.
+# Debian packages a target's linker comes from (none for the musl targets: rust-lld or zig).
 pi_linker_packages() {
     case "$1" in
-        aarch64-unknown-linux-gnu | aarch64-unknown-linux-musl)
-            echo gcc-aarch64-linux-gnu libc6-dev-arm64-cross ;;
-        armv7-unknown-linux-gnueabihf)
-            echo gcc-arm-linux-gnueabihf libc6-dev-armhf-cross ;;
+        aarch64-unknown-linux-gnu) echo gcc-aarch64-linux-gnu libc6-dev-arm64-cross ;;
+        armv7-unknown-linux-gnueabihf) echo gcc-arm-linux-gnueabihf libc6-dev-armhf-cross ;;
         *) ;;
     esac
 }
 
 pi_linker() {
+    # The -Zbuild-std targets are linked by zig (cargo-zigbuild sets their linker).
+    if pi_is_build_std "$1"; then return 0; fi
     case "$1" in
-        aarch64-unknown-linux-gnu | aarch64-unknown-linux-musl) echo aarch64-linux-gnu-gcc ;;
+        aarch64-unknown-linux-gnu) echo aarch64-linux-gnu-gcc ;;
         armv7-unknown-linux-gnueabihf) echo arm-linux-gnueabihf-gcc ;;
-        # The -Zbuild-std targets are linked by zig (cargo-zigbuild sets their linker).
+        # Static: rustup's musl std brings its own crt objects and libc (self-contained),
+        # and the toolchain its own lld, so no cross gcc is involved.
+        *-musl | *-musleabihf) echo rust-lld ;;
         *) ;;
     esac
 }
@@ -99,10 +115,19 @@ pi_export_target_env() {
     if [ -n "$runner" ]; then export "CARGO_TARGET_${up}_RUNNER=$runner"; fi
 }
 
-# Built with nightly's -Zbuild-std and linked by zig (rustup serves no std for it).
+# Whether rustup's std for a target is installed (a local query; build.sh tries
+# `rustup target add` first).
+pi_std_installed() {
+    rustup target list --installed 2>/dev/null | grep -qx "$1"
+}
+
+# Built with nightly's -Zbuild-std and linked by zig: ARMv6 always (the route that was seen
+# to give a binary an arm1176 runs), the other musl targets when rustup serves no std for
+# them (armv7-unknown-linux-musleabihf here).
 pi_is_build_std() {
     case "$1" in
-        arm-unknown-linux-musleabihf | arm-unknown-linux-gnueabihf | armv7-unknown-linux-musleabihf) return 0 ;;
+        arm-unknown-linux-musleabihf | arm-unknown-linux-gnueabihf) return 0 ;;
+        aarch64-unknown-linux-musl | armv7-unknown-linux-musleabihf) ! pi_std_installed "$1" ;;
         *) return 1 ;;
     esac
 }

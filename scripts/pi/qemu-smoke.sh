@@ -2,10 +2,11 @@
 # The ARM agents, run for real under qemu-user on this x86 machine against x86 brokers on
 # loopback.
 #
-# usage: scripts/pi/qemu-smoke.sh [--no-build] [--no-scenarios] [TARGET...]
+# usage: scripts/pi/qemu-smoke.sh [--no-build] [--no-scenarios] [TARGET...|all]
 #   default targets: aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf
 #                    arm-unknown-linux-musleabihf (ARMv6, under -cpu arm1176; skipped when
-#                    build.sh could not build it)
+#                    build.sh could not build it); `all` adds aarch64-unknown-linux-musl and
+#                    armv7-unknown-linux-musleabihf
 #
 # 1. Smoke, per target: a real mosquitto on a free port, the ARM agent under qemu, its retained
 #    presence `online <inc>` seen by mosquitto_sub, then SIGTERM and `offline <inc> stopped`
@@ -34,12 +35,13 @@ for arg in "$@"; do
     case "$arg" in
         --no-build) build=0 ;;
         --no-scenarios) scenarios=0 ;;
-        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
         -*) pi_die "unknown option $arg" ;;
         *) targets+=("$arg") ;;
     esac
 done
 [ ${#targets[@]} -gt 0 ] || targets=("${PI_DEFAULT_TARGETS[@]}")
+mapfile -t targets < <(pi_expand_targets "${targets[@]}")
 
 pi_apt qemu-user mosquitto mosquitto-clients || pi_die "cannot install qemu-user and mosquitto"
 MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
