@@ -1,7 +1,7 @@
 //! The shipped mosquitto configuration (broker-config/mosquitto.conf and tether.acl) run by the
-//! real mosquitto, with only its ports and file paths changed: TLS with a CA made here by the
-//! openssl CLI, a password for every client (mosquitto_passwd), and each agent confined to its
-//! own topics. The clients are mosquitto_pub and mosquitto_sub over TLS.
+//! real mosquitto, with only its ports and file paths changed: TLS with a CA made here by
+//! `openssl` (harness::certs), a password for every client (mosquitto_passwd), and each agent
+//! confined to its own topics. The clients are mosquitto_pub and mosquitto_sub over TLS.
 //!
 //! mosquitto drops a denied publish without telling the client (it still sends the PUBACK)
 //! and grants a denied subscription but delivers nothing on it, so "never arrives" is shown by
@@ -21,8 +21,10 @@ use std::time::Instant;
 
 use tether_master::broker::{pick_free_port, wait_for_listener};
 use tether_tests::harness::WAIT;
+use tether_tests::harness::agent::{AgentHome, AgentOptions};
 use tether_tests::harness::bins::workspace_root;
 use tether_tests::harness::broker::{MOSQUITTO, Mosquitto};
+use tether_tests::harness::certs::Pki;
 use tether_tests::harness::tempdir::TempDir;
 
 const MASTER: (&str, &str) = ("tether-master", "master-secret");
@@ -90,50 +92,20 @@ fn run_ok(cmd: &mut Command) {
     );
 }
 
-/// A test CA and a server certificate for 127.0.0.1 signed by it, and an unrelated CA.
+/// A test CA and a server certificate for 127.0.0.1 signed by it, and an unrelated CA, under
+/// the names the shipped config uses.
 fn make_pki(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    for (name, cn) in [("ca", "tether test CA"), ("other-ca", "someone else's CA")] {
-        run_ok(
-            Command::new("openssl")
-                .current_dir(dir)
-                .args(["req", "-x509"])
-                .args(ec)
-                .args([
-                    "-keyout",
-                    &format!("{name}.key"),
-                    "-out",
-                    &format!("{name}.crt"),
-                ])
-                .args(["-days", "2", "-subj", &format!("/CN={cn}")]),
-        );
+    let fleet = Pki::new("fleet");
+    let server = fleet.server();
+    let other = Pki::new("other");
+    for (from, to) in [
+        (&fleet.ca.cert, "ca.crt"),
+        (&server.cert, "server.crt"),
+        (&server.key, "server.key"),
+        (&other.ca.cert, "other-ca.crt"),
+    ] {
+        std::fs::copy(from, dir.join(to)).expect("copy a certificate");
     }
-    run_ok(
-        Command::new("openssl")
-            .current_dir(dir)
-            .arg("req")
-            .args(ec)
-            .args(["-keyout", "server.key", "-out", "server.csr"])
-            .args(["-subj", "/CN=localhost"]),
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .expect("server.ext");
-    run_ok(
-        Command::new("openssl")
-            .current_dir(dir)
-            .args(["x509", "-req", "-in", "server.csr", "-CA", "ca.crt"])
-            .args(["-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt"])
-            .args(["-days", "2", "-extfile", "server.ext"]),
-    );
 }
 
 /// broker-config/mosquitto.conf with its listeners moved to free loopback ports and its files
@@ -269,9 +241,13 @@ impl Broker {
         let (tx, lines) = channel();
         let stdout = child.stdout.take().expect("stdout");
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
+            // Lossy: a payload need not be text.
+            for line in BufReader::new(stdout).split(b'\n') {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
+                if tx
+                    .send(String::from_utf8_lossy(&line).into_owned())
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -559,5 +535,41 @@ fn the_client_id_is_the_user_name() {
     assert!(
         !log.contains("already connected, closing old connection"),
         "a session was taken over:\n{log}"
+    );
+}
+
+#[test]
+fn the_real_agent_works_within_its_acl_over_tls() {
+    let Some(b) = Broker::start() else { return };
+    let mut master = b.subscribe(MASTER, &["tether/#"]);
+    let mut options = AgentOptions::new(PI1.0, &format!("mqtts://{}", b.tls));
+    options.extra_args = ["--tls-ca-file", &b.ca.to_string_lossy()]
+        .into_iter()
+        .chain(["--username", PI1.0, "--password", PI1.1])
+        .map(String::from)
+        .collect();
+    let mut home = AgentHome::new(options);
+    let agent = home.start();
+    // Its presence (a permitted publish, and the will it registered) reaches the master, and
+    // it subscribed (cmd, master topics, its presence) without being cut off.
+    master.wait_for(
+        |l| l.starts_with("tether/agent/pi-1/presence online "),
+        &b.mosquitto,
+    );
+    let online = master.seen.last().expect("the presence line").clone();
+    let incarnation = online
+        .rsplit(' ')
+        .next()
+        .expect("an incarnation")
+        .to_owned();
+    agent.sigterm();
+    let offline = format!("tether/agent/pi-1/presence offline {incarnation} stopped");
+    master.wait_for(|l| l.starts_with(&offline), &b.mosquitto);
+    assert!(
+        !b.mosquitto
+            .log()
+            .contains("pi-1 disconnected, not authorised"),
+        "{}",
+        b.mosquitto.log()
     );
 }
