@@ -59,11 +59,24 @@ pi_apt() {
 
 pi_env_name() { printf '%s' "$1" | tr 'a-z-' 'A-Z_'; }
 
-# Debian packages a target's linker comes from (none for the musl targets: rust-lld or zig).
+# Debian packages a target's linker and C compiler come from (none for the zig builds).
 pi_linker_packages() {
+    if pi_is_build_std "$1"; then return 0; fi
     case "$1" in
-        aarch64-unknown-linux-gnu) echo gcc-aarch64-linux-gnu libc6-dev-arm64-cross ;;
-        armv7-unknown-linux-gnueabihf) echo gcc-arm-linux-gnueabihf libc6-dev-armhf-cross ;;
+        aarch64-*) echo gcc-aarch64-linux-gnu libc6-dev-arm64-cross ;;
+        armv7-*) echo gcc-arm-linux-gnueabihf libc6-dev-armhf-cross ;;
+        *) ;;
+    esac
+}
+
+# The cross gcc of a target's architecture, for the C in its dependencies (ring): cc-rs
+# would look for a musl-named gcc that Debian does not have. ring's C is freestanding, so
+# the glibc-targeted gcc compiles it for a musl binary as well.
+pi_cc() {
+    if pi_is_build_std "$1"; then return 0; fi
+    case "$1" in
+        aarch64-unknown-linux-musl) echo aarch64-linux-gnu ;;
+        armv7-unknown-linux-musleabihf) echo arm-linux-gnueabihf ;;
         *) ;;
     esac
 }
@@ -113,6 +126,12 @@ pi_export_target_env() {
     runner="$(pi_runner "$t")" || true
     if [ -n "$linker" ]; then export "CARGO_TARGET_${up}_LINKER=$linker"; fi
     if [ -n "$runner" ]; then export "CARGO_TARGET_${up}_RUNNER=$runner"; fi
+    local cc under
+    cc="$(pi_cc "$t")"
+    under="$(printf '%s' "$t" | tr - _)"
+    if [ -n "$cc" ]; then
+        export "CC_${under}=$cc-gcc" "AR_${under}=$cc-ar"
+    fi
 }
 
 # Whether rustup's std for a target is installed (a local query; build.sh tries
