@@ -8,7 +8,8 @@
 #                    build.sh could not build it); `all` adds aarch64-unknown-linux-musl and
 #                    armv7-unknown-linux-musleabihf
 #
-# 1. Smoke, per target: a real mosquitto on a free port, the ARM agent under qemu, its retained
+# 1. Smoke, per target: a real mosquitto on free ports, the ARM agent under qemu connected to
+#    it over TLS (server verified against a CA made here with openssl), its retained
 #    presence `online <inc>` seen by mosquitto_sub, then SIGTERM and `offline <inc> stopped`
 #    with the same incarnation, exit status 0. Prints the idle RSS of the qemu process
 #    (guest plus emulator, informative only).
@@ -43,7 +44,7 @@ done
 [ ${#targets[@]} -gt 0 ] || targets=("${PI_DEFAULT_TARGETS[@]}")
 mapfile -t targets < <(pi_expand_targets "${targets[@]}")
 
-pi_apt qemu-user mosquitto mosquitto-clients || pi_die "cannot install qemu-user and mosquitto"
+pi_apt qemu-user mosquitto mosquitto-clients openssl || pi_die "cannot install qemu-user, mosquitto and openssl"
 MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
 [ -x "$MOSQUITTO" ] || pi_die "no mosquitto"
 
@@ -73,24 +74,48 @@ wait_line() {
     return 1
 }
 
-# Starts a private mosquitto on a free loopback port; sets BROKER_PORT and BROKER_PID.
+# A CA and a server certificate for 127.0.0.1, for the TLS listener (the agent's TLS, ring
+# included, runs under each CPU). World-readable: as root mosquitto reads them after
+# dropping to its own user; the key protects nothing but this run.
+make_tls() {
+    local d="$WORK/tls" ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+    mkdir -p "$d"
+    openssl req -x509 "${ec[@]}" -days 2 -keyout "$d/ca.key" -out "$d/ca.pem" \
+        -subj "/CN=Tether smoke CA" 2>/dev/null
+    openssl req "${ec[@]}" -keyout "$d/server.key" -out "$d/server.csr" -subj /CN=localhost 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 2 -extfile "$d/server.ext" -out "$d/server.pem" 2>/dev/null
+    chmod 755 "$WORK" "$d"
+    chmod 644 "$d"/*
+    TLS_CA="$d/ca.pem"
+}
+
+# Starts a private mosquitto on two free loopback ports, plain MQTT for the test's own
+# clients and TLS for the agent; sets BROKER_PORT, TLS_PORT and BROKER_PID.
 start_mosquitto() {
-    local dir="$1" port tries=0
+    local dir="$1" port tls_port tries=0
     while :; do
         port="$(pi_free_port)"
+        tls_port="$(pi_free_port)"
         cat >"$dir/mosquitto.conf" <<CONF
-listener $port 127.0.0.1
+per_listener_settings false
 allow_anonymous true
 persistence false
 log_dest stderr
+listener $port 127.0.0.1
+listener $tls_port 127.0.0.1
+certfile $WORK/tls/server.pem
+keyfile $WORK/tls/server.key
 CONF
         # stderr, not `log_dest file`: as root mosquitto drops to its own user, which may
         # not write in our private temp dir.
         "$MOSQUITTO" -c "$dir/mosquitto.conf" 2>"$dir/mosquitto.log" &
         BROKER_PID=$!
         PIDS+=("$BROKER_PID")
-        if wait_line "$dir/mosquitto.log" 10 "listen socket on port $port"; then
+        if wait_line "$dir/mosquitto.log" 10 "listen socket on port $tls_port"; then
             BROKER_PORT="$port"
+            TLS_PORT="$tls_port"
             return 0
         fi
         # The port was taken between choosing and binding: choose again (bounded).
@@ -124,7 +149,8 @@ smoke() {
     sub=$!
     PIDS+=("$sub")
     # shellcheck disable=SC2086
-    RUST_LOG=info $runner "$bin" run --id "$id" --broker "127.0.0.1:$BROKER_PORT" \
+    RUST_LOG=info $runner "$bin" run --id "$id" --broker "mqtts://127.0.0.1:$TLS_PORT" \
+        --tls-ca-file "$TLS_CA" \
         --state-dir "$dir/state" --work-dir "$dir/work" --drain-seconds 2 \
         </dev/null >"$dir/agent.log" 2>&1 &
     agent=$!
@@ -156,7 +182,7 @@ smoke() {
         return 1
     fi
     kill "$sub" "$BROKER_PID" 2>/dev/null || true
-    results+=("$(printf '%-34s PASS  online %s -> offline %s stopped, exit 0, idle RSS (qemu+guest) %s KiB' \
+    results+=("$(printf '%-34s PASS  over TLS: online %s -> offline %s stopped, exit 0, idle RSS (qemu+guest) %s KiB' \
         "$t" "$inc" "$inc" "$rss")")
 }
 
@@ -179,6 +205,7 @@ scenarios() {
     [ "$starts" -ge 6 ] || { printf 'FAIL: %s: the tests started the ARM agent %s times\n' "$t" "$starts" >&2; return 1; }
 }
 
+make_tls
 results=()
 failed=0
 for t in "${targets[@]}"; do
