@@ -233,6 +233,9 @@ async fn normal_stop_drains(broker: &TestBroker) {
     let inc = master.seen().online_incarnation().unwrap();
 
     agent.sigterm();
+    // Only once the agent has taken the signal: a command sent sooner may be handled first
+    // (slow under qemu or a loaded machine) and rightly accepted.
+    agent.wait_log(&["stop requested: draining"]).await;
     // Draining: new work is refused, the running task is left alone.
     master.start_task(sh(2, "true"));
     master
