@@ -31,6 +31,23 @@ pub enum ApiRequest {
     Kill(TaskId),
     PutCluster(ClusterRequest),
     PutProfile(ProfileRequest),
+    /// The master's public key(s), for agents' `master_keys`.
+    Keys,
+    /// An agent's MAC key: the stored one, or a new one if there is none or `rotate`.
+    AgentKey {
+        id: String,
+        rotate: bool,
+    },
+    /// Messages dropped because they did not authenticate.
+    Security,
+}
+
+/// `POST /api/agents/{id}/key` body; an empty body keeps an existing key.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequest {
+    #[serde(default)]
+    pub rotate: bool,
 }
 
 /// A request and where its answer goes.
@@ -88,6 +105,9 @@ pub fn router(tx: mpsc::Sender<Envelope>) -> Router {
         .route("/", get(dashboard))
         .route("/api/status", get(status))
         .route("/api/agents", get(agents))
+        .route("/api/agents/{id}/key", post(agent_key))
+        .route("/api/keys", get(keys))
+        .route("/api/security", get(security))
         .route("/api/clusters", get(clusters).post(put_cluster))
         .route("/api/profiles", get(profiles).post(put_profile))
         .route("/api/tasks", get(tasks).post(submit))
@@ -131,6 +151,33 @@ async fn status(State(tx): Tx) -> Reply {
 
 async fn agents(State(tx): Tx) -> Reply {
     ask(&tx, ApiRequest::Agents, StatusCode::OK).await
+}
+
+async fn keys(State(tx): Tx) -> Reply {
+    ask(&tx, ApiRequest::Keys, StatusCode::OK).await
+}
+
+async fn security(State(tx): Tx) -> Reply {
+    ask(&tx, ApiRequest::Security, StatusCode::OK).await
+}
+
+async fn agent_key(
+    State(tx): Tx,
+    Path(id): Path<String>,
+    req: Result<axum::Json<KeyRequest>, JsonRejection>,
+) -> Reply {
+    // No body (or no JSON content type) means the defaults.
+    let rotate = match req {
+        Ok(axum::Json(r)) => r.rotate,
+        Err(JsonRejection::MissingJsonContentType(_)) => false,
+        Err(e) => {
+            return Err(ApiError::new(
+                400,
+                format!("bad request body: {}", e.body_text()),
+            ));
+        }
+    };
+    ask(&tx, ApiRequest::AgentKey { id, rotate }, StatusCode::OK).await
 }
 
 async fn clusters(State(tx): Tx) -> Reply {

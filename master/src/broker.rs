@@ -675,6 +675,8 @@ pub struct ClientSettings {
     pub credentials: Option<(String, String)>,
     /// How `mqtts://` brokers are verified (and the client certificate, if any).
     pub tls: Option<ClientTls>,
+    /// The will's payload (signed by its owner); `None` is a plain `offline <inc> lost`.
+    pub will: Option<String>,
 }
 
 /// A rustls client configuration ([`tether_tls::client_config`]); compared by identity.
@@ -705,6 +707,7 @@ impl ClientSettings {
             heartbeat_period,
             credentials: None,
             tls: None,
+            will: None,
         }
     }
 
@@ -732,11 +735,15 @@ impl ClientSettings {
             .presence
             .build(&self.prefix)
             .map_err(ClientError::InvalidPrefix)?;
-        let will = Presence {
-            state: State::Lost,
-            incarnation: self.incarnation,
-        }
-        .render();
+        let will = self.will.clone().unwrap_or_else(|| {
+            Presence {
+                state: State::Lost,
+                incarnation: self.incarnation,
+            }
+            .render()
+            .as_str()
+            .to_owned()
+        });
 
         let mut mqtt = MqttOptions::new(self.client_id.clone(), broker.host.clone(), broker.port);
         mqtt.set_keep_alive(keep_alive_for(self.heartbeat_period))

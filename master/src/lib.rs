@@ -6,13 +6,15 @@
 //! - [`broker`]: the embedded rumqttd or an external broker, and client settings;
 //! - [`tls_listener`]: the embedded broker's TLS listener; [`passwords`]: who may connect;
 //! - [`http`]: the tiny client `tetherctl` uses;
-//! - [`provision`]: the files a new device needs (`tetherctl provision`);
+//! - [`provision`]: the files a new device needs (`tetherctl provision`); [`keys`]: the master's
+//!   signing key file and random keys;
 //! - [`store`]: the SQLite database.
 
 pub mod api;
 pub mod broker;
 pub mod core;
 pub mod http;
+pub mod keys;
 pub mod passwords;
 pub mod persist;
 pub mod provision;

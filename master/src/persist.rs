@@ -29,6 +29,7 @@ fn apply_one(s: &Store, change: &Change, now: u64) -> Result<(), StoreError> {
             presence,
             heard,
         } => s.set_agent_presence(id, *incarnation, *presence, heard.then_some(now)),
+        Change::AgentKey { agent, key } => s.set_agent_key(agent, key),
         Change::Event { agent, event } => s.record_agent_event(agent, event).map(drop),
         Change::Output {
             attempt,
@@ -69,6 +70,7 @@ pub fn load(store: &Store) -> Result<Snapshot, StoreError> {
         kill_requests: store.kill_requests()?,
         next_task,
         next_attempt,
+        agent_keys: store.agent_keys()?,
     })
 }
 

@@ -1,10 +1,11 @@
-//! Everything a new device needs, written to a folder: the agent's configuration with its id
-//! and broker list, and (optionally) fresh broker credentials with the line the broker's
-//! password file needs. `tetherctl provision` calls this; the folder is copied to the device
-//! (see `tests/hil/`) or packed with `--tar`.
+//! Everything a new device needs, written to a folder: the agent's configuration with its id,
+//! broker list and keys (its MAC key and the master's public keys, which the master's API hands
+//! out: there is no offline provisioning), and (optionally) fresh broker credentials with the
+//! line the broker's password file needs. `tetherctl provision` calls this; the folder is
+//! copied to the device (see `tests/hil/`) or packed with `--tar`.
 
 use std::fmt::Write as _;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use tether_core::topic::{validate_id, validate_prefix};
@@ -17,6 +18,14 @@ pub struct Request {
     pub prefix: String,
     /// Generate a broker user (the agent id) and password.
     pub credentials: bool,
+    pub keys: AgentKeys,
+}
+
+/// The keys an agent is configured with, as the master's API returns them (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentKeys {
+    pub agent_key: String,
+    pub master_keys: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -55,6 +64,19 @@ fn check(req: &Request) -> Result<(), ProvisionError> {
         .map_err(|e| ProvisionError::Invalid(format!("agent id `{}`: {e}", req.id)))?;
     validate_prefix(&req.prefix)
         .map_err(|e| ProvisionError::Invalid(format!("prefix `{}`: {e}", req.prefix)))?;
+    tether_core::auth::parse_hex::<32>(&req.keys.agent_key)
+        .map_err(|e| ProvisionError::Invalid(format!("agent key: {e}")))?;
+    if req.keys.master_keys.is_empty() {
+        return Err(ProvisionError::Invalid(
+            "at least one master key is needed".into(),
+        ));
+    }
+    for key in &req.keys.master_keys {
+        let key = tether_core::auth::parse_hex::<32>(key)
+            .map_err(|e| ProvisionError::Invalid(format!("master key: {e}")))?;
+        tether_core::auth::MasterKeys::from_keys(&[key])
+            .map_err(|e| ProvisionError::Invalid(format!("master key: {e}")))?;
+    }
     if req.brokers.is_empty() {
         return Err(ProvisionError::Invalid(
             "at least one --broker HOST:PORT is needed".into(),
@@ -75,8 +97,7 @@ fn check(req: &Request) -> Result<(), ProvisionError> {
 
 /// A password from the kernel's random pool: 24 characters of [a-z0-9].
 fn password() -> io::Result<String> {
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let bytes: [u8; 24] = crate::keys::random_bytes()?;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     Ok(bytes
         .iter()
@@ -97,6 +118,14 @@ pub fn agent_toml(req: &Request, password: Option<&str>) -> String {
     let _ = writeln!(s, "brokers = [{}]", brokers.join(", "));
     let _ = writeln!(s, "prefix = \"{}\"", req.prefix);
     s.push_str("state_dir = \"/var/lib/tether\"\nwork_dir = \"/var/lib/tether/work\"\n");
+    let masters: Vec<String> = req
+        .keys
+        .master_keys
+        .iter()
+        .map(|k| format!("\"{k}\""))
+        .collect();
+    let _ = writeln!(s, "master_keys = [{}]", masters.join(", "));
+    let _ = writeln!(s, "agent_key = \"{}\"", req.keys.agent_key);
     if let Some(pw) = password {
         let _ = writeln!(s, "username = \"{}\"\npassword = \"{pw}\"", req.id);
     }
@@ -143,6 +172,17 @@ mod tests {
             brokers: vec!["10.0.0.2:1883".into(), "backup.lan:1883".into()],
             prefix: "tether".into(),
             credentials: true,
+            keys: AgentKeys {
+                agent_key: "ab".repeat(32),
+                master_keys: vec![
+                    tether_core::auth::Hex(
+                        &tether_core::auth::SigningKey::from_seed([5; 32])
+                            .unwrap()
+                            .public_key(),
+                    )
+                    .to_string(),
+                ],
+            },
         }
     }
 
@@ -156,6 +196,8 @@ mod tests {
         assert!(toml.contains("id = \"pi-7\""));
         assert!(toml.contains("brokers = [\"10.0.0.2:1883\", \"backup.lan:1883\"]"));
         assert!(toml.contains(&format!("password = \"{pw}\"")));
+        assert!(toml.contains(&format!("agent_key = \"{}\"", "ab".repeat(32))));
+        assert!(toml.contains("master_keys = [\""));
         let entry = std::fs::read_to_string(dir.path().join("broker/passwd-entry")).unwrap();
         assert_eq!(entry, format!("pi-7:{pw}\n"));
     }
@@ -182,6 +224,20 @@ mod tests {
             },
             Request {
                 prefix: "a/#".into(),
+                ..req()
+            },
+            Request {
+                keys: AgentKeys {
+                    agent_key: "xyz".into(),
+                    ..req().keys
+                },
+                ..req()
+            },
+            Request {
+                keys: AgentKeys {
+                    master_keys: vec![],
+                    ..req().keys
+                },
                 ..req()
             },
         ] {

@@ -11,11 +11,13 @@ use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
+use std::time::Duration as StdDuration;
 
 use log::{error, info, warn};
 use rumqttc::{AsyncClient, ConnectionError, Event as MqttEvent, Packet, QoS};
 use serde_json::{Value, json};
+use tether_core::auth::Hex;
+use tether_core::presence::State;
 use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
 
@@ -24,6 +26,7 @@ use crate::broker::{
     BrokerAddr, BrokerConfig, BrokerError, ClientSettings, ClientTls, EmbeddedBroker,
 };
 use crate::core::{Action, Config, Master, Publish, Qos};
+use crate::keys;
 use crate::passwords::{self, Passwords, Verdict};
 use crate::persist;
 use crate::store::{Store, StoreError, TaskId};
@@ -51,6 +54,10 @@ pub struct RunConfig {
     /// CA (and optionally a client certificate and key).
     pub client_credentials: Option<(String, String)>,
     pub client_tls: Option<ClientTlsFiles>,
+    /// The signing key file (default `<data_dir>/master.key`, created if missing).
+    pub signing_key: Option<PathBuf>,
+    /// Take unauthenticated messages from agents that have no key (insecure).
+    pub insecure_agents: bool,
 }
 
 /// The PEM files of the master's own TLS client.
@@ -89,6 +96,8 @@ pub struct Bound {
     pub epoch: u32,
     /// The embedded broker's TLS listener, when there is one.
     pub mqtts: Option<SocketAddr>,
+    /// The master's public key (agents' `master_keys`).
+    pub public_key: [u8; 32],
 }
 
 impl std::fmt::Display for Bound {
@@ -101,18 +110,8 @@ impl std::fmt::Display for Bound {
         if let Some(tls) = self.mqtts {
             write!(f, " mqtts={tls}")?;
         }
-        Ok(())
+        write!(f, " key={}", Hex(&self.public_key))
     }
-}
-
-/// A new incarnation for each start: the clock's nanoseconds mixed with the pid (no random
-/// source needed; it only has to differ from the previous run).
-fn new_epoch() -> u32 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    (nanos as u32) ^ (nanos >> 32) as u32 ^ std::process::id().rotate_left(16)
 }
 
 /// The core's clock: microseconds since the runtime started.
@@ -218,12 +217,26 @@ pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(),
         None => None,
     };
 
-    let epoch = new_epoch();
+    let key_path = config
+        .signing_key
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("master.key"));
+    let signing_key = keys::load_or_create(&key_path).map_err(RunError::Config)?;
+    let public_key = signing_key.public_key();
+    if config.insecure_agents {
+        warn!(
+            "INSECURE: agents without a key are trusted; any broker client can speak for them \
+             (--insecure-agents)"
+        );
+    }
+    // Committed before anything is published under it: agents refuse every older epoch.
+    let epoch = store.next_epoch().map_err(RunError::Store)?;
     let clock = Clock(TokioInstant::now());
     let period = tether_core::Duration::from_millis(config.heartbeat_period.as_millis() as u64);
-    let mut core_config = Config::new(&config.prefix, epoch);
+    let mut core_config = Config::new(&config.prefix, epoch, signing_key);
     core_config.heartbeat_period = period;
     core_config.cancel_duplicates = config.cancel_duplicates;
+    core_config.insecure_agents = config.insecure_agents;
     let mut core = Master::restore(core_config, snapshot, clock.now())
         .map_err(|e| RunError::Config(e.to_string()))?;
 
@@ -235,6 +248,7 @@ pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(),
     );
     settings.credentials = credentials;
     settings.tls = client_tls;
+    settings.will = Some(core.presence(State::Lost));
     let (client, mut eventloop) = settings
         .connect(&mqtt_addr, 1024)
         .map_err(|e| RunError::Config(e.to_string()))?;
@@ -274,6 +288,7 @@ pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(),
         http,
         epoch,
         mqtts,
+        public_key,
     };
     info!("{bound}");
     on_ready(&bound);
@@ -429,6 +444,31 @@ impl Ctx {
                 "stats": core.stats(),
                 "dropped_publishes": self.dropped_publishes,
             }),
+            ApiRequest::Keys => json!({ "master_keys": [Hex(&core.public_key()).to_string()] }),
+            ApiRequest::AgentKey { id, rotate } => {
+                let key = match core.agent_key(&id) {
+                    Some(key) if !rotate => *key,
+                    _ => {
+                        let key = keys::new_key()
+                            .map_err(|e| ApiError::new(500, format!("no random key: {e}")))?;
+                        core.set_agent_key(now, &id, key)?;
+                        info!(
+                            "agent {id}: MAC key {}",
+                            if rotate { "rotated" } else { "set" }
+                        );
+                        key
+                    }
+                };
+                json!({
+                    "id": id,
+                    "agent_key": Hex(&key).to_string(),
+                    "master_keys": [Hex(&core.public_key()).to_string()],
+                })
+            }
+            ApiRequest::Security => json!({
+                "unknown_agent": core.stats().unknown_agent,
+                "agents": core.security(),
+            }),
             ApiRequest::Agents => {
                 let stored = s.agents()?;
                 let views = core.agent_views(now);
@@ -448,6 +488,8 @@ impl Ctx {
                             "last_heartbeat_ms": heard,
                             "acked_seq": v.acked_seq,
                             "attempts": v.attempts,
+                            "keyed": core.agent_key(&v.id).is_some(),
+                            "security": core.security().get(&v.id),
                         })
                     })
                     .collect();

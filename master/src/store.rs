@@ -616,6 +616,20 @@ const MIGRATIONS: &[&str] = &[
         task_id INTEGER PRIMARY KEY NOT NULL REFERENCES tasks(id) ON DELETE CASCADE
     );
     ",
+    // 3: authentication. The master's epoch only grows (agents refuse older epochs), and each
+    // agent's MAC key.
+    "
+    CREATE TABLE master_epoch (
+        id    INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch INTEGER NOT NULL
+    );
+    INSERT INTO master_epoch (id, epoch) VALUES (1, 0);
+    CREATE TABLE agent_keys (
+        agent_id   TEXT PRIMARY KEY NOT NULL,
+        key        BLOB NOT NULL CHECK (length(key) = 32),
+        created_ms INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this binary writes.
@@ -836,6 +850,49 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    // --- authentication ---
+
+    /// The next master epoch, counted in the store: one more than any before, committed before
+    /// it is returned. Call once per master start.
+    pub fn next_epoch(&self) -> Result<u32> {
+        self.atomically(|s| {
+            let epoch: u32 = s.conn.query_row(
+                "UPDATE master_epoch SET epoch = epoch + 1 RETURNING epoch",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(epoch)
+        })
+    }
+
+    /// Sets (or replaces) an agent's MAC key.
+    pub fn set_agent_key(&self, agent: &str, key: &[u8; 32]) -> Result<()> {
+        check_id("agent id", agent)?;
+        self.conn.execute(
+            "INSERT INTO agent_keys (agent_id, key, created_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(agent_id) DO UPDATE SET key = excluded.key,
+                 created_ms = excluded.created_ms",
+            params![agent, key.as_slice(), now_ms()],
+        )?;
+        Ok(())
+    }
+
+    pub fn agent_keys(&self) -> Result<Vec<(String, [u8; 32])>> {
+        let rows = self.collect(
+            "SELECT agent_id, key FROM agent_keys ORDER BY agent_id",
+            [],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )?;
+        rows.into_iter()
+            .map(|(id, key)| {
+                let key = <[u8; 32]>::try_from(key.as_slice()).map_err(|_| {
+                    StoreError::Invalid(format!("agent key of '{id}' is not 32 bytes"))
+                })?;
+                Ok((id, key))
+            })
+            .collect()
     }
 
     // --- clusters ---

@@ -2,13 +2,14 @@
 //! heartbeats and events encoded with the real wire format); every batch of changes is applied
 //! to a real SQLite store, the way the runtime does it.
 
+use tether_core::auth::{AgentKey, MasterKeys, SigningKey, Verifier};
 use tether_core::message::{
     AgentHeartbeat, Command, CommandBody, Event, EventKind, Exit, KillCause, Message, RejectReason,
     TaskRef,
 };
 use tether_core::policy::OnDisconnect;
 use tether_core::presence::{Presence, State};
-use tether_core::wire;
+use tether_core::wire::{self, Signer};
 use tether_core::{Duration, Instant};
 use tether_master::core::{
     Action, ClusterRequest, Config, Master, PolicyOverrides, ProfileRequest, Publish, Qos,
@@ -36,7 +37,7 @@ impl Harness {
     fn with(f: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("master.db")).unwrap();
-        let mut config = Config::new(P, 0xabcd);
+        let mut config = Config::new(P, 0xabcd, master_key());
         config.heartbeat_period = Duration::from_secs(10);
         f(&mut config);
         let now = Instant::from_secs(100);
@@ -93,13 +94,34 @@ impl Harness {
         self.drain();
     }
 
+    /// The agent's key, provisioned in the core on first use (as `tetherctl provision` does).
+    fn key(&mut self, agent: &str) -> AgentKey {
+        let key = agent_key(agent);
+        if self.m.agent_key(agent) != Some(&key) {
+            self.m.set_agent_key(self.now, agent, key).unwrap();
+            self.drain();
+        }
+        key
+    }
+
+    /// `msg` as `agent` publishes it on its `leaf` topic: MAC'd with its key.
+    fn mac(&mut self, agent: &str, leaf: &str, msg: &Message) -> Vec<u8> {
+        let key = self.key(agent);
+        let mut buf = [0u8; wire::MAX_MESSAGE];
+        wire::encode_mac(msg, &format!("{P}/agent/{agent}/{leaf}"), &key, &mut buf)
+            .unwrap()
+            .to_vec()
+    }
+
     fn presence(&mut self, agent: &str, state: State, inc: u32) {
+        let key = self.key(agent);
+        let topic = format!("{P}/agent/{agent}/presence");
         let text = Presence {
             state,
             incarnation: inc,
         }
-        .render();
-        self.msg(&format!("{P}/agent/{agent}/presence"), text.as_bytes());
+        .render_signed(&topic, Signer::Agent(&key));
+        self.msg(&topic, text.as_bytes());
     }
 
     fn heartbeat(&mut self, agent: &str, inc: u32, last_seq: u64, tasks: &[TaskRef]) {
@@ -110,7 +132,7 @@ impl Harness {
             more_tasks: false,
             journal_bytes: 0,
         });
-        let bytes = encode(&hb);
+        let bytes = self.mac(agent, "heartbeat", &hb);
         self.msg(&format!("{P}/agent/{agent}/heartbeat"), &bytes);
     }
 
@@ -120,7 +142,7 @@ impl Harness {
             at_unix_ms: 1_700_000_000_000,
             kind,
         });
-        let bytes = encode(&ev);
+        let bytes = self.mac(agent, "event", &ev);
         self.msg(&format!("{P}/agent/{agent}/event"), &bytes);
     }
 
@@ -203,9 +225,17 @@ impl Harness {
     }
 }
 
-fn encode(msg: &Message) -> Vec<u8> {
-    let mut buf = [0u8; wire::MAX_MESSAGE];
-    wire::encode(msg, &mut buf).unwrap().to_vec()
+fn master_key() -> SigningKey {
+    SigningKey::from_seed([3; 32]).unwrap()
+}
+
+/// A distinct key per agent name.
+fn agent_key(agent: &str) -> AgentKey {
+    let mut key = [0x5a; 32];
+    for (k, b) in key.iter_mut().zip(agent.bytes()) {
+        *k ^= b;
+    }
+    key
 }
 
 fn to_agent(agent: &str, argv: &[&str]) -> Submit {
@@ -254,19 +284,34 @@ fn master_announces_presence_and_heartbeats_every_period() {
         .iter()
         .find(|p| p.topic == "tether/master/presence")
         .unwrap();
-    assert_eq!(presence.payload, b"online 0000abcd");
+    // Readable, and signed for its topic.
+    let keys = MasterKeys::from_keys(&[master_key().public_key()]).unwrap();
+    assert!(presence.payload.starts_with(b"online 0000abcd "));
+    assert_eq!(
+        Presence::parse_verified(&presence.payload, &presence.topic, Verifier::Master(&keys)),
+        Ok(Presence {
+            state: State::Online,
+            incarnation: 0xabcd
+        })
+    );
     assert!(presence.retain && presence.qos == Qos::AtLeastOnce);
     h.secs(35);
     let beats = h
         .out
         .iter()
         .filter(|p| p.topic == "tether/master/heartbeat")
-        .map(|p| match wire::decode(&p.payload).unwrap() {
-            Message::MasterHeartbeat(hb) => hb,
-            other => panic!("{other:?}"),
+        .map(|p| {
+            match wire::decode_verified(&p.payload, &p.topic, Verifier::Master(&keys)).unwrap() {
+                Message::MasterHeartbeat(hb) => hb,
+                other => panic!("{other:?}"),
+            }
         })
         .collect::<Vec<_>>();
     assert_eq!(beats.len(), 4, "at 0, 10, 20, 30 s");
+    assert!(
+        beats.windows(2).all(|w| w[1].counter > w[0].counter),
+        "each heartbeat newer than the last: {beats:?}"
+    );
     assert!(
         beats
             .iter()
@@ -395,11 +440,15 @@ fn an_ack_follows_the_persisted_event_in_its_batch() {
     h.online("pi-1", 1);
     h.submit(to_agent("pi-1", &["true"]));
     let task = h.starts("pi-1", 0)[0];
-    let ev = encode(&Message::Event(Event {
-        seq: 1,
-        at_unix_ms: 0,
-        kind: EventKind::Accepted { task },
-    }));
+    let ev = h.mac(
+        "pi-1",
+        "event",
+        &Message::Event(Event {
+            seq: 1,
+            at_unix_ms: 0,
+            kind: EventKind::Accepted { task },
+        }),
+    );
     h.m.handle_message(h.now, "tether/agent/pi-1/event", &ev);
     let batch: Vec<Action> = std::iter::from_fn(|| h.m.poll_action()).collect();
     let ack_at = batch
@@ -845,7 +894,7 @@ fn restart_from_the_store_keeps_everything() {
 
     // kill -9: the core is gone; only the store remains.
     let snapshot = persist::load(&h.store).unwrap();
-    let mut config = Config::new(P, 0xbeef);
+    let mut config = Config::new(P, 0xbeef, master_key());
     config.heartbeat_period = Duration::from_secs(10);
     h.m = Master::restore(config, snapshot, h.now).unwrap();
     h.m.handle_connected(h.now);
@@ -883,17 +932,21 @@ fn restart_from_the_store_keeps_everything() {
 #[test]
 fn malformed_messages_are_counted_not_fatal() {
     let mut h = Harness::new();
+    h.key("pi-1");
     h.msg("tether/agent/pi-1/event", b"\x01\x00\xff\xff");
     h.msg("tether/agent/pi-1/heartbeat", b"");
     h.msg("tether/agent/pi-1/presence", b"hello");
     h.msg("tether/agent/bad+id/presence", b"online 00000001");
     h.msg("other/topic", b"x");
-    let hb = encode(&Message::MasterHeartbeat(
-        tether_core::message::MasterHeartbeat {
+    let hb = h.mac(
+        "pi-1",
+        "event",
+        &Message::MasterHeartbeat(tether_core::message::MasterHeartbeat {
             epoch: 1,
+            counter: 1,
             period_ms: 1,
-        },
-    ));
+        }),
+    );
     h.msg("tether/agent/pi-1/event", &hb);
     let s = h.m.stats();
     assert_eq!((s.bad_messages, s.foreign_messages), (4, 2));

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event as MqttEvent, Packet, QoS};
 use serde_json::{Value, json};
+use tether_core::auth::{AgentKey, MasterKeys, Verifier, parse_hex};
 use tether_core::message::{
     AgentHeartbeat, CommandBody, Event, EventKind, Exit, Message, Stream, TaskRef,
 };
 use tether_core::presence::{Presence, State};
 use tether_core::topic::{Topic, validate_id};
-use tether_core::wire;
+use tether_core::wire::{self, Signer};
 use tether_master::broker::{BrokerAddr, ClientSettings, EmbeddedBroker};
 use tether_master::http;
 use tokio::sync::mpsc;
@@ -27,6 +28,7 @@ struct MasterProc {
     child: Child,
     mqtt: BrokerAddr,
     http: String,
+    keys: MasterKeys,
 }
 
 impl MasterProc {
@@ -57,7 +59,20 @@ impl MasterProc {
         assert!(line.starts_with("tether-master ready "), "{line:?}");
         let mqtt = BrokerAddr::parse(&format!("mqtt://{}", field("mqtt="))).unwrap();
         let http = field("http=");
-        Self { child, mqtt, http }
+        let keys = MasterKeys::from_keys(&[parse_hex(&field("key=")).unwrap()]).unwrap();
+        Self {
+            child,
+            mqtt,
+            http,
+            keys,
+        }
+    }
+
+    /// The agent's MAC key from the master's API (created on first ask, then the same).
+    fn agent_key(&self, id: &str) -> AgentKey {
+        let (status, v) = self.post(&format!("/api/agents/{id}/key"), json!({}));
+        assert_eq!(status, 200, "{v}");
+        parse_hex(v["agent_key"].as_str().unwrap()).unwrap()
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
@@ -103,12 +118,21 @@ impl Drop for MasterProc {
 struct FakeAgent {
     id: String,
     inc: u32,
+    key: AgentKey,
+    master_keys: MasterKeys,
     client: AsyncClient,
     rx: mpsc::UnboundedReceiver<Packet>,
 }
 
 impl FakeAgent {
-    async fn connect(broker: &BrokerAddr, id: &str, inc: u32) -> Self {
+    async fn connect(master: &MasterProc, id: &str, inc: u32) -> Self {
+        let key = master.agent_key(id);
+        let presence_topic = format!("tether/agent/{id}/presence");
+        let will = Presence {
+            state: State::Lost,
+            incarnation: inc,
+        }
+        .render_signed(&presence_topic, Signer::Agent(&key));
         let settings = ClientSettings {
             client_id: id.to_owned(),
             prefix: "tether".into(),
@@ -117,7 +141,9 @@ impl FakeAgent {
             heartbeat_period: Duration::from_secs(1),
             credentials: None,
             tls: None,
+            will: Some(will.as_str().to_owned()),
         };
+        let broker = &master.mqtt;
         let (client, mut eventloop) = settings.connect(broker, 64).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -132,6 +158,8 @@ impl FakeAgent {
         let mut agent = Self {
             id: id.to_owned(),
             inc,
+            key,
+            master_keys: master.keys.clone(),
             client,
             rx,
         };
@@ -150,7 +178,7 @@ impl FakeAgent {
             state: State::Online,
             incarnation: inc,
         }
-        .render();
+        .render_signed(&presence_topic, Signer::Agent(&key));
         agent
             .publish("presence", true, online.as_bytes().to_vec())
             .await;
@@ -176,18 +204,22 @@ impl FakeAgent {
         what: &str,
         mut f: impl FnMut(&CommandBody) -> bool,
     ) -> CommandBody {
+        let keys = self.master_keys.clone();
         self.next(what, |p| match p {
-            Packet::Publish(p) => match wire::decode(&p.payload) {
-                Ok(Message::Command(c)) if f(&c.body) => Some(c.body),
-                _ => None,
-            },
+            // Only what the master signed for this topic.
+            Packet::Publish(p) => {
+                match wire::decode_verified(&p.payload, &p.topic, Verifier::Master(&keys)) {
+                    Ok(Message::Command(c)) if f(&c.body) => Some(c.body),
+                    _ => None,
+                }
+            }
             _ => None,
         })
         .await
     }
 
     async fn publish(&self, leaf: &str, retain: bool, payload: Vec<u8>) {
-        let topic = format!("tether/agent/{}/{leaf}", self.id);
+        let topic = self.topic(leaf);
         self.client
             .publish(topic, QoS::AtLeastOnce, retain, payload)
             .await
@@ -202,7 +234,8 @@ impl FakeAgent {
             more_tasks: false,
             journal_bytes: 0,
         });
-        self.publish("heartbeat", false, encode(&hb)).await;
+        let bytes = self.mac(&hb, "heartbeat");
+        self.publish("heartbeat", false, bytes).await;
     }
 
     async fn event(&self, seq: u64, kind: EventKind) {
@@ -211,7 +244,19 @@ impl FakeAgent {
             at_unix_ms: 0,
             kind,
         });
-        self.publish("event", false, encode(&ev)).await;
+        let bytes = self.mac(&ev, "event");
+        self.publish("event", false, bytes).await;
+    }
+
+    fn topic(&self, leaf: &str) -> String {
+        format!("tether/agent/{}/{leaf}", self.id)
+    }
+
+    fn mac(&self, msg: &Message, leaf: &str) -> Vec<u8> {
+        let mut buf = [0u8; wire::MAX_MESSAGE];
+        wire::encode_mac(msg, &self.topic(leaf), &self.key, &mut buf)
+            .unwrap()
+            .to_vec()
     }
 }
 
@@ -237,7 +282,7 @@ fn tetherctl(http: &str, args: &[&str]) -> (bool, String, String) {
 async fn task_round_trip_api_cli_and_kill9_restart() {
     let dir = tempfile::tempdir().unwrap();
     let master = MasterProc::start(dir.path());
-    let mut agent = FakeAgent::connect(&master.mqtt, "pi-1", 0x11).await;
+    let mut agent = FakeAgent::connect(&master, "pi-1", 0x11).await;
     master.wait_for("/api/agents", "pi-1 available", |v| {
         v.as_array()
             .unwrap()
@@ -337,9 +382,11 @@ async fn task_round_trip_api_cli_and_kill9_restart() {
 
     // kill -9 and restart on the same data: nothing lost, the replay is a duplicate.
     master.kill9();
+    let key = agent.key;
     drop(agent);
     let master = MasterProc::start(dir.path());
-    let mut agent = FakeAgent::connect(&master.mqtt, "pi-1", 0x11).await;
+    let mut agent = FakeAgent::connect(&master, "pi-1", 0x11).await;
+    assert_eq!(agent.key, key, "the agent's key survives a master restart");
     agent
         .event(
             4,

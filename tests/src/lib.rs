@@ -2,6 +2,7 @@
 
 pub mod cut;
 pub mod harness;
+pub mod keys;
 pub mod netns;
 pub mod proxy;
 pub mod sim;

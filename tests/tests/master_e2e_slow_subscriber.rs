@@ -289,7 +289,9 @@ async fn end_to_end_acks_recover_what_the_broker_dropped() {
         ..MasterOptions::default()
     });
     let master = home.start();
-    let mut agent_home = AgentHome::new(AgentOptions::new("sl-a", &addr.to_string()));
+    let mut options = AgentOptions::new("sl-a", &addr.to_string());
+    master.provision(&mut options);
+    let mut agent_home = AgentHome::new(options);
     let _agent = agent_home.start();
     master.wait_available("sl-a").await;
 

@@ -54,10 +54,11 @@ fn start_master(extra_args: Vec<String>) -> (MasterHome, MasterProcess) {
     (home, master)
 }
 
-/// Runs `tetherctl provision ID --credentials` into `dir`; returns the agent config and the
-/// broker's password-file line.
-fn provision(id: &str, dir: &Path) -> (PathBuf, PathBuf) {
+/// Runs `tetherctl provision ID --credentials` against `master` into `dir`; returns the agent
+/// config and the broker's password-file line.
+fn provision(master: &MasterProcess, id: &str, dir: &Path) -> (PathBuf, PathBuf) {
     let out = Command::new(binary("tetherctl").expect("tetherctl"))
+        .env("TETHER_MASTER", format!("http://{}", master.http))
         .args([
             "provision",
             id,
@@ -80,9 +81,16 @@ fn provision(id: &str, dir: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
-/// An agent to `broker` verifying it with `ca`, with more flags.
-fn start_agent(id: &str, broker: &str, ca: &Path, more: &[String]) -> (AgentHome, AgentProcess) {
+/// An agent of `master` to `broker` verifying it with `ca`, with more flags.
+fn start_agent(
+    master: &MasterProcess,
+    id: &str,
+    broker: &str,
+    ca: &Path,
+    more: &[String],
+) -> (AgentHome, AgentProcess) {
     let mut options = AgentOptions::new(id, &format!("mqtts://{broker}"));
+    master.provision(&mut options);
     options.extra_args = vec!["--tls-ca-file".into(), arg(ca)];
     options.extra_args.extend_from_slice(more);
     let mut home = AgentHome::new(options);
@@ -138,10 +146,14 @@ async fn agent_over_tls_with_client_cert_and_provisioned_password_runs_a_task() 
     let pki = Pki::new("fleet");
     let server = pki.server();
     let device = pki.path("tls-a");
-    let (agent_toml, passwd) = provision("tls-a", &device);
+    // The broker's password file starts empty; the master reads it again when it changes.
+    let passwords = pki.path("passwd");
+    std::fs::write(&passwords, "").unwrap();
     let mut args = tls_listener(&server, Some(&pki.ca.cert));
-    args.extend(["--broker-passwords".into(), arg(&passwd)]);
+    args.extend(["--broker-passwords".into(), arg(&passwords)]);
     let (_home, master) = start_master(args);
+    let (agent_toml, entry) = provision(&master, "tls-a", &device);
+    std::fs::write(&passwords, std::fs::read(&entry).unwrap()).unwrap();
     let mqtts = master.mqtts.clone().expect("mqtts= in the ready line");
 
     // Connected, never says hello: rumqttd's own TLS listener would wait on it forever.
@@ -149,7 +161,7 @@ async fn agent_over_tls_with_client_cert_and_provisioned_password_runs_a_task() 
 
     let mut more = client_cert_args(&pki.client("tls-a"));
     more.extend(["--config".into(), arg(&agent_toml)]);
-    let (home, _agent) = start_agent("tls-a", &mqtts, &pki.ca.cert, &more);
+    let (home, _agent) = start_agent(&master, "tls-a", &mqtts, &pki.ca.cert, &more);
     master.wait_available("tls-a").await;
     let marker = home.path().join("ran");
     let id = submit_touch(&master, "tls-a", &marker);
@@ -164,7 +176,7 @@ async fn unknown_ca_is_refused_and_nothing_runs() {
     let other = Pki::new("other");
     let (_home_m, master) = start_master(tls_listener(&pki.server(), None));
     let mqtts = master.mqtts.clone().expect("mqtts");
-    let (_home, agent) = start_agent("tls-b", &mqtts, &other.ca.cert, &[]);
+    let (_home, agent) = start_agent(&master, "tls-b", &mqtts, &other.ca.cert, &[]);
     let line = agent
         .wait_log(&["connect refused", "TLS refused", "UnknownIssuer"])
         .await;
@@ -177,7 +189,7 @@ async fn expired_server_certificate_is_refused() {
     let pki = Pki::new("exp");
     let (_home_m, master) = start_master(tls_listener(&pki.expired_server(), None));
     let mqtts = master.mqtts.clone().expect("mqtts");
-    let (_home, agent) = start_agent("tls-c", &mqtts, &pki.ca.cert, &[]);
+    let (_home, agent) = start_agent(&master, "tls-c", &mqtts, &pki.ca.cert, &[]);
     agent.wait_log(&["TLS refused", "xpired"]).await;
     assert_never_connected(&master, &agent, "tls-c");
 }
@@ -192,7 +204,7 @@ async fn wrong_broker_password_is_refused() {
     let (_home_m, master) = start_master(args);
     let mqtts = master.mqtts.clone().expect("mqtts");
     let creds = ["--username", "tls-d", "--password", "wrong-password"].map(String::from);
-    let (_home, agent) = start_agent("tls-d", &mqtts, &pki.ca.cert, &creds);
+    let (_home, agent) = start_agent(&master, "tls-d", &mqtts, &pki.ca.cert, &creds);
     agent
         .wait_log(&["connect refused", "wrong username or password"])
         .await;
@@ -204,6 +216,7 @@ async fn wrong_broker_password_is_refused() {
     // The plain listener asks for the same credentials: no way around them.
     let (_home2, plain) = {
         let mut options = AgentOptions::new("tls-d2", &master.mqtt);
+        master.provision(&mut options);
         options.extra_args = ["--username", "tls-d2", "--password", "guess"]
             .map(String::from)
             .to_vec();
@@ -224,7 +237,7 @@ async fn missing_client_certificate_is_refused() {
     let pki = Pki::new("mtls");
     let (_home_m, master) = start_master(tls_listener(&pki.server(), Some(&pki.ca.cert)));
     let mqtts = master.mqtts.clone().expect("mqtts");
-    let (_home, agent) = start_agent("tls-e", &mqtts, &pki.ca.cert, &[]);
+    let (_home, agent) = start_agent(&master, "tls-e", &mqtts, &pki.ca.cert, &[]);
     agent
         .wait_log(&["TLS refused", "CertificateRequired"])
         .await;
@@ -274,6 +287,7 @@ async fn agent_and_master_over_tls_to_mosquitto() {
         arg(&master_cert.key),
     ]);
     let (home, _agent) = start_agent(
+        &master,
         "tls-f",
         &broker,
         &pki.ca.cert,

@@ -19,12 +19,17 @@
 //! - a `kill` task is sent SIGTERM once the master has been silent for the task's heartbeat
 //!   timeout (counted from the later of the last contact and the task's start) and SIGKILL a
 //!   grace time later; a `continue` task is never terminated for a lost master;
-//! - an order with a start time starts at that time, master or no master.
+//! - an order with a start time starts at that time, master or no master;
+//! - with keys ([`Auth::Keys`]), nothing the master did not sign is acted on, nothing is acted on
+//!   twice (epoch and counter, [`ReplayGuard`], persisted through the journal), only a fresh
+//!   authentic master heartbeat counts as contact, and everything the agent publishes carries
+//!   its MAC.
 
 use embassy_time::{Duration, Instant};
 use heapless::{Deque, String, Vec};
 
 use crate::allowlist::Allowlist;
+use crate::auth::{AgentKey, MasterKeys, ReplayGuard, Verifier};
 use crate::journal::{JournalLevel, JournalRecord};
 use crate::message::{
     AgentHeartbeat, AgentId, Command, CommandBody, Event, EventKind, Exit, HEARTBEAT_TASKS,
@@ -33,7 +38,7 @@ use crate::message::{
 use crate::policy::OnDisconnect;
 use crate::presence::{MAX_PRESENCE, Presence, State};
 use crate::topic::{MAX_PREFIX, Topic, TopicBuf, TopicError, validate_id, validate_prefix};
-use crate::wire::{self, DecodeError};
+use crate::wire::{self, DecodeError, EncodeError, Signer};
 
 /// Actions one input can cause, at most (see the const assertion in [`Agent::new`]).
 pub const ACTION_QUEUE: usize = 80;
@@ -49,12 +54,23 @@ const MIN_PERIOD: Duration = Duration::from_millis(100);
 const EACCES: i32 = 13;
 
 /// Who the agent is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Config<'a> {
     pub id: &'a str,
     pub prefix: &'a str,
     /// New at every process start (random); tells a stale will from the live connection.
     pub incarnation: u32,
+    pub auth: Auth,
+}
+
+/// The agent's keys, or the explicit choice to run without.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// Commands, master heartbeats and master presence must be signed by one of `master`;
+    /// everything the agent publishes is MAC'd with `agent`.
+    Keys { master: MasterKeys, agent: AgentKey },
+    /// Accept anything and authenticate nothing: any broker client can command this agent.
+    Insecure,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +85,11 @@ pub enum Append {
     Order(TaskRef),
     Spawning(TaskRef),
     Event(Event),
+    /// The master's command high-water mark moved (replay protection across restarts).
+    MasterCounter {
+        epoch: u32,
+        counter: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +156,13 @@ pub struct Stats {
     pub duplicate_starts: u64,
     pub rejected_starts: u64,
     pub presence_repairs: u64,
+    /// Messages from the master's topics (commands, heartbeats, presence) without the
+    /// required authentication.
+    pub unauthenticated: u64,
+    /// ... whose signature did not verify (forged, wrong key, or made for another topic).
+    pub bad_signatures: u64,
+    /// Authentic commands and heartbeats refused as replays (counter seen, epoch too old).
+    pub replayed: u64,
     /// Actions that did not fit the queue because the runtime did not drain it; always 0 in a
     /// correct runtime.
     pub lost_actions: u64,
@@ -160,6 +188,11 @@ pub struct Agent<const TASKS: usize, const SEEN: usize> {
     prefix: String<MAX_PREFIX>,
     incarnation: u32,
     topics: Topics,
+    auth: Auth,
+    replay: ReplayGuard,
+    /// Bad commands not reported yet: the latest error and how many.
+    bad_pending: Option<(DecodeError, u64)>,
+    bad_reported_at: Option<Instant>,
 
     connected: bool,
     last_contact: Instant,
@@ -222,6 +255,10 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             prefix: String::try_from(p).map_err(|_| TopicError::InvalidPrefix)?,
             incarnation: config.incarnation,
             topics,
+            auth: config.auth,
+            replay: ReplayGuard::new(),
+            bad_pending: None,
+            bad_reported_at: None,
             connected: false,
             last_contact: now,
             master_epoch: None,
@@ -282,13 +319,34 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         &self.topics.event
     }
 
-    /// The last will to register at connect: retained `offline <inc> lost` on our presence topic.
+    /// The last will to register at connect: retained `offline <inc> lost <mac>` on our
+    /// presence topic.
     pub fn will(&self) -> (&str, String<MAX_PRESENCE>) {
         let will = Presence {
             state: State::Lost,
             incarnation: self.incarnation,
         };
-        (&self.topics.presence, will.render())
+        let topic = &self.topics.presence;
+        (topic, will.render_signed(topic, self.signer()))
+    }
+
+    /// The master's command high-water mark accepted so far: (epoch, counter).
+    pub fn master_counter(&self) -> (u32, u64) {
+        self.replay.high_water()
+    }
+
+    /// Encodes a journaled event for the event topic, MAC'd with the agent's key.
+    pub fn encode_event<'b>(
+        &self,
+        event: &Event,
+        buf: &'b mut [u8],
+    ) -> Result<&'b [u8], EncodeError> {
+        wire::encode_for(
+            &Message::Event(event.clone()),
+            &self.topics.event,
+            self.signer(),
+            buf,
+        )
     }
 
     pub fn is_connected(&self) -> bool {
@@ -394,6 +452,10 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             }
             Append::Spawning(task) => JournalRecord::Spawning(*task),
             Append::Event(event) => JournalRecord::Event(event.clone()),
+            Append::MasterCounter { epoch, counter } => JournalRecord::MasterCounter {
+                epoch: *epoch,
+                counter: *counter,
+            },
         };
         crate::journal::encode(&record, buf)
     }
@@ -411,6 +473,10 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         }
         for &attempt in &self.seen {
             emit(&JournalRecord::Seen { attempt });
+        }
+        let (epoch, counter) = self.replay.high_water();
+        if (epoch, counter) != (0, 0) {
+            emit(&JournalRecord::MasterCounter { epoch, counter });
         }
         for slot in &self.slots {
             emit(&JournalRecord::Order(slot.spec.clone()));
@@ -480,6 +546,11 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             JournalRecord::Forgotten { below } => {
                 self.forgotten_below = self.forgotten_below.max(*below);
             }
+            JournalRecord::MasterCounter { epoch, counter } => {
+                if (*epoch, *counter) > self.replay.high_water() {
+                    self.replay = ReplayGuard::restored(*epoch, *counter);
+                }
+            }
         }
     }
 
@@ -527,33 +598,56 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     /// A message arrived on a subscribed topic.
     pub fn handle_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
         match Topic::parse(&self.prefix, topic) {
-            Ok(Topic::AgentCommand(id)) if id == self.id => match wire::decode(payload) {
-                Ok(Message::Command(cmd)) => self.handle_command(now, cmd),
-                Ok(_) => self.bad_command(now, DecodeError::WrongTopic),
-                Err(error) => self.bad_command(now, error),
-            },
-            Ok(Topic::MasterHeartbeat) => match wire::decode(payload) {
-                Ok(Message::MasterHeartbeat(hb)) => {
-                    self.contact(now);
-                    self.master_epoch = Some(hb.epoch);
-                    self.master_period = Duration::from_millis(hb.period_ms).max(MIN_PERIOD);
-                    self.rearm_heartbeat(now);
-                    // Answer in the same wake-up when ours is due within half a period: an
-                    // idle agent then wakes about once per period, not twice.
-                    let half = self.heartbeat_period() / 2;
-                    if self
-                        .next_heartbeat
-                        .is_some_and(|t| t <= now.saturating_add(half))
-                    {
-                        self.publish_heartbeat(now);
+            Ok(Topic::AgentCommand(id)) if id == self.id => {
+                match wire::decode_verified(payload, topic, self.verifier()) {
+                    Ok(Message::Command(cmd)) => {
+                        match self.replay.accept_command(cmd.epoch, cmd.counter) {
+                            Ok(moved) => {
+                                if moved {
+                                    let (epoch, counter) = self.replay.high_water();
+                                    self.append(Append::MasterCounter { epoch, counter });
+                                }
+                                self.handle_command(now, cmd);
+                            }
+                            Err(_) => self.bad_command(now, DecodeError::Replayed),
+                        }
                     }
+                    Ok(_) => self.bad_command(now, DecodeError::WrongTopic),
+                    Err(error) => self.bad_command(now, error),
                 }
-                _ => self.stats.bad_messages += 1,
-            },
-            Ok(Topic::MasterPresence) => match Presence::parse(payload) {
-                Ok(p) => self.master_presence = Some(p),
-                Err(_) => self.stats.bad_messages += 1,
-            },
+            }
+            Ok(Topic::MasterHeartbeat) => {
+                match wire::decode_verified(payload, topic, self.verifier()) {
+                    Ok(Message::MasterHeartbeat(hb)) => {
+                        if self.replay.accept_heartbeat(hb.epoch, hb.counter).is_err() {
+                            // Authentic but old: never contact.
+                            self.rejected(DecodeError::Replayed);
+                            return;
+                        }
+                        self.contact(now);
+                        self.master_epoch = Some(hb.epoch);
+                        self.master_period = Duration::from_millis(hb.period_ms).max(MIN_PERIOD);
+                        self.rearm_heartbeat(now);
+                        // Answer in the same wake-up when ours is due within half a period: an
+                        // idle agent then wakes about once per period, not twice.
+                        let half = self.heartbeat_period() / 2;
+                        if self
+                            .next_heartbeat
+                            .is_some_and(|t| t <= now.saturating_add(half))
+                        {
+                            self.publish_heartbeat(now);
+                        }
+                    }
+                    Ok(_) => self.rejected(DecodeError::WrongTopic),
+                    Err(error) => self.rejected(error),
+                }
+            }
+            Ok(Topic::MasterPresence) => {
+                match Presence::parse_verified(payload, topic, self.verifier()) {
+                    Ok(p) => self.master_presence = Some(p),
+                    Err(error) => self.rejected(error),
+                }
+            }
             Ok(Topic::AgentPresence(id)) if id == self.id => self.check_own_presence(payload),
             _ => self.stats.foreign_messages += 1,
         }
@@ -788,15 +882,66 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         }
     }
 
+    /// A bad command is counted at once and reported coalesced: the first at once, the rest
+    /// with the next heartbeat (at most one event per period), so junk cannot fill the journal.
     fn bad_command(&mut self, now: Instant, error: DecodeError) {
         self.stats.bad_commands += 1;
+        self.count_rejection(error);
+        let count = self.bad_pending.map_or(0, |(_, n)| n) + 1;
+        self.bad_pending = Some((error, count));
+        let quiet = self
+            .bad_reported_at
+            .is_none_or(|t| now >= t.saturating_add(self.heartbeat_period()));
+        if quiet {
+            self.report_bad_commands(now);
+        }
+    }
+
+    fn report_bad_commands(&mut self, now: Instant) {
+        let Some((error, count)) = self.bad_pending.take() else {
+            return;
+        };
+        self.bad_reported_at = Some(now);
         if self.journal_level == JournalLevel::Normal {
-            self.push_event(now, EventKind::BadCommand { error });
+            self.push_event(now, EventKind::BadCommand { error, count });
+        }
+    }
+
+    /// A message from the master's heartbeat or presence topic that was dropped.
+    fn rejected(&mut self, error: DecodeError) {
+        self.stats.bad_messages += 1;
+        self.count_rejection(error);
+    }
+
+    fn count_rejection(&mut self, error: DecodeError) {
+        match error {
+            DecodeError::Unauthenticated => self.stats.unauthenticated += 1,
+            DecodeError::BadSignature => self.stats.bad_signatures += 1,
+            DecodeError::Replayed => self.stats.replayed += 1,
+            _ => {}
+        }
+    }
+
+    fn verifier(&self) -> Verifier<'_> {
+        match &self.auth {
+            Auth::Keys { master, .. } => Verifier::Master(master),
+            Auth::Insecure => Verifier::Insecure,
+        }
+    }
+
+    fn signer(&self) -> Signer<'_> {
+        match &self.auth {
+            Auth::Keys { agent, .. } => Signer::Agent(agent),
+            Auth::Insecure => Signer::Insecure,
         }
     }
 
     fn check_own_presence(&mut self, payload: &[u8]) {
-        let ours = Presence::parse(payload)
+        let own = match &self.auth {
+            Auth::Keys { agent, .. } => Verifier::Agent(agent),
+            Auth::Insecure => Verifier::Insecure,
+        };
+        let ours = Presence::parse_verified(payload, &self.topics.presence, own)
             .is_ok_and(|p| p.state == State::Online && p.incarnation == self.incarnation);
         // The broker may have fired a stale will over our live session (rumqttd quick-reconnect
         // quirk): say again that we are here.
@@ -934,7 +1079,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             state,
             incarnation: self.incarnation,
         }
-        .render();
+        .render_signed(&self.topics.presence, self.signer());
         let mut payload = Vec::new();
         let _ = payload.extend_from_slice(text.as_bytes());
         let topic = self.topics.presence.clone();
@@ -959,7 +1104,11 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             tasks,
             journal_bytes: self.journal_bytes,
         };
-        if let Ok(payload) = wire::encode_vec::<PUBLISH_MAX>(&Message::AgentHeartbeat(hb)) {
+        let mut buf = [0u8; PUBLISH_MAX];
+        let msg = Message::AgentHeartbeat(hb);
+        if let Ok(bytes) = wire::encode_for(&msg, &self.topics.heartbeat, self.signer(), &mut buf)
+            && let Ok(payload) = Vec::from_slice(bytes)
+        {
             let topic = self.topics.heartbeat.clone();
             self.push(Action::Publish {
                 topic,
@@ -968,6 +1117,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             });
         }
         self.next_heartbeat = Some(now.saturating_add(self.heartbeat_period()));
+        self.report_bad_commands(now);
     }
 
     /// A shorter period (announced by the master or asked by a new task) applies from now, not

@@ -29,6 +29,9 @@ pub enum JournalRecord {
     Seen { attempt: u64 },
     /// Attempt ids at or below this were forgotten: such starts are refused as stale.
     Forgotten { below: u64 },
+    /// The master's highest command counter accepted, in its epoch: after a restart nothing at
+    /// or below it is accepted again (replay protection).
+    MasterCounter { epoch: u32, counter: u64 },
 }
 
 /// Whether the journal may take more records.

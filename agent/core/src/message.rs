@@ -162,6 +162,9 @@ pub enum CommandBody {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterHeartbeat {
     pub epoch: u32,
+    /// From the same counter as commands: an agent counts only a heartbeat newer than every
+    /// word it accepted before as contact (a replayed one must not keep a task alive).
+    pub counter: u64,
     /// The period at which the master expects agent heartbeats when an agent runs nothing.
     pub period_ms: u64,
 }
@@ -272,9 +275,12 @@ pub enum EventKind {
         cause: Option<KillCause>,
         output_dropped: u64,
     },
-    /// A message on the command topic could not be decoded or verified; it was dropped.
+    /// Messages on the command topic could not be decoded, verified or were replayed; they
+    /// were dropped. Coalesced: `count` bad commands since the last such event, `error` the
+    /// latest one's.
     BadCommand {
         error: crate::wire::DecodeError,
+        count: u64,
     },
 }
 

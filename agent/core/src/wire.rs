@@ -1,17 +1,19 @@
 //! The envelope every binary payload travels in, and its strict decoder.
 //!
 //! Layout: `[version: u8][auth scheme: u8][postcard(Message)][auth trailer]`. The scheme byte
-//! names the trailer (none yet; an ed25519 signature over topic, header and body comes later)
-//! so authentication arrives without a format break. The decoder accepts exactly one message
-//! and nothing else: oversized, truncated, unknown-version, unknown-scheme and trailing bytes
-//! are typed errors, never a panic.
+//! names the trailer: none, an ed25519 signature by the master, or an agent's truncated
+//! HMAC-SHA-512 (see [`crate::auth`]). Both cover the topic and every byte before the trailer.
+//! The decoder accepts exactly one message and nothing else: oversized, truncated,
+//! unknown-version, unknown-scheme and trailing bytes are typed errors, never a panic.
+//! [`decode`] only parses (for tools); receivers use [`decode_verified`].
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{self, AgentKey, MAC_LEN, SIGNATURE_LEN, SigningKey, Verifier};
 use crate::message::Message;
 
 /// The one version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Largest payload accepted or produced, envelope included.
 pub const MAX_MESSAGE: usize = 2048;
 const HEADER: usize = 2;
@@ -20,21 +22,29 @@ const HEADER: usize = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum AuthScheme {
-    /// No trailer.
+    /// No trailer: refused by any receiver that has keys.
     None = 0,
+    /// A 64-byte ed25519 signature by the master.
+    Ed25519 = 1,
+    /// HMAC-SHA-512 truncated to 16 bytes, keyed with the publishing agent's secret.
+    HmacSha512_128 = 2,
 }
 
 impl AuthScheme {
     fn from_byte(b: u8) -> Option<Self> {
         match b {
             0 => Some(Self::None),
+            1 => Some(Self::Ed25519),
+            2 => Some(Self::HmacSha512_128),
             _ => None,
         }
     }
 
-    const fn trailer_len(self) -> usize {
+    pub const fn trailer_len(self) -> usize {
         match self {
             Self::None => 0,
+            Self::Ed25519 => SIGNATURE_LEN,
+            Self::HmacSha512_128 => MAC_LEN,
         }
     }
 }
@@ -57,6 +67,15 @@ pub enum DecodeError {
     },
     /// A valid message of a kind that does not belong on the topic it came on.
     WrongTopic,
+    /// No authentication, or not the scheme the sender on this topic must use.
+    Unauthenticated,
+    /// The signature or MAC does not verify under any configured key (forged, wrong key, or
+    /// made for another topic).
+    BadSignature,
+    /// Authentic, but already seen or from an earlier master epoch.
+    Replayed,
+    /// The master holds no key for the agent named by the topic.
+    UnknownAgent,
 }
 
 impl core::fmt::Display for DecodeError {
@@ -82,6 +101,14 @@ impl core::fmt::Display for DecodeError {
                 write!(f, "{extra} unexpected bytes after the message")
             }
             Self::WrongTopic => f.write_str("message kind does not belong on this topic"),
+            Self::Unauthenticated => f.write_str(
+                "unauthenticated: not signed (or MAC'd) with the scheme this topic requires",
+            ),
+            Self::BadSignature => {
+                f.write_str("bad signature: no configured key verifies it for this topic")
+            }
+            Self::Replayed => f.write_str("replayed: counter already seen or epoch too old"),
+            Self::UnknownAgent => f.write_str("unknown agent: no key is provisioned for it"),
         }
     }
 }
@@ -94,17 +121,78 @@ pub enum EncodeError {
     TooLarge,
 }
 
-/// Encodes `msg` into `buf` and returns the used prefix.
+/// Encodes `msg` without authentication into `buf` and returns the used prefix.
 pub fn encode<'b>(msg: &Message, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
+    encode_with(msg, AuthScheme::None, buf, |_| {})
+}
+
+/// Encodes `msg` signed by the master for `topic`.
+pub fn encode_signed<'b>(
+    msg: &Message,
+    topic: &str,
+    key: &SigningKey,
+    buf: &'b mut [u8],
+) -> Result<&'b [u8], EncodeError> {
+    encode_with(msg, AuthScheme::Ed25519, buf, |b| {
+        let (signed, trailer) = b.split_at_mut(b.len() - SIGNATURE_LEN);
+        trailer.copy_from_slice(&key.sign(topic, signed));
+    })
+}
+
+/// Encodes `msg` MAC'd with an agent's key for `topic`.
+pub fn encode_mac<'b>(
+    msg: &Message,
+    topic: &str,
+    key: &AgentKey,
+    buf: &'b mut [u8],
+) -> Result<&'b [u8], EncodeError> {
+    encode_with(msg, AuthScheme::HmacSha512_128, buf, |b| {
+        let (signed, trailer) = b.split_at_mut(b.len() - MAC_LEN);
+        trailer.copy_from_slice(&auth::mac(key, topic, signed));
+    })
+}
+
+/// Encodes `msg` for `topic` as the sender's keys say: signed, MAC'd or (insecure) plain.
+pub fn encode_for<'b>(
+    msg: &Message,
+    topic: &str,
+    signer: Signer<'_>,
+    buf: &'b mut [u8],
+) -> Result<&'b [u8], EncodeError> {
+    match signer {
+        Signer::Master(key) => encode_signed(msg, topic, key, buf),
+        Signer::Agent(key) => encode_mac(msg, topic, key, buf),
+        Signer::Insecure => encode(msg, buf),
+    }
+}
+
+/// How a sender authenticates what it publishes.
+#[derive(Debug, Clone, Copy)]
+pub enum Signer<'a> {
+    Master(&'a SigningKey),
+    Agent(&'a AgentKey),
+    Insecure,
+}
+
+fn encode_with<'b>(
+    msg: &Message,
+    scheme: AuthScheme,
+    buf: &'b mut [u8],
+    seal: impl FnOnce(&mut [u8]),
+) -> Result<&'b [u8], EncodeError> {
     let limit = buf.len().min(MAX_MESSAGE);
     let buf = &mut buf[..limit];
-    if buf.len() < HEADER {
+    let trailer = scheme.trailer_len();
+    if buf.len() < HEADER + trailer {
         return Err(EncodeError::TooLarge);
     }
     buf[0] = PROTOCOL_VERSION;
-    buf[1] = AuthScheme::None as u8;
-    let body = postcard::to_slice(msg, &mut buf[HEADER..]).map_err(|_| EncodeError::TooLarge)?;
-    let len = HEADER + body.len();
+    buf[1] = scheme as u8;
+    let room = buf.len() - trailer;
+    let body =
+        postcard::to_slice(msg, &mut buf[HEADER..room]).map_err(|_| EncodeError::TooLarge)?;
+    let len = HEADER + body.len() + trailer;
+    seal(&mut buf[..len]);
     Ok(&buf[..len])
 }
 
@@ -115,8 +203,67 @@ pub fn encode_vec<const N: usize>(msg: &Message) -> Result<heapless::Vec<u8, N>,
     heapless::Vec::from_slice(bytes).map_err(|_| EncodeError::TooLarge)
 }
 
-/// Decodes exactly one message.
+/// Decodes exactly one message without checking its authentication (tools, tests).
 pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+    decode_envelope(bytes).map(|(msg, _)| msg)
+}
+
+/// Decodes exactly one message and names its scheme, without checking the trailer.
+pub fn decode_envelope(bytes: &[u8]) -> Result<(Message, AuthScheme), DecodeError> {
+    let scheme = header(bytes)?;
+    let (msg, rest) =
+        postcard::take_from_bytes::<Message>(&bytes[HEADER..]).map_err(|e| match e {
+            postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+            _ => DecodeError::Malformed,
+        })?;
+    let trailer = scheme.trailer_len();
+    if rest.len() < trailer {
+        return Err(DecodeError::Truncated);
+    }
+    if rest.len() > trailer {
+        let extra = u32::try_from(rest.len() - trailer).unwrap_or(u32::MAX);
+        return Err(DecodeError::TrailingBytes { extra });
+    }
+    Ok((msg, scheme))
+}
+
+/// Checks the payload's authentication for `topic` first, then decodes it: nothing
+/// unauthenticated reaches the message parser.
+pub fn decode_verified(
+    bytes: &[u8],
+    topic: &str,
+    verifier: Verifier<'_>,
+) -> Result<Message, DecodeError> {
+    let scheme = header(bytes)?;
+    let authentic = |trailer: usize, check: &dyn Fn(&[u8], &[u8]) -> bool| {
+        if bytes.len() < HEADER + trailer {
+            return Err(DecodeError::Truncated);
+        }
+        let (signed, tag) = bytes.split_at(bytes.len() - trailer);
+        if check(signed, tag) {
+            Ok(())
+        } else {
+            Err(DecodeError::BadSignature)
+        }
+    };
+    match (verifier, scheme) {
+        (Verifier::Insecure, _) => {}
+        (Verifier::Master(keys), AuthScheme::Ed25519) => {
+            authentic(SIGNATURE_LEN, &|signed, tag| {
+                keys.verify(topic, signed, tag)
+            })?;
+        }
+        (Verifier::Agent(key), AuthScheme::HmacSha512_128) => {
+            authentic(MAC_LEN, &|signed, tag| {
+                auth::mac_matches(key, topic, signed, tag)
+            })?;
+        }
+        _ => return Err(DecodeError::Unauthenticated),
+    }
+    decode(bytes)
+}
+
+fn header(bytes: &[u8]) -> Result<AuthScheme, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -131,21 +278,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     let Some(&scheme) = bytes.get(1) else {
         return Err(DecodeError::Truncated);
     };
-    let scheme = AuthScheme::from_byte(scheme).ok_or(DecodeError::UnknownAuthScheme(scheme))?;
-    let (msg, rest) =
-        postcard::take_from_bytes::<Message>(&bytes[HEADER..]).map_err(|e| match e {
-            postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
-            _ => DecodeError::Malformed,
-        })?;
-    let trailer = scheme.trailer_len();
-    if rest.len() < trailer {
-        return Err(DecodeError::Truncated);
-    }
-    if rest.len() > trailer {
-        let extra = u32::try_from(rest.len() - trailer).unwrap_or(u32::MAX);
-        return Err(DecodeError::TrailingBytes { extra });
-    }
-    Ok(msg)
+    AuthScheme::from_byte(scheme).ok_or(DecodeError::UnknownAuthScheme(scheme))
 }
 
 #[cfg(test)]
@@ -180,6 +313,39 @@ mod tests {
     }
 
     #[test]
+    fn signed_and_maced_round_trip_and_every_cut_fails() {
+        use crate::auth::{MasterKeys, SigningKey, Verifier};
+        let key = SigningKey::from_seed([1; 32]).unwrap();
+        let keys = MasterKeys::from_keys(&[key.public_key()]).unwrap();
+        let topic = "tether/agent/a/cmd";
+        let mut buf = [0u8; MAX_MESSAGE];
+        let signed = encode_signed(&start(), topic, &key, &mut buf).unwrap();
+        assert_eq!(signed[1], AuthScheme::Ed25519 as u8);
+        assert_eq!(
+            decode_verified(signed, topic, Verifier::Master(&keys)),
+            Ok(start())
+        );
+        assert_eq!(decode_envelope(signed).unwrap().1, AuthScheme::Ed25519);
+        for len in 0..signed.len() {
+            assert!(decode_verified(&signed[..len], topic, Verifier::Master(&keys)).is_err());
+        }
+        let mut buf2 = [0u8; MAX_MESSAGE];
+        let maced = encode_mac(&start(), topic, &[3; 32], &mut buf2).unwrap();
+        assert_eq!(maced.len(), signed.len() - SIGNATURE_LEN + MAC_LEN);
+        assert_eq!(
+            decode_verified(maced, topic, Verifier::Agent(&[3; 32])),
+            Ok(start())
+        );
+        assert_eq!(
+            decode_verified(maced, topic, Verifier::Master(&keys)),
+            Err(DecodeError::Unauthenticated)
+        );
+        for len in 0..maced.len() {
+            assert!(decode_verified(&maced[..len], topic, Verifier::Agent(&[3; 32])).is_err());
+        }
+    }
+
+    #[test]
     fn every_truncation_is_an_error() {
         let mut buf = [0u8; MAX_MESSAGE];
         let bytes = encode(&start(), &mut buf).unwrap();
@@ -205,8 +371,8 @@ mod tests {
             Err(DecodeError::TrailingBytes { extra: 1 })
         );
         let mut wrong = buf;
-        wrong[0] = 2;
-        assert_eq!(decode(&wrong[..len]), Err(DecodeError::UnknownVersion(2)));
+        wrong[0] = 1;
+        assert_eq!(decode(&wrong[..len]), Err(DecodeError::UnknownVersion(1)));
         wrong = buf;
         wrong[1] = 9;
         assert_eq!(

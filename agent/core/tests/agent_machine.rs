@@ -1,7 +1,8 @@
 //! The agent state machine driven by hand: one behaviour per test, time as plain values.
 
-use tether_core::agent::{Action, Agent, Append, Config, Phase, Signal};
+use tether_core::agent::{Action, Agent, Append, Auth, Config, Phase, Signal};
 use tether_core::allowlist::Allowlist;
+use tether_core::auth::{Hex, MasterKeys, SigningKey, mac};
 use tether_core::journal::{self, JournalLevel, JournalRecord};
 use tether_core::message::*;
 use tether_core::policy::{OnDisconnect, Policy, PolicyError};
@@ -16,6 +17,30 @@ fn t(ms: u64) -> Instant {
     Instant::from_millis(ms)
 }
 
+fn master_key() -> SigningKey {
+    SigningKey::from_seed([7; 32]).unwrap()
+}
+
+/// A presence text as the agent publishes it: with its MAC.
+fn own_presence(text: &str) -> Vec<u8> {
+    let tag = mac(&[9; 32], PRESENCE, text.as_bytes());
+    format!("{text} {}", Hex(&tag)).into_bytes()
+}
+
+const PRESENCE: &str = "tether/agent/pi-1/presence";
+
+fn config(incarnation: u32) -> Config<'static> {
+    Config {
+        id: "pi-1",
+        prefix: "tether",
+        incarnation,
+        auth: Auth::Keys {
+            master: MasterKeys::from_keys(&[master_key().public_key()]).unwrap(),
+            agent: [9; 32],
+        },
+    }
+}
+
 /// Drives an agent like a runtime whose disk is instant: appends become durable at once.
 struct Rig {
     agent: TestAgent,
@@ -26,12 +51,7 @@ struct Rig {
 
 impl Rig {
     fn new() -> Self {
-        let config = Config {
-            id: "pi-1",
-            prefix: "tether",
-            incarnation: 0xabcd,
-        };
-        let mut agent = TestAgent::new(config, t(0)).unwrap();
+        let mut agent = TestAgent::new(config(0xabcd), t(0)).unwrap();
         agent.handle_wall_clock(t(0), 1_000_000);
         Self {
             agent,
@@ -68,20 +88,22 @@ impl Rig {
             body,
         });
         let mut buf = [0u8; wire::MAX_MESSAGE];
-        let bytes = wire::encode(&msg, &mut buf).unwrap();
+        let bytes = wire::encode_signed(&msg, CMD, &master_key(), &mut buf).unwrap();
         self.agent.handle_message(now, CMD, bytes);
         self.drain(now);
     }
 
     fn master_heartbeat(&mut self, now: Instant) {
+        self.counter += 1;
         let msg = Message::MasterHeartbeat(MasterHeartbeat {
             epoch: 1,
+            counter: self.counter,
             period_ms: 1_000,
         });
-        let mut buf = [0u8; 64];
-        let bytes = wire::encode(&msg, &mut buf).unwrap();
-        self.agent
-            .handle_message(now, "tether/master/heartbeat", bytes);
+        let topic = "tether/master/heartbeat";
+        let mut buf = [0u8; 128];
+        let bytes = wire::encode_signed(&msg, topic, &master_key(), &mut buf).unwrap();
+        self.agent.handle_message(now, topic, bytes);
         self.drain(now);
     }
 
@@ -333,6 +355,8 @@ fn restart_remembers_attempts_and_reports_the_possibly_running_as_lost() {
 
     // A new process reads the journal back.
     let mut fresh = Rig::new();
+    // The master goes on counting: what it retransmits carries new counters.
+    fresh.counter = rig.counter;
     for bytes in &rig.journal {
         fresh.agent.restore(&journal::decode(bytes).unwrap());
     }
@@ -400,29 +424,31 @@ fn refusals_are_explicit_events() {
 #[test]
 fn garbage_on_the_command_topic_is_reported_not_fatal() {
     let mut rig = Rig::new();
-    rig.agent.handle_message(t(0), CMD, &[1, 0, 0xff, 0xff]);
-    rig.agent.handle_message(t(0), CMD, &[1, 0, 9]);
+    let v = wire::PROTOCOL_VERSION;
+    rig.agent.handle_message(t(0), CMD, &[v, 1, 0xff, 0xff]);
+    rig.agent.handle_message(t(0), CMD, &[v, 0, 9]);
     rig.agent.handle_message(t(0), CMD, &[]);
+    rig.agent.handle_message(t(0), CMD, &[1, 0, 9]);
     rig.agent.handle_message(t(0), CMD, &[9; 5000]);
     rig.agent
         .handle_message(t(0), "tether/agent/other/cmd", &[1, 2, 3]);
     rig.drain(t(0));
-    assert_eq!(rig.agent.stats().bad_commands, 4);
+    assert_eq!(rig.agent.stats().bad_commands, 5);
+    assert_eq!(rig.agent.stats().unauthenticated, 1);
     assert_eq!(rig.agent.stats().foreign_messages, 1);
+    // The first is reported at once, the rest coalesced into one event at the next heartbeat.
+    rig.agent.handle_connected(t(1));
+    rig.drain(t(1));
     assert_eq!(
         rig.events(),
         vec![
             EventKind::BadCommand {
-                error: wire::DecodeError::Truncated
+                error: wire::DecodeError::Truncated,
+                count: 1,
             },
             EventKind::BadCommand {
-                error: wire::DecodeError::Malformed
-            },
-            EventKind::BadCommand {
-                error: wire::DecodeError::Empty
-            },
-            EventKind::BadCommand {
-                error: wire::DecodeError::Oversized { len: 5000 }
+                error: wire::DecodeError::Oversized { len: 5000 },
+                count: 4,
             },
         ]
     );
@@ -435,12 +461,16 @@ fn own_stale_will_is_repaired() {
     rig.drain(t(0));
     rig.take_actions();
     rig.agent
-        .handle_message(t(1), "tether/agent/pi-1/presence", b"offline 0000abcd lost");
+        .handle_message(t(1), PRESENCE, &own_presence("offline 0000abcd lost"));
     rig.drain(t(1));
-    let republished = rig.take_actions().iter().any(|a| matches!(a, Action::Publish { payload, retain: true, .. } if payload.as_slice() == b"online 0000abcd"));
+    let online = own_presence("online 0000abcd");
+    let republished = rig.take_actions().iter().any(|a| matches!(a, Action::Publish { payload, retain: true, .. } if payload.as_slice() == online));
     assert!(republished);
-    rig.agent
-        .handle_message(t(2), "tether/agent/pi-1/presence", b"online 0000abcd");
+    // A forged `online` (no valid MAC) is repaired as well; the real one is left alone.
+    rig.agent.handle_message(t(2), PRESENCE, b"online 0000abcd");
+    rig.drain(t(2));
+    assert_eq!(rig.take_actions().len(), 1);
+    rig.agent.handle_message(t(2), PRESENCE, &online);
     rig.drain(t(2));
     assert!(rig.take_actions().is_empty());
 }
@@ -465,7 +495,12 @@ fn normal_stop_drains_then_announces() {
         .handle_process_exited(t(1_100), s.task, Exit::Signal(15));
     rig.drain(t(1_100));
     let actions = rig.take_actions();
-    assert!(actions.iter().any(|a| matches!(a, Action::Publish { payload, .. } if payload.as_slice() == b"offline 0000abcd stopped")));
+    let stopped = own_presence("offline 0000abcd stopped");
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Publish { payload, .. } if payload.as_slice() == stopped))
+    );
     assert_eq!(actions.last(), Some(&Action::Stopped));
     assert!(rig.agent.is_stopped());
 }
@@ -522,12 +557,7 @@ fn kill_command_terminates_running_and_cancels_held() {
 
 #[test]
 fn nothing_is_spawned_or_sent_before_it_is_durable() {
-    let config = Config {
-        id: "pi-1",
-        prefix: "tether",
-        incarnation: 1,
-    };
-    let mut agent = TestAgent::new(config, t(0)).unwrap();
+    let mut agent = TestAgent::new(config(1), t(0)).unwrap();
     agent.handle_connected(t(0));
     let s = spec(1, OnDisconnect::Kill);
     let msg = Message::Command(Command {
@@ -536,7 +566,8 @@ fn nothing_is_spawned_or_sent_before_it_is_durable() {
         body: CommandBody::Start(s.clone()),
     });
     let mut buf = [0u8; wire::MAX_MESSAGE];
-    agent.handle_message(t(1), CMD, wire::encode(&msg, &mut buf).unwrap());
+    let bytes = wire::encode_signed(&msg, CMD, &master_key(), &mut buf).unwrap();
+    agent.handle_message(t(1), CMD, bytes);
     let mut last = 0;
     while let Some(action) = agent.poll_action() {
         assert!(

@@ -17,6 +17,10 @@
 //!                                           # the broker's certificate (no system roots)
 //! tls_cert_file = "/etc/tether/client.pem"  # optional client certificate (PEM chain) ...
 //! tls_key_file = "/etc/tether/client.key"   # ... and its key, both or neither
+//! master_keys = ["3b6a27bc..."]     # required: the master's ed25519 public key(s), hex; up to 4
+//!                                   # (old and new while the master's key is rotated)
+//! agent_key = "9f86d081..."         # required: this agent's 32-byte MAC key, hex (secret)
+//! # insecure_unauthenticated = true # instead of the keys: obey ANY broker client (tests only)
 //!
 //! [tasks]                           # optional: how tasks run (see crate::confine)
 //! user = "tether-task"              # name or uid; needs root or CAP_SETUID/SETGID/KILL
@@ -38,7 +42,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tether_core::agent::Auth;
 use tether_core::allowlist::Allowlist;
+use tether_core::auth::{AgentKey, KEY_LEN, MasterKeys, parse_hex};
 use tether_core::message::AgentId;
 use tether_core::topic::{DEFAULT_PREFIX, validate_id, validate_prefix};
 use toml::Spanned;
@@ -137,6 +143,8 @@ pub struct Config {
     pub tasks: TasksConfig,
     /// Set when a broker is `mqtts://`.
     pub tls: Option<Tls>,
+    /// The keys that authenticate the master and this agent (or the explicit insecure choice).
+    pub auth: Auth,
 }
 
 /// The TLS files, checked and loaded when the configuration was.
@@ -186,6 +194,15 @@ impl fmt::Debug for Config {
             .field("max_tasks", &self.max_tasks)
             .field("tasks", &self.tasks)
             .field("tls", &self.tls)
+            .field(
+                "auth",
+                &match &self.auth {
+                    Auth::Keys { master, .. } => {
+                        format!("{} master key(s), agent key ***", master.keys().len())
+                    }
+                    Auth::Insecure => "INSECURE (unauthenticated)".into(),
+                },
+            )
             .finish()
     }
 }
@@ -215,6 +232,10 @@ pub struct Overrides {
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// Hex public keys; replace the file's list.
+    pub master_keys: Option<Vec<String>>,
+    pub agent_key: Option<String>,
+    pub insecure_unauthenticated: Option<bool>,
 }
 
 /// One problem in a configuration.
@@ -365,6 +386,9 @@ struct Builder {
     tls_ca_file: Option<At<PathBuf>>,
     tls_cert_file: Option<At<PathBuf>>,
     tls_key_file: Option<At<PathBuf>>,
+    master_keys: Option<At<MasterKeys>>,
+    agent_key: Option<At<AgentKey>>,
+    insecure: Option<At<bool>>,
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -410,6 +434,23 @@ impl Builder {
             "tls_ca_file" => self.tls_ca_file = at(path_value(string(key, v)?, key)?, v),
             "tls_cert_file" => self.tls_cert_file = at(path_value(string(key, v)?, key)?, v),
             "tls_key_file" => self.tls_key_file = at(path_value(string(key, v)?, key)?, v),
+            "master_keys" => {
+                let DeValue::Array(items) = v.get_ref() else {
+                    return Err(wrong_type(key, "an array of hex public keys", v));
+                };
+                let texts = items
+                    .iter()
+                    .map(|item| string(key, item))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.master_keys = at(master_keys_value(&texts, key)?, v);
+            }
+            "agent_key" => self.agent_key = at(agent_key_value(&string(key, v)?, key)?, v),
+            "insecure_unauthenticated" => {
+                let DeValue::Boolean(b) = v.get_ref() else {
+                    return Err(wrong_type(key, "true or false", v));
+                };
+                self.insecure = at(*b, v);
+            }
             _ => return Err(format!("unknown key `{key}`")),
         }
         Ok(())
@@ -494,6 +535,21 @@ impl Builder {
                 max_tasks_value(u64::from(v), "max_tasks").map(|v| self.max_tasks = flag(v)),
             );
         }
+        if let Some(v) = &o.master_keys {
+            check(
+                "master_keys",
+                master_keys_value(v, "master_keys").map(|v| self.master_keys = flag(v)),
+            );
+        }
+        if let Some(v) = &o.agent_key {
+            check(
+                "agent_key",
+                agent_key_value(v, "agent_key").map(|v| self.agent_key = flag(v)),
+            );
+        }
+        if let Some(v) = o.insecure_unauthenticated {
+            self.insecure = flag(v);
+        }
         for (key, value, slot) in [
             ("tls_ca_file", &o.tls_ca_file, &mut self.tls_ca_file),
             ("tls_cert_file", &o.tls_cert_file, &mut self.tls_cert_file),
@@ -554,6 +610,7 @@ impl Builder {
             });
         }
         let tls = self.tls(lines, &mut errors);
+        let auth = self.auth(lines, &mut errors);
         let (Some(id), Some(brokers)) = (self.id, self.brokers) else {
             return Err(errors);
         };
@@ -588,6 +645,51 @@ impl Builder {
             max_tasks: self.max_tasks.map_or(DEFAULT_MAX_TASKS, |a| a.value),
             tasks: self.tasks,
             tls,
+            auth: auth.unwrap_or(Auth::Insecure),
+        })
+    }
+
+    /// Secure by default: both keys, or an explicit `insecure_unauthenticated = true`, never
+    /// both (which one would win is a guess nobody should have to make).
+    fn auth(&self, lines: &LineIndex, errors: &mut Vec<ConfigError>) -> Option<Auth> {
+        let line_of = |span: &Option<Range<usize>>| span.as_ref().map(|s| lines.line(s.start));
+        let reported = |errors: &[ConfigError], key: &str| {
+            errors.iter().any(|e| e.key.as_deref() == Some(key))
+        };
+        let insecure = self.insecure.as_ref().filter(|a| a.value);
+        if let Some(insecure) = insecure {
+            if self.master_keys.is_some() || self.agent_key.is_some() {
+                errors.push(ConfigError {
+                    line: line_of(&insecure.span),
+                    key: Some("insecure_unauthenticated".into()),
+                    message: "`insecure_unauthenticated = true` together with keys: remove one"
+                        .into(),
+                });
+                return None;
+            }
+            return Some(Auth::Insecure);
+        }
+        let mut missing = |key: &str, hint: &str| {
+            if !reported(errors, key) {
+                errors.push(ConfigError {
+                    line: None,
+                    key: Some(key.to_string()),
+                    message: format!(
+                        "missing key `{key}` ({hint}; `tetherctl provision` writes it), or set \
+                         `insecure_unauthenticated = true` to obey any broker client"
+                    ),
+                });
+            }
+        };
+        if self.master_keys.is_none() {
+            missing("master_keys", "the master's public key(s) in hex");
+        }
+        if self.agent_key.is_none() {
+            missing("agent_key", "this agent's secret MAC key in hex");
+        }
+        Some(Auth::Keys {
+            master: self.master_keys.as_ref()?.value.clone(),
+            agent: self.agent_key.as_ref()?.value,
         })
     }
 
@@ -721,6 +823,24 @@ fn integer(key: &str, v: &Value<'_>) -> Result<u64, String> {
     let n = i64::from_str_radix(i.as_str(), i.radix())
         .map_err(|_| format!("`{key}`: integer out of range"))?;
     u64::try_from(n).map_err(|_| format!("`{key}` must not be negative"))
+}
+
+fn master_keys_value(items: &[String], key: &str) -> Result<MasterKeys, String> {
+    if items.is_empty() {
+        return Err(format!("`{key}` must list at least one public key"));
+    }
+    let mut keys = MasterKeys::new();
+    for item in items {
+        let bytes = parse_hex::<KEY_LEN>(item).map_err(|e| format!("`{key}`: {e}"))?;
+        keys.add(bytes)
+            .map_err(|e| format!("`{key}`: \"{item}\": {e}"))?;
+    }
+    Ok(keys)
+}
+
+fn agent_key_value(s: &str, key: &str) -> Result<AgentKey, String> {
+    // The value is a secret: never echoed.
+    parse_hex::<KEY_LEN>(s).map_err(|e| format!("`{key}`: {e}"))
 }
 
 fn id_value(s: &str, key: &str) -> Result<AgentId, String> {

@@ -27,6 +27,9 @@ options (each overrides the config file):
   --username USER / --password PASS   broker credentials
   --tls-ca-file PEM        CA that signed the mqtts:// brokers' certificates
   --tls-cert-file PEM / --tls-key-file PEM   client certificate and key (optional)
+  --master-key HEX         the master's public key; repeat for several (rotation)
+  --agent-key HEX          this agent's MAC key (secret: prefer agent_key in the 0600 file)
+  --insecure-unauthenticated   run without keys: ANY broker client can command this agent
 
 logging: RUST_LOG (default info), to stderr.";
 
@@ -77,6 +80,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--tls-ca-file" => o.tls_ca_file = Some(value()?.into()),
             "--tls-cert-file" => o.tls_cert_file = Some(value()?.into()),
             "--tls-key-file" => o.tls_key_file = Some(value()?.into()),
+            "--master-key" => o.master_keys.get_or_insert_with(Vec::new).push(value()?),
+            "--agent-key" => o.agent_key = Some(value()?),
+            "--insecure-unauthenticated" => o.insecure_unauthenticated = Some(true),
             other => return Err(format!("unknown option `{other}`")),
         }
     }

@@ -15,7 +15,7 @@ use log::{debug, error, info, warn};
 use rumqttc::{AsyncClient, QoS};
 use tether_core::agent::{Action, Agent, Signal};
 use tether_core::journal::{self as records, JournalLevel, JournalRecord};
-use tether_core::message::{Message, TaskRef};
+use tether_core::message::TaskRef;
 use tether_core::wire;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -153,10 +153,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     work_dir(&config.work_dir, confinement.identity)?;
     let clock = Clock(tokio::time::Instant::now());
     let inc = incarnation();
+    if config.auth == tether_core::agent::Auth::Insecure {
+        warn!(
+            "INSECURE: running without keys (insecure_unauthenticated); any client of the broker \
+             can command this agent and speak for it"
+        );
+    }
     let core_config = tether_core::agent::Config {
         id: &config.id,
         prefix: &config.prefix,
         incarnation: inc,
+        auth: config.auth.clone(),
     };
     let mut agent =
         CoreAgent::new(core_config, clock.now()).map_err(|e| RunError::Config(format!("{e}")))?;
@@ -308,7 +315,9 @@ impl Runtime {
                 self.agent.handle_connected(now);
             }
             NetEvent::Message { topic, payload } => {
-                self.agent.handle_message(now, &topic, &payload)
+                let before = self.agent.stats();
+                self.agent.handle_message(now, &topic, &payload);
+                log_refusal(&topic, before, self.agent.stats());
             }
             NetEvent::Disconnected {
                 error,
@@ -465,7 +474,7 @@ impl Runtime {
                 continue;
             };
             let mut buf = [0u8; wire::MAX_MESSAGE];
-            match wire::encode(&Message::Event(event), &mut buf) {
+            match self.agent.encode_event(&event, &mut buf) {
                 Ok(payload) => {
                     if let Err(e) =
                         self.client
@@ -584,6 +593,23 @@ impl Runtime {
         );
         if let Err(e) = process::signal_group(pgid, sig) {
             warn!("signal {sig:?} to group {pgid}: {e}");
+        }
+    }
+}
+
+/// Logs a message the core refused as unauthentic or replayed; a flood logs at powers of two.
+fn log_refusal(topic: &str, before: tether_core::agent::Stats, after: tether_core::agent::Stats) {
+    for (what, was, now) in [
+        (
+            "unauthenticated",
+            before.unauthenticated,
+            after.unauthenticated,
+        ),
+        ("bad signature", before.bad_signatures, after.bad_signatures),
+        ("replayed", before.replayed, after.replayed),
+    ] {
+        if now > was && now.is_power_of_two() {
+            warn!("refused a message on {topic}: {what} ({now} so far); nothing was executed");
         }
     }
 }

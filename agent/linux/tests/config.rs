@@ -4,10 +4,31 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tether_agent::config::{
-    Broker, ConfigError, DEFAULT_JOURNAL_MAX_BYTES, LoadError, Overrides, check_config,
+    Broker, Config, ConfigError, DEFAULT_JOURNAL_MAX_BYTES, LoadError, Overrides,
     check_config_with, load,
 };
 use tether_agent::confine::{self, Identity, Limits, Principal, TasksConfig};
+use tether_core::agent::Auth;
+
+/// A valid master public key in hex.
+fn master_key() -> String {
+    let key = tether_core::auth::SigningKey::from_seed([4; 32]).unwrap();
+    tether_core::auth::Hex(&key.public_key()).to_string()
+}
+
+/// The keys `tetherctl provision` writes, as flags: every file below is checked with them, so
+/// line numbers stay those of the file.
+fn keys() -> Overrides {
+    Overrides {
+        master_keys: Some(vec![master_key()]),
+        agent_key: Some("ab".repeat(32)),
+        ..Overrides::default()
+    }
+}
+
+fn check_config(text: &str) -> Result<Config, Vec<ConfigError>> {
+    check_config_with(text, &keys())
+}
 
 fn errors(text: &str) -> Vec<ConfigError> {
     match check_config(text) {
@@ -239,7 +260,7 @@ fn flags_override_file_values_and_fill_missing_ones() {
         brokers: Some(vec!["h:1".into(), "g:2".into()]),
         max_tasks: Some(9),
         state_dir: Some("/tmp/state".into()),
-        ..Overrides::default()
+        ..keys()
     };
     let c = check_config_with(text, &overrides).unwrap();
     assert_eq!(c.id.as_str(), "from-flag");
@@ -284,11 +305,11 @@ fn load_reads_a_file_and_names_it_in_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, "id = \"a\"\nbrokers = [\"b:1\"]\n").unwrap();
-    let c = load(&path, &Overrides::default()).unwrap();
+    let c = load(&path, &keys()).unwrap();
     assert_eq!(c.id.as_str(), "a");
 
     std::fs::write(&path, "id = \"a\"\nbrokr = 1\n").unwrap();
-    let err = load(&path, &Overrides::default()).unwrap_err();
+    let err = load(&path, &keys()).unwrap_err();
     let text = err.to_string();
     assert!(
         matches!(err, LoadError::Invalid { ref errors, .. } if errors.len() == 2),
@@ -304,7 +325,17 @@ fn load_reads_a_file_and_names_it_in_errors() {
 #[test]
 fn shipped_default_config_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pkg/agent.toml");
-    let c = load(&path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+    // It ships without keys, so an unprovisioned device refuses to run: the keys are all
+    // `tetherctl provision` must add.
+    let err = load(&path, &Overrides::default()).unwrap_err();
+    let LoadError::Invalid { errors, .. } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        where_(&errors),
+        vec![(None, Some("master_keys")), (None, Some("agent_key"))]
+    );
+    let c = load(&path, &keys()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.journal_path(), PathBuf::from("/var/lib/tether/journal"));
 }
 
@@ -532,8 +563,98 @@ fn tls_keys_are_checked_against_brokers_and_files() {
     // Flags are checked the same way.
     let o = Overrides {
         tls_ca_file: Some(missing.clone()),
-        ..Overrides::default()
+        ..keys()
     };
     let errs = check_config_with("id = \"a\"\nbrokers = [\"mqtts://h:8883\"]\n", &o).unwrap_err();
     assert_eq!(where_(&errs), vec![(None, Some("tls_ca_file"))]);
+}
+
+#[test]
+fn keys_are_required_unless_insecure_is_explicit() {
+    let base = "id = \"a\"\nbrokers = [\"b:1\"]\n";
+    // Secure by default: no keys, no start.
+    let errs = check_config_with(base, &Overrides::default()).unwrap_err();
+    assert_eq!(
+        where_(&errs),
+        vec![(None, Some("master_keys")), (None, Some("agent_key"))]
+    );
+    assert!(
+        errs[0].message.contains("tetherctl provision"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[0].message.contains("insecure_unauthenticated"),
+        "{}",
+        errs[0]
+    );
+
+    // In the file, as provision writes them.
+    let m = master_key();
+    let secret = "cd".repeat(32);
+    let text = format!("{base}master_keys = [\"{m}\"]\nagent_key = \"{secret}\"\n");
+    let c = check_config_with(&text, &Overrides::default()).unwrap();
+    let Auth::Keys { master, agent } = &c.auth else {
+        panic!("{:?}", c.auth)
+    };
+    assert_eq!(master.keys().len(), 1);
+    assert_eq!(agent, &[0xcd; 32]);
+    assert!(
+        !format!("{c:?}").contains(&secret),
+        "the secret stays out of logs"
+    );
+
+    // The explicit opt-out; never together with keys.
+    let c = check_config_with(
+        &format!("{base}insecure_unauthenticated = true\n"),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.auth, Auth::Insecure);
+    let errs = errors(&format!("{base}insecure_unauthenticated = true\n"));
+    assert_eq!(
+        where_(&errs),
+        vec![(Some(3), Some("insecure_unauthenticated"))]
+    );
+
+    // Bad values, each with its line.
+    let other = tether_core::auth::Hex(
+        &tether_core::auth::SigningKey::from_seed([6; 32])
+            .unwrap()
+            .public_key(),
+    )
+    .to_string();
+    let five: Vec<String> = (1..=5u8)
+        .map(|i| {
+            let k = tether_core::auth::SigningKey::from_seed([i; 32]).unwrap();
+            format!("\"{}\"", tether_core::auth::Hex(&k.public_key()))
+        })
+        .collect();
+    let errs = check_config_with(
+        &format!(
+            "{base}master_keys = [\"{m}\", \"xyz\"]\nagent_key = \"abcd\"\ninsecure_unauthenticated = 1\n"
+        ),
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        where_(&errs),
+        vec![
+            (Some(3), Some("master_keys")),
+            (Some(4), Some("agent_key")),
+            (Some(5), Some("insecure_unauthenticated")),
+        ]
+    );
+    assert!(errs[0].message.contains("hex digits"), "{}", errs[0]);
+    let errs = errors(&format!("{base}master_keys = [{}]\n", five.join(", ")));
+    assert!(errs[0].message.contains("at most 4"), "{}", errs[0]);
+    let errs = errors(&format!("{base}master_keys = []\n"));
+    assert!(errs[0].message.contains("at least one"), "{}", errs[0]);
+    // A rotation: two keys.
+    let c = check_config_with(
+        &format!("{base}master_keys = [\"{m}\", \"{other}\"]\nagent_key = \"{secret}\"\n"),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert!(matches!(c.auth, Auth::Keys { ref master, .. } if master.keys().len() == 2));
 }

@@ -78,6 +78,14 @@ enum Command {
         /// When a rescheduled task's outcome is decided, cancel its other attempt.
         #[arg(long)]
         cancel_duplicates: bool,
+        /// The ed25519 signing seed (64 hex digits) that signs commands, heartbeats and
+        /// presence (default: DATA_DIR/master.key, created on first start).
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
+        /// INSECURE: take unauthenticated messages from agents that have no key
+        /// (`tetherctl provision` gives each agent one).
+        #[arg(long)]
+        insecure_agents: bool,
     },
 }
 
@@ -102,6 +110,8 @@ fn main() -> ExitCode {
         tls_cert,
         tls_key,
         tls_client_ca,
+        signing_key,
+        insecure_agents,
     } = Cli::parse().command;
     let broker = match broker.as_deref().map(BrokerAddr::parse).transpose() {
         Ok(b) => b,
@@ -154,6 +164,8 @@ fn main() -> ExitCode {
         broker_passwords,
         client_credentials,
         client_tls,
+        signing_key,
+        insecure_agents,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -60,7 +60,8 @@ enum Cmd {
     Kill { id: u64 },
     /// Print agent and task changes as they happen (Ctrl-C to stop).
     Watch,
-    /// Write what a new device needs (agent config, broker credentials) to a folder or tarball.
+    /// Write what a new device needs (agent config with its keys from the master, broker
+    /// credentials) to a folder or tarball.
     Provision {
         /// The device's agent id.
         id: String,
@@ -78,6 +79,9 @@ enum Cmd {
         /// Also pack the folder into this .tar.gz.
         #[arg(long)]
         tar: Option<std::path::PathBuf>,
+        /// Give the agent a new MAC key (the old one stops working at once).
+        #[arg(long)]
+        rotate: bool,
     },
     /// Decode `mosquitto_sub -F '%t %x'` lines from stdin into JSON lines.
     Decode {
@@ -280,14 +284,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Decode { prefix } => decode(&prefix),
-        Cmd::Provision {
-            id,
-            brokers,
-            prefix,
-            credentials,
-            out,
-            tar,
-        } => provision(id, brokers, prefix, credentials, out, tar),
         command => http::authority(&cli.master)
             .map_err(Failure::from)
             .and_then(|authority| run(&Api { authority }, command)),
@@ -403,7 +399,30 @@ fn run(api: &Api, command: Cmd) -> Result<(), Failure> {
             writeln!(out, "kill of task {id} requested")?;
         }
         Cmd::Watch => watch(api, &mut out)?,
-        Cmd::Decode { .. } | Cmd::Provision { .. } => unreachable!("handled without the API"),
+        Cmd::Provision {
+            id,
+            brokers,
+            prefix,
+            credentials,
+            out,
+            tar,
+            rotate,
+        } => {
+            tether_core::topic::validate_id(&id)
+                .map_err(|e| Failure(format!("agent id `{id}`: {e}")))?;
+            let keys = api.post(
+                &format!("/api/agents/{id}/key"),
+                &json!({ "rotate": rotate }),
+            )?;
+            let hex = |v: &Value| v.as_str().map(str::to_owned);
+            let keys = tether_master::provision::AgentKeys {
+                agent_key: hex(&keys["agent_key"])
+                    .ok_or_else(|| Failure("the master returned no agent key".into()))?,
+                master_keys: list(&keys["master_keys"]).iter().filter_map(hex).collect(),
+            };
+            provision(id, brokers, prefix, credentials, keys, out, tar)?;
+        }
+        Cmd::Decode { .. } => unreachable!("handled without the API"),
     }
     Ok(())
 }
@@ -511,6 +530,7 @@ fn decode_line(prefix: &str, line: &str) -> Value {
                         tether_core::presence::State::Stopped => "stopped",
                     },
                     "incarnation": format!("{:08x}", p.incarnation),
+                    "tagged": text.split(' ').next_back().is_some_and(|w| w.len() >= 32),
                 }),
                 Err(e) if payload.is_empty() => {
                     json!({ "topic": topic, "presence": "", "note": format!("cleared ({e})") })
@@ -518,9 +538,10 @@ fn decode_line(prefix: &str, line: &str) -> Value {
                 Err(e) => json!({ "topic": topic, "presence": text, "error": e.to_string() }),
             }
         }
-        _ => match wire::decode(&payload) {
-            Ok(msg) => match serde_json::to_value(&msg) {
-                Ok(m) => json!({ "topic": topic, "message": m }),
+        _ => match wire::decode_envelope(&payload) {
+            Ok((msg, scheme)) => match serde_json::to_value(&msg) {
+                // The trailer is shown, not checked: decode reads, it does not trust.
+                Ok(m) => json!({ "topic": topic, "auth": format!("{scheme:?}"), "message": m }),
                 Err(e) => json!({ "topic": topic, "error": e.to_string() }),
             },
             Err(e) => json!({ "topic": topic, "error": e.to_string(), "bytes": payload.len() }),
@@ -560,6 +581,7 @@ fn provision(
     brokers: Vec<String>,
     prefix: String,
     credentials: bool,
+    keys: tether_master::provision::AgentKeys,
     out: Option<std::path::PathBuf>,
     tar: Option<std::path::PathBuf>,
 ) -> Result<(), Failure> {
@@ -570,6 +592,7 @@ fn provision(
         brokers,
         prefix,
         credentials,
+        keys,
     };
     let done = write(&dir, &request).map_err(|e| Failure(e.to_string()))?;
     for file in &done.files {

@@ -34,7 +34,10 @@
 //!   attempts the master thinks accepted or running but not listed are lost, and listed
 //!   attempts the master does not know (or gave up) are killed;
 //! - clusters: round-robin (cursor persisted) or fixed-priority over available members;
-//! - retries: a failed attempt is retried while the task's retry budget lasts.
+//! - retries: a failed attempt is retried while the task's retry budget lasts;
+//! - authentication: everything it publishes is signed ([`Config::signing_key`]) and counted
+//!   from one counter per epoch; what an agent publishes must carry that agent's MAC (keys from
+//!   [`Master::set_agent_key`]), else it is dropped and counted ([`Master::security`]).
 
 mod registry;
 mod types;
@@ -42,6 +45,7 @@ mod types;
 use std::collections::{BTreeMap, VecDeque};
 
 use log::{info, warn};
+use tether_core::auth::{AgentKey, KEY_LEN, Verifier};
 use tether_core::message::{
     AgentHeartbeat, Command, CommandBody, Event, EventKind, Exit, KillCause, MasterHeartbeat,
     Message, RejectReason, TaskRef,
@@ -49,7 +53,7 @@ use tether_core::message::{
 use tether_core::policy::OnDisconnect;
 use tether_core::presence::{Presence, State};
 use tether_core::topic::{Topic, validate_id, validate_prefix};
-use tether_core::wire;
+use tether_core::wire::{self, DecodeError, Signer};
 use tether_core::{Duration, Instant};
 
 use crate::store::{
@@ -59,7 +63,7 @@ use crate::store::{
 use registry::{AgentEntry, PresenceEffect, Seq};
 pub use types::{
     Action, AgentView, Change, ClusterRequest, Config, PolicyOverrides, ProfileRequest, Publish,
-    Qos, RequestError, Snapshot, Stats, Submit,
+    Qos, RequestError, SecurityCounts, Snapshot, Stats, Submit,
 };
 
 #[derive(Debug, Clone)]
@@ -133,6 +137,8 @@ pub struct Master {
     next_heartbeat: Instant,
     actions: VecDeque<Action>,
     stats: Stats,
+    agent_keys: BTreeMap<String, AgentKey>,
+    security: BTreeMap<String, SecurityCounts>,
 }
 
 impl Master {
@@ -224,6 +230,8 @@ impl Master {
             next_heartbeat: now,
             actions: VecDeque::new(),
             stats: Stats::default(),
+            agent_keys: snap.agent_keys.into_iter().collect(),
+            security: BTreeMap::new(),
             config,
         })
     }
@@ -236,6 +244,20 @@ impl Master {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// The public half of the signing key: what agents are configured with.
+    pub fn public_key(&self) -> [u8; KEY_LEN] {
+        self.config.signing_key.public_key()
+    }
+
+    pub fn agent_key(&self, id: &str) -> Option<&AgentKey> {
+        self.agent_keys.get(id)
+    }
+
+    /// Messages dropped per provisioned agent because they did not authenticate.
+    pub fn security(&self) -> &BTreeMap<String, SecurityCounts> {
+        &self.security
     }
 
     pub fn is_connected(&self) -> bool {
@@ -364,11 +386,7 @@ impl Master {
     pub fn handle_connected(&mut self, now: Instant) {
         self.advance(now);
         self.connected = true;
-        let presence = Presence {
-            state: State::Online,
-            incarnation: self.config.epoch,
-        }
-        .render();
+        let presence = self.presence(State::Online);
         self.publish_presence(presence.as_bytes());
         self.next_heartbeat = now;
         for t in self.tasks.values_mut() {
@@ -392,11 +410,7 @@ impl Master {
     /// A normal stop: announce `offline <epoch> stopped` (retained) before disconnecting.
     pub fn handle_stop(&mut self, now: Instant) {
         self.advance(now);
-        let text = Presence {
-            state: State::Stopped,
-            incarnation: self.config.epoch,
-        }
-        .render();
+        let text = self.presence(State::Stopped);
         self.publish_presence(text.as_bytes());
     }
 
@@ -409,25 +423,48 @@ impl Master {
     pub fn handle_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
         self.advance(now);
         match Topic::parse(&self.config.prefix, topic) {
-            Ok(Topic::AgentEvent(id)) => match wire::decode(payload) {
+            Ok(Topic::AgentEvent(id)) => match self.decode_from(&id, topic, payload) {
                 Ok(Message::Event(event)) => self.handle_event(now, &id, event),
                 Ok(_) => self.bad(topic, "not an event"),
-                Err(e) => self.bad(topic, &e.to_string()),
+                Err(e) => self.unauthentic(&id, topic, e),
             },
-            Ok(Topic::AgentHeartbeat(id)) => match wire::decode(payload) {
+            Ok(Topic::AgentHeartbeat(id)) => match self.decode_from(&id, topic, payload) {
                 Ok(Message::AgentHeartbeat(hb)) => self.handle_heartbeat(now, &id, &hb),
                 Ok(_) => self.bad(topic, "not an agent heartbeat"),
-                Err(e) => self.bad(topic, &e.to_string()),
+                Err(e) => self.unauthentic(&id, topic, e),
             },
             // An empty retained payload clears the topic: nothing to learn.
             Ok(Topic::AgentPresence(_)) if payload.is_empty() => {}
-            Ok(Topic::AgentPresence(id)) => match Presence::parse(payload) {
-                Ok(p) => self.handle_presence(now, &id, p),
-                Err(e) => self.bad(topic, &e.to_string()),
-            },
+            Ok(Topic::AgentPresence(id)) => {
+                let parsed = self
+                    .verifier(&id)
+                    .and_then(|v| Presence::parse_verified(payload, topic, v));
+                match parsed {
+                    Ok(p) => self.handle_presence(now, &id, p),
+                    Err(e) => self.unauthentic(&id, topic, e),
+                }
+            }
             _ => self.stats.foreign_messages += 1,
         }
         self.tick(now);
+    }
+
+    /// Sets (provisions or rotates) an agent's MAC key; from now on only messages with its MAC
+    /// are taken from that agent.
+    pub fn set_agent_key(
+        &mut self,
+        now: Instant,
+        id: &str,
+        key: AgentKey,
+    ) -> Result<(), RequestError> {
+        self.advance(now);
+        check_name("agent", id)?;
+        self.agent_keys.insert(id.to_owned(), key);
+        self.persist(Change::AgentKey {
+            agent: id.to_owned(),
+            key,
+        });
+        Ok(())
     }
 
     /// Accepts a task and dispatches it as soon as an agent is available.
@@ -738,9 +775,9 @@ impl Master {
         }
         let at = (event.at_unix_ms > 0).then_some(event.at_unix_ms);
         let Some(task) = event.kind.task() else {
-            if let EventKind::BadCommand { error } = event.kind {
-                self.stats.bad_commands_reported += 1;
-                warn!("agent {id} could not use a command: {error}");
+            if let EventKind::BadCommand { error, count } = event.kind {
+                self.stats.bad_commands_reported += count;
+                warn!("agent {id} dropped {count} command(s), the last: {error}");
             }
             return;
         };
@@ -1206,8 +1243,12 @@ impl Master {
             return;
         }
         self.next_heartbeat = now.saturating_add(period);
+        // Heartbeats and commands share the counter: an agent takes a heartbeat as contact only
+        // when it is newer than everything it accepted.
+        self.counter += 1;
         let hb = Message::MasterHeartbeat(MasterHeartbeat {
             epoch: self.config.epoch,
+            counter: self.counter,
             period_ms: period.as_millis(),
         });
         if let Ok(topic) = Topic::MasterHeartbeat.build(&self.config.prefix) {
@@ -1319,7 +1360,8 @@ impl Master {
             return;
         }
         let mut buf = [0u8; wire::MAX_MESSAGE];
-        match wire::encode(msg, &mut buf) {
+        let signer = Signer::Master(&self.config.signing_key);
+        match wire::encode_for(msg, topic, signer, &mut buf) {
             Ok(bytes) => self.actions.push_back(Action::Publish(Publish {
                 topic: topic.to_owned(),
                 payload: bytes.to_vec(),
@@ -1348,6 +1390,63 @@ impl Master {
     fn bad(&mut self, topic: &str, why: &str) {
         self.stats.bad_messages += 1;
         warn!("dropped a message on {topic}: {why}");
+    }
+
+    /// The master's presence text for `state`, signed for its presence topic.
+    pub fn presence(&self, state: State) -> String {
+        let p = Presence {
+            state,
+            incarnation: self.config.epoch,
+        };
+        Topic::MasterPresence
+            .build(&self.config.prefix)
+            .map(|topic| {
+                p.render_signed(&topic, Signer::Master(&self.config.signing_key))
+                    .as_str()
+                    .to_owned()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How to check what agent `id` publishes: its key; nothing if it has none and the master
+    /// is configured to accept that; otherwise it is unknown.
+    fn verifier(&self, id: &str) -> Result<Verifier<'_>, DecodeError> {
+        match self.agent_keys.get(id) {
+            Some(key) => Ok(Verifier::Agent(key)),
+            None if self.config.insecure_agents => Ok(Verifier::Insecure),
+            None => Err(DecodeError::UnknownAgent),
+        }
+    }
+
+    fn decode_from(&self, id: &str, topic: &str, payload: &[u8]) -> Result<Message, DecodeError> {
+        wire::decode_verified(payload, topic, self.verifier(id)?)
+    }
+
+    /// A message on agent `id`'s topic that did not authenticate (or did not parse): dropped,
+    /// counted per provisioned agent and reason, logged at powers of two (a flood stays quiet).
+    fn unauthentic(&mut self, id: &str, topic: &str, error: DecodeError) {
+        let count = match error {
+            DecodeError::UnknownAgent => {
+                self.stats.unknown_agent += 1;
+                self.stats.unknown_agent
+            }
+            DecodeError::Unauthenticated | DecodeError::BadSignature => {
+                let c = self.security.entry(id.to_owned()).or_default();
+                let n = if error == DecodeError::BadSignature {
+                    c.bad_signature += 1;
+                    c.bad_signature
+                } else {
+                    c.unauthenticated += 1;
+                    c.unauthenticated
+                };
+                c.last_error = Some(error.to_string());
+                n
+            }
+            _ => return self.bad(topic, &error.to_string()),
+        };
+        if count.is_power_of_two() {
+            warn!("dropped a message on {topic} ({count} so far): {error}");
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use tether_core::Duration;
+use tether_core::auth::{AgentKey, SigningKey};
 use tether_core::message::{Event, Stream};
 use tether_core::policy::OnDisconnect;
 
@@ -17,8 +18,14 @@ use crate::store::{
 #[derive(Debug, Clone)]
 pub struct Config {
     pub prefix: String,
-    /// This master's incarnation: carried by its presence, heartbeats and commands.
+    /// This master's incarnation: carried by its presence, heartbeats and commands. Grows at
+    /// every start (the store keeps it): agents refuse commands of an older epoch.
     pub epoch: u32,
+    /// Signs everything the master publishes (commands, heartbeats, presence).
+    pub signing_key: SigningKey,
+    /// Accept unauthenticated events, heartbeats and presence from agents that have no key.
+    /// Off by default: such agents are refused as unknown.
+    pub insecure_agents: bool,
     /// The master's heartbeat period when no task asks for a shorter one.
     pub heartbeat_period: Duration,
     /// Allowance for delays on top of a task's heartbeat timeout before the master gives an
@@ -30,10 +37,12 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(prefix: &str, epoch: u32) -> Self {
+    pub fn new(prefix: &str, epoch: u32, signing_key: SigningKey) -> Self {
         Self {
             prefix: prefix.to_owned(),
             epoch,
+            signing_key,
+            insecure_agents: false,
             heartbeat_period: Duration::from_secs(10),
             delay_allowance: Duration::from_secs(2),
             cancel_duplicates: false,
@@ -75,6 +84,11 @@ pub enum Change {
         incarnation: Option<u32>,
         presence: AgentPresence,
         heard: bool,
+    },
+    /// An agent's MAC key, new or rotated.
+    AgentKey {
+        agent: String,
+        key: AgentKey,
     },
     /// An agent event, new by (agent, seq).
     Event {
@@ -134,6 +148,8 @@ pub struct Snapshot {
     pub kill_requests: Vec<TaskId>,
     pub next_task: TaskId,
     pub next_attempt: AttemptId,
+    /// Every provisioned agent's MAC key.
+    pub agent_keys: Vec<(String, AgentKey)>,
 }
 
 /// Policy fields to set on top of a profile (or the defaults); `None` keeps the base value.
@@ -283,4 +299,18 @@ pub struct Stats {
     /// journal (state directory wiped?) and its new events collide with old sequence numbers.
     pub journal_behind: u64,
     pub unknown_attempts_killed: u64,
+    /// Messages on an agent topic whose agent has no key (not counted per agent: anyone can
+    /// make up names).
+    pub unknown_agent: u64,
+}
+
+/// Messages dropped for one provisioned agent because they did not authenticate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SecurityCounts {
+    /// Without a MAC (or with the master's scheme).
+    pub unauthenticated: u64,
+    /// With a MAC that does not verify under the agent's key (forged, or another agent's).
+    pub bad_signature: u64,
+    /// The last reason, for the operator.
+    pub last_error: Option<String>,
 }

@@ -33,6 +33,7 @@ impl Conn {
             heartbeat_period: Duration::from_secs(5),
             credentials: None,
             tls: None,
+            will: None,
         };
         let (client, mut eventloop) = settings.connect(broker, 16).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();

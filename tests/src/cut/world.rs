@@ -224,6 +224,7 @@ impl World {
             let mut options = AgentOptions::new(id, &links[0].agent_broker());
             options.brokers = links.iter().map(Link::agent_broker).collect();
             options.drain_seconds = 5;
+            master.provision(&mut options);
             let home = AgentHome::new(options);
             observer.watch_agent(id, home.path().to_path_buf());
             agents.push(AgentSlot {

@@ -29,6 +29,11 @@ pub struct AgentOptions {
     pub wrapper: Vec<String>,
     /// More flags, as given (TLS files, credentials).
     pub extra_args: Vec<String>,
+    /// `--master-key` each (hex); with no `agent_key` either, the agent runs
+    /// `--insecure-unauthenticated`.
+    pub master_keys: Vec<String>,
+    /// `--agent-key` (hex).
+    pub agent_key: Option<String>,
 }
 
 impl AgentOptions {
@@ -43,6 +48,8 @@ impl AgentOptions {
             config_toml: None,
             wrapper: Vec::new(),
             extra_args: Vec::new(),
+            master_keys: vec![crate::keys::master_public_hex()],
+            agent_key: Some(crate::keys::agent_hex(id)),
         }
     }
 }
@@ -126,6 +133,15 @@ impl AgentHome {
         }
         if let Some(n) = o.max_tasks {
             cmd.arg("--max-tasks").arg(n.to_string());
+        }
+        for key in &o.master_keys {
+            cmd.arg("--master-key").arg(key);
+        }
+        if let Some(key) = &o.agent_key {
+            cmd.arg("--agent-key").arg(key);
+        }
+        if o.master_keys.is_empty() && o.agent_key.is_none() {
+            cmd.arg("--insecure-unauthenticated");
         }
         cmd.args(&o.extra_args);
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| o.log_filter.clone());

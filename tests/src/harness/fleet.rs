@@ -46,7 +46,9 @@ impl Fleet {
             master_home,
         };
         for id in ids {
-            let mut home = AgentHome::new(AgentOptions::new(id, &fleet.master().mqtt));
+            let mut options = AgentOptions::new(id, &fleet.master().mqtt);
+            fleet.master().provision(&mut options);
+            let mut home = AgentHome::new(options);
             let process = Some(home.start());
             fleet.agents.push(FleetAgent { home, process });
         }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event as MqttEvent, Packet, QoS, SubscribeFilter};
+use tether_core::auth::{AgentKey, SigningKey, Verifier};
 use tether_core::message::{
     AgentHeartbeat, Command, CommandBody, Event, EventKind, Exit, KillCause, MasterHeartbeat,
     Message, StrList, Stream, TaskRef, TaskSpec,
@@ -25,7 +26,7 @@ use tether_core::message::{
 use tether_core::policy::{OnDisconnect, Policy};
 use tether_core::presence::{Presence, State};
 use tether_core::topic::{Topic, validate_id};
-use tether_core::wire;
+use tether_core::wire::{self, Signer};
 use tether_master::broker::{BrokerAddr, ClientSettings};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -88,7 +89,8 @@ pub struct Seen {
     /// Highest `Ack { up_to }` sent.
     pub acked: u64,
     first_seq: Option<u64>,
-    pending_starts: BTreeMap<TaskRef, Vec<u8>>,
+    /// Starts not answered yet: sent again (with a new counter) every period.
+    pending_starts: BTreeMap<TaskRef, TaskSpec>,
 }
 
 impl Seen {
@@ -115,6 +117,17 @@ impl Seen {
 
     pub fn any(&self, mut f: impl FnMut(&EventKind) -> bool) -> bool {
         self.events.values().any(|e| f(&e.kind))
+    }
+
+    /// Commands the agent reported dropping (its reports are coalesced: the sum of counts).
+    pub fn bad_commands(&self) -> u64 {
+        self.events
+            .values()
+            .map(|e| match e.kind {
+                EventKind::BadCommand { count, .. } => count,
+                _ => 0,
+            })
+            .sum()
     }
 
     pub fn count(&self, mut f: impl FnMut(&EventKind) -> bool) -> usize {
@@ -244,17 +257,31 @@ struct Sender {
     epoch: u32,
     counter: AtomicU64,
     period: Duration,
+    key: SigningKey,
+    agent_key: AgentKey,
 }
 
 impl Sender {
+    /// A command signed for the agent's command topic, with the next counter.
     fn command(&self, body: CommandBody) -> Vec<u8> {
         let msg = Message::Command(Command {
             epoch: self.epoch,
             counter: self.counter.fetch_add(1, Ordering::Relaxed),
             body,
         });
+        self.sign(&msg, &self.topics.cmd)
+    }
+
+    fn sign(&self, msg: &Message, topic: &str) -> Vec<u8> {
         let mut buf = [0u8; wire::MAX_MESSAGE];
-        wire::encode(&msg, &mut buf).expect("command fits").to_vec()
+        wire::encode_signed(msg, topic, &self.key, &mut buf)
+            .expect("message fits")
+            .to_vec()
+    }
+
+    /// Only what the agent MAC'd for the topic counts; the rest is undecodable.
+    fn verified(&self, topic: &str, payload: &[u8]) -> Option<Message> {
+        wire::decode_verified(payload, topic, Verifier::Agent(&self.agent_key)).ok()
     }
 
     fn publish_cmd(&self, payload: Vec<u8>) -> bool {
@@ -281,21 +308,19 @@ impl Sender {
         }
         let hb = Message::MasterHeartbeat(MasterHeartbeat {
             epoch: self.epoch,
+            counter: self.counter.fetch_add(1, Ordering::Relaxed),
             period_ms: self.period.as_millis() as u64,
         });
-        let mut buf = [0u8; wire::MAX_MESSAGE];
-        let payload = wire::encode(&hb, &mut buf)
-            .expect("heartbeat fits")
-            .to_vec();
+        let payload = self.sign(&hb, &self.topics.master_heartbeat);
         let _ = self.client.try_publish(
             &self.topics.master_heartbeat,
             QoS::AtMostOnce,
             false,
             payload,
         );
-        let pending: Vec<Vec<u8>> = shared.lock().pending_starts.values().cloned().collect();
-        for start in pending {
-            self.publish_cmd(start);
+        let pending: Vec<TaskSpec> = shared.lock().pending_starts.values().cloned().collect();
+        for spec in pending {
+            self.publish_cmd(self.command(CommandBody::Start(spec)));
         }
         self.maybe_ack(shared);
     }
@@ -308,8 +333,8 @@ impl Sender {
                 .push(String::from_utf8_lossy(payload).into_owned());
         } else if topic == self.topics.heartbeat {
             let mut seen = shared.lock();
-            match wire::decode(payload) {
-                Ok(Message::AgentHeartbeat(hb)) => {
+            match self.verified(topic, payload) {
+                Some(Message::AgentHeartbeat(hb)) => {
                     seen.heartbeats += 1;
                     seen.last_heartbeat = Some(hb);
                 }
@@ -318,8 +343,8 @@ impl Sender {
         } else if topic == self.topics.event {
             {
                 let mut seen = shared.lock();
-                match wire::decode(payload) {
-                    Ok(Message::Event(event)) => {
+                match self.verified(topic, payload) {
+                    Some(Message::Event(event)) => {
                         if let EventKind::Accepted { task } | EventKind::Rejected { task, .. } =
                             event.kind
                         {
@@ -372,10 +397,21 @@ impl ScriptedMaster {
             presence: build(Topic::AgentPresence(id.clone())),
             master_heartbeat: build(Topic::MasterHeartbeat),
         };
-        let epoch = std::process::id() ^ ((agent_id.len() as u32) << 24);
+        let epoch = next_epoch();
         let client_id = format!("m-{agent_id}");
         let client_id: String = client_id.chars().take(32).collect();
-        let settings = ClientSettings::master(&client_id, prefix, epoch, period);
+        let mut settings = ClientSettings::master(&client_id, prefix, epoch, period);
+        let will = Presence {
+            state: State::Lost,
+            incarnation: epoch,
+        };
+        let presence_topic = build(Topic::MasterPresence);
+        let signing_key = crate::keys::master();
+        settings.will = Some(
+            will.render_signed(&presence_topic, Signer::Master(&signing_key))
+                .as_str()
+                .to_owned(),
+        );
         let (client, mut eventloop) = settings
             .connect(&BrokerAddr::from(broker), 1024)
             .expect("master client options");
@@ -392,6 +428,8 @@ impl ScriptedMaster {
             epoch,
             counter: AtomicU64::new(1),
             period,
+            key: crate::keys::master(),
+            agent_key: crate::keys::agent(agent_id),
         });
         let (subscribed_tx, mut subscribed_rx) = watch::channel(false);
         let net = {
@@ -462,11 +500,8 @@ impl ScriptedMaster {
     /// Sends `Start` now and every period until the agent accepts or rejects it.
     pub fn start_task(&self, spec: TaskSpec) {
         let task = spec.task;
-        let payload = self.sender.command(CommandBody::Start(spec));
-        self.shared
-            .lock()
-            .pending_starts
-            .insert(task, payload.clone());
+        let payload = self.sender.command(CommandBody::Start(spec.clone()));
+        self.shared.lock().pending_starts.insert(task, spec);
         if !self.shared.silent.load(Ordering::SeqCst) {
             self.sender.publish_cmd(payload);
         }
@@ -483,9 +518,23 @@ impl ScriptedMaster {
         assert!(self.sender.publish_cmd(payload), "raw command queued");
     }
 
-    /// An encoded command with this master's epoch and next counter (to mangle in tests).
+    /// An encoded command with this master's epoch and next counter, signed (to mangle in
+    /// tests).
     pub fn encode_command(&self, body: CommandBody) -> Vec<u8> {
         self.sender.command(body)
+    }
+
+    /// `msg` signed by this master for the agent's command topic, whatever it is.
+    pub fn sign_for_command_topic(&self, msg: &Message) -> Vec<u8> {
+        self.sender.sign(msg, &self.sender.topics.cmd)
+    }
+
+    /// `bytes` (an envelope without its trailer, scheme 1) with this master's signature for the
+    /// command topic appended: a valid signature over whatever the bytes say.
+    pub fn seal_for_command_topic(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut sealed = bytes.to_vec();
+        sealed.extend_from_slice(&self.sender.key.sign(&self.sender.topics.cmd, bytes));
+        sealed
     }
 
     /// A copy of everything received so far.
@@ -582,6 +631,23 @@ impl Drop for ScriptedMaster {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
+        }
+    }
+}
+
+/// A new epoch for each scripted master: larger than any before it, also across test processes
+/// (agents keep the highest they saw in their journal and refuse older ones).
+fn next_epoch() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as u32);
+    let mut current = NEXT.load(Ordering::SeqCst);
+    loop {
+        let next = current.max(now) + 1;
+        match NEXT.compare_exchange(current, next, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return next,
+            Err(seen) => current = seen,
         }
     }
 }

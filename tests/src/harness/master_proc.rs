@@ -117,6 +117,7 @@ impl MasterHome {
             http: String::new(),
             epoch: String::new(),
             mqtts: None,
+            public_key: String::new(),
         };
         let line = match rx.recv_timeout(WAIT) {
             Ok(Some(line)) => line,
@@ -138,17 +139,20 @@ impl MasterHome {
         process.http = ready.http;
         process.epoch = ready.epoch;
         process.mqtts = ready.mqtts;
+        process.public_key = ready.key;
         process
     }
 }
 
-/// `tether-master ready mqtt=HOST:PORT http=ADDR epoch=HEX [mqtts=HOST:PORT]`.
+/// `tether-master ready mqtt=HOST:PORT http=ADDR epoch=HEX [mqtts=HOST:PORT] key=HEX`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadyLine {
     pub mqtt: String,
     pub http: String,
     pub epoch: String,
     pub mqtts: Option<String>,
+    /// The master's public key (empty from a master that prints none).
+    pub key: String,
 }
 
 impl ReadyLine {
@@ -164,6 +168,7 @@ impl ReadyLine {
             http: field("http=")?,
             epoch: field("epoch=")?,
             mqtts: field("mqtts="),
+            key: field("key=").unwrap_or_default(),
         })
     }
 }
@@ -200,9 +205,25 @@ pub struct MasterProcess {
     pub epoch: String,
     /// `host:port` of the embedded broker's TLS listener, if it has one.
     pub mqtts: Option<String>,
+    /// Its public key (hex), what agents take as `--master-key`.
+    pub public_key: String,
 }
 
 impl MasterProcess {
+    /// Gives an agent its keys the way `tetherctl provision` does: its MAC key from the
+    /// master's API (made on first ask, the same afterwards) and the master's public key.
+    pub fn provision(&self, options: &mut super::agent::AgentOptions) {
+        let answer = self.post(
+            &format!("/api/agents/{}/key", options.id),
+            &serde_json::json!({}),
+        );
+        let key = answer["agent_key"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no agent key in {answer}"));
+        options.agent_key = Some(key.to_owned());
+        options.master_keys = vec![self.public_key.clone()];
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }

@@ -9,13 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use tether_core::auth::{SigningKey, Verifier};
 use tether_core::message::{
     Command, CommandBody, Event, EventKind, Exit, KillCause, MasterHeartbeat, Message,
     RejectReason, TaskRef, TaskSpec,
 };
 use tether_core::presence::{Presence, State};
 use tether_core::topic::Topic;
-use tether_core::wire;
+use tether_core::wire::{self, Signer};
 use tether_core::{Duration, Instant};
 
 use super::client::ClientEvent;
@@ -65,6 +66,7 @@ pub struct MasterScript {
     connected: bool,
     epoch: u32,
     counter: u64,
+    signing_key: SigningKey,
     next_tick: Option<Instant>,
     orders: Vec<Order>,
     kills: Vec<(usize, TaskRef)>,
@@ -89,6 +91,7 @@ impl MasterScript {
             connected: false,
             epoch: 0,
             counter: 0,
+            signing_key: crate::keys::master(),
             next_tick: None,
             orders: Vec::new(),
             kills: Vec::new(),
@@ -165,12 +168,12 @@ impl MasterScript {
         }
         self.up = true;
         self.epoch += 1;
+        let topic = self.topic(Topic::MasterPresence);
         let will = Presence {
             state: State::Lost,
             incarnation: self.epoch,
         }
-        .render();
-        let topic = self.topic(Topic::MasterPresence);
+        .render_signed(&topic, Signer::Master(&crate::keys::master()));
         let config = net.client_mut(self.key).config_mut();
         config.will = Some(Will::new(topic, will.as_bytes(), QoS::AtLeastOnce, true));
         config.keepalive_s = keepalive_s(self.period);
@@ -232,12 +235,12 @@ impl MasterScript {
         match event {
             ClientEvent::Connected { .. } => {
                 self.connected = true;
+                let topic = self.topic(Topic::MasterPresence);
                 let online = Presence {
                     state: State::Online,
                     incarnation: self.epoch,
                 }
-                .render();
-                let topic = self.topic(Topic::MasterPresence);
+                .render_signed(&topic, Signer::Master(&self.signing_key));
                 let _ = net.publish(
                     self.key,
                     topic,
@@ -285,14 +288,16 @@ impl MasterScript {
     // ---- internals ----
 
     fn tick(&mut self, net: &mut Net, now: Instant) {
+        self.counter += 1;
         let hb = Message::MasterHeartbeat(MasterHeartbeat {
             epoch: self.epoch,
+            counter: self.counter,
             period_ms: self.period.as_millis(),
         });
         let mut buf = [0u8; wire::MAX_MESSAGE];
-        if let Ok(bytes) = wire::encode(&hb, &mut buf) {
+        let topic = self.topic(Topic::MasterHeartbeat);
+        if let Ok(bytes) = wire::encode_signed(&hb, &topic, &self.signing_key, &mut buf) {
             self.stats.heartbeats += 1;
-            let topic = self.topic(Topic::MasterHeartbeat);
             let _ = net.publish(self.key, topic, bytes, QoS::AtMostOnce, false, now);
         }
         let pending: Vec<(usize, TaskSpec)> = self
@@ -328,14 +333,14 @@ impl MasterScript {
             counter: self.counter,
             body,
         });
-        let mut buf = [0u8; wire::MAX_MESSAGE];
-        let Ok(bytes) = wire::encode(&cmd, &mut buf) else {
-            return;
-        };
         let Ok(id) = tether_core::topic::validate_id(&self.agents[agent]) else {
             return;
         };
         let topic = self.topic(Topic::AgentCommand(id));
+        let mut buf = [0u8; wire::MAX_MESSAGE];
+        let Ok(bytes) = wire::encode_signed(&cmd, &topic, &self.signing_key, &mut buf) else {
+            return;
+        };
         // A full request queue is like a lost publish: retransmission covers it.
         let _ = net.publish(self.key, topic, bytes, QoS::AtLeastOnce, false, now);
     }
@@ -349,7 +354,10 @@ impl MasterScript {
             self.stats.bad_messages += 1;
             return;
         };
-        let Ok(Message::Event(event)) = wire::decode(payload) else {
+        let key = crate::keys::agent(&self.agents[agent]);
+        let Ok(Message::Event(event)) =
+            wire::decode_verified(payload, topic, Verifier::Agent(&key))
+        else {
             self.stats.bad_messages += 1;
             return;
         };

@@ -130,14 +130,21 @@ impl RealMaster {
     /// object outlives every crash of the core, like the database file of the real master.
     pub fn new(key: ClientKey, config: &WorldConfig, agents: Vec<String>) -> Self {
         let n = agents.len();
+        // Only a broken SQLite build fails here; nothing in the simulation could go on.
+        let store = Store::open_in_memory().expect("an in-memory SQLite store opens");
+        // Provisioned before the master first starts, as `tetherctl provision` does.
+        for id in &agents {
+            store
+                .set_agent_key(id, &crate::keys::agent(id))
+                .expect("an agent key is stored");
+        }
         Self {
             key,
             prefix: config.prefix.clone(),
             agents,
             period: config.master_period,
             allowance: Duration::from_secs(2),
-            // Only a broken SQLite build fails here; nothing in the simulation could go on.
-            store: Store::open_in_memory().expect("an in-memory SQLite store opens"),
+            store,
             core: None,
             connected: false,
             epoch: (config.seed as u32).wrapping_mul(0x9e37_79b9) & 0x7fff_0000,
@@ -567,7 +574,7 @@ impl SimMaster for RealMaster {
         }
         let model = |what: String| Violation::new(Invariant::Model, now, what);
         self.epoch = self.epoch.wrapping_add(1);
-        let mut config = Config::new(&self.prefix, self.epoch);
+        let mut config = Config::new(&self.prefix, self.epoch, crate::keys::master());
         config.heartbeat_period = self.period;
         config.delay_allowance = self.allowance;
         let snapshot = persist::load(&self.store)

@@ -905,7 +905,7 @@ impl<M: SimMaster> World<M> {
             Append::Order(task) => {
                 node.accepted_at.insert(*task, now);
             }
-            Append::Spawning(_) => {}
+            Append::Spawning(_) | Append::MasterCounter { .. } => {}
             Append::Event(event) => {
                 node.unacked.insert(event.seq, event.clone());
                 let id = node.id.clone();
@@ -1207,6 +1207,7 @@ impl<M: SimMaster> World<M> {
             id: &node.id,
             prefix: &self.config.prefix,
             incarnation,
+            auth: crate::keys::agent_auth(&node.id),
         };
         let mut agent = SimAgent::new(config, now)
             .map_err(|e| model(format!("{}: agent does not start: {e}", node.id)))?;
