@@ -48,8 +48,11 @@ http=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$ready")
 export TETHER_MASTER="http://$http"
 echo "$ready"
 
-say "starting agent pi-1 against $mqtt"
-RUST_LOG=${RUST_LOG:-info} "$bin/tether-agent" --id pi-1 --broker "$mqtt" \
+say "provisioning pi-1: its keys from the master, written to $work/pi-1"
+ctl provision pi-1 --broker "$mqtt" --out "$work/pi-1"
+
+say "starting agent pi-1 against $mqtt (obeys only commands the master signed)"
+RUST_LOG=${RUST_LOG:-info} "$bin/tether-agent" --config "$work/pi-1/etc/tether/agent.toml" \
     --state-dir "$work/agent/state" --work-dir "$work/agent/work" --drain-seconds 5 \
     2>"$work/agent.log" &
 pids+=("$!")
@@ -96,8 +99,9 @@ cat <<EOF
 Where to look (in another shell):
   export TETHER_MASTER=$TETHER_MASTER
   $bin/tetherctl agents | tasks | show ID | logs ID -f | watch
-  mosquitto_sub -h ${mqtt%:*} -p ${mqtt##*:} -v -t 'tether/#'                           # presence is text
+  mosquitto_sub -h ${mqtt%:*} -p ${mqtt##*:} -v -t 'tether/#'        # presence is text (+ its MAC)
   mosquitto_sub -h ${mqtt%:*} -p ${mqtt##*:} -t 'tether/#' -F '%t %x' | $bin/tetherctl decode
+  curl -s http://$http/api/security    # messages refused as unauthentic, per agent
   dashboard: http://$http/
   logs: $work/master.log $work/agent.log
 EOF

@@ -63,8 +63,14 @@ check "Depends names the linked libraries (libc6, libgcc-s1)" \
 check "the packaged config runs tasks as tether-task" grep -qx 'user = "tether-task"' "$WORK/root/etc/tether/agent.toml"
 check "the unit grants what switching to it takes" \
     grep -qx 'AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL' "$WORK/root/usr/lib/systemd/system/tether-agent.service"
+# The shipped config has no keys (`tetherctl provision` writes them; without them the agent
+# refuses to start): it is checked as a provisioned board has it, the keys given as flags.
+PROVISIONED=(--master-key 5866666666666666666666666666666666666666666666666666666666666666
+    --agent-key 1111111111111111111111111111111111111111111111111111111111111111)
+check "the packaged config refuses to run without keys" \
+    bash -c "! '$WORK/root/usr/bin/tether-agent' check-config --config '$WORK/root/etc/tether/agent.toml' 2>&1 | grep -q 'config ok'"
 check "the packaged binary accepts the packaged config" \
-    "$WORK/root/usr/bin/tether-agent" check-config --config "$WORK/root/etc/tether/agent.toml"
+    "$WORK/root/usr/bin/tether-agent" check-config --config "$WORK/root/etc/tether/agent.toml" "${PROVISIONED[@]}"
 
 # --- the unit ---
 verify_unit() {
@@ -135,9 +141,9 @@ check "task user tether-task (uid < 1000, nologin, own group, not in group tethe
 # The shipped config names no real board: whoever writes its config enables the service.
 check "installed but not enabled" test ! -e /etc/systemd/system/multi-user.target.wants/tether-agent.service
 check "dpkg knows the conffile" bash -c "dpkg-query -W -f='\${Conffiles}' tether-agent | grep -q '/etc/tether/agent.toml'"
-check "the installed config passes check-config" /usr/bin/tether-agent check-config --config /etc/tether/agent.toml
+check "the installed config passes check-config" /usr/bin/tether-agent check-config --config /etc/tether/agent.toml "${PROVISIONED[@]}"
 check "the agent user can read its config" \
-    bash -c "command -v runuser >/dev/null && runuser -u tether -- /usr/bin/tether-agent check-config --config /etc/tether/agent.toml"
+    bash -c "command -v runuser >/dev/null && runuser -u tether -- /usr/bin/tether-agent check-config --config /etc/tether/agent.toml ${PROVISIONED[*]}"
 verify_unit /usr/lib/systemd/system/tether-agent.service
 
 # --- upgrade: a newer version over a locally edited config and a journal ---

@@ -82,9 +82,10 @@ pub struct Seen {
     pub conflicts: Vec<(Event, Event)>,
     pub heartbeats: u64,
     pub last_heartbeat: Option<AgentHeartbeat>,
-    /// Every presence payload, in order (retained ones included).
+    /// Every presence payload with a valid MAC, in order (retained ones included), as its text
+    /// without the tag.
     pub presence: Vec<String>,
-    /// Payloads on the event or heartbeat topic that did not decode.
+    /// Payloads on the event, heartbeat or presence topic that did not decode or verify.
     pub undecodable: u64,
     /// Highest `Ack { up_to }` sent.
     pub acked: u64,
@@ -326,11 +327,18 @@ impl Sender {
     }
 
     fn on_publish(&self, shared: &Shared, topic: &str, payload: &[u8]) {
-        if topic == self.topics.presence {
-            shared
-                .lock()
-                .presence
-                .push(String::from_utf8_lossy(payload).into_owned());
+        if topic == self.topics.presence && payload.is_empty() {
+            // A cleared retained value says nothing.
+            return;
+        } else if topic == self.topics.presence {
+            // Kept as its text without the MAC tag, and only if the MAC is the agent's.
+            let verified =
+                Presence::parse_verified(payload, topic, Verifier::Agent(&self.agent_key));
+            let mut seen = shared.lock();
+            match verified {
+                Ok(p) => seen.presence.push(p.render().to_string()),
+                Err(_) => seen.undecodable += 1,
+            }
         } else if topic == self.topics.heartbeat {
             let mut seen = shared.lock();
             match self.verified(topic, payload) {

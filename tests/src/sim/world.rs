@@ -26,7 +26,7 @@ use std::fmt::{self, Write as _};
 
 use tether_core::agent::{Action, Agent, Append, Config, Phase, Signal};
 use tether_core::journal::{self, JournalRecord};
-use tether_core::message::{Event, EventKind, KillCause, Message, StrList, TaskRef, TaskSpec};
+use tether_core::message::{Event, EventKind, KillCause, StrList, TaskRef, TaskSpec};
 use tether_core::policy::{OnDisconnect, Policy};
 use tether_core::wire;
 use tether_core::{Duration, Instant};
@@ -856,7 +856,7 @@ impl<M: SimMaster> World<M> {
         let mut buf = [0u8; wire::MAX_MESSAGE];
         let mut sent = 0;
         for event in node.unacked.range(from..=to).map(|(_, e)| e) {
-            let bytes = wire::encode(&Message::Event(event.clone()), &mut buf).map_err(|e| {
+            let bytes = agent.encode_event(event, &mut buf).map_err(|e| {
                 Violation::new(
                     Invariant::Model,
                     now,
