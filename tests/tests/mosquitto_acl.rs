@@ -557,11 +557,8 @@ fn the_real_agent_works_within_its_acl_over_tls() {
         &b.mosquitto,
     );
     let online = master.seen.last().expect("the presence line").clone();
-    let incarnation = online
-        .rsplit(' ')
-        .next()
-        .expect("an incarnation")
-        .to_owned();
+    // `topic online <incarnation> <mac>`
+    let incarnation = online.split(' ').nth(2).expect("an incarnation").to_owned();
     agent.sigterm();
     let offline = format!("tether/agent/pi-1/presence offline {incarnation} stopped");
     master.wait_for(|l| l.starts_with(&offline), &b.mosquitto);
