@@ -295,9 +295,10 @@ fn push_frame(out: &mut Vec<u8>, record: &[u8]) {
     out.extend_from_slice(record);
 }
 
-/// Reads the header and every intact frame; returns the records and the length they span.
-fn read_frames(file: &File, file_len: u64) -> Result<(Vec<Vec<u8>>, u64), JournalError> {
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
+/// Reads the header and every intact frame of a journal of `file_len` bytes; returns the
+/// records and the length they span. Public so the decoder can be fuzzed over plain bytes.
+pub fn read_frames(source: impl Read, file_len: u64) -> Result<(Vec<Vec<u8>>, u64), JournalError> {
+    let mut reader = BufReader::with_capacity(64 * 1024, source);
     let mut head = Vec::with_capacity(HEADER_LEN as usize);
     (&mut reader).take(HEADER_LEN).read_to_end(&mut head)?;
     if head.len() < MAGIC.len() || head[..MAGIC.len()] != MAGIC {
