@@ -114,6 +114,13 @@ impl std::fmt::Display for Bound {
     }
 }
 
+/// The wall clock in seconds (0 if it is before 1970): a floor for the epoch.
+fn unix_secs() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
 /// The core's clock: microseconds since the runtime started.
 #[derive(Debug, Clone, Copy)]
 struct Clock(TokioInstant);
@@ -230,7 +237,7 @@ pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(),
         );
     }
     // Committed before anything is published under it: agents refuse every older epoch.
-    let epoch = store.next_epoch().map_err(RunError::Store)?;
+    let epoch = store.next_epoch(unix_secs()).map_err(RunError::Store)?;
     let clock = Clock(TokioInstant::now());
     let period = tether_core::Duration::from_millis(config.heartbeat_period.as_millis() as u64);
     let mut core_config = Config::new(&config.prefix, epoch, signing_key);

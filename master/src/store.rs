@@ -854,13 +854,15 @@ impl Store {
 
     // --- authentication ---
 
-    /// The next master epoch, counted in the store: one more than any before, committed before
-    /// it is returned. Call once per master start.
-    pub fn next_epoch(&self) -> Result<u32> {
+    /// The next master epoch, counted in the store: one more than any before and at least
+    /// `at_least`, committed before it is returned. Call once per master start. (The runtime
+    /// passes the wall clock's seconds, so a master that lost its database still starts above
+    /// the epochs its agents remember.)
+    pub fn next_epoch(&self, at_least: u32) -> Result<u32> {
         self.atomically(|s| {
             let epoch: u32 = s.conn.query_row(
-                "UPDATE master_epoch SET epoch = epoch + 1 RETURNING epoch",
-                [],
+                "UPDATE master_epoch SET epoch = max(epoch + 1, ?1) RETURNING epoch",
+                [at_least],
                 |r| r.get(0),
             )?;
             Ok(epoch)

@@ -493,6 +493,7 @@ fn decode_reads_mosquitto_sub_lines() {
     let by_topic = |t: &str| lines.iter().find(|l| l["topic"] == t).unwrap().clone();
     let hb = by_topic("tether/agent/pi-1/heartbeat");
     assert_eq!(hb["message"]["AgentHeartbeat"]["last_seq"], 3);
+    assert_eq!(hb["auth"], "None", "decode names the scheme: {hb}");
     assert_eq!(hb["message"]["AgentHeartbeat"]["journal_bytes"], 10);
     let p = by_topic("tether/agent/pi-1/presence");
     assert_eq!(p["presence"], "offline 00000007 lost");

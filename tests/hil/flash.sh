@@ -9,8 +9,8 @@
 #   DEB      the package for the board's architecture (scripts/pi/deb.sh: arm64 for 64-bit Pi
 #            OS, armhf for 32-bit Pi OS on any Pi, Zero/1 included), or `auto` to pick it
 #            from target/debian/ by the board's `dpkg --print-architecture`
-#   CONFIG   the board's agent.toml: its own `id` and the broker list (the provisioning step
-#            writes it; agent/linux/pkg/agent.toml documents every key)
+#   CONFIG   the board's agent.toml: its own `id`, the broker list and its keys
+#            (`tetherctl provision` writes it; agent/linux/pkg/agent.toml documents every key)
 #   --broker HOST:PORT  after the start, wait (at most 60 s) for the retained
 #            `online <incarnation>` on tether/agent/<id>/presence (needs mosquitto_sub here)
 #   --dry-run  print every command (local and remote, to stderr) instead of running it
