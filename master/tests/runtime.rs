@@ -501,3 +501,58 @@ fn decode_reads_mosquitto_sub_lines() {
     let bad = by_topic("tether/agent/pi-1/event");
     assert!(bad["error"].as_str().unwrap().contains("version"), "{bad}");
 }
+
+/// `--signing-key FILE` signs with that seed (the ready line shows its public key); a file that
+/// is not a key stops the master with one line naming it.
+#[test]
+fn signing_key_file_is_used_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("signing.key");
+    std::fs::write(&key_file, format!("{}\n", "5a".repeat(32))).unwrap();
+    let expected = tether_core::auth::SigningKey::from_seed([0x5a; 32])
+        .unwrap()
+        .public_key();
+    let run = |data: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
+            .args(["run", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path().join(data))
+            .arg("--signing-key")
+            .arg(&key_file)
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).unwrap_or_default();
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        (line, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (line, _) = run("a");
+    let key = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("key="))
+        .unwrap_or_else(|| panic!("no key in {line:?}"));
+    assert_eq!(parse_hex::<32>(key).unwrap(), expected);
+    assert!(
+        !dir.path().join("a/master.key").exists(),
+        "no key of its own"
+    );
+
+    std::fs::write(&key_file, "not a key\n").unwrap();
+    let (line, err) = run("b");
+    assert!(line.is_empty(), "{line}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("signing.key") && err.contains("hex digits"),
+        "{err}"
+    );
+}

@@ -395,3 +395,31 @@ async fn replayed_master_heartbeats_do_not_keep_a_kill_task_alive(broker: &TestB
         .await;
     master.assert_consistent();
 }
+
+/// Secure by default: an agent without keys does not start; the explicit opt-out runs, loudly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_keys_refuses_to_start() {
+    let mut options = AgentOptions::new("keyless", "127.0.0.1:9");
+    options.master_keys = vec![tether_tests::keys::master_public_hex()];
+    options.agent_key = None;
+    let mut home = AgentHome::new(options);
+    let mut agent = home.start();
+    let status = agent.wait_exit(WAIT).await.expect("the agent exits");
+    assert!(!status.success());
+    let log = agent.log();
+    assert!(
+        log.contains("missing key `agent_key`") && log.contains("tetherctl provision"),
+        "{log}"
+    );
+
+    home.options.master_keys.clear();
+    let mut agent = home.start();
+    agent
+        .wait_log(&[
+            "INSECURE",
+            "any client of the broker can command this agent",
+        ])
+        .await;
+    agent.sigterm();
+    assert!(agent.wait_exit(WAIT).await.is_some());
+}
