@@ -595,6 +595,15 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.ack_deadline = None;
     }
 
+    /// Journals the replay guard's high-water mark when it moved, so a restart keeps refusing
+    /// what it refused before.
+    fn persist_high_water(&mut self, moved: bool) {
+        if moved {
+            let (epoch, counter) = self.replay.high_water();
+            self.append(Append::MasterCounter { epoch, counter });
+        }
+    }
+
     /// A message arrived on a subscribed topic.
     pub fn handle_message(&mut self, now: Instant, topic: &str, payload: &[u8]) {
         match Topic::parse(&self.prefix, topic) {
@@ -603,10 +612,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                     Ok(Message::Command(cmd)) => {
                         match self.replay.accept_command(cmd.epoch, cmd.counter) {
                             Ok(moved) => {
-                                if moved {
-                                    let (epoch, counter) = self.replay.high_water();
-                                    self.append(Append::MasterCounter { epoch, counter });
-                                }
+                                self.persist_high_water(moved);
                                 self.handle_command(now, cmd);
                             }
                             Err(_) => self.bad_command(now, DecodeError::Replayed),
@@ -619,11 +625,12 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             Ok(Topic::MasterHeartbeat) => {
                 match wire::decode_verified(payload, topic, self.verifier()) {
                     Ok(Message::MasterHeartbeat(hb)) => {
-                        if self.replay.accept_heartbeat(hb.epoch, hb.counter).is_err() {
+                        let Ok(moved) = self.replay.accept_heartbeat(hb.epoch, hb.counter) else {
                             // Authentic but old: never contact.
                             self.rejected(DecodeError::Replayed);
                             return;
-                        }
+                        };
+                        self.persist_high_water(moved);
                         self.contact(now);
                         self.master_epoch = Some(hb.epoch);
                         self.master_period = Duration::from_millis(hb.period_ms).max(MIN_PERIOD);

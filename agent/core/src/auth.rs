@@ -307,8 +307,10 @@ impl ReplayGuard {
         Ok(false)
     }
 
-    /// Accepts a master heartbeat's (epoch, counter) if it is the newest word from the master.
-    pub fn accept_heartbeat(&mut self, epoch: u32, counter: u64) -> Result<(), Replay> {
+    /// Accepts a master heartbeat's (epoch, counter) if it is the newest word from the master;
+    /// returns whether the high-water mark moved (a newer epoch: the master restarted, so
+    /// commands of its earlier epochs are replays from now on, and that must be persisted).
+    pub fn accept_heartbeat(&mut self, epoch: u32, counter: u64) -> Result<bool, Replay> {
         let fresh = (epoch, counter) > self.heartbeat && (epoch, counter) > (self.epoch, self.high);
         if !fresh {
             return Err(if epoch < self.epoch.max(self.heartbeat.0) {
@@ -318,7 +320,13 @@ impl ReplayGuard {
             });
         }
         self.heartbeat = (epoch, counter);
-        Ok(())
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.high = 0;
+            self.window = 0;
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 
@@ -370,12 +378,27 @@ mod tests {
     #[test]
     fn heartbeats_must_be_newest() {
         let mut g = ReplayGuard::new();
-        assert_eq!(g.accept_heartbeat(1, 1), Ok(()));
+        assert_eq!(g.accept_heartbeat(1, 1), Ok(true));
         assert_eq!(g.accept_heartbeat(1, 1), Err(Replay::Seen));
         assert_eq!(g.accept_command(1, 5), Ok(true));
         assert_eq!(g.accept_heartbeat(1, 4), Err(Replay::Seen));
-        assert_eq!(g.accept_heartbeat(1, 6), Ok(()));
-        assert_eq!(g.accept_heartbeat(2, 1), Ok(()));
+        assert_eq!(g.accept_heartbeat(1, 6), Ok(false));
+        assert_eq!(g.accept_heartbeat(2, 1), Ok(true));
         assert_eq!(g.accept_heartbeat(1, 99), Err(Replay::OldEpoch));
+    }
+
+    #[test]
+    fn a_newer_epoch_in_a_heartbeat_retires_the_older_epochs_commands() {
+        let mut g = ReplayGuard::new();
+        assert_eq!(g.accept_command(1, 5), Ok(true));
+        assert_eq!(g.accept_heartbeat(2, 40), Ok(true));
+        // Captured before the master restarted and never delivered: a replay now.
+        assert_eq!(g.accept_command(1, 6), Err(Replay::OldEpoch));
+        // The new epoch's commands sent before that heartbeat may still arrive after it.
+        assert_eq!(g.accept_command(2, 39), Ok(true));
+        // What is persisted keeps the rule across a restart.
+        let (epoch, high) = g.high_water();
+        let mut r = ReplayGuard::restored(epoch, high);
+        assert_eq!(r.accept_command(1, 7), Err(Replay::OldEpoch));
     }
 }
