@@ -65,8 +65,7 @@ check "the unit grants what switching to it takes" \
     grep -qx 'AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL' "$WORK/root/usr/lib/systemd/system/tether-agent.service"
 # The shipped config has no keys (`tetherctl provision` writes them; without them the agent
 # refuses to start): it is checked as a provisioned board has it, the keys given as flags.
-PROVISIONED=(--master-key 5866666666666666666666666666666666666666666666666666666666666666
-    --agent-key 1111111111111111111111111111111111111111111111111111111111111111)
+PROVISIONED=("${PI_TEST_KEYS[@]}")
 check "the packaged config refuses to run without keys" \
     bash -c "! '$WORK/root/usr/bin/tether-agent' check-config --config '$WORK/root/etc/tether/agent.toml' 2>&1 | grep -q 'config ok'"
 check "the packaged binary accepts the packaged config" \

@@ -90,12 +90,13 @@ for t in "${targets[@]}"; do
     add_depends "$deb" "$(shlib_depends "$bin")"
     arch="$(dpkg-deb -f "$deb" Architecture)"
     [ "$arch" = "$(pi_deb_arch "$t")" ] || pi_die "$deb is for $arch, expected $(pi_deb_arch "$t")"
-    # The packaged binary runs (under qemu for ARM) and accepts the packaged config.
+    # The packaged binary runs (under qemu for ARM) and accepts the packaged config once
+    # provisioning has added the keys.
     tree="$(mktemp -d)"
     dpkg-deb -x "$deb" "$tree"
     # shellcheck disable=SC2046
     $(pi_runner "$t") "$tree/usr/bin/tether-agent" check-config \
-        --config "$tree/etc/tether/agent.toml" >/dev/null \
+        --config "$tree/etc/tether/agent.toml" "${PI_TEST_KEYS[@]}" >/dev/null \
         || { rm -rf "$tree"; pi_die "the agent in $deb does not run or rejects its config"; }
     rm -rf "$tree"
     printf '%s\n' "$deb"

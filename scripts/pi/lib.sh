@@ -175,3 +175,9 @@ pi_deb_arch() {
 pi_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# What `tetherctl provision` adds to a board's config, for checking a packaged config: the
+# agent refuses to run without keys (a valid ed25519 point and any 32-byte secret).
+# shellcheck disable=SC2034
+PI_TEST_KEYS=(--master-key 5866666666666666666666666666666666666666666666666666666666666666
+    --agent-key 1111111111111111111111111111111111111111111111111111111111111111)
