@@ -14,7 +14,7 @@
 #    with the same incarnation, exit status 0. Prints the idle RSS of the qemu process
 #    (guest plus emulator, informative only).
 # 2. Scenarios, per target, the ARMv6 one included (skip with --no-scenarios): the agent
-#    end-to-end tests (tests/tests/agent_e2e_faults.rs and agent_e2e_tasks.rs) run against
+#    end-to-end tests (tests/tests/e2e/agent_faults.rs and agent_tasks.rs) run against
 #    the ARM agent, over rumqttd and mosquitto: TETHER_AGENT_BIN points the harness at a wrapper that execs qemu.
 #    Among them silent_master_kills_kill_tasks_only (kill-on-loss, and continue-and-reconcile:
 #    the `continue` task runs on while the master is silent and reports its result when it
@@ -26,8 +26,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$PI_ROOT"
 
-# The end-to-end test files (tests/tests/*.rs) that run against the ARM agents.
-E2E_TESTS=(agent_e2e_faults agent_e2e_tasks)
+# The end-to-end test modules (tests/tests/e2e/*.rs) that run against the ARM agents.
+E2E_TESTS=(agent_faults agent_tasks)
 
 build=1
 scenarios=1
@@ -201,9 +201,10 @@ scenarios() {
     # Each start is counted: the run must not pass on a host agent the harness found itself.
     printf '#!/bin/sh\necho "$$" >>%q\nexec %s %q "$@"\n' "$WORK/starts-$t" "$runner" "$bin" >"$wrapper"
     chmod +x "$wrapper"
-    local tests=() f
-    for f in "${E2E_TESTS[@]}"; do tests+=(--test "$f"); done
-    TETHER_AGENT_BIN="$wrapper" cargo test -p tether-tests --locked "${tests[@]}" || return 1
+    local filters=() m
+    for m in "${E2E_TESTS[@]}"; do filters+=("$m::"); done
+    TETHER_AGENT_BIN="$wrapper" cargo test -p tether-tests --locked --test e2e -- "${filters[@]}" \
+        || return 1
     local starts
     starts=$(wc -l <"$WORK/starts-$t" 2>/dev/null || echo 0)
     [ "$starts" -ge 6 ] || { printf 'FAIL: %s: the tests started the ARM agent %s times\n' "$t" "$starts" >&2; return 1; }

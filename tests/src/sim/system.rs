@@ -169,7 +169,7 @@ impl RealMaster {
 
     /// Checks the lower bound of invariant 6 too: no attempt is marked lost while its agent
     /// runs it untouched, or spawned after. Off by default, because the protocol does not
-    /// give it (the regression tests in `sim_system_random.rs` turn it on):
+    /// give it (the regression tests in `tests/sim/system_random.rs` turn it on):
     /// - the agent counts its timeout from the later of its last contact and the task's start
     ///   (and from its own restart), the master from when it last heard the agent;
     /// - with agent-to-master loss only, the agent still hears the master and never kills;

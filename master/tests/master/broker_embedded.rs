@@ -1,7 +1,7 @@
 //! The embedded rumqttd: started from Tether's config on a free port, used by real rumqttc
 //! clients, and refusing bad configurations with errors that say what is wrong.
 
-mod broker_util;
+use crate::broker_util;
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};

@@ -9,7 +9,7 @@ use tether_tests::sim::Fault;
 use tether_tests::sim::procs::Program;
 use tether_tests::sim::world::{Step, Who, World, WorldConfig, policy};
 
-const REPLAY: &str = "cargo test -p tether-tests --test sim_agent_004_broker_switch -- --nocapture";
+const REPLAY: &str = "cargo test -p tether-tests --test sim agent_004_broker_switch -- --nocapture";
 
 fn s(x: u64) -> Instant {
     Instant::from_secs(x)

@@ -1,7 +1,7 @@
 //! The same broker scenarios against a real mosquitto, the reference external broker.
 //! Skipped, with a message, where `/usr/sbin/mosquitto` is not installed.
 
-mod broker_util;
+use crate::broker_util;
 
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};

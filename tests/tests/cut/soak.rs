@@ -2,7 +2,7 @@
 //! cut durations around the heartbeat timeout, random black-hole or reset cuts, one `kill` and
 //! one `continue` task per cycle, counting double starts and lost results. Both must be 0.
 //!
-//! `TETHER_SOAK=100 cargo test -p tether-tests --test cut_soak -- --ignored --nocapture`
+//! `TETHER_SOAK=100 cargo test -p tether-tests --test cut soak -- --ignored --nocapture`
 //! (the broker from `TETHER_BROKER`, rumqttd when both; the proxy method).
 
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! `TETHER_SIM_SEEDS=n` runs seeds `0..n` (default 1000); `TETHER_SIM_SEED=s` replays one:
 //!
 //! ```text
-//! TETHER_SIM_SEED=1234 cargo test -p tether-tests --test sim_agent_random random_fault -- --nocapture
+//! TETHER_SIM_SEED=1234 cargo test -p tether-tests --test sim agent_random::random_fault -- --nocapture
 //! ```
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -23,7 +23,7 @@ const RUN: Duration = Duration::from_secs(3 * 60);
 
 fn replay(seed: u64) -> String {
     format!(
-        "TETHER_SIM_SEED={seed} cargo test -p tether-tests --test sim_agent_random random_fault -- --nocapture"
+        "TETHER_SIM_SEED={seed} cargo test -p tether-tests --test sim agent_random::random_fault -- --nocapture"
     )
 }
 
@@ -222,7 +222,7 @@ fn a_seed_replays_identically() {
 fn busy(seed: u64) -> Result<(), String> {
     let mut rng = Rng::new(seed ^ 0xb05e);
     let mut config = WorldConfig::new(seed, 1).replay(format!(
-        "TETHER_SIM_SEED={seed} cargo test -p tether-tests --test sim_agent_random busy -- --nocapture"
+        "TETHER_SIM_SEED={seed} cargo test -p tether-tests --test sim agent_random::busy -- --nocapture"
     ));
     config.broker = BrokerConfig::duplicating();
     config.spawn_delay = (Duration::from_millis(0), rng.range_ms(0, 3_000));

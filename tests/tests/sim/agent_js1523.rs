@@ -10,7 +10,7 @@ use tether_tests::sim::procs::{OnTerm, Program};
 use tether_tests::sim::world::{Step, Who, World, WorldConfig, policy};
 use tether_tests::sim::{Fault, invariants::TICK};
 
-const REPLAY: &str = "cargo test -p tether-tests --test sim_agent_js1523 -- --nocapture";
+const REPLAY: &str = "cargo test -p tether-tests --test sim agent_js1523 -- --nocapture";
 
 fn s(x: u64) -> Instant {
     Instant::from_secs(x)

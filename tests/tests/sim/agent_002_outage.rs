@@ -11,7 +11,7 @@ use tether_tests::sim::invariants::TICK;
 use tether_tests::sim::procs::Program;
 use tether_tests::sim::world::{Step, World, WorldConfig, policy};
 
-const REPLAY: &str = "cargo test -p tether-tests --test sim_agent_002_outage -- --nocapture";
+const REPLAY: &str = "cargo test -p tether-tests --test sim agent_002_outage -- --nocapture";
 const HOUR: u64 = 3_600;
 const EVERY: u64 = 5_400;
 

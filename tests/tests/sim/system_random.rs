@@ -8,7 +8,7 @@
 //! `TETHER_SYSTEM_SEEDS=n` runs seeds `0..n` (default 300); `TETHER_SIM_SEED=s` replays one:
 //!
 //! ```text
-//! TETHER_SIM_SEED=1234 cargo test -p tether-tests --test sim_system_random -- --nocapture
+//! TETHER_SIM_SEED=1234 cargo test -p tether-tests --test sim system_random -- --nocapture
 //! ```
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -27,7 +27,7 @@ const RUN: Duration = Duration::from_secs(3 * 60);
 
 fn replay(seed: u64) -> String {
     format!(
-        "TETHER_SIM_SEED={seed} cargo test -p tether-tests --test sim_system_random -- --nocapture"
+        "TETHER_SIM_SEED={seed} cargo test -p tether-tests --test sim system_random -- --nocapture"
     )
 }
 

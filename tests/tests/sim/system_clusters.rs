@@ -4,7 +4,7 @@
 //! checked at every step.
 //!
 //! ```text
-//! cargo test -p tether-tests --test sim_system_clusters -- --nocapture
+//! cargo test -p tether-tests --test sim system_clusters -- --nocapture
 //! ```
 
 use tether_core::policy::OnDisconnect;
@@ -14,7 +14,7 @@ use tether_tests::sim::procs::Program;
 use tether_tests::sim::system::{System, overrides};
 use tether_tests::sim::world::{Step, World, WorldConfig, policy};
 
-const REPLAY: &str = "cargo test -p tether-tests --test sim_system_clusters -- --nocapture";
+const REPLAY: &str = "cargo test -p tether-tests --test sim system_clusters -- --nocapture";
 
 fn at(s: u64) -> Instant {
     Instant::from_secs(s)

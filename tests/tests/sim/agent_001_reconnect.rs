@@ -11,7 +11,7 @@ use tether_tests::sim::invariants::TICK;
 use tether_tests::sim::procs::Program;
 use tether_tests::sim::world::{Step, Who, World, WorldConfig, policy};
 
-const REPLAY: &str = "cargo test -p tether-tests --test sim_agent_001_reconnect -- --nocapture";
+const REPLAY: &str = "cargo test -p tether-tests --test sim agent_001_reconnect -- --nocapture";
 
 fn s(x: u64) -> Instant {
     Instant::from_secs(x)

@@ -1,0 +1,11 @@
+//! The master's integration tests, one binary: its core's rules and authentication, the SQLite
+//! store, the runtime over a real broker, and the embedded rumqttd beside a real mosquitto.
+//! (`store_crash` is its own binary: it re-executes itself as the writer it kills.)
+
+mod broker_embedded;
+mod broker_mosquitto;
+mod broker_util;
+mod core_auth;
+mod core_rules;
+mod runtime;
+mod store_basics;

@@ -1,0 +1,13 @@
+//! End to end, one binary: the real `tether-agent`, `tether-master` and `tetherctl` binaries
+//! with the embedded rumqttd and a real mosquitto on loopback, real processes and files.
+
+mod agent_faults;
+mod agent_hardening;
+mod agent_tasks;
+mod master_clusters;
+mod master_restart;
+mod master_slow_subscriber;
+mod mosquitto_acl;
+mod provision;
+mod security;
+mod tls;
