@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use tether_core::topic::{validate_id, validate_prefix};
 
+use crate::passwords::MASTER_USER;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub id: String,
@@ -62,6 +64,12 @@ pub struct Provisioned {
 fn check(req: &Request) -> Result<(), ProvisionError> {
     validate_id(&req.id)
         .map_err(|e| ProvisionError::Invalid(format!("agent id `{}`: {e}", req.id)))?;
+    if req.id == MASTER_USER {
+        return Err(ProvisionError::Invalid(format!(
+            "agent id `{}` is the master's own broker user",
+            req.id
+        )));
+    }
     validate_prefix(&req.prefix)
         .map_err(|e| ProvisionError::Invalid(format!("prefix `{}`: {e}", req.prefix)))?;
     tether_core::auth::parse_hex::<32>(&req.keys.agent_key)
@@ -208,6 +216,10 @@ mod tests {
         for bad in [
             Request {
                 id: "pi/7".into(),
+                ..req()
+            },
+            Request {
+                id: MASTER_USER.into(),
                 ..req()
             },
             Request {

@@ -32,7 +32,7 @@ use crate::allowlist::Allowlist;
 use crate::auth::{AgentKey, MasterKeys, ReplayGuard, Verifier};
 use crate::journal::{JournalLevel, JournalRecord};
 use crate::message::{
-    AgentHeartbeat, AgentId, Command, CommandBody, Event, EventKind, Exit, HEARTBEAT_TASKS,
+    AgentHeartbeat, AgentId, Command, CommandBody, Echo, Event, EventKind, Exit, HEARTBEAT_TASKS,
     KillCause, Message, OUTPUT_CHUNK, RejectReason, Stream, TaskRef, TaskSpec,
 };
 use crate::policy::OnDisconnect;
@@ -200,6 +200,12 @@ pub struct Agent<const TASKS: usize, const SEEN: usize> {
     master_period: Duration,
     master_presence: Option<Presence>,
     next_heartbeat: Option<Instant>,
+    /// Our heartbeats so far (this incarnation), and the master heartbeat they echo.
+    heartbeats: u32,
+    echo: Option<Echo>,
+    /// The master has not seen a fresh echo from this connection (or of its current epoch):
+    /// answer its next heartbeat at once, so it counts us as alive without waiting a period.
+    echo_owed: bool,
     wall: Option<(Instant, u64)>,
 
     slots: Vec<Slot, TASKS>,
@@ -265,6 +271,9 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             master_period: DEFAULT_PERIOD,
             master_presence: None,
             next_heartbeat: None,
+            heartbeats: 0,
+            echo: None,
+            echo_owed: true,
             wall: None,
             slots: Vec::new(),
             max_tasks: TASKS,
@@ -584,6 +593,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.connected = true;
         self.sent_seq = self.acked_seq;
         self.ack_deadline = None;
+        self.echo_owed = true;
         self.publish_presence(State::Online);
         self.publish_heartbeat(now);
         self.maybe_send(now);
@@ -632,15 +642,20 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                         };
                         self.persist_high_water(moved);
                         self.contact(now);
+                        if self.master_epoch != Some(hb.epoch) {
+                            self.echo_owed = true;
+                        }
                         self.master_epoch = Some(hb.epoch);
+                        self.echo = Some(hb.echo());
                         self.master_period = Duration::from_millis(hb.period_ms).max(MIN_PERIOD);
                         self.rearm_heartbeat(now);
                         // Answer in the same wake-up when ours is due within half a period: an
                         // idle agent then wakes about once per period, not twice.
                         let half = self.heartbeat_period() / 2;
-                        if self
-                            .next_heartbeat
-                            .is_some_and(|t| t <= now.saturating_add(half))
+                        if core::mem::take(&mut self.echo_owed)
+                            || self
+                                .next_heartbeat
+                                .is_some_and(|t| t <= now.saturating_add(half))
                         {
                             self.publish_heartbeat(now);
                         }
@@ -1104,8 +1119,11 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                 break;
             }
         }
+        self.heartbeats = self.heartbeats.saturating_add(1);
         let hb = AgentHeartbeat {
             incarnation: self.incarnation,
+            counter: self.heartbeats,
+            echo: self.echo,
             last_seq: self.next_seq - 1,
             more_tasks: self.slots.len() > HEARTBEAT_TASKS,
             tasks,

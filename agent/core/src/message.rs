@@ -169,6 +169,16 @@ pub struct MasterHeartbeat {
     pub period_ms: u64,
 }
 
+impl MasterHeartbeat {
+    /// How an agent that counted this heartbeat names it in its own.
+    pub const fn echo(&self) -> Echo {
+        Echo {
+            epoch: self.epoch,
+            counter: self.counter,
+        }
+    }
+}
+
 /// How a task's process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Exit {
@@ -298,10 +308,25 @@ impl EventKind {
     }
 }
 
+/// A master heartbeat an agent counted as contact, named by its `(epoch, counter)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Echo {
+    pub epoch: u32,
+    pub counter: u64,
+}
+
 /// Agent to master, every heartbeat period while connected.
+///
+/// Only fresh heartbeats count as the agent being alive, so a recorded one published again
+/// cannot make a dead agent look alive: `counter` must grow within an incarnation, and `echo`
+/// must name a master heartbeat sent recently (which nobody can know in advance).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentHeartbeat {
     pub incarnation: u32,
+    /// This incarnation's heartbeats, counted from 1.
+    pub counter: u32,
+    /// The newest master heartbeat this agent counted as contact (none yet: `None`).
+    pub echo: Option<Echo>,
     /// Highest event sequence the agent has journaled (the master sees what it still misses).
     pub last_seq: u64,
     /// Attempts the agent is running or holding, for reconciliation.

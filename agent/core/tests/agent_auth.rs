@@ -534,3 +534,69 @@ fn insecure_agent_takes_plain_commands_and_publishes_plain() {
     rig.deliver(t(2), CMD, wire::encode(&start(1, 1, 1), &mut buf).unwrap());
     assert_eq!(rig.agent.stats().replayed, 1);
 }
+
+/// The agent heartbeats published so far, decoded.
+fn published_heartbeats(rig: &Rig) -> Vec<AgentHeartbeat> {
+    rig.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Publish { topic, payload, .. } if topic.ends_with("/heartbeat") => {
+                match wire::decode(payload) {
+                    Ok(Message::AgentHeartbeat(hb)) => Some(hb),
+                    other => panic!("on {topic}: {other:?}"),
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn heartbeats_count_up_and_echo_the_masters_newest() {
+    let mut rig = Rig::new(keys());
+    // Connected, before any master heartbeat: nothing to echo.
+    let first = published_heartbeats(&rig);
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].counter, first[0].echo), (1, None));
+    // The first master heartbeat of a connection is answered at once, echoing it, although
+    // the agent's own is not due for a period.
+    rig.deliver(t(10), HB, &heartbeat(1, 5));
+    let hbs = published_heartbeats(&rig);
+    assert_eq!(hbs.len(), 2);
+    assert_eq!(hbs[1].counter, 2);
+    assert_eq!(
+        hbs[1].echo,
+        Some(Echo {
+            epoch: 1,
+            counter: 5
+        })
+    );
+    // Later ones are answered on the agent's own schedule, with the newest echo.
+    rig.deliver(t(20), HB, &heartbeat(1, 6));
+    assert_eq!(published_heartbeats(&rig).len(), 2);
+    rig.agent.handle_timeout(t(1_050));
+    rig.drain(t(1_050));
+    let hbs = published_heartbeats(&rig);
+    assert_eq!(hbs.len(), 3);
+    assert_eq!(
+        (hbs[2].counter, hbs[2].echo.map(|e| e.counter)),
+        (3, Some(6))
+    );
+    // A restarted master (new epoch) is answered at once again.
+    rig.deliver(t(1_100), HB, &heartbeat(2, 1));
+    let hbs = published_heartbeats(&rig);
+    assert_eq!(hbs.len(), 4);
+    assert_eq!(
+        hbs[3].echo,
+        Some(Echo {
+            epoch: 2,
+            counter: 1
+        })
+    );
+    // A replayed master heartbeat is not contact, so it is not echoed either.
+    rig.deliver(t(1_200), HB, &heartbeat(1, 6));
+    rig.agent.handle_timeout(t(2_200));
+    rig.drain(t(2_200));
+    let hbs = published_heartbeats(&rig);
+    assert_eq!(hbs.last().unwrap().echo.map(|e| e.epoch), Some(2));
+}

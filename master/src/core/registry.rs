@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use tether_core::presence::{Presence, State};
 use tether_core::{Duration, Instant};
 
+use super::liveness::LastHeartbeat;
 use crate::store::AgentPresence;
 
 /// What an event's sequence number means for the master.
@@ -21,8 +22,12 @@ pub(crate) enum Seq {
 pub(crate) struct AgentEntry {
     pub(crate) incarnation: Option<u32>,
     pub(crate) presence: AgentPresence,
-    /// Last message of any kind from the agent (or the master's start, after a restore).
+    /// The last proof of life: a fresh heartbeat or a new event (or the master's start, after
+    /// a restore). Presence is not one: a recorded `online` can be published again.
     pub(crate) last_heard: Instant,
+    /// When presence last turned online: the agent has a silence from then to prove it.
+    online_since: Instant,
+    pub(crate) last_heartbeat: LastHeartbeat,
     /// Every event up to here is stored; acknowledged cumulatively.
     pub(crate) acked: u64,
     /// Stored events above `acked` (received across a gap).
@@ -50,6 +55,8 @@ impl AgentEntry {
             incarnation: None,
             presence: AgentPresence::Unknown,
             last_heard: now,
+            online_since: now,
+            last_heartbeat: None,
             acked: 0,
             above: BTreeSet::new(),
             ack_due: false,
@@ -68,6 +75,8 @@ impl AgentEntry {
             incarnation,
             presence,
             last_heard: now,
+            online_since: now,
+            last_heartbeat: None,
             acked,
             above: above.into_iter().filter(|&s| s > acked).collect(),
             ack_due: false,
@@ -100,6 +109,17 @@ impl AgentEntry {
         self.last_heard.saturating_add(silence)
     }
 
+    /// Online, yet no proof of life for `silence`, counted from when it came online at the
+    /// earliest (a reconnected agent answers the master's next heartbeat first).
+    pub(crate) fn gone_silent(&self, now: Instant, silence: Duration) -> bool {
+        self.presence == AgentPresence::Online
+            && now
+                >= self
+                    .last_heard
+                    .max(self.online_since)
+                    .saturating_add(silence)
+    }
+
     pub(crate) fn heard(&mut self, now: Instant) {
         self.last_heard = self.last_heard.max(now);
     }
@@ -110,9 +130,11 @@ impl AgentEntry {
         let before = (self.presence, self.incarnation);
         match p.state {
             State::Online => {
+                if before != (AgentPresence::Online, Some(p.incarnation)) {
+                    self.online_since = now;
+                }
                 self.incarnation = Some(p.incarnation);
                 self.presence = AgentPresence::Online;
-                self.heard(now);
             }
             State::Lost | State::Stopped => {
                 if self.incarnation.is_some_and(|inc| inc != p.incarnation) {

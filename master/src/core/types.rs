@@ -298,6 +298,9 @@ pub struct Stats {
     /// Heartbeats whose `last_seq` is below what the master acknowledged: the agent lost its
     /// journal (state directory wiped?) and its new events collide with old sequence numbers.
     pub journal_behind: u64,
+    /// Agent heartbeats not taken as a sign of life: recorded ones published again, or ones
+    /// sent before the agent heard the master's latest (normal right after an outage).
+    pub stale_heartbeats: u64,
     pub unknown_attempts_killed: u64,
     /// Messages on an agent topic whose agent has no key (not counted per agent: anyone can
     /// make up names).

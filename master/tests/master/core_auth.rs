@@ -4,13 +4,15 @@
 //! that only grows; keys and the epoch survive restarts.
 
 use tether_core::auth::{AgentKey, MasterKeys, SigningKey, Verifier};
-use tether_core::message::{AgentHeartbeat, Event, EventKind, Message, TaskRef};
+use tether_core::message::{AgentHeartbeat, Echo, Event, EventKind, Message, TaskRef};
 use tether_core::presence::{Presence, State};
 use tether_core::wire::{self, DecodeError, Signer};
 use tether_core::{Duration, Instant};
-use tether_master::core::{Action, Config, Master, Publish, Submit};
+use tether_master::core::{Action, Config, Master, Publish, RequestError, Submit};
 use tether_master::persist;
 use tether_master::store::Store;
+
+use crate::published;
 
 const PI1: AgentKey = [1; 32];
 const PI2: AgentKey = [2; 32];
@@ -25,6 +27,7 @@ struct Rig {
     store: Store,
     _dir: tempfile::TempDir,
     out: Vec<Publish>,
+    heartbeats: u32,
 }
 
 impl Rig {
@@ -42,6 +45,7 @@ impl Rig {
             store,
             _dir: dir,
             out: Vec::new(),
+            heartbeats: 0,
         };
         rig.m.set_agent_key(now, "pi-1", PI1).unwrap();
         rig.m.set_agent_key(now, "pi-2", PI2).unwrap();
@@ -78,7 +82,9 @@ impl Rig {
         let text = presence(State::Online, 1).render_signed(&topic, Signer::Agent(key));
         self.deliver(&topic, text.as_bytes());
         let topic = format!("tether/agent/{agent}/heartbeat");
-        self.deliver(&topic, &mac(&heartbeat(), &topic, key));
+        self.heartbeats += 1;
+        let hb = heartbeat(self.heartbeats, published::echo(&self.out, "tether"));
+        self.deliver(&topic, &mac(&hb, &topic, key));
     }
 
     fn available(&self, agent: &str) -> bool {
@@ -105,9 +111,11 @@ fn presence(state: State, incarnation: u32) -> Presence {
     Presence { state, incarnation }
 }
 
-fn heartbeat() -> Message {
+fn heartbeat(counter: u32, echo: Option<Echo>) -> Message {
     Message::AgentHeartbeat(AgentHeartbeat {
         incarnation: 1,
+        counter,
+        echo,
         last_seq: 0,
         tasks: heapless::Vec::new(),
         more_tasks: false,
@@ -170,14 +178,14 @@ fn unauthenticated_and_unknown_agents_are_refused() {
     let mut rig = Rig::new(false);
     rig.deliver(PI1_EVENT, &plain(&accepted(1)));
     let hb = "tether/agent/pi-1/heartbeat";
-    rig.deliver(hb, &plain(&heartbeat()));
+    rig.deliver(hb, &plain(&heartbeat(1, None)));
     rig.deliver("tether/agent/pi-1/presence", b"online 00000001");
     assert_eq!(rig.security("pi-1"), (3, 0));
     assert!(!rig.available("pi-1"));
     // An agent nobody provisioned: refused whatever it carries, counted once globally.
     let ghost = "tether/agent/ghost/heartbeat";
-    rig.deliver(ghost, &mac(&heartbeat(), ghost, &[7; 32]));
-    rig.deliver(ghost, &plain(&heartbeat()));
+    rig.deliver(ghost, &mac(&heartbeat(1, None), ghost, &[7; 32]));
+    rig.deliver(ghost, &plain(&heartbeat(1, None)));
     rig.deliver("tether/agent/ghost/presence", b"online 00000001");
     assert_eq!(rig.m.stats().unknown_agent, 3);
     assert!(rig.m.security().get("ghost").is_none(), "no per-name state");
@@ -215,11 +223,23 @@ fn a_rotated_key_replaces_the_old_one() {
 }
 
 #[test]
+fn the_masters_own_broker_user_gets_no_agent_key() {
+    let mut rig = Rig::new(false);
+    let refused = rig.m.set_agent_key(rig.now, "tether-master", [1; 32]);
+    assert!(
+        matches!(&refused, Err(RequestError::Invalid(why)) if why.contains("master's own")),
+        "{refused:?}"
+    );
+    assert!(rig.m.agent_key("tether-master").is_none());
+}
+
+#[test]
 fn insecure_mode_takes_plain_messages_only_from_agents_without_keys() {
     let mut rig = Rig::new(true);
     let topic = "tether/agent/pi-9/heartbeat";
     rig.deliver("tether/agent/pi-9/presence", b"online 00000001");
-    rig.deliver(topic, &plain(&heartbeat()));
+    let echo = published::echo(&rig.out, "tether");
+    rig.deliver(topic, &plain(&heartbeat(1, echo)));
     assert!(rig.available("pi-9"));
     // A provisioned agent still needs its MAC.
     rig.deliver(PI1_EVENT, &plain(&accepted(1)));

@@ -18,6 +18,8 @@ use tether_master::core::{
 use tether_master::persist;
 use tether_master::store::{AgentPresence, AttemptState, ClusterMode, Outcome, Store, TaskState};
 
+use crate::published;
+
 const P: &str = "tether";
 
 struct Harness {
@@ -27,6 +29,8 @@ struct Harness {
     _dir: tempfile::TempDir,
     /// Everything published, in order.
     out: Vec<Publish>,
+    /// Heartbeats the simulated agents sent (one count for all: each only has to grow).
+    heartbeats: u32,
 }
 
 impl Harness {
@@ -48,6 +52,7 @@ impl Harness {
             store,
             _dir: dir,
             out: Vec::new(),
+            heartbeats: 0,
         };
         h.m.handle_connected(now);
         h.drain();
@@ -125,8 +130,11 @@ impl Harness {
     }
 
     fn heartbeat(&mut self, agent: &str, inc: u32, last_seq: u64, tasks: &[TaskRef]) {
+        self.heartbeats += 1;
         let hb = Message::AgentHeartbeat(AgentHeartbeat {
             incarnation: inc,
+            counter: self.heartbeats,
+            echo: published::echo(&self.out, P),
             last_seq,
             tasks: heapless::Vec::from_slice(tasks).unwrap(),
             more_tasks: false,

@@ -7,5 +7,6 @@ mod broker_mosquitto;
 mod broker_util;
 mod core_auth;
 mod core_rules;
+mod published;
 mod runtime;
 mod store_basics;

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
@@ -12,14 +13,14 @@ use rumqttc::{AsyncClient, Event as MqttEvent, Packet, QoS};
 use serde_json::{Value, json};
 use tether_core::auth::{AgentKey, MasterKeys, Verifier, parse_hex};
 use tether_core::message::{
-    AgentHeartbeat, CommandBody, Event, EventKind, Exit, Message, Stream, TaskRef,
+    AgentHeartbeat, CommandBody, Echo, Event, EventKind, Exit, Message, Stream, TaskRef,
 };
 use tether_core::presence::{Presence, State};
 use tether_core::topic::{Topic, validate_id};
 use tether_core::wire::{self, Signer};
 use tether_master::broker::{BrokerAddr, ClientSettings, EmbeddedBroker};
 use tether_master::http;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -122,6 +123,9 @@ struct FakeAgent {
     master_keys: MasterKeys,
     client: AsyncClient,
     rx: mpsc::UnboundedReceiver<Packet>,
+    /// The newest master heartbeat heard, which the agent's heartbeats echo.
+    echo: watch::Receiver<Option<Echo>>,
+    heartbeats: AtomicU32,
 }
 
 impl FakeAgent {
@@ -146,11 +150,16 @@ impl FakeAgent {
         let broker = &master.mqtt;
         let (client, mut eventloop) = settings.connect(broker, 64).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
+        let (echo_tx, echo) = watch::channel(None);
         tokio::spawn(async move {
             while let Ok(ev) = eventloop.poll().await {
-                if let MqttEvent::Incoming(p) = ev
-                    && tx.send(p).is_err()
+                let MqttEvent::Incoming(p) = ev else { continue };
+                if let Packet::Publish(p) = &p
+                    && let Ok(Message::MasterHeartbeat(hb)) = wire::decode(&p.payload)
                 {
+                    echo_tx.send_replace(Some(hb.echo()));
+                }
+                if tx.send(p).is_err() {
                     return;
                 }
             }
@@ -162,6 +171,8 @@ impl FakeAgent {
             master_keys: master.keys.clone(),
             client,
             rx,
+            echo,
+            heartbeats: AtomicU32::new(0),
         };
         agent
             .next("CONNACK", |p| matches!(p, Packet::ConnAck(_)).then_some(()))
@@ -169,6 +180,14 @@ impl FakeAgent {
         agent
             .client
             .subscribe(format!("tether/agent/{id}/cmd"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        agent
+            .next("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(()))
+            .await;
+        agent
+            .client
+            .subscribe("tether/master/heartbeat", QoS::AtMostOnce)
             .await
             .unwrap();
         agent
@@ -226,9 +245,17 @@ impl FakeAgent {
             .unwrap();
     }
 
+    /// A heartbeat echoing the master's newest (waiting for one: the master counts no other).
     async fn heartbeat(&self, last_seq: u64, tasks: &[TaskRef]) {
+        let mut echo = self.echo.clone();
+        let echo = *timeout(WAIT, echo.wait_for(Option::is_some))
+            .await
+            .expect("a master heartbeat within the wait")
+            .expect("event loop alive");
         let hb = Message::AgentHeartbeat(AgentHeartbeat {
             incarnation: self.inc,
+            counter: self.heartbeats.fetch_add(1, Ordering::Relaxed) + 1,
+            echo,
             last_seq,
             tasks: heapless::Vec::from_slice(tasks).unwrap(),
             more_tasks: false,
@@ -429,6 +456,11 @@ fn decode_reads_mosquitto_sub_lines() {
     let dir = tempfile::tempdir().unwrap();
     let hb = encode(&Message::AgentHeartbeat(AgentHeartbeat {
         incarnation: 7,
+        counter: 12,
+        echo: Some(Echo {
+            epoch: 3,
+            counter: 40,
+        }),
         last_seq: 3,
         tasks: heapless::Vec::new(),
         more_tasks: false,

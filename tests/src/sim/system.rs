@@ -113,7 +113,8 @@ pub struct RealMaster {
     stored: Vec<BTreeMap<u64, Event>>,
     contiguous: Vec<u64>,
     conflicts: Vec<(usize, String)>,
-    /// When the master core last heard from each agent (its restart counts, as in the core).
+    /// When the master core last heard from each agent (its restart counts, as in the core), at
+    /// the latest: the core counts only fresh heartbeats and new events, this every message.
     heard: Vec<Instant>,
     seen: Vec<Option<(u32, Seen)>>,
     /// `kill` attempts marked lost in this step, checked against the agents at its end.

@@ -252,6 +252,8 @@ async fn intruder_is_refused(external: Option<&TestBroker>) {
         .await;
     let heartbeat = Message::AgentHeartbeat(AgentHeartbeat {
         incarnation: 1,
+        counter: 1,
+        echo: None,
         last_seq: 0,
         tasks: heapless::Vec::new(),
         more_tasks: false,
@@ -394,6 +396,69 @@ async fn replayed_master_heartbeats_do_not_keep_a_kill_task_alive(broker: &TestB
         .wait_log(&["refused a message on tether/master/heartbeat", "replayed"])
         .await;
     master.assert_consistent();
+}
+
+both_brokers!(recorded_agent_heartbeats_do_not_keep_a_dead_agent_alive);
+
+/// The intruder records an agent's heartbeats and its retained `online`, the agent dies
+/// (kill -9, its will arrives), and the intruder keeps publishing the recordings. The master
+/// takes none of them as a sign of life: the agent stays unavailable and its `kill` task is
+/// failed once the task's timeout has passed, as if nobody had spoken for it.
+async fn recorded_agent_heartbeats_do_not_keep_a_dead_agent_alive(broker: &TestBroker) {
+    let mut master_home = MasterHome::new(MasterOptions {
+        external_broker: Some(format!("mqtt://{}", broker.host_port())),
+        ..MasterOptions::default()
+    });
+    let master = master_home.start();
+    let (_home, mut agent) = start_agent(&master, "sec-dead");
+    master.wait_available("sec-dead").await;
+    let heartbeat = "tether/agent/sec-dead/heartbeat";
+    let presence = "tether/agent/sec-dead/presence";
+    let mut intruder = Intruder::connect(&broker.host_port(), &[heartbeat, presence]).await;
+    let online = intruder
+        .capture(presence, |p| p.starts_with(b"online"))
+        .await;
+    let id = master.submit(&task(
+        json!({ "agent": "sec-dead" }),
+        &["/bin/sh", "-c", "exec sleep 30"],
+        fast_policy("kill"),
+    ));
+    master.wait_state(id, "running").await;
+    let mut recorded = Vec::new();
+    for _ in 0..3 {
+        recorded.push(intruder.capture(heartbeat, |_| true).await);
+    }
+
+    agent.kill9();
+    master.wait_presence("sec-dead", "lost").await;
+    let replays = {
+        let client = intruder.client.clone();
+        tokio::spawn(async move {
+            loop {
+                for (topic, payload) in recorded
+                    .iter()
+                    .map(|hb| (heartbeat, hb))
+                    .chain([(presence, &online)])
+                {
+                    let _ = client
+                        .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let t = master.wait_finished(id).await;
+    let status = master.get("/api/status");
+    let agents = master.get("/api/agents");
+    replays.abort();
+    assert_eq!(task_state(&t), "failed", "{t}");
+    let dead = tether_tests::harness::master_proc::find_agent(&agents, "sec-dead").unwrap();
+    assert_eq!(dead["available"], false, "{dead}");
+    assert!(
+        status["stats"]["stale_heartbeats"].as_u64() >= Some(3),
+        "{status}"
+    );
 }
 
 /// Secure by default: an agent without keys does not start; the explicit opt-out runs, loudly.

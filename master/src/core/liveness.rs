@@ -1,0 +1,126 @@
+//! Which agent heartbeats prove that the agent is alive now.
+//!
+//! Anyone on the broker can record an agent's authentic heartbeat and publish it again. So an
+//! agent heartbeat names (echoes) the newest master heartbeat the agent heard, and counts its
+//! own heartbeats: it is evidence of life only when that master heartbeat was sent recently
+//! and the count is above the last one accepted from the same incarnation.
+
+use std::collections::VecDeque;
+
+use tether_core::message::{AgentHeartbeat, Echo};
+use tether_core::{Duration, Instant};
+
+/// Bounds the memory of a master whose period is tiny; far above what the window needs at the
+/// shortest period an agent accepts.
+const MAX_REMEMBERED: usize = 1024;
+
+/// The master heartbeats sent recently, with when and at which period.
+#[derive(Debug, Default)]
+pub(crate) struct SentHeartbeats {
+    sent: VecDeque<(u64, Instant, Duration)>,
+}
+
+impl SentHeartbeats {
+    pub(crate) fn record(&mut self, counter: u64, now: Instant, period: Duration) {
+        if self.sent.len() == MAX_REMEMBERED {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((counter, now, period));
+    }
+
+    /// Forgets heartbeats no echo can still make fresh.
+    pub(crate) fn prune(&mut self, now: Instant, allowance: Duration) {
+        while self
+            .sent
+            .front()
+            .is_some_and(|&(_, at, period)| now > expiry(at, period, allowance))
+        {
+            self.sent.pop_front();
+        }
+    }
+
+    /// Whether `echo` names a heartbeat of this `epoch` sent within two of its periods plus the
+    /// delay allowance (the silence after which the master stops counting on an agent).
+    pub(crate) fn fresh(
+        &self,
+        epoch: u32,
+        echo: Option<Echo>,
+        now: Instant,
+        allowance: Duration,
+    ) -> bool {
+        let Some(echo) = echo.filter(|e| e.epoch == epoch) else {
+            return false;
+        };
+        self.sent
+            .iter()
+            .rev()
+            .find(|&&(counter, ..)| counter == echo.counter)
+            .is_some_and(|&(_, at, period)| now <= expiry(at, period, allowance))
+    }
+}
+
+fn expiry(at: Instant, period: Duration, allowance: Duration) -> Instant {
+    at.saturating_add(period + period + allowance)
+}
+
+/// The last heartbeat accepted from an agent: `(incarnation, counter)`.
+pub(crate) type LastHeartbeat = Option<(u32, u32)>;
+
+/// Whether `hb` is newer than `last` (a heartbeat of another incarnation always is; the echo
+/// decides whether it is recent).
+pub(crate) fn newer(last: LastHeartbeat, hb: &AgentHeartbeat) -> bool {
+    last.is_none_or(|(incarnation, counter)| incarnation != hb.incarnation || hb.counter > counter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALLOWANCE: Duration = Duration::from_secs(2);
+
+    fn at(secs: u64) -> Instant {
+        Instant::from_secs(secs)
+    }
+
+    fn echo(epoch: u32, counter: u64) -> Option<Echo> {
+        Some(Echo { epoch, counter })
+    }
+
+    #[test]
+    fn an_echo_is_fresh_for_two_periods_and_the_allowance() {
+        let mut sent = SentHeartbeats::default();
+        sent.record(7, at(100), Duration::from_secs(1));
+        assert!(sent.fresh(3, echo(3, 7), at(104), ALLOWANCE));
+        assert!(!sent.fresh(3, echo(3, 7), at(105), ALLOWANCE));
+        sent.prune(at(105), ALLOWANCE);
+        assert!(!sent.fresh(3, echo(3, 7), at(100), ALLOWANCE));
+    }
+
+    #[test]
+    fn unknown_absent_or_other_epoch_echoes_are_not_fresh() {
+        let mut sent = SentHeartbeats::default();
+        sent.record(7, at(100), Duration::from_secs(10));
+        assert!(!sent.fresh(3, None, at(100), ALLOWANCE));
+        assert!(!sent.fresh(3, echo(2, 7), at(100), ALLOWANCE));
+        assert!(!sent.fresh(3, echo(3, 8), at(100), ALLOWANCE));
+        assert!(!sent.fresh(3, echo(3, 6), at(100), ALLOWANCE));
+    }
+
+    #[test]
+    fn heartbeats_must_count_up_within_an_incarnation() {
+        let hb = |incarnation, counter| AgentHeartbeat {
+            incarnation,
+            counter,
+            echo: None,
+            last_seq: 0,
+            tasks: heapless::Vec::new(),
+            more_tasks: false,
+            journal_bytes: 0,
+        };
+        assert!(newer(None, &hb(1, 1)));
+        assert!(newer(Some((1, 4)), &hb(1, 5)));
+        assert!(!newer(Some((1, 4)), &hb(1, 4)));
+        assert!(!newer(Some((1, 4)), &hb(1, 3)));
+        assert!(newer(Some((1, 4)), &hb(2, 1)));
+    }
+}
