@@ -39,6 +39,7 @@
 //!   from one counter per epoch; what an agent publishes must carry that agent's MAC (keys from
 //!   [`Master::set_agent_key`]), else it is dropped and counted ([`Master::security`]).
 
+mod liveness;
 mod registry;
 mod types;
 
@@ -56,10 +57,12 @@ use tether_core::topic::{Topic, validate_id, validate_prefix};
 use tether_core::wire::{self, DecodeError, Signer};
 use tether_core::{Duration, Instant};
 
+use crate::passwords::MASTER_USER;
 use crate::store::{
     AgentPresence, AttemptId, AttemptState, AttemptUpdate, Cluster, ClusterMode, NewTask, Outcome,
     Profile, Target, Task, TaskId, TaskPolicy, TaskState,
 };
+use liveness::SentHeartbeats;
 use registry::{AgentEntry, PresenceEffect, Seq};
 pub use types::{
     Action, AgentView, Change, ClusterRequest, Config, PolicyOverrides, ProfileRequest, Publish,
@@ -135,6 +138,7 @@ pub struct Master {
     next_attempt: AttemptId,
     counter: u64,
     next_heartbeat: Instant,
+    sent_heartbeats: SentHeartbeats,
     actions: VecDeque<Action>,
     stats: Stats,
     agent_keys: BTreeMap<String, AgentKey>,
@@ -228,6 +232,7 @@ impl Master {
             next_attempt: snap.next_attempt.max(1),
             counter: 0,
             next_heartbeat: now,
+            sent_heartbeats: SentHeartbeats::default(),
             actions: VecDeque::new(),
             stats: Stats::default(),
             agent_keys: snap.agent_keys.into_iter().collect(),
@@ -459,6 +464,12 @@ impl Master {
     ) -> Result<(), RequestError> {
         self.advance(now);
         check_name("agent", id)?;
+        if id == MASTER_USER {
+            // Brokers that take the user name as client id would let it clash with the master.
+            return Err(RequestError::Invalid(format!(
+                "agent id '{id}' is the master's own broker user"
+            )));
+        }
         self.agent_keys.insert(id.to_owned(), key);
         self.persist(Change::AgentKey {
             agent: id.to_owned(),
@@ -645,6 +656,10 @@ impl Master {
             PresenceEffect::Unchanged => {}
             PresenceEffect::Changed => {
                 info!("agent {id}: {}", p.render());
+                if p.state == State::Online {
+                    // Its answer, echoing this heartbeat, is what makes it available.
+                    self.next_heartbeat = now;
+                }
                 let change = Change::Agent {
                     id: id.to_owned(),
                     incarnation: entry.incarnation,
@@ -657,10 +672,22 @@ impl Master {
     }
 
     fn handle_heartbeat(&mut self, now: Instant, id: &str, hb: &AgentHeartbeat) {
+        let fresh = self.sent_heartbeats.fresh(
+            self.config.epoch,
+            hb.echo,
+            now,
+            self.config.delay_allowance,
+        );
         let entry = self
             .agents
             .entry(id.to_owned())
             .or_insert_with(|| AgentEntry::new(now));
+        if !fresh || !liveness::newer(entry.last_heartbeat, hb) {
+            // A recording, or one sent before the agent heard our latest: not a sign of life.
+            self.stats.stale_heartbeats += 1;
+            return;
+        }
+        entry.last_heartbeat = Some((hb.incarnation, hb.counter));
         entry.heard(now);
         let acked = entry.acked;
         let stopped_here =
@@ -752,15 +779,16 @@ impl Master {
             .agents
             .entry(id.to_owned())
             .or_insert_with(|| AgentEntry::new(now));
-        entry.heard(now);
         let seq = entry.receive(event.seq);
         let up_to = entry.acked;
         match seq {
             Seq::Duplicate => {
+                // Not a sign of life either: it may be a recording.
                 self.stats.duplicate_events += 1;
                 return;
             }
             Seq::New { advanced } => {
+                entry.heard(now);
                 self.persist(Change::Event {
                     agent: id.to_owned(),
                     event: event.clone(),
@@ -998,7 +1026,7 @@ impl Master {
         let silence = self.silence();
         let mut changes = Vec::new();
         for (id, a) in &mut self.agents {
-            if a.presence == AgentPresence::Online && !a.available(now, silence) {
+            if a.gone_silent(now, silence) {
                 info!(
                     "agent {id}: silent for {} ms, unavailable",
                     silence.as_millis()
@@ -1246,6 +1274,8 @@ impl Master {
         // Heartbeats and commands share the counter: an agent takes a heartbeat as contact only
         // when it is newer than everything it accepted.
         self.counter += 1;
+        self.sent_heartbeats.prune(now, self.config.delay_allowance);
+        self.sent_heartbeats.record(self.counter, now, period);
         let hb = Message::MasterHeartbeat(MasterHeartbeat {
             epoch: self.config.epoch,
             counter: self.counter,
