@@ -20,5 +20,13 @@ if cargo tree -p tether-core --no-default-features -e features --target thumbv7e
     exit 1
 fi
 
+step "the master's core and model import no storage crate"
+# The core decides and the model describes; only master/src/store/ knows a database.
+if grep -rnE '\b(rusqlite|tokio_postgres|sqlx)\b|crate::store\b|crate::persist\b' \
+    master/src/core master/src/model.rs; then
+    echo "master/src/core or master/src/model.rs imports a storage crate or the store" >&2
+    exit 1
+fi
+
 step "tests (TETHER_SIM_SEEDS=${TETHER_SIM_SEEDS:-default})"
 cargo test --workspace --locked

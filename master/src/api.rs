@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{ClusterRequest, ProfileRequest, RequestError, Submit};
-use crate::store::{StoreError, TaskId};
+use crate::model::TaskId;
+use crate::store::StoreError;
 
 /// What the API asks of the master loop.
 #[derive(Debug)]

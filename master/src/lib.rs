@@ -1,5 +1,6 @@
 //! tether-master: the master library (core, broker, store, API).
 //!
+//! - [`model`]: the domain values (agents, clusters, profiles, tasks, attempts, outcomes);
 //! - [`core`]: the sans-IO state machine that decides everything;
 //! - [`persist`]: applies the core's changes to the [`store`] and reads them back at start;
 //! - [`runtime`]: the `tether-master` loop over tokio, MQTT, SQLite and [`api`] (HTTP);
@@ -15,6 +16,7 @@ pub mod broker;
 pub mod core;
 pub mod http;
 pub mod keys;
+pub mod model;
 pub mod passwords;
 pub mod persist;
 pub mod provision;

@@ -27,9 +27,10 @@ use crate::broker::{
 };
 use crate::core::{Action, Config, Master, Publish, Qos};
 use crate::keys;
+use crate::model::TaskId;
 use crate::passwords::{self, Passwords, Verdict};
 use crate::persist;
-use crate::store::{Store, StoreError, TaskId};
+use crate::store::{Store, StoreError};
 use crate::tls_listener::{self, TlsListen};
 
 /// How `tether-master run` was asked to run.

@@ -13,7 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tether_core::message::Stream;
-use tether_master::store::{NewTask, Store, Target, TaskPolicy};
+use tether_master::model::{NewTask, Target, TaskPolicy};
+use tether_master::store::Store;
 
 const CHILD_ENV: &str = "TETHER_STORE_CRASH_CHILD";
 const AGENT: &str = "pi-crash";

@@ -57,11 +57,11 @@ use tether_core::topic::{Topic, validate_id, validate_prefix};
 use tether_core::wire::{self, DecodeError, Signer};
 use tether_core::{Duration, Instant};
 
-use crate::passwords::MASTER_USER;
-use crate::store::{
+use crate::model::{
     AgentPresence, AttemptId, AttemptState, AttemptUpdate, Cluster, ClusterMode, NewTask, Outcome,
     Profile, Target, Task, TaskId, TaskPolicy, TaskState,
 };
+use crate::passwords::MASTER_USER;
 use liveness::SentHeartbeats;
 use registry::{AgentEntry, PresenceEffect, Seq};
 pub use types::{

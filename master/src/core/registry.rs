@@ -7,7 +7,7 @@ use tether_core::presence::{Presence, State};
 use tether_core::{Duration, Instant};
 
 use super::liveness::LastHeartbeat;
-use crate::store::AgentPresence;
+use crate::model::AgentPresence;
 
 /// What an event's sequence number means for the master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

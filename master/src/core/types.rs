@@ -9,7 +9,7 @@ use tether_core::auth::{AgentKey, SigningKey};
 use tether_core::message::{Event, Stream};
 use tether_core::policy::OnDisconnect;
 
-use crate::store::{
+use crate::model::{
     Agent, AgentPresence, Attempt, AttemptId, AttemptUpdate, Cluster, ClusterMode, NewTask,
     Outcome, Profile, Task, TaskId, TaskPolicy, TaskState,
 };
@@ -74,7 +74,7 @@ pub enum Action {
     Persist(Change),
 }
 
-/// One change of the durable state, applied by [`crate::persist::apply`].
+/// One change of the durable state; the store applies a batch of them in one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// The agent's presence and incarnation; `heard` stamps its last heartbeat with the wall
@@ -136,7 +136,7 @@ pub enum Change {
     Profile(Profile),
 }
 
-/// Everything a restarted core needs, read from the store by [`crate::persist::load`].
+/// Everything a restarted core needs, as the store loads it.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Each agent with the sequence numbers of its events stored above its acknowledged prefix.

@@ -15,8 +15,9 @@ use tether_master::core::{
     Action, ClusterRequest, Config, Master, PolicyOverrides, ProfileRequest, Publish, Qos,
     RequestError, Submit,
 };
+use tether_master::model::{AgentPresence, AttemptState, ClusterMode, Outcome, TaskState};
 use tether_master::persist;
-use tether_master::store::{AgentPresence, AttemptState, ClusterMode, Outcome, Store, TaskState};
+use tether_master::store::Store;
 
 use crate::published;
 

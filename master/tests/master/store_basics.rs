@@ -3,10 +3,11 @@
 
 use tether_core::message::{EventKind, Exit, KillCause, Stream, TaskRef};
 use tether_core::policy::OnDisconnect;
-use tether_master::store::{
+use tether_master::model::{
     Agent, AgentPresence, AttemptState, AttemptUpdate, Cluster, ClusterMode, NewTask, Outcome,
-    Profile, SCHEMA_VERSION, Store, StoreError, Target, TaskPolicy, TaskState,
+    Profile, Target, TaskPolicy, TaskState,
 };
+use tether_master::store::{SCHEMA_VERSION, Store, StoreError};
 
 fn db() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();

@@ -35,10 +35,11 @@ use tether_core::{Duration, Instant};
 use tether_master::core::{
     Action, Change, ClusterRequest, Config, Master, PolicyOverrides, Qos, Submit,
 };
-use tether_master::persist;
-use tether_master::store::{
-    AttemptId, AttemptState, ClusterMode, Outcome, Store, Target, TaskId, TaskPolicy, TaskState,
+use tether_master::model::{
+    AttemptId, AttemptState, ClusterMode, Outcome, Target, TaskId, TaskPolicy, TaskState,
 };
+use tether_master::persist;
+use tether_master::store::Store;
 
 use super::client::ClientEvent;
 use super::invariants::{Invariant, TICK, Violation, secs};

@@ -9,7 +9,7 @@
 
 use tether_core::policy::OnDisconnect;
 use tether_core::{Duration, Instant};
-use tether_master::store::{ClusterMode, Outcome, Target, TaskState};
+use tether_master::model::{ClusterMode, Outcome, Target, TaskState};
 use tether_tests::sim::procs::Program;
 use tether_tests::sim::system::{System, overrides};
 use tether_tests::sim::world::{Step, World, WorldConfig, policy};

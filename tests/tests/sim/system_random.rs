@@ -15,7 +15,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use tether_core::policy::OnDisconnect;
 use tether_core::{Duration, Instant};
-use tether_master::store::{ClusterMode, Target};
+use tether_master::model::{ClusterMode, Target};
 use tether_tests::sim::procs::{OnTerm, Program};
 use tether_tests::sim::system::{System, overrides};
 use tether_tests::sim::world::{Step, Who, World, WorldConfig, policy};
