@@ -131,8 +131,10 @@ async fn ask(tx: &mpsc::Sender<Envelope>, req: ApiRequest, ok: StatusCode) -> Re
 }
 
 fn task_id(text: &str) -> Result<TaskId, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::new(400, format!("task id '{text}' is not a number")))
+    let id = text
+        .parse()
+        .map_err(|_| ApiError::new(400, format!("task id '{text}' is not a number")))?;
+    crate::limits::check_id("task id", id).map_err(|e| ApiError::new(400, e.reason))
 }
 
 fn body<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError> {

@@ -1,6 +1,7 @@
 //! tether-master: the master library (core, broker, store, API).
 //!
-//! - [`model`]: the domain values (agents, clusters, profiles, tasks, attempts, outcomes);
+//! - [`model`]: the domain values (agents, clusters, profiles, tasks, attempts, outcomes), and
+//!   [`limits`]: the range of every number they carry;
 //! - [`core`]: the sans-IO state machine that decides everything;
 //! - [`persist`]: applies the core's changes to the [`store`] and reads them back at start;
 //! - [`runtime`]: the `tether-master` loop over tokio, MQTT, SQLite and [`api`] (HTTP);
@@ -16,6 +17,7 @@ pub mod broker;
 pub mod core;
 pub mod http;
 pub mod keys;
+pub mod limits;
 pub mod model;
 pub mod passwords;
 pub mod persist;

@@ -210,21 +210,24 @@ impl TaskPolicy {
         }
     }
 
+    /// The protocol's rules (the agent's own check) and the master's ranges
+    /// ([`crate::limits`]), so nothing a store cannot hold or a fleet should not run gets in.
     pub fn validate(&self) -> Result<(), Invalid> {
+        use crate::limits::{
+            GRACE_MS, HEARTBEAT_PERIOD_MS, HEARTBEAT_TIMEOUT_MS, LOST_AFTER_MS, MAX_RUN_MS,
+            OUTPUT_CAP, RETRIES,
+        };
         self.to_core()
             .validate()
             .map_err(|e| Invalid::new("policy", format!("invalid policy: {e}")))?;
-        // Every store keeps integers as signed 64-bit.
-        for (name, v) in [
-            ("heartbeat_timeout_ms", self.heartbeat_timeout_ms),
-            ("grace_ms", self.grace_ms),
-            ("max_run_ms", self.max_run_ms),
-            ("output_cap", self.output_cap),
-            ("lost_after_ms", self.lost_after_ms.unwrap_or(0)),
-        ] {
-            if i64::try_from(v).is_err() {
-                return Err(Invalid::new(name, format!("{name} is too large")));
-            }
+        HEARTBEAT_PERIOD_MS.check(self.heartbeat_period_ms)?;
+        HEARTBEAT_TIMEOUT_MS.check(self.heartbeat_timeout_ms)?;
+        GRACE_MS.check(self.grace_ms)?;
+        MAX_RUN_MS.check(self.max_run_ms)?;
+        OUTPUT_CAP.check(self.output_cap)?;
+        RETRIES.check(u64::from(self.retries))?;
+        if let Some(v) = self.lost_after_ms {
+            LOST_AFTER_MS.check(v)?;
         }
         Ok(())
     }
@@ -317,7 +320,7 @@ pub struct NewTask {
     /// `KEY=VALUE` items.
     #[serde(default)]
     pub env: Vec<String>,
-    /// Empty means the agent's work directory.
+    /// An absolute path; empty means the agent's work directory.
     #[serde(default)]
     pub cwd: String,
     /// The profile the policy was taken from, kept for display; the policy is copied so later
@@ -481,6 +484,19 @@ pub(crate) fn build_spec(
         return Err(Invalid::new(
             "argv",
             "task argv: the program (argv[0]) is missing",
+        ));
+    }
+    if let Some(at) = start_at_unix_ms {
+        crate::limits::START_AT_MS.check(at)?;
+    }
+    // The agent resolves a relative directory against wherever it runs: refused here, where
+    // the operator still sees why, not later as a spawn failure on the board.
+    if !cwd.is_empty() && !cwd.starts_with('/') {
+        return Err(Invalid::new(
+            "cwd",
+            format!(
+                "task cwd '{cwd}' is not an absolute path (leave it out for the agent's work directory)"
+            ),
         ));
     }
     let spec = TaskSpec {

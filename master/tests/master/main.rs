@@ -2,6 +2,7 @@
 //! store, the runtime over a real broker, and the embedded rumqttd beside a real mosquitto.
 //! (`store_crash` is its own binary: it re-executes itself as the writer it kills.)
 
+mod api_abuse;
 mod broker_embedded;
 mod broker_mosquitto;
 mod broker_util;

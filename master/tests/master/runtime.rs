@@ -25,15 +25,15 @@ use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-struct MasterProc {
-    child: Child,
+pub(crate) struct MasterProc {
+    pub(crate) child: Child,
     mqtt: BrokerAddr,
-    http: String,
+    pub(crate) http: String,
     keys: MasterKeys,
 }
 
 impl MasterProc {
-    fn start(data: &Path) -> Self {
+    pub(crate) fn start(data: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
             .args(["run", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .args(["--heartbeat-period-ms", "500", "--data-dir"])
@@ -70,27 +70,27 @@ impl MasterProc {
     }
 
     /// The agent's MAC key from the master's API (created on first ask, then the same).
-    fn agent_key(&self, id: &str) -> AgentKey {
+    pub(crate) fn agent_key(&self, id: &str) -> AgentKey {
         let (status, v) = self.post(&format!("/api/agents/{id}/key"), json!({}));
         assert_eq!(status, 200, "{v}");
         parse_hex(v["agent_key"].as_str().unwrap()).unwrap()
     }
 
-    fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) fn get(&self, path: &str) -> (u16, Value) {
         self.call("GET", path, None)
     }
 
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.call("POST", path, Some(body.to_string()))
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<String>) -> (u16, Value) {
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<String>) -> (u16, Value) {
         let (status, text) = http::request(&self.http, method, path, body.as_deref()).unwrap();
         (status, serde_json::from_str(&text).unwrap())
     }
 
     /// Polls `path` until `f` accepts the answer.
-    fn wait_for(&self, path: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for(&self, path: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             let (_, v) = self.get(path);
@@ -116,7 +116,7 @@ impl Drop for MasterProc {
 }
 
 /// The test's agent: a rumqttc connection with Tether's options.
-struct FakeAgent {
+pub(crate) struct FakeAgent {
     id: String,
     inc: u32,
     key: AgentKey,
@@ -129,7 +129,7 @@ struct FakeAgent {
 }
 
 impl FakeAgent {
-    async fn connect(master: &MasterProc, id: &str, inc: u32) -> Self {
+    pub(crate) async fn connect(master: &MasterProc, id: &str, inc: u32) -> Self {
         let key = master.agent_key(id);
         let presence_topic = format!("tether/agent/{id}/presence");
         let will = Presence {
@@ -205,7 +205,11 @@ impl FakeAgent {
         agent
     }
 
-    async fn next<T>(&mut self, what: &str, mut f: impl FnMut(&Packet) -> Option<T>) -> T {
+    pub(crate) async fn next<T>(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut(&Packet) -> Option<T>,
+    ) -> T {
         timeout(WAIT, async {
             loop {
                 let p = self.rx.recv().await.expect("event loop alive");
@@ -246,7 +250,7 @@ impl FakeAgent {
     }
 
     /// A heartbeat echoing the master's newest (waiting for one: the master counts no other).
-    async fn heartbeat(&self, last_seq: u64, tasks: &[TaskRef]) {
+    pub(crate) async fn heartbeat(&self, last_seq: u64, tasks: &[TaskRef]) {
         let mut echo = self.echo.clone();
         let echo = *timeout(WAIT, echo.wait_for(Option::is_some))
             .await
@@ -265,7 +269,7 @@ impl FakeAgent {
         self.publish("heartbeat", false, bytes).await;
     }
 
-    async fn event(&self, seq: u64, kind: EventKind) {
+    pub(crate) async fn event(&self, seq: u64, kind: EventKind) {
         let ev = Message::Event(Event {
             seq,
             at_unix_ms: 0,
