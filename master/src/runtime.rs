@@ -59,6 +59,8 @@ pub struct RunConfig {
     pub signing_key: Option<PathBuf>,
     /// Take unauthenticated messages from agents that have no key (insecure).
     pub insecure_agents: bool,
+    /// The host names and origins the HTTP API accepts.
+    pub api_guard: api::Guard,
 }
 
 /// The PEM files of the master's own TLS client.
@@ -285,8 +287,9 @@ pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(),
         .local_addr()
         .map_err(|e| RunError::Io("HTTP listener address".into(), e))?;
     let (api_tx, mut api_rx) = mpsc::channel::<Envelope>(64);
+    let router = api::router(api_tx, config.api_guard.clone());
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, api::router(api_tx)).await {
+        if let Err(e) = axum::serve(listener, router).await {
             error!("HTTP server stopped: {e}");
         }
     });

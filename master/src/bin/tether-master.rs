@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tether_master::api::Guard;
 use tether_master::broker::BrokerAddr;
 use tether_master::runtime::{self, ClientTlsFiles, RunConfig};
 use tether_master::tls_listener::TlsListen;
@@ -86,6 +87,14 @@ enum Command {
         /// (`tetherctl provision` gives each agent one).
         #[arg(long)]
         insecure_agents: bool,
+        /// A host name the HTTP API answers to besides localhost and IP addresses (repeat for
+        /// more); any other `Host` is refused, which stops DNS-rebinding pages.
+        #[arg(long = "api-host", value_name = "NAME")]
+        api_hosts: Vec<String>,
+        /// An origin (`https://dash.example`) whose pages may send state-changing requests,
+        /// besides the API's own (repeat for more).
+        #[arg(long = "api-origin", value_name = "ORIGIN")]
+        api_origins: Vec<String>,
     },
 }
 
@@ -112,6 +121,8 @@ fn main() -> ExitCode {
         tls_client_ca,
         signing_key,
         insecure_agents,
+        api_hosts,
+        api_origins,
     } = Cli::parse().command;
     let broker = match broker.as_deref().map(BrokerAddr::parse).transpose() {
         Ok(b) => b,
@@ -147,8 +158,8 @@ fn main() -> ExitCode {
         }),
         _ => None,
     };
-    if heartbeat_period_ms == 0 {
-        eprintln!("tether-master: --heartbeat-period-ms must be greater than zero");
+    if let Err(e) = tether_master::limits::HEARTBEAT_PERIOD_MS.check(heartbeat_period_ms) {
+        eprintln!("tether-master: --heartbeat-period-ms: {e}");
         return ExitCode::from(2);
     }
     let config = RunConfig {
@@ -166,6 +177,10 @@ fn main() -> ExitCode {
         client_tls,
         signing_key,
         insecure_agents,
+        api_guard: Guard {
+            hosts: api_hosts,
+            origins: api_origins,
+        },
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

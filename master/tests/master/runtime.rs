@@ -329,10 +329,13 @@ async fn task_round_trip_api_cli_and_kill9_restart() {
         "/api/tasks",
         json!({ "agent": "pi-1", "argv": ["true"], "policy": { "heartbeat_period_ms": 1000, "heartbeat_timeout_ms": 1500 } }),
     );
-    assert_eq!(status, 400, "{v}");
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["code"], "invalid");
     assert!(v["error"].as_str().unwrap().contains("multiple"));
     let (status, v) = master.post("/api/tasks", json!({ "argv": "not a list" }));
-    assert_eq!(status, 400, "{v}");
+    assert_eq!(status, 422, "{v}");
+    let (status, v) = master.call("POST", "/api/tasks", Some("{\"argv\": [".into()));
+    assert_eq!((status, &v["code"]), (400, &json!("bad_request")), "{v}");
     assert_eq!(master.get("/api/tasks/999").0, 404);
 
     // Submitted through tetherctl; the agent gets the start and reports.

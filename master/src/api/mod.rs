@@ -2,21 +2,28 @@
 //! [`ApiRequest`] to the master's single loop ([`crate::runtime`]) and waits for its answer, so
 //! every request sees committed state and every write goes through the core.
 //!
-//! Errors are `{"error": "..."}` with a fitting status: 400 bad input, 404 unknown, 409 wrong
-//! state, 500 store failure, 503 master stopping.
+//! Every request first passes the [`Guard`] (`Host`, `Origin`, content type). Errors are
+//! `{"error": "...", "code": "..."}` ([`ApiError`]): 400 malformed, 403 foreign origin, 404
+//! unknown, 405 wrong method, 409 wrong state, 413 too large, 415 not JSON, 421 unknown host,
+//! 422 invalid, 500 store failure, 503 master stopping.
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Html;
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{ClusterRequest, ProfileRequest, RequestError, Submit};
+use crate::core::{ClusterRequest, ProfileRequest, Submit};
 use crate::model::TaskId;
-use crate::store::StoreError;
+
+mod error;
+mod guard;
+
+pub use error::ApiError;
+pub use guard::Guard;
 
 /// What the API asks of the master loop.
 #[derive(Debug)]
@@ -54,54 +61,11 @@ pub struct KeyRequest {
 /// A request and where its answer goes.
 pub type Envelope = (ApiRequest, oneshot::Sender<Result<Value, ApiError>>);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: u16,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<RequestError> for ApiError {
-    fn from(e: RequestError) -> Self {
-        let status = match e {
-            RequestError::Invalid(_) => 400,
-            RequestError::NotFound(_) => 404,
-            RequestError::Conflict(_) => 409,
-        };
-        Self::new(status, e.to_string())
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        let status = match e {
-            StoreError::NotFound { .. } => 404,
-            StoreError::Invalid(_) => 400,
-            _ => 500,
-        };
-        Self::new(status, e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(json!({ "error": self.message }))).into_response()
-    }
-}
-
 type Reply = Result<(StatusCode, axum::Json<Value>), ApiError>;
 
-/// The router; `tx` reaches the master loop.
-pub fn router(tx: mpsc::Sender<Envelope>) -> Router {
+/// The router; `tx` reaches the master loop, `guard` says which names and origins it answers.
+pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard) -> Router {
+    let guard = std::sync::Arc::new(guard);
     Router::new()
         .route("/", get(dashboard))
         .route("/api/status", get(status))
@@ -116,7 +80,11 @@ pub fn router(tx: mpsc::Sender<Envelope>) -> Router {
         .route("/api/tasks/{id}/output", get(output))
         .route("/api/tasks/{id}/kill", post(kill))
         .fallback(|| async { ApiError::new(404, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(405, "this route does not take that method")
+        })
         .with_state(tx)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
 }
 
 async fn ask(tx: &mpsc::Sender<Envelope>, req: ApiRequest, ok: StatusCode) -> Reply {
@@ -138,14 +106,13 @@ fn task_id(text: &str) -> Result<TaskId, ApiError> {
 }
 
 fn body<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|axum::Json(v)| v)
-        .map_err(|e| ApiError::new(400, format!("bad request body: {}", e.body_text())))
+    body.map(|axum::Json(v)| v).map_err(|e| ApiError::body(&e))
 }
 
 type Tx = State<mpsc::Sender<Envelope>>;
 
 async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("../static/index.html"))
+    Html(include_str!("../../static/index.html"))
 }
 
 async fn status(State(tx): Tx) -> Reply {
@@ -173,12 +140,7 @@ async fn agent_key(
     let rotate = match req {
         Ok(axum::Json(r)) => r.rotate,
         Err(JsonRejection::MissingJsonContentType(_)) => false,
-        Err(e) => {
-            return Err(ApiError::new(
-                400,
-                format!("bad request body: {}", e.body_text()),
-            ));
-        }
+        Err(e) => return Err(ApiError::body(&e)),
     };
     ask(&tx, ApiRequest::AgentKey { id, rotate }, StatusCode::OK).await
 }

@@ -1,0 +1,93 @@
+//! The API's errors: a status, a stable `code` that scripts match, and a message for people.
+//! Every error body is `{"error": "...", "code": "..."}`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::core::RequestError;
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    code: &'static str,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// The stable name of the status: what a client branches on.
+    pub fn code(&self) -> &'static str {
+        match self.status {
+            400 => "bad_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            409 => "conflict",
+            413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            421 => "misdirected_request",
+            422 => "invalid",
+            503 => "unavailable",
+            507 => "insufficient_storage",
+            _ => "internal",
+        }
+    }
+
+    /// A body the JSON extractor refused: 400 malformed, 413 too large, 415 not JSON, 422
+    /// well-formed but not a valid request.
+    pub fn body(rejection: &JsonRejection) -> Self {
+        Self::new(
+            rejection.status().as_u16(),
+            format!("bad request body: {}", rejection.body_text()),
+        )
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        let status = match e {
+            RequestError::Invalid(_) => 422,
+            RequestError::NotFound(_) => 404,
+            RequestError::Conflict(_) => 409,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match e {
+            StoreError::NotFound { .. } => 404,
+            StoreError::Invalid(_) => 422,
+            _ => 500,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error: &self.message,
+            code: self.code(),
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
