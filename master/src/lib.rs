@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod commit;
 pub mod core;
 pub mod http;
 pub mod keys;

@@ -81,6 +81,13 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// The disk (or the database's size limit) is full: writes fail until space is freed.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+    }
+}
+
 impl From<Invalid> for StoreError {
     fn from(e: Invalid) -> Self {
         Self::Invalid(e.reason)
@@ -453,6 +460,15 @@ impl Store {
     /// `at_least`, committed before it is returned. Call once per master start. (The runtime
     /// passes the wall clock's seconds, so a master that lost its database still starts above
     /// the epochs its agents remember.)
+    /// A real write that changes nothing: whether the store takes writes again.
+    pub fn probe_write(&self) -> Result<()> {
+        self.atomically(|s| {
+            s.conn
+                .execute("UPDATE master_epoch SET epoch = epoch", [])?;
+            Ok(())
+        })
+    }
+
     pub fn next_epoch(&self, at_least: u32) -> Result<u32> {
         self.atomically(|s| {
             let epoch: u32 = s.conn.query_row(

@@ -141,7 +141,10 @@ mod tests {
         let g = Guard::default();
         let json = (header::CONTENT_TYPE, "application/json; charset=utf-8");
         let host = (header::HOST, "127.0.0.1:8080");
-        assert!(g.check(&Method::GET, &headers(std::slice::from_ref(&host))).is_ok());
+        assert!(
+            g.check(&Method::GET, &headers(std::slice::from_ref(&host)))
+                .is_ok()
+        );
         let form = (header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         let e = g
             .check(&Method::POST, &headers(&[host.clone(), form]))

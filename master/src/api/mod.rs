@@ -19,11 +19,17 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::{ClusterRequest, ProfileRequest, Submit};
 use crate::model::TaskId;
 
+mod access;
+pub mod answers;
 mod error;
 mod guard;
+mod tokens;
 
+pub use access::{SharedTokens, required_role};
+pub use answers::{Context, answer};
 pub use error::ApiError;
 pub use guard::Guard;
+pub use tokens::{Caller, Role, Token, Tokens};
 
 /// What the API asks of the master loop.
 #[derive(Debug)]
@@ -48,6 +54,20 @@ pub enum ApiRequest {
     },
     /// Messages dropped because they did not authenticate.
     Security,
+}
+
+impl ApiRequest {
+    /// Whether the answer depends on the batch's commit (it changes state).
+    pub fn writes(&self) -> bool {
+        matches!(
+            self,
+            Self::Submit(_)
+                | Self::Kill(_)
+                | Self::PutCluster(_)
+                | Self::PutProfile(_)
+                | Self::AgentKey { .. }
+        )
+    }
 }
 
 /// `POST /api/agents/{id}/key` body; an empty body keeps an existing key.

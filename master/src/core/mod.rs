@@ -241,6 +241,27 @@ impl Master {
         })
     }
 
+    /// Rebuilds the master from the store after a batch could not be committed: the store
+    /// holds exactly what was committed, so the core forgets what it decided since. What
+    /// already went out under this epoch stays valid: the signing counter only grows (agents
+    /// refuse a counter they have seen), and the connection, counters and sent heartbeats
+    /// carry over.
+    pub fn recover(&mut self, snap: Snapshot, now: Instant) {
+        match Self::restore(self.config.clone(), snap, now) {
+            Ok(mut fresh) => {
+                fresh.counter = self.counter;
+                fresh.connected = self.connected;
+                fresh.stats = self.stats;
+                fresh.security = std::mem::take(&mut self.security);
+                fresh.sent_heartbeats = std::mem::take(&mut self.sent_heartbeats);
+                fresh.next_heartbeat = self.next_heartbeat;
+                *self = fresh;
+            }
+            // The configuration was accepted at start and does not change.
+            Err(e) => log::error!("cannot rebuild the core: {e}"),
+        }
+    }
+
     // ----- getters -----
 
     pub fn config(&self) -> &Config {

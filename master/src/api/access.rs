@@ -1,0 +1,104 @@
+//! Which role each route needs, and the middleware that checks the caller's bearer token.
+//!
+//! Fail closed: a route not named below needs `admin`. Only the dashboard page itself (which
+//! holds no data and asks for a token) is public.
+
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+use super::tokens::{Caller, Role, Tokens};
+
+/// The tokens the API accepts, shared by the middleware and the master loop (which changes
+/// them after it has stored the change).
+pub type SharedTokens = Arc<RwLock<Tokens>>;
+
+/// The role a request needs; `None` for the public dashboard page.
+pub fn required_role(method: &Method, path: &str) -> Option<Role> {
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    if read && path == "/" {
+        return None;
+    }
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    Some(match (read, segments.as_slice()) {
+        // Tokens and keys are secrets or lead to them.
+        (_, ["", "api", "tokens", ..]) => Role::Admin,
+        (true, _) => Role::Viewer,
+        (false, ["", "api", "tasks"]) | (false, ["", "api", "tasks", _, "kill"]) => Role::Operator,
+        (false, _) => Role::Admin,
+    })
+}
+
+/// The bearer token of a request, if it has one.
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The middleware: 401 without a valid token, 403 with a role too low; otherwise the
+/// [`Caller`] goes into the request's extensions for the handler to record.
+pub(super) async fn require_token(
+    State(tokens): State<SharedTokens>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(needed) = required_role(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let caller = bearer(&req).and_then(|secret| {
+        tokens
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .authenticate(secret)
+    });
+    let Some(caller) = caller else {
+        let mut answer = ApiError::new(
+            401,
+            "a bearer token is needed (Authorization: Bearer tether_...)",
+        )
+        .into_response();
+        answer.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return answer;
+    };
+    if caller.role < needed {
+        return ApiError::new(
+            403,
+            format!(
+                "token '{}' is {}; this needs {needed}",
+                caller.name, caller.role
+            ),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert::<Caller>(caller);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_need_the_role_of_what_they_do() {
+        let r = |m: Method, p: &str| required_role(&m, p);
+        assert_eq!(r(Method::GET, "/"), None);
+        assert_eq!(r(Method::GET, "/api/tasks"), Some(Role::Viewer));
+        assert_eq!(r(Method::GET, "/api/tasks/7/output"), Some(Role::Viewer));
+        assert_eq!(r(Method::POST, "/api/tasks"), Some(Role::Operator));
+        assert_eq!(r(Method::POST, "/api/tasks/7/kill"), Some(Role::Operator));
+        assert_eq!(r(Method::POST, "/api/agents/pi-1/key"), Some(Role::Admin));
+        assert_eq!(r(Method::POST, "/api/clusters"), Some(Role::Admin));
+        assert_eq!(r(Method::GET, "/api/tokens"), Some(Role::Admin));
+        assert_eq!(r(Method::DELETE, "/api/tokens/ci"), Some(Role::Admin));
+        assert_eq!(r(Method::POST, "/"), Some(Role::Admin));
+        assert_eq!(r(Method::PUT, "/api/tasks"), Some(Role::Admin));
+    }
+}

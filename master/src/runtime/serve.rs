@@ -1,0 +1,266 @@
+//! The one loop: MQTT inputs, API requests and the core's timers in, batches committed, then
+//! published. A batch that cannot be committed stops nothing (see the module documentation
+//! of [`crate::runtime`]).
+
+use std::time::Duration as StdDuration;
+
+use log::{error, info, warn};
+use rumqttc::{AsyncClient, ConnectionError, Event as MqttEvent, Packet, QoS};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::time::Instant as TokioInstant;
+
+use super::setup::Ready;
+use super::{Bound, Clock, MqttInput, RunError};
+use crate::api::{self, ApiError, ApiRequest};
+use crate::core::{Master, Qos};
+use crate::persist;
+use crate::store::{Store, StoreError};
+
+/// Inputs handled in one batch, at most (bounds the latency a burst adds to its first input).
+const BURST: usize = 256;
+
+/// How often a store that refused a commit is tried again when nothing else writes.
+const PROBE_EVERY: StdDuration = StdDuration::from_secs(1);
+
+/// An API answer waiting for the commit of its batch; `writes` says whether it depends on it.
+struct Pending {
+    reply: oneshot::Sender<Result<Value, ApiError>>,
+    answer: Result<Value, ApiError>,
+    writes: bool,
+}
+
+struct Loop {
+    store: Store,
+    client: AsyncClient,
+    bound: Bound,
+    clock: Clock,
+    dropped_publishes: u64,
+    /// Why the store refuses writes, while it does: write requests get this at once.
+    refusing: Option<ApiError>,
+}
+
+pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
+    let Ready {
+        store,
+        mut core,
+        client,
+        mut mqtt_rx,
+        mut api_rx,
+        bound,
+        clock,
+        _broker,
+    } = ready;
+    let mut lp = Loop {
+        store,
+        client,
+        bound,
+        clock,
+        dropped_publishes: 0,
+        refusing: None,
+    };
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| RunError::Io("installing the SIGTERM handler".into(), e))?;
+    // API answers wait for the commit of the batch that made them true.
+    let mut pending = Vec::new();
+    loop {
+        let wake = core.poll_timeout().map(|t| clock.at(t));
+        let probe = lp
+            .refusing
+            .as_ref()
+            .map(|_| TokioInstant::now() + PROBE_EVERY);
+        tokio::select! {
+            input = mqtt_rx.recv() => {
+                let Some(input) = input else { break };
+                lp.mqtt(&mut core, input);
+            }
+            req = api_rx.recv() => {
+                let Some((req, reply)) = req else { break };
+                pending.push(lp.api(&mut core, req, reply));
+            }
+            () = sleep_until(wake) => core.handle_timeout(clock.now()),
+            () = sleep_until(probe) => lp.probe(),
+            _ = tokio::signal::ctrl_c() => { lp.stop(&mut core).await; break }
+            _ = sigterm.recv() => { lp.stop(&mut core).await; break }
+        }
+        // Group commit: what is already waiting joins this batch, so a burst of events or
+        // submissions costs one transaction (one fsync), not one each.
+        for _ in 0..BURST {
+            if let Ok(input) = mqtt_rx.try_recv() {
+                lp.mqtt(&mut core, input);
+            } else if let Ok((req, reply)) = api_rx.try_recv() {
+                pending.push(lp.api(&mut core, req, reply));
+            } else {
+                break;
+            }
+        }
+        let failed = lp.flush(&mut core)?;
+        for p in pending.drain(..) {
+            let answer = match &failed {
+                Some(e) if p.writes => Err(e.clone()),
+                _ => p.answer,
+            };
+            let _ = p.reply.send(answer);
+        }
+    }
+    Ok(())
+}
+
+async fn sleep_until(wake: Option<TokioInstant>) {
+    match wake {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Loop {
+    fn mqtt(&mut self, core: &mut Master, input: MqttInput) {
+        let now = self.clock.now();
+        match input {
+            MqttInput::Event(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                info!("connected to the broker at {}", self.bound.mqtt);
+                for filter in core.subscriptions() {
+                    if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                        error!("cannot subscribe to {filter}: {e}");
+                    }
+                }
+                core.handle_connected(now);
+            }
+            MqttInput::Event(MqttEvent::Incoming(Packet::Publish(p))) => {
+                core.handle_message(now, &p.topic, &p.payload);
+            }
+            MqttInput::Event(_) => {}
+            MqttInput::Down(e) => {
+                if core.is_connected() {
+                    warn!("broker connection lost: {e}");
+                } else if matches!(
+                    e,
+                    ConnectionError::ConnectionRefused(_) | ConnectionError::Tls(_)
+                ) {
+                    warn!("the broker at {} refused the master: {e}", self.bound.mqtt);
+                }
+                core.handle_disconnected(now);
+            }
+        }
+    }
+
+    /// Answers a request (writes through the core); while the store refuses writes, write
+    /// requests are refused before they reach the core.
+    fn api(
+        &mut self,
+        core: &mut Master,
+        req: ApiRequest,
+        reply: oneshot::Sender<Result<Value, ApiError>>,
+    ) -> Pending {
+        let writes = req.writes();
+        let answer = match &self.refusing {
+            Some(e) if writes => Err(e.clone()),
+            _ => api::answer(
+                api::Context {
+                    core,
+                    store: &self.store,
+                    bound: &self.bound,
+                    dropped_publishes: self.dropped_publishes,
+                },
+                self.clock.now(),
+                req,
+            ),
+        };
+        Pending {
+            reply,
+            answer,
+            writes,
+        }
+    }
+
+    /// Drains the core: commits the batch's changes, then publishes. On a failed commit
+    /// nothing of the batch goes out, the core is rebuilt from the store, and the error the
+    /// batch's write requests get is returned. Only a store that cannot even be read stops
+    /// the master.
+    fn flush(&mut self, core: &mut Master) -> Result<Option<ApiError>, RunError> {
+        match crate::commit::commit(core, &self.store) {
+            Ok(publishes) => {
+                if let Some(e) = self.refusing.take() {
+                    info!("the store takes writes again (it refused: {})", e.message);
+                }
+                for p in publishes {
+                    self.publish(p);
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                let refusal = refusal(&e);
+                error!(
+                    "cannot commit to the store: {e}; nothing of the batch is published, \
+                     the core is rebuilt from the store, agents resend what was not acknowledged"
+                );
+                let snapshot = persist::load(&self.store).map_err(RunError::Store)?;
+                core.recover(snapshot, self.clock.now());
+                if matches!(e, StoreError::Sqlite(_)) {
+                    if self.refusing.is_none() {
+                        warn!("refusing API writes until the store takes them again");
+                    }
+                    self.refusing = Some(refusal.clone());
+                }
+                Ok(Some(refusal))
+            }
+        }
+    }
+
+    fn publish(&mut self, p: crate::core::Publish) {
+        let qos = match p.qos {
+            Qos::AtMostOnce => QoS::AtMostOnce,
+            Qos::AtLeastOnce => QoS::AtLeastOnce,
+        };
+        if let Err(e) = self
+            .client
+            .try_publish(p.topic.clone(), qos, p.retain, p.payload)
+        {
+            // Commands are retransmitted by the core; nothing is lost by dropping here.
+            self.dropped_publishes += 1;
+            warn!("publish to {} dropped: {e}", p.topic);
+        }
+    }
+
+    /// Tries a write while the store refuses them, so the master carries on by itself once
+    /// space is free even when nothing else writes.
+    fn probe(&mut self) {
+        if self.store.probe_write().is_ok() {
+            if let Some(e) = self.refusing.take() {
+                info!("the store takes writes again (it refused: {})", e.message);
+            }
+        }
+    }
+
+    /// A normal stop: `offline <epoch> stopped`, then a clean disconnect.
+    async fn stop(&mut self, core: &mut Master) {
+        info!("stopping");
+        core.handle_stop(self.clock.now());
+        if let Err(e) = self.flush(core) {
+            error!("stopping without a last commit: {e}");
+        }
+        let _ = self.client.disconnect().await;
+        // Give the event loop a moment to send what is queued; bounded.
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+}
+
+/// What a write request of a batch that could not be committed is told.
+fn refusal(e: &StoreError) -> ApiError {
+    if e.is_full() {
+        ApiError::new(
+            507,
+            format!("the master's disk is full; nothing was changed ({e})"),
+        )
+    } else if matches!(e, StoreError::Sqlite(_)) {
+        ApiError::new(
+            503,
+            format!("the store refuses writes; nothing was changed ({e})"),
+        )
+    } else {
+        ApiError::new(
+            500,
+            format!("the store refused the change; nothing was changed ({e})"),
+        )
+    }
+}

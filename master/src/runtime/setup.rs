@@ -1,0 +1,205 @@
+//! Everything before the loop: the store and the snapshot the core is restored from, the
+//! embedded broker (or the external one's settings), the signing key and the epoch, the MQTT
+//! client and its event-loop task, the HTTP listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use log::{error, info, warn};
+use tether_core::presence::State;
+use tokio::sync::mpsc;
+use tokio::time::Instant as TokioInstant;
+
+use super::{Bound, Clock, MqttInput, RunConfig, RunError, unix_secs};
+use crate::api::{self, Envelope};
+use crate::broker::{BrokerConfig, ClientSettings, ClientTls, EmbeddedBroker};
+use crate::core::{Config, Master};
+use crate::keys;
+use crate::passwords::{self, Passwords, Verdict};
+use crate::persist;
+use crate::store::Store;
+use crate::tls_listener;
+
+/// A master ready to serve: what the loop owns.
+pub(super) struct Ready {
+    pub(super) store: Store,
+    pub(super) core: Master,
+    pub(super) client: rumqttc::AsyncClient,
+    pub(super) mqtt_rx: mpsc::Receiver<MqttInput>,
+    pub(super) api_rx: mpsc::Receiver<Envelope>,
+    pub(super) bound: Bound,
+    pub(super) clock: Clock,
+    /// The embedded broker, kept for as long as the loop runs (rumqttd has no shutdown).
+    pub(super) _broker: Option<EmbeddedBroker>,
+}
+
+/// Builds the master from its configuration; every error is one line for the operator.
+pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| RunError::Io(format!("creating {}", config.data_dir.display()), e))?;
+    let store = Store::open(config.data_dir.join("master.db")).map_err(RunError::Store)?;
+    let snapshot = persist::load(&store).map_err(RunError::Store)?;
+
+    let embedded_only = |what: &str| {
+        RunError::Config(format!(
+            "{what} configures the embedded broker; it does not apply with --broker"
+        ))
+    };
+    let mut credentials = config.client_credentials.clone();
+    // The embedded broker lives as long as the process (rumqttd has no shutdown).
+    let (mqtt_addr, broker, mqtts) = match &config.broker {
+        Some(addr) => {
+            if config.tls_listen.is_some() {
+                return Err(embedded_only("--tls-listen"));
+            }
+            if config.broker_passwords.is_some() {
+                return Err(embedded_only("--broker-passwords"));
+            }
+            (addr.clone(), None, None)
+        }
+        None => {
+            let mut broker_config = match &config.broker_config {
+                Some(path) => BrokerConfig::from_path(path),
+                None => BrokerConfig::builtin(),
+            }
+            .map_err(RunError::Broker)?;
+            broker_config.set_listen(config.listen);
+            if let Some(path) = &config.broker_passwords {
+                let passwords = Arc::new(
+                    Passwords::load(path)
+                        .map_err(|e| RunError::Config(format!("--broker-passwords: {e}")))?,
+                );
+                credentials = Some(passwords.master_credentials());
+                broker_config.set_auth_handler(move |client_id, user, password| {
+                    let verdict = passwords.check(&client_id, &user, &password);
+                    if verdict != Verdict::Accepted {
+                        warn!("broker refused client `{client_id}` (user `{user}`): {verdict}");
+                    }
+                    std::future::ready(verdict == Verdict::Accepted)
+                });
+            }
+            let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(broker_config))
+                .await
+                .map_err(|e| RunError::Config(format!("broker start: {e}")))?
+                .map_err(RunError::Broker)?;
+            let plain = broker.broker_addr();
+            let mqtts = match &config.tls_listen {
+                Some(listen) => {
+                    let upstream = SocketAddr::new(
+                        plain.host.parse().map_err(|_| {
+                            RunError::Config(format!("broker address {plain} is not an IP"))
+                        })?,
+                        plain.port,
+                    );
+                    Some(
+                        tls_listener::start(listen, upstream)
+                            .await
+                            .map_err(|e| RunError::Config(format!("--tls-listen: {e}")))?,
+                    )
+                }
+                None => None,
+            };
+            (plain, Some(broker), mqtts)
+        }
+    };
+    let client_tls = match &config.client_tls {
+        Some(files) => Some(ClientTls(Arc::new(
+            tether_tls::client_config_from_files(
+                &files.ca,
+                files
+                    .identity
+                    .as_ref()
+                    .map(|(c, k)| (c.as_path(), k.as_path())),
+            )
+            .map_err(|e| RunError::Config(format!("broker TLS: {e}")))?,
+        ))),
+        None => None,
+    };
+
+    let key_path = config
+        .signing_key
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("master.key"));
+    let signing_key = keys::load_or_create(&key_path).map_err(RunError::Config)?;
+    let public_key = signing_key.public_key();
+    if config.insecure_agents {
+        warn!(
+            "INSECURE: agents without a key are trusted; any broker client can speak for them \
+             (--insecure-agents)"
+        );
+    }
+    // Committed before anything is published under it: agents refuse every older epoch.
+    let epoch = store.next_epoch(unix_secs()).map_err(RunError::Store)?;
+    let clock = Clock(TokioInstant::now());
+    let period = tether_core::Duration::from_millis(config.heartbeat_period.as_millis() as u64);
+    let mut core_config = Config::new(&config.prefix, epoch, signing_key);
+    core_config.heartbeat_period = period;
+    core_config.cancel_duplicates = config.cancel_duplicates;
+    core_config.insecure_agents = config.insecure_agents;
+    let core = Master::restore(core_config, snapshot, clock.now())
+        .map_err(|e| RunError::Config(e.to_string()))?;
+
+    let mut settings = ClientSettings::master(
+        passwords::MASTER_USER,
+        &config.prefix,
+        epoch,
+        config.heartbeat_period,
+    );
+    settings.credentials = credentials;
+    settings.tls = client_tls;
+    settings.will = Some(core.presence(State::Lost));
+    let (client, mut eventloop) = settings
+        .connect(&mqtt_addr, 1024)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let (mqtt_tx, mqtt_rx) = mpsc::channel::<MqttInput>(1024);
+    tokio::spawn(async move {
+        loop {
+            let input = match eventloop.poll().await {
+                Ok(ev) => MqttInput::Event(ev),
+                Err(e) => MqttInput::Down(e),
+            };
+            let down = matches!(input, MqttInput::Down(_));
+            if mqtt_tx.send(input).await.is_err() {
+                return;
+            }
+            if down {
+                // rumqttc reconnects on the next poll without pausing: pace it.
+                tokio::time::sleep(StdDuration::from_millis(500)).await;
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|e| RunError::Io(format!("binding HTTP on {}", config.http), e))?;
+    let http = listener
+        .local_addr()
+        .map_err(|e| RunError::Io("HTTP listener address".into(), e))?;
+    let (api_tx, api_rx) = mpsc::channel::<Envelope>(64);
+    let router = api::router(api_tx, config.api_guard.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            error!("HTTP server stopped: {e}");
+        }
+    });
+
+    let bound = Bound {
+        mqtt: mqtt_addr.clone(),
+        http,
+        epoch,
+        mqtts,
+        public_key,
+    };
+    info!("{bound}");
+    Ok(Ready {
+        store,
+        core,
+        client,
+        mqtt_rx,
+        api_rx,
+        bound,
+        clock,
+        _broker: broker,
+    })
+}
