@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{ClusterRequest, ProfileRequest, RequestError, Submit};
+use crate::core::{ClusterRequest, ErrorClass, ProfileRequest, RequestError, Submit};
 use crate::model::TaskId;
 use crate::store::StoreError;
 
@@ -71,10 +71,10 @@ impl ApiError {
 
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
-        let status = match e {
-            RequestError::Invalid(_) => 400,
-            RequestError::NotFound(_) => 404,
-            RequestError::Conflict(_) => 409,
+        let status = match e.class() {
+            ErrorClass::Invalid => 400,
+            ErrorClass::NotFound => 404,
+            ErrorClass::Conflict => 409,
         };
         Self::new(status, e.to_string())
     }

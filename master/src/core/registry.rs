@@ -3,10 +3,13 @@
 
 use std::collections::BTreeSet;
 
+use tether_core::Instant;
 use tether_core::presence::{Presence, State};
-use tether_core::{Duration, Instant};
+
+use log::info;
 
 use super::liveness::LastHeartbeat;
+use super::{Change, Master};
 use crate::model::AgentPresence;
 
 /// What an event's sequence number means for the master.
@@ -26,7 +29,7 @@ pub(crate) struct AgentEntry {
     /// a restore). Presence is not one: a recorded `online` can be published again.
     pub(crate) last_heard: Instant,
     /// When presence last turned online: the agent has a silence from then to prove it.
-    online_since: Instant,
+    pub(super) online_since: Instant,
     pub(crate) last_heartbeat: LastHeartbeat,
     /// Every event up to here is stored; acknowledged cumulatively.
     pub(crate) acked: u64,
@@ -86,11 +89,6 @@ impl AgentEntry {
         entry
     }
 
-    /// Online and heard from within `silence` (unavailable from `last_heard + silence` on).
-    pub(crate) fn available(&self, now: Instant, silence: Duration) -> bool {
-        self.presence == AgentPresence::Online && now < self.silent_at(silence)
-    }
-
     /// The agent refused a task for lack of slots while `busy` of its attempts were accepted
     /// or running: that is how many it holds.
     pub(crate) fn learn_capacity(&mut self, busy: usize) {
@@ -103,21 +101,6 @@ impl AgentEntry {
             Some((inc, slots)) if inc == self.incarnation => open < slots,
             _ => true,
         }
-    }
-
-    pub(crate) fn silent_at(&self, silence: Duration) -> Instant {
-        self.last_heard.saturating_add(silence)
-    }
-
-    /// Online, yet no proof of life for `silence`, counted from when it came online at the
-    /// earliest (a reconnected agent answers the master's next heartbeat first).
-    pub(crate) fn gone_silent(&self, now: Instant, silence: Duration) -> bool {
-        self.presence == AgentPresence::Online
-            && now
-                >= self
-                    .last_heard
-                    .max(self.online_since)
-                    .saturating_add(silence)
     }
 
     pub(crate) fn heard(&mut self, now: Instant) {
@@ -172,6 +155,40 @@ impl AgentEntry {
     fn advance(&mut self) {
         while self.above.remove(&(self.acked + 1)) {
             self.acked += 1;
+        }
+    }
+}
+
+impl Master {
+    /// An agent's retained presence (or will): registers the agent, records its incarnation.
+    pub(super) fn handle_presence(&mut self, now: Instant, id: &str, p: Presence) {
+        let entry = self
+            .agents
+            .entry(id.to_owned())
+            .or_insert_with(|| AgentEntry::new(now));
+        match entry.presence(p, now) {
+            PresenceEffect::Stale => {
+                self.stats.stale_wills += 1;
+                info!(
+                    "agent {id}: ignoring '{}' of an earlier incarnation",
+                    p.render()
+                );
+            }
+            PresenceEffect::Unchanged => {}
+            PresenceEffect::Changed => {
+                info!("agent {id}: {}", p.render());
+                if p.state == State::Online {
+                    // Its answer, echoing this heartbeat, is what makes it available.
+                    self.next_heartbeat = now;
+                }
+                let change = Change::Agent {
+                    id: id.to_owned(),
+                    incarnation: entry.incarnation,
+                    presence: entry.presence,
+                    heard: p.state == State::Online,
+                };
+                self.persist(change);
+            }
         }
     }
 }
