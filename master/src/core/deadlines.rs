@@ -23,7 +23,7 @@ impl AgentEntry {
     }
 
     /// Online and heard from within `silence`.
-    pub(crate) fn available(&self, now: Instant, silence: Duration) -> bool {
+    pub(super) fn available(&self, now: Instant, silence: Duration) -> bool {
         self.unavailable_at(silence).is_some_and(|at| now < at)
     }
 
@@ -74,7 +74,7 @@ impl Master {
     }
 
     /// How long an online agent may be silent before new tasks avoid it.
-    pub fn silence(&self) -> Duration {
+    pub(super) fn silence(&self) -> Duration {
         let p = self.heartbeat_period();
         p + p + self.config.delay_allowance
     }

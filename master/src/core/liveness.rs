@@ -25,12 +25,12 @@ const MAX_REMEMBERED: usize = 1024;
 
 /// The master heartbeats sent recently, with when and at which period.
 #[derive(Debug, Default)]
-pub(crate) struct SentHeartbeats {
+pub(super) struct SentHeartbeats {
     sent: VecDeque<(u64, Instant, Duration)>,
 }
 
 impl SentHeartbeats {
-    pub(crate) fn record(&mut self, counter: u64, now: Instant, period: Duration) {
+    pub(super) fn record(&mut self, counter: u64, now: Instant, period: Duration) {
         if self.sent.len() == MAX_REMEMBERED {
             self.sent.pop_front();
         }
@@ -38,7 +38,7 @@ impl SentHeartbeats {
     }
 
     /// Forgets heartbeats no echo can still make fresh.
-    pub(crate) fn prune(&mut self, now: Instant, allowance: Duration) {
+    pub(super) fn prune(&mut self, now: Instant, allowance: Duration) {
         while self
             .sent
             .front()
@@ -50,7 +50,7 @@ impl SentHeartbeats {
 
     /// Whether `echo` names a heartbeat of this `epoch` sent within two of its periods plus the
     /// delay allowance (the silence after which the master stops counting on an agent).
-    pub(crate) fn fresh(
+    pub(super) fn fresh(
         &self,
         epoch: u32,
         echo: Option<Echo>,
@@ -73,11 +73,11 @@ fn expiry(at: Instant, period: Duration, allowance: Duration) -> Instant {
 }
 
 /// The last heartbeat accepted from an agent: `(incarnation, counter)`.
-pub(crate) type LastHeartbeat = Option<(u32, u32)>;
+pub(super) type LastHeartbeat = Option<(u32, u32)>;
 
 /// Whether `hb` is newer than `last` (a heartbeat of another incarnation always is; the echo
 /// decides whether it is recent).
-pub(crate) fn newer(last: LastHeartbeat, hb: &AgentHeartbeat) -> bool {
+pub(super) fn newer(last: LastHeartbeat, hb: &AgentHeartbeat) -> bool {
     last.is_none_or(|(incarnation, counter)| incarnation != hb.incarnation || hb.counter > counter)
 }
 

@@ -73,6 +73,8 @@ use tether_core::presence::State;
 use crate::model::{AttemptId, AttemptState, Cluster, Task, TaskId, TaskPolicy, TaskState};
 use liveness::SentHeartbeats;
 use registry::AgentEntry;
+// The surface: the state machine, its configuration, its outputs, the requests and their
+// errors, the snapshot it is restored from. The rule files stay private.
 pub use types::{
     Action, AgentView, Change, ClusterRequest, Config, ErrorClass, PolicyOverrides, ProfileRequest,
     Publish, Qos, RequestError, SecurityCounts, Snapshot, Stats, Submit,
