@@ -157,3 +157,81 @@ impl Master {
         Duration::from_millis(policy.heartbeat_timeout_ms) + self.config.delay_allowance
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tether_core::auth::SigningKey;
+    use tether_core::presence::{Presence, State};
+
+    use super::super::{Action, Change, Config};
+    use super::*;
+
+    fn secs(s: u64) -> Instant {
+        Instant::from_secs(s)
+    }
+
+    fn master() -> Master {
+        let mut config = Config::new("t", 1, SigningKey::from_seed([7; 32]).unwrap());
+        config.insecure_agents = true;
+        let mut m = Master::new(config, secs(0)).unwrap();
+        m.handle_connected(secs(0));
+        m
+    }
+
+    fn presence(m: &mut Master, at: u64, state: State) {
+        let text = Presence {
+            state,
+            incarnation: 1,
+        }
+        .render();
+        m.handle_message(secs(at), "t/agent/pi/presence", text.as_bytes());
+    }
+
+    /// Drives the master by its own timer up to `until`: when it first marked an agent lost.
+    fn marked_lost(m: &mut Master, until: Instant) -> Option<Instant> {
+        let mut lost = None;
+        while let Some(at) = m.poll_timeout().filter(|&at| at <= until) {
+            m.handle_timeout(at);
+            while let Some(action) = m.poll_action() {
+                let to_lost = matches!(
+                    action,
+                    Action::Persist(Change::Agent {
+                        presence: AgentPresence::Lost,
+                        ..
+                    })
+                );
+                if to_lost {
+                    lost.get_or_insert(at);
+                }
+            }
+        }
+        lost
+    }
+
+    #[test]
+    fn a_silent_agent_is_marked_lost_at_the_instant_its_deadline_names() {
+        let mut m = master();
+        presence(&mut m, 0, State::Online);
+        presence(&mut m, 1, State::Lost);
+        presence(&mut m, 5, State::Online);
+        while m.poll_action().is_some() {}
+        // Heard at 0 (first seen) but online again since 5: its silence counts from 5, and is
+        // two heartbeat periods plus the allowance. The timer names that instant, not the next
+        // heartbeat's (30).
+        let deadline = m.agents["pi"].silence_deadline(m.silence());
+        assert_eq!(deadline, Some(secs(27)));
+        assert_eq!(marked_lost(&mut m, secs(60)), deadline);
+    }
+
+    #[test]
+    fn no_deadline_fires_for_an_agent_that_is_not_online() {
+        let mut m = master();
+        presence(&mut m, 0, State::Online);
+        presence(&mut m, 1, State::Stopped);
+        while m.poll_action().is_some() {}
+        let a = &m.agents["pi"];
+        assert_eq!(a.silence_deadline(m.silence()), None);
+        assert_eq!(a.unavailable_at(m.silence()), None);
+        assert_eq!(marked_lost(&mut m, secs(120)), None);
+    }
+}
