@@ -14,6 +14,7 @@ use super::{Change, Master};
 use crate::model::{AttemptId, AttemptState, AttemptUpdate, Outcome, TaskId, TaskState};
 
 impl Master {
+    /// An agent event: stored once by (agent, seq), then applied to its attempt.
     pub(super) fn handle_event(&mut self, now: Instant, id: &str, event: Event) {
         let entry = self
             .agents
@@ -135,7 +136,7 @@ impl Master {
             self.decide(now, task.task, TaskState::Killed, Outcome::Cancelled);
         } else if reason == RejectReason::Full && busy > 0 {
             // Not a timer but a free slot decides: the agent's capacity (as many slots as it
-            // holds attempts now) gates dispatch in `schedule`, so the task goes out as soon
+            // holds attempts now) gates placement (`placement.rs`), so the task goes out as soon
             // as one of them ends. Waiting a heartbeat period held a busy agent to a few tasks
             // per second. A refusal the master cannot explain (busy == 0: slots taken by what
             // it does not know) keeps the timed retry below, never a tight loop.
