@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::core::RequestError;
+use crate::core::{ErrorClass, RequestError};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,10 +61,10 @@ impl ApiError {
 
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
-        let status = match e {
-            RequestError::Invalid(_) => 422,
-            RequestError::NotFound(_) => 404,
-            RequestError::Conflict(_) => 409,
+        let status = match e.class() {
+            ErrorClass::Invalid => 422,
+            ErrorClass::NotFound => 404,
+            ErrorClass::Conflict => 409,
         };
         Self::new(status, e.to_string())
     }

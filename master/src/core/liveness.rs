@@ -4,11 +4,20 @@
 //! agent heartbeat names (echoes) the newest master heartbeat the agent heard, and counts its
 //! own heartbeats: it is evidence of life only when that master heartbeat was sent recently
 //! and the count is above the last one accepted from the same incarnation.
+//!
+//! Here too: the master's own heartbeat (what agents echo), and an online agent marked lost
+//! once it has been silent too long.
 
 use std::collections::VecDeque;
 
-use tether_core::message::{AgentHeartbeat, Echo};
+use log::info;
+use tether_core::message::{AgentHeartbeat, Echo, MasterHeartbeat, Message};
+use tether_core::topic::Topic;
 use tether_core::{Duration, Instant};
+
+use super::deadlines::due;
+use super::{Change, Master, Qos};
+use crate::model::AgentPresence;
 
 /// Bounds the memory of a master whose period is tiny; far above what the window needs at the
 /// shortest period an agent accepts.
@@ -16,12 +25,12 @@ const MAX_REMEMBERED: usize = 1024;
 
 /// The master heartbeats sent recently, with when and at which period.
 #[derive(Debug, Default)]
-pub(crate) struct SentHeartbeats {
+pub(super) struct SentHeartbeats {
     sent: VecDeque<(u64, Instant, Duration)>,
 }
 
 impl SentHeartbeats {
-    pub(crate) fn record(&mut self, counter: u64, now: Instant, period: Duration) {
+    pub(super) fn record(&mut self, counter: u64, now: Instant, period: Duration) {
         if self.sent.len() == MAX_REMEMBERED {
             self.sent.pop_front();
         }
@@ -29,7 +38,7 @@ impl SentHeartbeats {
     }
 
     /// Forgets heartbeats no echo can still make fresh.
-    pub(crate) fn prune(&mut self, now: Instant, allowance: Duration) {
+    pub(super) fn prune(&mut self, now: Instant, allowance: Duration) {
         while self
             .sent
             .front()
@@ -41,7 +50,7 @@ impl SentHeartbeats {
 
     /// Whether `echo` names a heartbeat of this `epoch` sent within two of its periods plus the
     /// delay allowance (the silence after which the master stops counting on an agent).
-    pub(crate) fn fresh(
+    pub(super) fn fresh(
         &self,
         epoch: u32,
         echo: Option<Echo>,
@@ -64,12 +73,62 @@ fn expiry(at: Instant, period: Duration, allowance: Duration) -> Instant {
 }
 
 /// The last heartbeat accepted from an agent: `(incarnation, counter)`.
-pub(crate) type LastHeartbeat = Option<(u32, u32)>;
+pub(super) type LastHeartbeat = Option<(u32, u32)>;
 
 /// Whether `hb` is newer than `last` (a heartbeat of another incarnation always is; the echo
 /// decides whether it is recent).
-pub(crate) fn newer(last: LastHeartbeat, hb: &AgentHeartbeat) -> bool {
+pub(super) fn newer(last: LastHeartbeat, hb: &AgentHeartbeat) -> bool {
     last.is_none_or(|(incarnation, counter)| incarnation != hb.incarnation || hb.counter > counter)
+}
+
+impl Master {
+    /// Sends the master's heartbeat when it is due.
+    pub(super) fn heartbeat(&mut self, now: Instant) {
+        let period = self.heartbeat_period();
+        // A shorter period (a new task asks for it) applies from now, not after the old one.
+        self.next_heartbeat = self.next_heartbeat.min(now.saturating_add(period));
+        if !due(self.heartbeat_due(), now) {
+            return;
+        }
+        self.next_heartbeat = now.saturating_add(period);
+        // Heartbeats and commands share the counter: an agent takes a heartbeat as contact only
+        // when it is newer than everything it accepted.
+        self.counter += 1;
+        self.sent_heartbeats.prune(now, self.config.delay_allowance);
+        self.sent_heartbeats.record(self.counter, now, period);
+        let hb = Message::MasterHeartbeat(MasterHeartbeat {
+            epoch: self.config.epoch,
+            counter: self.counter,
+            period_ms: period.as_millis(),
+        });
+        if let Ok(topic) = Topic::MasterHeartbeat.build(&self.config.prefix) {
+            self.publish(topic.as_str(), &hb, Qos::AtMostOnce, false);
+        }
+    }
+
+    /// Online agents silent past their deadline are lost.
+    pub(super) fn agent_silence(&mut self, now: Instant) {
+        let silence = self.silence();
+        let mut changes = Vec::new();
+        for (id, a) in &mut self.agents {
+            if due(a.silence_deadline(silence), now) {
+                info!(
+                    "agent {id}: silent for {} ms, unavailable",
+                    silence.as_millis()
+                );
+                a.presence = AgentPresence::Lost;
+                changes.push(Change::Agent {
+                    id: id.clone(),
+                    incarnation: a.incarnation,
+                    presence: a.presence,
+                    heard: false,
+                });
+            }
+        }
+        for c in changes {
+            self.persist(c);
+        }
+    }
 }
 
 #[cfg(test)]

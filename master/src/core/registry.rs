@@ -3,15 +3,18 @@
 
 use std::collections::BTreeSet;
 
+use tether_core::Instant;
 use tether_core::presence::{Presence, State};
-use tether_core::{Duration, Instant};
+
+use log::info;
 
 use super::liveness::LastHeartbeat;
+use super::{Change, Master};
 use crate::model::AgentPresence;
 
 /// What an event's sequence number means for the master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Seq {
+pub(super) enum Seq {
     /// Stored already (a redelivery or replay): acknowledge again, apply nothing.
     Duplicate,
     /// New; `acked` is the contiguous prefix after it, to acknowledge once stored.
@@ -19,21 +22,21 @@ pub(crate) enum Seq {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct AgentEntry {
-    pub(crate) incarnation: Option<u32>,
-    pub(crate) presence: AgentPresence,
+pub(super) struct AgentEntry {
+    pub(super) incarnation: Option<u32>,
+    pub(super) presence: AgentPresence,
     /// The last proof of life: a fresh heartbeat or a new event (or the master's start, after
     /// a restore). Presence is not one: a recorded `online` can be published again.
-    pub(crate) last_heard: Instant,
+    pub(super) last_heard: Instant,
     /// When presence last turned online: the agent has a silence from then to prove it.
-    online_since: Instant,
-    pub(crate) last_heartbeat: LastHeartbeat,
+    pub(super) online_since: Instant,
+    pub(super) last_heartbeat: LastHeartbeat,
     /// Every event up to here is stored; acknowledged cumulatively.
-    pub(crate) acked: u64,
+    pub(super) acked: u64,
     /// Stored events above `acked` (received across a gap).
     above: BTreeSet<u64>,
     /// An acknowledgement should go out after this input.
-    pub(crate) ack_due: bool,
+    pub(super) ack_due: bool,
     /// Task slots learned from a `Full` refusal, for the incarnation that refused (a restarted
     /// agent may be configured differently). Soft state: learned again after a master restart.
     capacity: Option<(Option<u32>, usize)>,
@@ -41,7 +44,7 @@ pub(crate) struct AgentEntry {
 
 /// What a presence message did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PresenceEffect {
+pub(super) enum PresenceEffect {
     /// The presence or incarnation changed.
     Changed,
     Unchanged,
@@ -50,7 +53,7 @@ pub(crate) enum PresenceEffect {
 }
 
 impl AgentEntry {
-    pub(crate) fn new(now: Instant) -> Self {
+    pub(super) fn new(now: Instant) -> Self {
         Self {
             incarnation: None,
             presence: AgentPresence::Unknown,
@@ -64,7 +67,7 @@ impl AgentEntry {
         }
     }
 
-    pub(crate) fn restored(
+    pub(super) fn restored(
         incarnation: Option<u32>,
         presence: AgentPresence,
         acked: u64,
@@ -86,47 +89,27 @@ impl AgentEntry {
         entry
     }
 
-    /// Online and heard from within `silence` (unavailable from `last_heard + silence` on).
-    pub(crate) fn available(&self, now: Instant, silence: Duration) -> bool {
-        self.presence == AgentPresence::Online && now < self.silent_at(silence)
-    }
-
     /// The agent refused a task for lack of slots while `busy` of its attempts were accepted
     /// or running: that is how many it holds.
-    pub(crate) fn learn_capacity(&mut self, busy: usize) {
+    pub(super) fn learn_capacity(&mut self, busy: usize) {
         self.capacity = Some((self.incarnation, busy.max(1)));
     }
 
     /// Whether a new attempt fits next to `open` ones (always, until a refusal taught a limit).
-    pub(crate) fn has_room(&self, open: usize) -> bool {
+    pub(super) fn has_room(&self, open: usize) -> bool {
         match self.capacity {
             Some((inc, slots)) if inc == self.incarnation => open < slots,
             _ => true,
         }
     }
 
-    pub(crate) fn silent_at(&self, silence: Duration) -> Instant {
-        self.last_heard.saturating_add(silence)
-    }
-
-    /// Online, yet no proof of life for `silence`, counted from when it came online at the
-    /// earliest (a reconnected agent answers the master's next heartbeat first).
-    pub(crate) fn gone_silent(&self, now: Instant, silence: Duration) -> bool {
-        self.presence == AgentPresence::Online
-            && now
-                >= self
-                    .last_heard
-                    .max(self.online_since)
-                    .saturating_add(silence)
-    }
-
-    pub(crate) fn heard(&mut self, now: Instant) {
+    pub(super) fn heard(&mut self, now: Instant) {
         self.last_heard = self.last_heard.max(now);
     }
 
     /// Applies a presence message. A will or stop naming another incarnation than the live
     /// one is stale (rumqttd may fire an old session's will late) and changes nothing.
-    pub(crate) fn presence(&mut self, p: Presence, now: Instant) -> PresenceEffect {
+    pub(super) fn presence(&mut self, p: Presence, now: Instant) -> PresenceEffect {
         let before = (self.presence, self.incarnation);
         match p.state {
             State::Online => {
@@ -157,7 +140,7 @@ impl AgentEntry {
 
     /// Classifies an event's sequence number and records it as stored. Sequence 0 is never
     /// issued by an agent; it is treated as a duplicate so it changes nothing.
-    pub(crate) fn receive(&mut self, seq: u64) -> Seq {
+    pub(super) fn receive(&mut self, seq: u64) -> Seq {
         self.ack_due = true;
         if seq == 0 || seq <= self.acked || !self.above.insert(seq) {
             return Seq::Duplicate;
@@ -172,6 +155,40 @@ impl AgentEntry {
     fn advance(&mut self) {
         while self.above.remove(&(self.acked + 1)) {
             self.acked += 1;
+        }
+    }
+}
+
+impl Master {
+    /// An agent's retained presence (or will): registers the agent, records its incarnation.
+    pub(super) fn handle_presence(&mut self, now: Instant, id: &str, p: Presence) {
+        let entry = self
+            .agents
+            .entry(id.to_owned())
+            .or_insert_with(|| AgentEntry::new(now));
+        match entry.presence(p, now) {
+            PresenceEffect::Stale => {
+                self.stats.stale_wills += 1;
+                info!(
+                    "agent {id}: ignoring '{}' of an earlier incarnation",
+                    p.render()
+                );
+            }
+            PresenceEffect::Unchanged => {}
+            PresenceEffect::Changed => {
+                info!("agent {id}: {}", p.render());
+                if p.state == State::Online {
+                    // Its answer, echoing this heartbeat, is what makes it available.
+                    self.next_heartbeat = now;
+                }
+                let change = Change::Agent {
+                    id: id.to_owned(),
+                    incarnation: entry.incarnation,
+                    presence: entry.presence,
+                    heard: p.state == State::Online,
+                };
+                self.persist(change);
+            }
         }
     }
 }

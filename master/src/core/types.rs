@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 use tether_core::Duration;
 use tether_core::auth::{AgentKey, SigningKey};
 use tether_core::message::{Event, Stream};
-use tether_core::policy::OnDisconnect;
+use tether_core::policy::{OnDisconnect, PolicyError};
+use tether_core::topic::TopicError;
 
 use crate::model::{
-    Agent, AgentPresence, Attempt, AttemptId, AttemptUpdate, Cluster, ClusterMode, NewTask,
-    Outcome, Profile, Task, TaskId, TaskPolicy, TaskState,
+    Agent, AgentPresence, Attempt, AttemptId, AttemptUpdate, Cluster, ClusterMode, Invalid,
+    NewTask, Outcome, Profile, Task, TaskId, TaskPolicy, TaskState,
 };
 
 /// How the master behaves; everything here is the operator's choice.
@@ -29,7 +30,7 @@ pub struct Config {
     /// The master's heartbeat period when no task asks for a shorter one.
     pub heartbeat_period: Duration,
     /// Allowance for delays on top of a task's heartbeat timeout before the master gives an
-    /// agent up (the seeds' 2 s).
+    /// agent up (2 s by default).
     pub delay_allowance: Duration,
     /// When a rescheduled task's other attempt finishes too: cancel it once the task's outcome
     /// is decided (first finished wins either way).
@@ -252,20 +253,141 @@ pub struct ProfileRequest {
     pub policy: PolicyOverrides,
 }
 
-/// Why a request was refused.
+/// Why a request (or a configuration) was refused: one variant per reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestError {
-    /// The input is wrong; the text says which field and why.
-    Invalid(String),
-    NotFound(String),
-    /// Valid, but not in the current state (e.g. killing a finished task).
-    Conflict(String),
+    /// The configured topic prefix is not one the protocol can use.
+    InvalidPrefix {
+        prefix: String,
+        error: TopicError,
+    },
+    ZeroHeartbeatPeriod,
+    /// An agent, cluster, cluster member or profile name that is not a valid id.
+    InvalidName {
+        what: &'static str,
+        name: String,
+    },
+    /// The agent id is the master's own broker user.
+    MasterUser(String),
+    /// A task names both an agent and a cluster, or neither.
+    NotOneTarget,
+    EmptyCluster(String),
+    DuplicateMember {
+        cluster: String,
+        member: String,
+    },
+    /// The policy breaks a rule of the protocol.
+    InvalidPolicy(PolicyError),
+    /// A policy field the master cannot hold.
+    PolicyField {
+        field: &'static str,
+        reason: String,
+    },
+    LostAfterZero,
+    /// `lost_after` on an `on_disconnect = kill` task.
+    LostAfterWithKill,
+    /// A task the agent would refuse (argv, env, cwd, sizes).
+    InvalidTask {
+        field: &'static str,
+        reason: String,
+    },
+    /// Never connected to this master.
+    UnknownAgent(String),
+    UnknownCluster(String),
+    UnknownProfile(String),
+    UnknownTask(TaskId),
+    /// Killing a finished task; `state` is `None` once the core dropped it.
+    AlreadyFinished {
+        task: TaskId,
+        state: Option<TaskState>,
+    },
+}
+
+/// What kind of refusal a [`RequestError`] is, for callers that map it (to HTTP statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The input is wrong.
+    Invalid,
+    /// It names something that does not exist.
+    NotFound,
+    /// Valid, but not in the current state.
+    Conflict,
+}
+
+impl RequestError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::UnknownAgent(_)
+            | Self::UnknownCluster(_)
+            | Self::UnknownProfile(_)
+            | Self::UnknownTask(_) => ErrorClass::NotFound,
+            Self::AlreadyFinished { .. } => ErrorClass::Conflict,
+            Self::InvalidPrefix { .. }
+            | Self::ZeroHeartbeatPeriod
+            | Self::InvalidName { .. }
+            | Self::MasterUser(_)
+            | Self::NotOneTarget
+            | Self::EmptyCluster(_)
+            | Self::DuplicateMember { .. }
+            | Self::InvalidPolicy(_)
+            | Self::PolicyField { .. }
+            | Self::LostAfterZero
+            | Self::LostAfterWithKill
+            | Self::InvalidTask { .. } => ErrorClass::Invalid,
+        }
+    }
+}
+
+/// A task the model cannot turn into a start command.
+impl From<Invalid> for RequestError {
+    fn from(e: Invalid) -> Self {
+        Self::InvalidTask {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
 }
 
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Invalid(m) | Self::NotFound(m) | Self::Conflict(m) => f.write_str(m),
+            Self::InvalidPrefix { prefix, error } => write!(f, "prefix '{prefix}': {error}"),
+            Self::ZeroHeartbeatPeriod => f.write_str("heartbeat period must be greater than zero"),
+            Self::InvalidName { what, name } => write!(
+                f,
+                "{what} name '{name}' must be 1-32 characters of [A-Za-z0-9._-]"
+            ),
+            Self::MasterUser(id) => write!(f, "agent id '{id}' is the master's own broker user"),
+            Self::NotOneTarget => f.write_str("give exactly one target: an agent or a cluster"),
+            Self::EmptyCluster(name) => write!(f, "cluster '{name}' needs at least one member"),
+            Self::DuplicateMember { cluster, member } => {
+                write!(f, "cluster '{cluster}' lists member '{member}' twice")
+            }
+            Self::InvalidPolicy(e) => write!(f, "invalid policy: {e}"),
+            Self::PolicyField { reason, .. } | Self::InvalidTask { reason, .. } => {
+                f.write_str(reason)
+            }
+            Self::LostAfterZero => f.write_str(
+                "lost_after must be greater than zero (leave it out to never reschedule)",
+            ),
+            Self::LostAfterWithKill => f.write_str(
+                "lost_after applies only to on_disconnect = continue tasks (a kill task is \
+                 failed after its heartbeat timeout)",
+            ),
+            Self::UnknownAgent(agent) => write!(
+                f,
+                "unknown agent '{agent}': it has never connected to this master"
+            ),
+            Self::UnknownCluster(name) => write!(f, "unknown cluster '{name}'"),
+            Self::UnknownProfile(name) => write!(f, "unknown profile '{name}'"),
+            Self::UnknownTask(id) => write!(f, "no task {id}"),
+            Self::AlreadyFinished { task, state: None } => {
+                write!(f, "task {task} has already finished")
+            }
+            Self::AlreadyFinished {
+                task,
+                state: Some(state),
+            } => write!(f, "task {task} has already finished ({state})"),
         }
     }
 }

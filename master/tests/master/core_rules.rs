@@ -7,7 +7,7 @@ use tether_core::message::{
     AgentHeartbeat, Command, CommandBody, Event, EventKind, Exit, KillCause, Message, RejectReason,
     TaskRef,
 };
-use tether_core::policy::OnDisconnect;
+use tether_core::policy::{OnDisconnect, PolicyError};
 use tether_core::presence::{Presence, State};
 use tether_core::wire::{self, Signer};
 use tether_core::{Duration, Instant};
@@ -718,12 +718,18 @@ fn profiles_are_validated_and_applied() {
     };
     let err = h.m.put_profile(h.now, bad(10_000, 25_000)).unwrap_err();
     assert!(
-        matches!(&err, RequestError::Invalid(m) if m.contains("multiple")),
+        matches!(
+            err,
+            RequestError::InvalidPolicy(PolicyError::TimeoutNotMultipleOfPeriod)
+        ),
         "{err}"
     );
     let err = h.m.put_profile(h.now, bad(10_000, 10_000)).unwrap_err();
     assert!(
-        matches!(&err, RequestError::Invalid(m) if m.contains("two")),
+        matches!(
+            err,
+            RequestError::InvalidPolicy(PolicyError::TimeoutBelowTwoPeriods)
+        ),
         "{err}"
     );
     let err =
@@ -738,10 +744,7 @@ fn profiles_are_validated_and_applied() {
             },
         )
         .unwrap_err();
-    assert!(
-        matches!(&err, RequestError::Invalid(m) if m.contains("continue")),
-        "{err}"
-    );
+    assert!(matches!(err, RequestError::LostAfterWithKill), "{err}");
     let err =
         h.m.put_profile(
             h.now,
@@ -751,7 +754,13 @@ fn profiles_are_validated_and_applied() {
             },
         )
         .unwrap_err();
-    assert!(matches!(err, RequestError::Invalid(_)));
+    assert!(matches!(
+        err,
+        RequestError::InvalidName {
+            what: "profile",
+            ..
+        }
+    ));
     h.m.put_profile(
         h.now,
         ProfileRequest {
@@ -781,31 +790,35 @@ fn profiles_are_validated_and_applied() {
         (p.on_disconnect, p.heartbeat_timeout_ms, p.retries),
         (OnDisconnect::Continue, 5_000, 2)
     );
-    for (s, want) in [
-        (
-            Submit {
-                profile: Some("nope".into()),
-                ..to_agent("pi-1", &["true"])
-            },
-            "profile",
-        ),
-        (to_agent("ghost", &["true"]), "never connected"),
-        (to_cluster("nope"), "cluster"),
-        (to_agent("pi-1", &[]), "argv"),
-        (
-            Submit {
-                cluster: Some("x".into()),
-                ..to_agent("pi-1", &["true"])
-            },
-            "exactly one",
-        ),
-    ] {
-        let err = h.m.submit(h.now, s).unwrap_err();
-        assert!(
-            err.to_string().contains(want),
-            "{err} should mention {want}"
-        );
-    }
+    let mut refused = |s: Submit| h.m.submit(h.now, s).unwrap_err();
+    let err = refused(Submit {
+        profile: Some("nope".into()),
+        ..to_agent("pi-1", &["true"])
+    });
+    assert!(
+        matches!(&err, RequestError::UnknownProfile(p) if p == "nope"),
+        "{err:?}"
+    );
+    let err = refused(to_agent("ghost", &["true"]));
+    assert!(
+        matches!(&err, RequestError::UnknownAgent(a) if a == "ghost"),
+        "{err:?}"
+    );
+    let err = refused(to_cluster("nope"));
+    assert!(
+        matches!(&err, RequestError::UnknownCluster(c) if c == "nope"),
+        "{err:?}"
+    );
+    let err = refused(to_agent("pi-1", &[]));
+    assert!(
+        matches!(err, RequestError::InvalidTask { field: "argv", .. }),
+        "{err:?}"
+    );
+    let err = refused(Submit {
+        cluster: Some("x".into()),
+        ..to_agent("pi-1", &["true"])
+    });
+    assert!(matches!(err, RequestError::NotOneTarget), "{err:?}");
 }
 
 #[test]
@@ -847,11 +860,11 @@ fn kill_request_pending_and_running() {
     assert_eq!(h.task_state(queued), TaskState::Killed);
     assert!(matches!(
         h.m.kill(h.now, queued),
-        Err(RequestError::Conflict(_))
+        Err(RequestError::AlreadyFinished { task, .. }) if task == queued
     ));
     assert!(matches!(
         h.m.kill(h.now, 777),
-        Err(RequestError::NotFound(_))
+        Err(RequestError::UnknownTask(777))
     ));
 
     let id = h.submit(to_agent("pi-1", &["sleep", "100"]));

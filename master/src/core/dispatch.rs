@@ -1,0 +1,223 @@
+//! Tasks go out: pending tasks get an attempt on the agent placement picks, start and kill
+//! commands are sent and repeated until answered (and all again after a reconnect), and
+//! acknowledgements follow stored events. A restarted master is rebuilt here from what the
+//! store holds.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use log::{info, warn};
+use tether_core::Instant;
+use tether_core::message::{CommandBody, Exit, TaskRef};
+use tether_core::topic::validate_prefix;
+
+use super::deadlines::{due, retransmit_kill_at, retransmit_start_at, start_at};
+use super::liveness::SentHeartbeats;
+use super::registry::AgentEntry;
+use super::{AttemptEntry, Change, Config, Master, RequestError, Snapshot, Stats, TaskEntry};
+use crate::model::{AttemptState, TaskId};
+
+impl Master {
+    /// Rebuilds the master from the store after a batch could not be committed: the store
+    /// holds exactly what was committed, so the core forgets what it decided since. What
+    /// already went out under this epoch stays valid: the signing counter only grows (agents
+    /// refuse a counter they have seen), and the connection, counters and sent heartbeats
+    /// carry over.
+    pub fn recover(&mut self, snap: Snapshot, now: Instant) {
+        match Self::restore(self.config.clone(), snap, now) {
+            Ok(mut fresh) => {
+                fresh.counter = self.counter;
+                fresh.connected = self.connected;
+                fresh.stats = self.stats;
+                fresh.security = std::mem::take(&mut self.security);
+                fresh.sent_heartbeats = std::mem::take(&mut self.sent_heartbeats);
+                fresh.next_heartbeat = self.next_heartbeat;
+                *self = fresh;
+            }
+            // The configuration was accepted at start and does not change.
+            Err(e) => log::error!("cannot rebuild the core: {e}"),
+        }
+    }
+
+    /// Rebuilds the master from what the store holds. Agents count as heard at `now`: the
+    /// master gives each a full timeout before it decides anything about its tasks.
+    pub fn restore(config: Config, snap: Snapshot, now: Instant) -> Result<Self, RequestError> {
+        validate_prefix(&config.prefix).map_err(|error| RequestError::InvalidPrefix {
+            prefix: config.prefix.clone(),
+            error,
+        })?;
+        if config.heartbeat_period.as_ticks() == 0 {
+            return Err(RequestError::ZeroHeartbeatPeriod);
+        }
+        let mut agents = BTreeMap::new();
+        for (a, above) in snap.agents {
+            let entry =
+                AgentEntry::restored(a.incarnation, a.presence, a.last_seq_acked, above, now);
+            agents.insert(a.id, entry);
+        }
+        let mut tasks = BTreeMap::new();
+        for (task, attempts) in snap.tasks {
+            let kill_requested = snap.kill_requests.contains(&task.id);
+            let newest_open = attempts
+                .iter()
+                .filter(|a| !a.state.is_terminal())
+                .map(|a| a.id)
+                .max();
+            let attempts = attempts
+                .into_iter()
+                .map(|a| {
+                    agents
+                        .entry(a.agent_id.clone())
+                        .or_insert_with(|| AgentEntry::new(now));
+                    let open = !a.state.is_terminal();
+                    AttemptEntry {
+                        superseded: open && Some(a.id) != newest_open,
+                        failed: a.state == AttemptState::Lost
+                            || (a.state == AttemptState::Finished && a.exit != Some(Exit::Code(0))),
+                        next_start: now,
+                        kill_wanted: open && kill_requested,
+                        next_kill: now,
+                        id: a.id,
+                        agent: a.agent_id,
+                        state: a.state,
+                    }
+                })
+                .collect();
+            tasks.insert(
+                task.id,
+                TaskEntry {
+                    task,
+                    attempts,
+                    kill_requested,
+                    retry_at: now,
+                },
+            );
+        }
+        Ok(Self {
+            now,
+            connected: false,
+            agents,
+            clusters: snap
+                .clusters
+                .into_iter()
+                .map(|c| (c.name.clone(), c))
+                .collect(),
+            profiles: snap
+                .profiles
+                .into_iter()
+                .map(|p| (p.name, p.policy))
+                .collect(),
+            tasks,
+            next_task: snap.next_task.max(1),
+            next_attempt: snap.next_attempt.max(1),
+            counter: 0,
+            next_heartbeat: now,
+            sent_heartbeats: SentHeartbeats::default(),
+            actions: VecDeque::new(),
+            stats: Stats::default(),
+            agent_keys: snap.agent_keys.into_iter().collect(),
+            security: BTreeMap::new(),
+            config,
+        })
+    }
+
+    /// Every task waiting for an attempt gets one, where placement finds room.
+    pub(super) fn schedule(&mut self, now: Instant) {
+        let waiting: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|t| due(start_at(t), now))
+            .map(|t| t.task.id)
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        // Open attempts per agent, against the capacities agents taught by refusing.
+        let mut open: BTreeMap<String, usize> = BTreeMap::new();
+        for a in self.tasks.values().flat_map(|t| &t.attempts) {
+            if a.is_open() {
+                *open.entry(a.agent.clone()).or_insert(0) += 1;
+            }
+        }
+        for id in waiting {
+            let Some(agent) = self.place(now, id, &open) else {
+                continue;
+            };
+            *open.entry(agent.clone()).or_insert(0) += 1;
+            let attempt = self.next_attempt;
+            self.next_attempt += 1;
+            info!("task {id}: attempt {attempt} to agent {agent}");
+            self.persist(Change::NewAttempt {
+                id: attempt,
+                task: id,
+                agent: agent.clone(),
+            });
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.attempts.push(AttemptEntry::new(attempt, agent, now));
+            }
+        }
+    }
+
+    /// After a reconnect, every start and kill still wanted goes out at once.
+    pub(super) fn resend_all(&mut self, now: Instant) {
+        for t in self.tasks.values_mut() {
+            for a in &mut t.attempts {
+                a.next_start = now;
+                a.next_kill = now;
+            }
+        }
+        for a in self.agents.values_mut() {
+            a.ack_due = a.acked > 0;
+        }
+    }
+
+    /// Start and kill commands due to available agents.
+    pub(super) fn retransmit(&mut self, now: Instant) {
+        let silence = self.silence();
+        let period = self.heartbeat_period();
+        let mut out = Vec::new();
+        for t in self.tasks.values_mut() {
+            for a in t.attempts.iter_mut().filter(|a| a.is_open()) {
+                let available = self
+                    .agents
+                    .get(&a.agent)
+                    .is_some_and(|e| e.available(now, silence));
+                if !available {
+                    continue;
+                }
+                if due(retransmit_start_at(a, t.kill_requested), now) {
+                    a.next_start = now.saturating_add(period);
+                    match t.task.spec(a.id) {
+                        Ok(spec) => out.push((a.agent.clone(), CommandBody::Start(spec))),
+                        Err(e) => warn!("task {}: cannot build its start: {e}", t.task.id),
+                    }
+                }
+                if due(retransmit_kill_at(a), now) {
+                    a.next_kill = now.saturating_add(period);
+                    let task = TaskRef {
+                        task: t.task.id,
+                        attempt: a.id,
+                    };
+                    out.push((a.agent.clone(), CommandBody::Kill { task }));
+                }
+            }
+        }
+        for (agent, body) in out {
+            self.command(&agent, body);
+        }
+    }
+
+    /// Acknowledges, per agent, the stored prefix of its events after an input that brought
+    /// some (duplicates too: the agent may have missed the last acknowledgement).
+    pub(super) fn acknowledge(&mut self) {
+        let owed: Vec<(String, u64)> = self
+            .agents
+            .iter_mut()
+            .filter_map(|(id, a)| {
+                (std::mem::take(&mut a.ack_due) && a.acked > 0).then(|| (id.clone(), a.acked))
+            })
+            .collect();
+        for (id, up_to) in owed {
+            self.command(&id, CommandBody::Ack { up_to });
+        }
+    }
+}

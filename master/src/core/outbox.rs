@@ -1,0 +1,85 @@
+//! The action queue: every publish is signed with the master's key and counted from the one
+//! counter of its epoch; every change of the durable state is queued as a `Persist`. Nothing
+//! here decides anything; the commit rule (module documentation of `core`) orders the queue.
+
+use log::warn;
+use tether_core::message::{Command, CommandBody, Message};
+use tether_core::presence::{Presence, State};
+use tether_core::topic::{Topic, validate_id};
+use tether_core::wire::{self, Signer};
+
+use super::{Action, Change, Master, Publish, Qos};
+
+impl Master {
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The master's presence text for `state`, signed for its presence topic.
+    pub fn presence(&self, state: State) -> String {
+        let p = Presence {
+            state,
+            incarnation: self.config.epoch,
+        };
+        Topic::MasterPresence
+            .build(&self.config.prefix)
+            .map(|topic| {
+                p.render_signed(&topic, Signer::Master(&self.config.signing_key))
+                    .as_str()
+                    .to_owned()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A command to `agent`, with the next counter value.
+    pub(super) fn command(&mut self, agent: &str, body: CommandBody) {
+        let Ok(id) = validate_id(agent) else {
+            return;
+        };
+        let Ok(topic) = Topic::AgentCommand(id).build(&self.config.prefix) else {
+            return;
+        };
+        self.counter += 1;
+        let msg = Message::Command(Command {
+            epoch: self.config.epoch,
+            counter: self.counter,
+            body,
+        });
+        self.publish(topic.as_str(), &msg, Qos::AtLeastOnce, false);
+    }
+
+    /// Signs and queues a message; nothing while disconnected (it would be stale by the time
+    /// it could go out, and what must be repeated is repeated after the reconnect).
+    pub(super) fn publish(&mut self, topic: &str, msg: &Message, qos: Qos, retain: bool) {
+        if !self.connected {
+            return;
+        }
+        let mut buf = [0u8; wire::MAX_MESSAGE];
+        let signer = Signer::Master(&self.config.signing_key);
+        match wire::encode_for(msg, topic, signer, &mut buf) {
+            Ok(bytes) => self.actions.push_back(Action::Publish(Publish {
+                topic: topic.to_owned(),
+                payload: bytes.to_vec(),
+                qos,
+                retain,
+            })),
+            Err(e) => warn!("cannot encode a message for {topic}: {e:?}"),
+        }
+    }
+
+    /// Queues the master's (already signed) presence text, retained.
+    pub(super) fn publish_presence(&mut self, text: &[u8]) {
+        if let Ok(topic) = Topic::MasterPresence.build(&self.config.prefix) {
+            self.actions.push_back(Action::Publish(Publish {
+                topic: topic.as_str().to_owned(),
+                payload: text.to_vec(),
+                qos: Qos::AtLeastOnce,
+                retain: true,
+            }));
+        }
+    }
+
+    pub(super) fn persist(&mut self, change: Change) {
+        self.actions.push_back(Action::Persist(change));
+    }
+}
