@@ -6,6 +6,8 @@
 //! makes sense for a fleet: a 1 ms heartbeat or a start in the year 584,556 is a mistake, and
 //! the answer says which field and what its range is.
 
+use tether_core::message::{AgentHeartbeat, Event, EventKind};
+
 use crate::model::Invalid;
 
 /// The largest integer every store keeps (signed 64-bit columns).
@@ -119,6 +121,39 @@ pub fn storable(field: &'static str, value: u64) -> Result<u64, Invalid> {
         max: MAX_STORED,
     }
     .check(value)
+}
+
+/// Every number of an agent's event that the store keeps: sequence, time, ids, offsets and
+/// byte counts. The first one out of range is named.
+pub fn check_event(event: &Event) -> Result<(), Invalid> {
+    storable("seq", event.seq)?;
+    storable("at_unix_ms", event.at_unix_ms)?;
+    if let Some(task) = event.kind.task() {
+        storable("task", task.task)?;
+        storable("attempt", task.attempt)?;
+    }
+    match &event.kind {
+        EventKind::Output { offset, data, .. } => {
+            let end = offset.checked_add(data.len() as u64).unwrap_or(u64::MAX);
+            storable("output offset", end).map(drop)
+        }
+        EventKind::Finished { output_dropped, .. } => {
+            storable("output_dropped", *output_dropped).map(drop)
+        }
+        EventKind::BadCommand { count, .. } => storable("count", *count).map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// The numbers of an agent heartbeat that reach the store.
+pub fn check_heartbeat(hb: &AgentHeartbeat) -> Result<(), Invalid> {
+    storable("last_seq", hb.last_seq)?;
+    storable("journal_bytes", hb.journal_bytes)?;
+    for task in &hb.tasks {
+        storable("task", task.task)?;
+        storable("attempt", task.attempt)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

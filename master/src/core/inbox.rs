@@ -1,5 +1,6 @@
 //! What comes in on a subscribed topic: routed by topic, authenticated with the sending
-//! agent's key before anything is parsed, and dropped and counted when it does not verify.
+//! agent's key before anything is parsed, and dropped and counted when it does not verify or
+//! carries a number no store can hold ([`crate::limits`]).
 
 use log::warn;
 use tether_core::Instant;
@@ -10,6 +11,7 @@ use tether_core::topic::Topic;
 use tether_core::wire::{self, DecodeError};
 
 use super::Master;
+use crate::limits;
 
 impl Master {
     /// A message on a subscribed topic. Anything malformed is counted and dropped.
@@ -17,12 +19,18 @@ impl Master {
         self.advance(now);
         match Topic::parse(&self.config.prefix, topic) {
             Ok(Topic::AgentEvent(id)) => match self.decode_from(&id, topic, payload) {
-                Ok(Message::Event(event)) => self.handle_event(now, &id, event),
+                Ok(Message::Event(event)) => match limits::check_event(&event) {
+                    Ok(()) => self.handle_event(now, &id, event),
+                    Err(e) => self.bad(topic, &e.reason),
+                },
                 Ok(_) => self.bad(topic, "not an event"),
                 Err(e) => self.unauthentic(&id, topic, e),
             },
             Ok(Topic::AgentHeartbeat(id)) => match self.decode_from(&id, topic, payload) {
-                Ok(Message::AgentHeartbeat(hb)) => self.handle_heartbeat(now, &id, &hb),
+                Ok(Message::AgentHeartbeat(hb)) => match limits::check_heartbeat(&hb) {
+                    Ok(()) => self.handle_heartbeat(now, &id, &hb),
+                    Err(e) => self.bad(topic, &e.reason),
+                },
                 Ok(_) => self.bad(topic, "not an agent heartbeat"),
                 Err(e) => self.unauthentic(&id, topic, e),
             },

@@ -243,6 +243,8 @@ async fn no_request_stops_the_master() {
     );
     let (status, v) = master.get("/api/status");
     assert_eq!(status, 200, "seed {seed}: {v}");
+    // The four out-of-range reports were refused as bad messages, not stored.
+    assert!(v["stats"]["bad_messages"].as_u64().unwrap() >= 4, "{v}");
     for id in &created {
         let (status, v) = master.get(&format!("/api/tasks/{id}"));
         assert_eq!(
