@@ -23,13 +23,14 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if read && path == "/" {
         return None;
     }
+    let post = *method == Method::POST;
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    Some(match (read, segments.as_slice()) {
-        // Tokens and keys are secrets or lead to them.
-        (_, ["", "api", "tokens", ..]) => Role::Admin,
-        (true, _) => Role::Viewer,
-        (false, ["", "api", "tasks"]) | (false, ["", "api", "tasks", _, "kill"]) => Role::Operator,
-        (false, _) => Role::Admin,
+    Some(match segments.as_slice() {
+        // Tokens are secrets.
+        ["", "api", "tokens", ..] => Role::Admin,
+        _ if read => Role::Viewer,
+        ["", "api", "tasks"] | ["", "api", "tasks", _, "kill"] if post => Role::Operator,
+        _ => Role::Admin,
     })
 }
 
