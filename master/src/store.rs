@@ -469,6 +469,13 @@ impl Store {
         })
     }
 
+    /// The last stored epoch.
+    pub fn epoch(&self) -> Result<u32> {
+        Ok(self
+            .conn
+            .query_row("SELECT epoch FROM master_epoch", [], |r| r.get(0))?)
+    }
+
     pub fn next_epoch(&self, at_least: u32) -> Result<u32> {
         self.atomically(|s| {
             let epoch: u32 = s.conn.query_row(

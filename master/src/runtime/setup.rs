@@ -130,7 +130,18 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
         );
     }
     // Committed before anything is published under it: agents refuse every older epoch.
-    let epoch = store.next_epoch(unix_secs()).map_err(RunError::Store)?;
+    let epoch = match store.next_epoch(unix_secs()) {
+        Ok(epoch) => epoch,
+        // A full disk must not keep the master down: this epoch is above every stored one and
+        // the clock's seconds, which the next start's epoch will be above too.
+        Err(e) if e.is_full() => {
+            let stored = store.epoch().map_err(RunError::Store)?;
+            let epoch = stored.saturating_add(1).max(unix_secs());
+            warn!("{e}: starting under epoch {epoch:08x} without storing it; writes are refused");
+            epoch
+        }
+        Err(e) => return Err(RunError::Store(e)),
+    };
     let clock = Clock(TokioInstant::now());
     let period = tether_core::Duration::from_millis(config.heartbeat_period.as_millis() as u64);
     let mut core_config = Config::new(&config.prefix, epoch, signing_key);

@@ -8,6 +8,7 @@ mod broker_mosquitto;
 mod broker_util;
 mod core_auth;
 mod core_rules;
+mod disk_full;
 mod published;
 mod runtime;
 mod store_basics;

@@ -102,7 +102,7 @@ impl MasterProc {
         }
     }
 
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
@@ -222,7 +222,7 @@ impl FakeAgent {
         .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
     }
 
-    async fn command(
+    pub(crate) async fn command(
         &mut self,
         what: &str,
         mut f: impl FnMut(&CommandBody) -> bool,
