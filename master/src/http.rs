@@ -46,26 +46,22 @@ pub fn authority(url: &str) -> Result<String, HttpError> {
     Ok(auth.to_owned())
 }
 
-/// One request; returns the status and the body.
+/// One request with the bearer `token` (if any); returns the status and the body.
 pub fn request(
     authority: &str,
+    token: Option<&str>,
     method: &str,
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, String), HttpError> {
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(|e| HttpError::Connect(authority.to_owned(), e))?
-        .next()
-        .ok_or_else(|| HttpError::BadUrl(authority.to_owned()))?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| HttpError::Connect(authority.to_owned(), e))?;
+    let mut stream = connect(authority)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(HttpError::Io)?;
     let body = body.unwrap_or("");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n{auth}\
          Accept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
@@ -77,6 +73,25 @@ pub fn request(
         .read_to_end(&mut raw)
         .map_err(HttpError::Io)?;
     parse_response(&raw)
+}
+
+/// Tries every address the name resolves to (`localhost` may be `::1` first while the master
+/// listens on `127.0.0.1`).
+fn connect(authority: &str) -> Result<TcpStream, HttpError> {
+    let addrs = authority
+        .to_socket_addrs()
+        .map_err(|e| HttpError::Connect(authority.to_owned(), e))?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => HttpError::Connect(authority.to_owned(), e),
+        None => HttpError::BadUrl(authority.to_owned()),
+    })
 }
 
 fn parse_response(raw: &[u8]) -> Result<(u16, String), HttpError> {
