@@ -25,12 +25,12 @@ use crate::api::{self, ApiError, ApiRequest, Envelope};
 use crate::broker::{
     BrokerAddr, BrokerConfig, BrokerError, ClientSettings, ClientTls, EmbeddedBroker,
 };
-use crate::core::{Action, Config, Master, Publish, Qos};
+use crate::commit;
+use crate::core::{Config, Master, Qos};
 use crate::keys;
 use crate::model::TaskId;
 use crate::passwords::{self, Passwords, Verdict};
-use crate::persist;
-use crate::store::{Store, StoreError};
+use crate::store::{Page, SqliteStore, Store, StoreError};
 use crate::tls_listener::{self, TlsListen};
 
 /// How `tether-master run` was asked to run.
@@ -146,8 +146,9 @@ enum MqttInput {
 pub async fn run(config: RunConfig, on_ready: impl FnOnce(&Bound)) -> Result<(), RunError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| RunError::Io(format!("creating {}", config.data_dir.display()), e))?;
-    let store = Store::open(config.data_dir.join("master.db")).map_err(RunError::Store)?;
-    let snapshot = persist::load(&store).map_err(RunError::Store)?;
+    let store: Box<dyn Store> =
+        Box::new(SqliteStore::open(config.data_dir.join("master.db")).map_err(RunError::Store)?);
+    let snapshot = store.load().map_err(RunError::Store)?;
 
     let embedded_only = |what: &str| {
         RunError::Config(format!(
@@ -367,7 +368,7 @@ async fn stop(ctx: &mut Ctx, core: &mut Master, clock: Clock) -> Result<(), RunE
 }
 
 struct Ctx {
-    store: Store,
+    store: Box<dyn Store>,
     client: AsyncClient,
     bound: Bound,
     dropped_publishes: u64,
@@ -405,15 +406,7 @@ impl Ctx {
 
     /// Drains the core: commits the batch's changes, then publishes. A failed commit is fatal.
     fn flush(&mut self, core: &mut Master) -> Result<(), RunError> {
-        let mut changes = Vec::new();
-        let mut publishes: Vec<Publish> = Vec::new();
-        while let Some(action) = core.poll_action() {
-            match action {
-                Action::Persist(c) => changes.push(c),
-                Action::Publish(p) => publishes.push(p),
-            }
-        }
-        persist::apply(&self.store, &changes).map_err(|e| {
+        let publishes = commit::commit(core, self.store.as_ref()).map_err(|e| {
             error!("cannot commit to the store, stopping (a restart resumes from it): {e}");
             RunError::Store(e)
         })?;
@@ -440,7 +433,7 @@ impl Ctx {
         now: tether_core::Instant,
         req: ApiRequest,
     ) -> Result<Value, ApiError> {
-        let s = &self.store;
+        let s = self.store.as_ref();
         Ok(match req {
             ApiRequest::Status => json!({
                 "epoch": format!("{:08x}", self.bound.epoch),
@@ -505,7 +498,7 @@ impl Ctx {
             }
             ApiRequest::Clusters => to_value(&s.clusters()?)?,
             ApiRequest::Profiles => to_value(&s.profiles()?)?,
-            ApiRequest::Tasks => to_value(&s.tasks()?)?,
+            ApiRequest::Tasks => to_value(&s.tasks(Page::ALL)?)?,
             ApiRequest::Task(id) => {
                 let task = found(s.task(id)?, id)?;
                 let attempts = s.attempts(id)?;

@@ -8,5 +8,6 @@ mod broker_util;
 mod core_auth;
 mod core_rules;
 mod published;
+mod rig;
 mod runtime;
 mod store_basics;
