@@ -3,7 +3,7 @@
 //! trips, idempotent events by (agent, seq), ids that never go back, reopening, all-or-nothing
 //! batches, paging and typed refusals of bad input are one suite generic over the backend
 //! ([`suite!`]: a backend runs it by adding one line). Migration, the newer-schema refusal and
-//! deleted rows are SQLite's own, below the suite.
+//! deleted rows are SQLite's own (`store_sqlite.rs`).
 
 use std::path::Path;
 
@@ -14,7 +14,7 @@ use tether_master::model::{
     AgentPresence, AttemptState, AttemptUpdate, Cluster, ClusterMode, NewTask, Outcome, Profile,
     Target, TaskPolicy, TaskState,
 };
-use tether_master::store::{Page, SCHEMA_VERSION, SqliteStore, Store, StoreError};
+use tether_master::store::{Page, SqliteStore, Store, StoreError};
 
 /// Opens (creating if needed) the backend's database at a place named by `path`.
 type Open = fn(&Path) -> Result<Box<dyn Store>, StoreError>;
@@ -51,13 +51,13 @@ macro_rules! suite {
 
 suite!(sqlite => super::sqlite);
 
-fn db() -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn db() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("master.db");
     (dir, path)
 }
 
-fn task_on(agent: &str) -> NewTask {
+pub(crate) fn task_on(agent: &str) -> NewTask {
     NewTask {
         target: Target::Agent(agent.into()),
         argv: vec!["/bin/echo".into(), "hello world".into()],
@@ -69,7 +69,7 @@ fn task_on(agent: &str) -> NewTask {
     }
 }
 
-fn new_task(id: u64, task: NewTask) -> Change {
+pub(crate) fn new_task(id: u64, task: NewTask) -> Change {
     Change::NewTask {
         id,
         task,
@@ -77,7 +77,7 @@ fn new_task(id: u64, task: NewTask) -> Change {
     }
 }
 
-fn new_attempt(id: u64, task: u64, agent: &str) -> Change {
+pub(crate) fn new_attempt(id: u64, task: u64, agent: &str) -> Change {
     Change::NewAttempt {
         id,
         task,
@@ -102,7 +102,7 @@ fn accepted(task: u64, attempt: u64) -> EventKind {
     }
 }
 
-fn output(attempt: u64, stream: Stream, offset: u64, data: &[u8]) -> Change {
+pub(crate) fn output(attempt: u64, stream: Stream, offset: u64, data: &[u8]) -> Change {
     Change::Output {
         attempt,
         stream,
@@ -118,12 +118,12 @@ fn acked(agent: &str, up_to: u64) -> Change {
     }
 }
 
-fn apply(store: &dyn Store, changes: &[Change]) {
+pub(crate) fn apply(store: &dyn Store, changes: &[Change]) {
     store.apply(changes).unwrap();
 }
 
 /// The ids the core would choose next.
-fn next_ids(store: &dyn Store) -> (u64, u64) {
+pub(crate) fn next_ids(store: &dyn Store) -> (u64, u64) {
     let snapshot = store.load().unwrap();
     (snapshot.next_task, snapshot.next_attempt)
 }
@@ -663,114 +663,4 @@ fn bad_input_is_a_typed_error(open: Open) {
     );
     assert!(store.load().unwrap().profiles.is_empty());
     assert!(store.load().unwrap().clusters.is_empty());
-}
-
-// --- SQLite's own ---
-
-fn schema_version(path: &Path) -> u32 {
-    let raw = rusqlite::Connection::open(path).unwrap();
-    raw.query_row("SELECT version FROM schema_version", [], |r| r.get(0))
-        .unwrap()
-}
-
-#[test]
-fn sqlite_open_migrates_from_nothing() {
-    let (_dir, path) = db();
-    let store = SqliteStore::open(&path).unwrap();
-    assert!(store.integrity_check().unwrap().is_empty());
-    assert!(store.tasks(Page::ALL).unwrap().is_empty());
-    drop(store);
-    assert_eq!(schema_version(&path), SCHEMA_VERSION);
-
-    let raw = rusqlite::Connection::open(&path).unwrap();
-    let mode: String = raw
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    for table in [
-        "agents",
-        "clusters",
-        "cluster_members",
-        "profiles",
-        "tasks",
-        "attempts",
-        "events",
-        "output",
-        "kill_requests",
-        "master_epoch",
-        "agent_keys",
-    ] {
-        let n: i64 = raw
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                [table],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(n, 1, "table {table}");
-    }
-    drop(raw);
-    // Reopening an up-to-date database migrates nothing.
-    drop(SqliteStore::open(&path).unwrap());
-    assert_eq!(schema_version(&path), SCHEMA_VERSION);
-}
-
-#[test]
-fn sqlite_a_file_that_is_not_a_database_is_an_error() {
-    let (_dir, path) = db();
-    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
-    match SqliteStore::open(&path) {
-        Err(StoreError::Sqlite(e)) => assert!(e.to_string().contains("not a database"), "{e}"),
-        other => panic!("expected a database error, got {other:?}"),
-    }
-}
-
-#[test]
-fn sqlite_newer_schema_is_refused() {
-    let (_dir, path) = db();
-    drop(SqliteStore::open(&path).unwrap());
-    let raw = rusqlite::Connection::open(&path).unwrap();
-    raw.execute("UPDATE schema_version SET version = 99", [])
-        .unwrap();
-    drop(raw);
-    match SqliteStore::open(&path) {
-        Err(StoreError::NewerSchema { found: 99, known }) => assert_eq!(known, SCHEMA_VERSION),
-        other => panic!("expected NewerSchema, got {other:?}"),
-    }
-}
-
-#[test]
-fn sqlite_ids_of_deleted_rows_are_not_issued_again() {
-    let (_dir, path) = db();
-    let store = SqliteStore::open(&path).unwrap();
-    let (t1, a1) = next_ids(&store);
-    apply(
-        &store,
-        &[
-            new_task(t1, task_on("pi-1")),
-            new_attempt(a1, t1, "pi-1"),
-            new_attempt(a1 + 1, t1, "pi-1"),
-            output(a1 + 1, Stream::Stdout, 0, b"x"),
-        ],
-    );
-    drop(store);
-    // Retention deletes the newest rows (by hand here, as there is no such change yet).
-    let raw = rusqlite::Connection::open(&path).unwrap();
-    raw.execute_batch("PRAGMA foreign_keys = ON").unwrap();
-    assert_eq!(
-        raw.execute("DELETE FROM tasks WHERE id = ?1", [t1])
-            .unwrap(),
-        1
-    );
-    drop(raw);
-
-    let store = SqliteStore::open(&path).unwrap();
-    assert!(
-        store.attempts(t1).unwrap().is_empty(),
-        "attempts go with their task"
-    );
-    assert!(store.output(a1 + 1).unwrap().is_empty(), "and their output");
-    let (t2, a3) = next_ids(&store);
-    assert!(t2 > t1);
-    assert!(a3 > a1 + 1, "deleted ids are not issued again");
 }
