@@ -13,7 +13,8 @@
 //! sequence too, so ids of deleted rows are not issued again. Agents tell a new attempt from a
 //! forgotten old one by its id.
 //!
-//! The values are the [`crate::model`]'s; [`rows`] maps them to rows.
+//! The values are the [`crate::model`]'s; the `rows` module maps them to rows, `write` applies
+//! each change.
 
 use std::cell::Cell;
 use std::fmt;
