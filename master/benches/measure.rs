@@ -161,7 +161,7 @@ impl Master {
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let body = body.map(Value::to_string);
-        let (status, text) = http::request(&self.http, method, path, body.as_deref())
+        let (status, text) = http::request(&self.http, None, method, path, body.as_deref())
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         assert!(
             (200..300).contains(&status),

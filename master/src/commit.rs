@@ -1,22 +1,47 @@
-//! The commit rule in one place: drain the core's actions, apply the batch's changes to the
-//! store in one transaction, and only then hand back what may be published, in order. Used by
-//! the runtime, the system simulation and the test rigs.
+//! The commit rule of [`crate::core`] in one place: drain the core's actions, apply every
+//! `Persist` change of the batch to the [`Store`] in ONE transaction, and only after that
+//! commit hand back the batch's publishes, in order. An acknowledgement therefore never leaves
+//! before the event it acknowledges is stored. The runtime, the simulation and the test rigs
+//! all drain through here.
 
-use crate::core::{Action, Master, Publish};
-use crate::persist;
+use crate::core::{Action, Change, Master, Publish};
 use crate::store::{Store, StoreError};
 
-/// Commits what the core has queued since the last call. On `Err` nothing of the batch may be
-/// published (the core has moved past the store: rebuild it with `Master::recover`).
-pub fn commit(core: &mut Master, store: &Store) -> Result<Vec<Publish>, StoreError> {
-    let mut changes = Vec::new();
-    let mut publishes = Vec::new();
-    while let Some(action) = core.poll_action() {
-        match action {
-            Action::Persist(c) => changes.push(c),
-            Action::Publish(p) => publishes.push(p),
+/// One drained batch: its changes, and the publishes held back until they are committed.
+#[derive(Debug, Default)]
+pub struct Batch {
+    changes: Vec<Change>,
+    publishes: Vec<Publish>,
+}
+
+impl Batch {
+    /// Takes every action the core has queued, keeping the publishes' order.
+    pub fn drain(core: &mut Master) -> Self {
+        let mut batch = Self::default();
+        while let Some(action) = core.poll_action() {
+            match action {
+                Action::Persist(c) => batch.changes.push(c),
+                Action::Publish(p) => batch.publishes.push(p),
+            }
         }
+        batch
     }
-    persist::apply(store, &changes)?;
-    Ok(publishes)
+
+    /// The batch's changes, for observers that look before (or after) the commit.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// Commits the changes in one transaction; on success, the publishes that may now go out.
+    /// On failure nothing of the batch is stored and nothing may be published: the caller stops
+    /// the core, and a restart resumes from what was committed before.
+    pub fn commit(&mut self, store: &dyn Store) -> Result<Vec<Publish>, StoreError> {
+        store.apply(&self.changes)?;
+        Ok(std::mem::take(&mut self.publishes))
+    }
+}
+
+/// Drains `core` and commits the batch to `store`: the publishes that may now go out.
+pub fn commit(core: &mut Master, store: &dyn Store) -> Result<Vec<Publish>, StoreError> {
+    Batch::drain(core).commit(store)
 }

@@ -1,7 +1,8 @@
 //! kill -9 while the store is writing loses nothing that was committed.
 //!
 //! The test re-executes its own binary as a writer (`TETHER_STORE_CRASH_CHILD=<db path>`) that
-//! commits tasks, attempts, events and output in a loop and prints each committed id after the
+//! commits batches of the core's changes (task, attempt, event, output, acknowledgement) in a
+//! loop through [`Store::apply`], as the runtime does, and prints each committed id after the
 //! commit returns. The parent SIGKILLs it mid-stream, reopens the database and checks SQLite's
 //! integrity check and that every reported row is there. Runs without libtest's harness
 //! (`harness = false`) so the child mode needs no dummy test.
@@ -12,9 +13,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tether_core::message::Stream;
-use tether_master::model::{NewTask, Target, TaskPolicy};
-use tether_master::store::Store;
+use tether_core::message::{Event, EventKind, Stream, TaskRef};
+use tether_master::core::Change;
+use tether_master::model::{NewTask, Target, TaskPolicy, TaskState};
+use tether_master::store::{Page, SqliteStore, Store};
 
 const CHILD_ENV: &str = "TETHER_STORE_CRASH_CHILD";
 const AGENT: &str = "pi-crash";
@@ -35,20 +37,54 @@ fn task() -> NewTask {
     }
 }
 
+/// One batch as the core would emit it for a task that started at once: `t` and `a` are the
+/// ids the core chose.
+fn batch(t: u64, a: u64, seq: u64) -> Vec<Change> {
+    vec![
+        Change::NewTask {
+            id: t,
+            task: task(),
+            state: TaskState::Pending,
+        },
+        Change::NewAttempt {
+            id: a,
+            task: t,
+            agent: AGENT.into(),
+        },
+        Change::Event {
+            agent: AGENT.into(),
+            event: Event {
+                seq,
+                at_unix_ms: 0,
+                kind: EventKind::Started {
+                    task: TaskRef {
+                        task: t,
+                        attempt: a,
+                    },
+                    pid: 1,
+                },
+            },
+        },
+        Change::Output {
+            attempt: a,
+            stream: Stream::Stdout,
+            offset: 0,
+            data: seq.to_le_bytes().to_vec(),
+        },
+        Change::Acked {
+            agent: AGENT.into(),
+            up_to: seq,
+        },
+    ]
+}
+
 fn writer(path: &str) {
-    let store = Store::open(path).expect("writer opens the store");
+    let store = SqliteStore::open(path).expect("writer opens the store");
+    let snapshot = store.load().expect("writer loads the snapshot");
+    let (mut t, mut a) = (snapshot.next_task, snapshot.next_attempt);
     let mut out = std::io::stdout().lock();
     for seq in 1..=WRITER_LIMIT {
-        let (t, a) = store
-            .atomically(|s| {
-                let t = s.insert_task(&task())?;
-                let a = s.new_attempt(t, AGENT)?;
-                s.record_event(AGENT, seq, Some(a), "started", r#"{"pid":1}"#)?;
-                s.append_output(a, Stream::Stdout, 0, &seq.to_le_bytes())?;
-                s.set_last_acked_seq(AGENT, seq)?;
-                Ok((t, a))
-            })
-            .expect("writer commits");
+        store.apply(&batch(t, a, seq)).expect("writer commits");
         // Only after the commit returned: every line is a promise the parent checks.
         if writeln!(out, "{t} {a} {seq}")
             .and_then(|()| out.flush())
@@ -56,6 +92,8 @@ fn writer(path: &str) {
         {
             return; // the parent is gone
         }
+        t += 1;
+        a += 1;
     }
 }
 
@@ -63,7 +101,7 @@ fn kill9_loses_nothing_committed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("master.db");
     // Created (and migrated) before the writer starts, so the kill can only hit data writes.
-    drop(Store::open(&path).unwrap());
+    drop(SqliteStore::open(&path).unwrap());
 
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env(CHILD_ENV, &path)
@@ -109,7 +147,7 @@ fn kill9_loses_nothing_committed() {
     // Lines printed just before the kill are commits too.
     lines.extend(rx.try_iter());
 
-    let store = Store::open(&path).expect("reopens after kill -9");
+    let store = SqliteStore::open(&path).expect("reopens after kill -9");
     assert_eq!(store.integrity_check().unwrap(), Vec::<String>::new());
     let events = store.events(AGENT).unwrap();
     let mut max_attempt = 0;
@@ -123,8 +161,10 @@ fn kill9_loses_nothing_committed() {
         };
         assert!(store.task(t).unwrap().is_some(), "task {t} lost");
         let attempt = store
-            .attempt(a)
+            .attempts(t)
             .unwrap()
+            .into_iter()
+            .find(|x| x.id == a)
             .unwrap_or_else(|| panic!("attempt {a} lost"));
         assert_eq!(attempt.task_id, t);
         assert!(
@@ -139,16 +179,22 @@ fn kill9_loses_nothing_committed() {
         max_attempt = max_attempt.max(a);
     }
     let last_seq = lines.len() as u64;
-    assert!(store.last_acked_seq(AGENT).unwrap().unwrap() >= last_seq);
+    let agent = store.agents().unwrap().into_iter().find(|x| x.id == AGENT);
+    assert!(agent.unwrap().last_seq_acked >= last_seq);
     // A transaction cut by the kill left nothing half-done: every attempt has its event.
-    for task in store.tasks().unwrap() {
+    for task in store.tasks(Page::ALL).unwrap() {
         let attempts = store.attempts(task.id).unwrap();
         assert_eq!(attempts.len(), 1, "task {} is half-written", task.id);
         assert!(events.iter().any(|e| e.attempt == Some(attempts[0].id)));
     }
     // Ids keep growing after the crash.
-    let t = store.insert_task(&task()).unwrap();
-    assert!(store.new_attempt(t, AGENT).unwrap() > max_attempt);
+    let snapshot = store.load().unwrap();
+    assert!(snapshot.next_attempt > max_attempt);
+    let next = last_seq + 1_000_000;
+    store
+        .apply(&batch(snapshot.next_task, snapshot.next_attempt, next))
+        .expect("commits after the crash");
+    assert!(store.load().unwrap().next_attempt > snapshot.next_attempt);
     println!(
         "kill -9 after {} reported commits ({} stored): nothing lost",
         lines.len(),

@@ -15,13 +15,13 @@ use crate::core::{Master, SecurityCounts, Stats};
 use crate::keys;
 use crate::model::{AgentPresence, Attempt, AttemptId, Task, TaskId, TaskState};
 use crate::runtime::Bound;
-use crate::store::Store;
+use crate::store::{Page, Store};
 
 /// What the loop lends the API for one request.
-#[derive(Debug)]
+#[allow(missing_debug_implementations)] // the store is a trait object
 pub struct Context<'a> {
     pub core: &'a mut Master,
-    pub store: &'a Store,
+    pub store: &'a dyn Store,
     pub bound: &'a Bound,
     /// Publishes the MQTT client could not queue (commands are retransmitted anyway).
     pub dropped_publishes: u64,
@@ -198,7 +198,7 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Value, A
         }
         ApiRequest::Clusters => json(&s.clusters()?),
         ApiRequest::Profiles => json(&s.profiles()?),
-        ApiRequest::Tasks => json(&s.tasks()?),
+        ApiRequest::Tasks => json(&s.tasks(Page::ALL)?),
         ApiRequest::Task(id) => {
             let task = found(s.task(id)?, id)?;
             let attempts = s.attempts(id)?;

@@ -257,7 +257,7 @@ struct Api {
 impl Api {
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
         let body = body.map(Value::to_string);
-        let (status, text) = http::request(&self.authority, method, path, body.as_deref())?;
+        let (status, text) = http::request(&self.authority, None, method, path, body.as_deref())?;
         let value: Value = serde_json::from_str(&text).map_err(|_| {
             Failure(format!(
                 "the master answered HTTP {status} with something that is not JSON"

@@ -14,7 +14,6 @@ use super::setup::Ready;
 use super::{Bound, Clock, MqttInput, RunError};
 use crate::api::{self, ApiError, ApiRequest};
 use crate::core::{Master, Qos};
-use crate::persist;
 use crate::store::{Store, StoreError};
 
 /// Inputs handled in one batch, at most (bounds the latency a burst adds to its first input).
@@ -31,7 +30,7 @@ struct Pending {
 }
 
 struct Loop {
-    store: Store,
+    store: Box<dyn Store>,
     client: AsyncClient,
     bound: Bound,
     clock: Clock,
@@ -158,7 +157,7 @@ impl Loop {
             _ => api::answer(
                 api::Context {
                     core,
-                    store: &self.store,
+                    store: self.store.as_ref(),
                     bound: &self.bound,
                     dropped_publishes: self.dropped_publishes,
                 },
@@ -178,7 +177,7 @@ impl Loop {
     /// batch's write requests get is returned. Only a store that cannot even be read stops
     /// the master.
     fn flush(&mut self, core: &mut Master) -> Result<Option<ApiError>, RunError> {
-        match crate::commit::commit(core, &self.store) {
+        match crate::commit::commit(core, self.store.as_ref()) {
             Ok(publishes) => {
                 if let Some(e) = self.refusing.take() {
                     info!("the store takes writes again (it refused: {})", e.message);
@@ -194,7 +193,7 @@ impl Loop {
                     "cannot commit to the store: {e}; nothing of the batch is published, \
                      the core is rebuilt from the store, agents resend what was not acknowledged"
                 );
-                let snapshot = persist::load(&self.store).map_err(RunError::Store)?;
+                let snapshot = self.store.load().map_err(RunError::Store)?;
                 core.recover(snapshot, self.clock.now());
                 if matches!(e, StoreError::Sqlite(_)) {
                     if self.refusing.is_none() {

@@ -17,13 +17,12 @@ use crate::broker::{BrokerConfig, ClientSettings, ClientTls, EmbeddedBroker};
 use crate::core::{Config, Master};
 use crate::keys;
 use crate::passwords::{self, Passwords, Verdict};
-use crate::persist;
-use crate::store::Store;
+use crate::store::{SqliteStore, Store};
 use crate::tls_listener;
 
 /// A master ready to serve: what the loop owns.
 pub(super) struct Ready {
-    pub(super) store: Store,
+    pub(super) store: Box<dyn Store>,
     pub(super) core: Master,
     pub(super) client: rumqttc::AsyncClient,
     pub(super) mqtt_rx: mpsc::Receiver<MqttInput>,
@@ -38,8 +37,9 @@ pub(super) struct Ready {
 pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| RunError::Io(format!("creating {}", config.data_dir.display()), e))?;
-    let store = Store::open(config.data_dir.join("master.db")).map_err(RunError::Store)?;
-    let snapshot = persist::load(&store).map_err(RunError::Store)?;
+    let store: Box<dyn Store> =
+        Box::new(SqliteStore::open(config.data_dir.join("master.db")).map_err(RunError::Store)?);
+    let snapshot = store.load().map_err(RunError::Store)?;
 
     let embedded_only = |what: &str| {
         RunError::Config(format!(

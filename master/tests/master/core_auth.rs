@@ -3,16 +3,16 @@
 //! and counted, nothing stored); everything the master publishes is signed, from one counter
 //! that only grows; keys and the epoch survive restarts.
 
+use tether_core::Duration;
 use tether_core::auth::{AgentKey, MasterKeys, SigningKey, Verifier};
 use tether_core::message::{AgentHeartbeat, Echo, Event, EventKind, Message, TaskRef};
 use tether_core::presence::{Presence, State};
 use tether_core::wire::{self, DecodeError, Signer};
-use tether_core::{Duration, Instant};
-use tether_master::core::{Action, Config, Master, Publish, RequestError, Submit};
-use tether_master::persist;
-use tether_master::store::Store;
+use tether_master::core::{Config, Master, RequestError, Submit};
+use tether_master::store::{SqliteStore, Store};
 
 use crate::published;
+use crate::rig::Rig;
 
 const PI1: AgentKey = [1; 32];
 const PI2: AgentKey = [2; 32];
@@ -21,63 +21,27 @@ fn signing_key() -> SigningKey {
     SigningKey::from_seed([3; 32]).unwrap()
 }
 
-struct Rig {
-    m: Master,
-    now: Instant,
-    store: Store,
-    _dir: tempfile::TempDir,
-    out: Vec<Publish>,
-    heartbeats: u32,
+/// A master whose epoch comes from its store, with pi-1's and pi-2's keys provisioned;
+/// `insecure_agents` as `--insecure-agents`.
+fn rig(insecure_agents: bool) -> Rig {
+    Rig::start(
+        |store| {
+            let epoch = store.next_epoch(0).unwrap();
+            let mut config = Config::new("tether", epoch, signing_key());
+            config.heartbeat_period = Duration::from_secs(10);
+            config.insecure_agents = insecure_agents;
+            config
+        },
+        |rig| {
+            rig.m.set_agent_key(rig.now, "pi-1", PI1).unwrap();
+            rig.m.set_agent_key(rig.now, "pi-2", PI2).unwrap();
+        },
+    )
 }
 
 impl Rig {
-    fn new(insecure_agents: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("master.db")).unwrap();
-        let epoch = store.next_epoch(0).unwrap();
-        let mut config = Config::new("tether", epoch, signing_key());
-        config.heartbeat_period = Duration::from_secs(10);
-        config.insecure_agents = insecure_agents;
-        let now = Instant::from_secs(100);
-        let mut rig = Self {
-            m: Master::new(config, now).unwrap(),
-            now,
-            store,
-            _dir: dir,
-            out: Vec::new(),
-            heartbeats: 0,
-        };
-        rig.m.set_agent_key(now, "pi-1", PI1).unwrap();
-        rig.m.set_agent_key(now, "pi-2", PI2).unwrap();
-        rig.m.handle_connected(now);
-        rig.drain();
-        rig
-    }
-
-    fn drain(&mut self) {
-        let mut changes = Vec::new();
-        while let Some(a) = self.m.poll_action() {
-            match a {
-                Action::Persist(c) => changes.push(c),
-                Action::Publish(p) => self.out.push(p),
-            }
-        }
-        persist::apply(&self.store, &changes).unwrap();
-    }
-
-    fn deliver(&mut self, topic: &str, payload: &[u8]) {
-        self.m.handle_message(self.now, topic, payload);
-        self.drain();
-    }
-
-    fn secs(&mut self, s: u64) {
-        self.now += Duration::from_secs(s);
-        self.m.handle_timeout(self.now);
-        self.drain();
-    }
-
     /// Announces `agent` as its own key says, so it is online and available.
-    fn online(&mut self, agent: &str, key: &AgentKey) {
+    fn announce(&mut self, agent: &str, key: &AgentKey) {
         let topic = format!("tether/agent/{agent}/presence");
         let text = presence(State::Online, 1).render_signed(&topic, Signer::Agent(key));
         self.deliver(&topic, text.as_bytes());
@@ -152,8 +116,8 @@ const PI1_EVENT: &str = "tether/agent/pi-1/event";
 
 #[test]
 fn event_forged_by_another_agent_is_dropped_and_counted() {
-    let mut rig = Rig::new(false);
-    rig.online("pi-1", &PI1);
+    let mut rig = rig(false);
+    rig.announce("pi-1", &PI1);
     let before = rig.acks_to("pi-1");
     // pi-2 (or anyone holding pi-2's key) speaks for pi-1.
     rig.deliver(PI1_EVENT, &mac(&accepted(1), PI1_EVENT, &PI2));
@@ -175,7 +139,7 @@ fn event_forged_by_another_agent_is_dropped_and_counted() {
 
 #[test]
 fn unauthenticated_and_unknown_agents_are_refused() {
-    let mut rig = Rig::new(false);
+    let mut rig = rig(false);
     rig.deliver(PI1_EVENT, &plain(&accepted(1)));
     let hb = "tether/agent/pi-1/heartbeat";
     rig.deliver(hb, &plain(&heartbeat(1, None)));
@@ -195,8 +159,8 @@ fn unauthenticated_and_unknown_agents_are_refused() {
 
 #[test]
 fn forged_will_does_not_take_an_agent_offline() {
-    let mut rig = Rig::new(false);
-    rig.online("pi-1", &PI1);
+    let mut rig = rig(false);
+    rig.announce("pi-1", &PI1);
     assert!(rig.available("pi-1"));
     let topic = "tether/agent/pi-1/presence";
     let forged = presence(State::Lost, 1).render_signed(topic, Signer::Agent(&PI2));
@@ -211,8 +175,8 @@ fn forged_will_does_not_take_an_agent_offline() {
 
 #[test]
 fn a_rotated_key_replaces_the_old_one() {
-    let mut rig = Rig::new(false);
-    rig.online("pi-1", &PI1);
+    let mut rig = rig(false);
+    rig.announce("pi-1", &PI1);
     rig.m.set_agent_key(rig.now, "pi-1", [9; 32]).unwrap();
     rig.drain();
     rig.deliver(PI1_EVENT, &mac(&accepted(1), PI1_EVENT, &PI1));
@@ -227,7 +191,7 @@ fn a_rotated_key_replaces_the_old_one() {
 
 #[test]
 fn the_masters_own_broker_user_gets_no_agent_key() {
-    let mut rig = Rig::new(false);
+    let mut rig = rig(false);
     let refused = rig.m.set_agent_key(rig.now, "tether-master", [1; 32]);
     assert!(
         matches!(&refused, Err(RequestError::MasterUser(id)) if id == "tether-master"),
@@ -238,7 +202,7 @@ fn the_masters_own_broker_user_gets_no_agent_key() {
 
 #[test]
 fn insecure_mode_takes_plain_messages_only_from_agents_without_keys() {
-    let mut rig = Rig::new(true);
+    let mut rig = rig(true);
     let topic = "tether/agent/pi-9/heartbeat";
     rig.deliver("tether/agent/pi-9/presence", b"online 00000001");
     let echo = published::echo(&rig.out, "tether");
@@ -251,8 +215,8 @@ fn insecure_mode_takes_plain_messages_only_from_agents_without_keys() {
 
 #[test]
 fn everything_published_is_signed_with_one_growing_counter() {
-    let mut rig = Rig::new(false);
-    rig.online("pi-1", &PI1);
+    let mut rig = rig(false);
+    rig.announce("pi-1", &PI1);
     let id = rig
         .m
         .submit(
@@ -272,7 +236,7 @@ fn everything_published_is_signed_with_one_growing_counter() {
     rig.drain();
     // Unanswered: the start is retransmitted each period, heartbeats go out meanwhile.
     for _ in 0..3 {
-        rig.secs(10);
+        rig.jump(10);
     }
     let keys = MasterKeys::from_keys(&[signing_key().public_key()]).unwrap();
     let mut counters = Vec::new();
@@ -312,9 +276,9 @@ fn everything_published_is_signed_with_one_growing_counter() {
 
 #[test]
 fn keys_and_epoch_survive_a_restart() {
-    let mut rig = Rig::new(false);
-    rig.online("pi-1", &PI1);
-    let snapshot = persist::load(&rig.store).unwrap();
+    let mut rig = rig(false);
+    rig.announce("pi-1", &PI1);
+    let snapshot = rig.store.load().unwrap();
     assert!(snapshot.agent_keys.contains(&("pi-1".to_owned(), PI1)));
     let epoch = rig.store.next_epoch(0).unwrap();
     assert_eq!(epoch, 2, "the epoch only grows");
@@ -335,7 +299,7 @@ fn the_epoch_grows_across_reopening_the_store() {
     let path = dir.path().join("master.db");
     let mut seen = Vec::new();
     for floor in [0, 0, 100, 50, 0] {
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         seen.push(store.next_epoch(floor).unwrap());
     }
     // One more each time, jumping to a floor above (the clock, for a master that lost its

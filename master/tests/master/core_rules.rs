@@ -1,7 +1,8 @@
 //! The master core's rules, driven in virtual time. Agents are played by the test (presence,
-//! heartbeats and events encoded with the real wire format); every batch of changes is applied
-//! to a real SQLite store, the way the runtime does it.
+//! heartbeats and events encoded with the real wire format) on the [`crate::rig::Rig`]: every
+//! batch of changes is committed to a real SQLite store, the way the runtime does it.
 
+use tether_core::Duration;
 use tether_core::auth::{AgentKey, MasterKeys, SigningKey, Verifier};
 use tether_core::message::{
     AgentHeartbeat, Command, CommandBody, Event, EventKind, Exit, KillCause, Message, RejectReason,
@@ -10,96 +11,38 @@ use tether_core::message::{
 use tether_core::policy::{OnDisconnect, PolicyError};
 use tether_core::presence::{Presence, State};
 use tether_core::wire::{self, Signer};
-use tether_core::{Duration, Instant};
 use tether_master::core::{
-    Action, ClusterRequest, Config, Master, PolicyOverrides, ProfileRequest, Publish, Qos,
-    RequestError, Submit,
+    Action, ClusterRequest, Config, Master, PolicyOverrides, ProfileRequest, Qos, RequestError,
+    Submit,
 };
-use tether_master::model::{AgentPresence, AttemptState, ClusterMode, Outcome, TaskState};
-use tether_master::persist;
+use tether_master::model::{
+    Agent, AgentPresence, Attempt, AttemptState, ClusterMode, Outcome, Profile, TaskState,
+};
 use tether_master::store::Store;
 
 use crate::published;
+use crate::rig::Rig;
 
 const P: &str = "tether";
 
-struct Harness {
-    m: Master,
-    now: Instant,
-    store: Store,
-    _dir: tempfile::TempDir,
-    /// Everything published, in order.
-    out: Vec<Publish>,
-    /// Heartbeats the simulated agents sent (one count for all: each only has to grow).
-    heartbeats: u32,
+/// A master with these tests' configuration: epoch 0xabcd, heartbeats every 10 s.
+fn rig() -> Rig {
+    rig_with(|_| {})
 }
 
-impl Harness {
-    fn new() -> Self {
-        Self::with(|_| {})
-    }
+fn rig_with(f: impl FnOnce(&mut Config)) -> Rig {
+    Rig::start(
+        |_| {
+            let mut config = Config::new(P, 0xabcd, master_key());
+            config.heartbeat_period = Duration::from_secs(10);
+            f(&mut config);
+            config
+        },
+        |_| {},
+    )
+}
 
-    fn with(f: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("master.db")).unwrap();
-        let mut config = Config::new(P, 0xabcd, master_key());
-        config.heartbeat_period = Duration::from_secs(10);
-        f(&mut config);
-        let now = Instant::from_secs(100);
-        let m = Master::new(config, now).unwrap();
-        let mut h = Self {
-            m,
-            now,
-            store,
-            _dir: dir,
-            out: Vec::new(),
-            heartbeats: 0,
-        };
-        h.m.handle_connected(now);
-        h.drain();
-        h
-    }
-
-    /// Drains one batch: persists in one transaction first, then the publishes.
-    fn drain(&mut self) {
-        let mut changes = Vec::new();
-        let mut publishes = Vec::new();
-        while let Some(a) = self.m.poll_action() {
-            match a {
-                Action::Persist(c) => changes.push(c),
-                Action::Publish(p) => publishes.push(p),
-            }
-        }
-        persist::apply(&self.store, &changes).expect("batch commits");
-        self.out.extend(publishes);
-    }
-
-    /// Moves virtual time to `now + d`, firing every timeout on the way.
-    fn advance(&mut self, d: Duration) {
-        let target = self.now + d;
-        while let Some(t) = self.m.poll_timeout() {
-            if t > target {
-                break;
-            }
-            assert!(t >= self.now, "timeout in the past");
-            self.now = t;
-            self.m.handle_timeout(t);
-            self.drain();
-        }
-        self.now = target;
-        self.m.handle_timeout(target);
-        self.drain();
-    }
-
-    fn secs(&mut self, s: u64) {
-        self.advance(Duration::from_secs(s));
-    }
-
-    fn msg(&mut self, topic: &str, payload: &[u8]) {
-        self.m.handle_message(self.now, topic, payload);
-        self.drain();
-    }
-
+impl Rig {
     /// The agent's key, provisioned in the core on first use (as `tetherctl provision` does).
     fn key(&mut self, agent: &str) -> AgentKey {
         let key = agent_key(agent);
@@ -127,7 +70,7 @@ impl Harness {
             incarnation: inc,
         }
         .render_signed(&topic, Signer::Agent(&key));
-        self.msg(&topic, text.as_bytes());
+        self.deliver(&topic, text.as_bytes());
     }
 
     fn heartbeat(&mut self, agent: &str, inc: u32, last_seq: u64, tasks: &[TaskRef]) {
@@ -142,7 +85,7 @@ impl Harness {
             journal_bytes: 0,
         });
         let bytes = self.mac(agent, "heartbeat", &hb);
-        self.msg(&format!("{P}/agent/{agent}/heartbeat"), &bytes);
+        self.deliver(&format!("{P}/agent/{agent}/heartbeat"), &bytes);
     }
 
     fn event(&mut self, agent: &str, seq: u64, kind: EventKind) {
@@ -152,7 +95,7 @@ impl Harness {
             kind,
         });
         let bytes = self.mac(agent, "event", &ev);
-        self.msg(&format!("{P}/agent/{agent}/event"), &bytes);
+        self.deliver(&format!("{P}/agent/{agent}/event"), &bytes);
     }
 
     /// An agent that announced itself and heartbeats with nothing to report.
@@ -214,6 +157,21 @@ impl Harness {
         self.store.task(id).unwrap().unwrap().state
     }
 
+    fn stored_agent(&self, id: &str) -> Agent {
+        let agents = self.store.agents().unwrap();
+        agents.into_iter().find(|a| a.id == id).unwrap()
+    }
+
+    fn stored_attempt(&self, t: TaskRef) -> Attempt {
+        let attempts = self.store.attempts(t.task).unwrap();
+        attempts.into_iter().find(|a| a.id == t.attempt).unwrap()
+    }
+
+    fn stored_profile(&self, name: &str) -> Profile {
+        let profiles = self.store.profiles().unwrap();
+        profiles.into_iter().find(|p| p.name == name).unwrap()
+    }
+
     /// Plays an agent accepting and starting `task` with events `seq`, `seq + 1`.
     fn accept_and_start(&mut self, agent: &str, seq: u64, task: TaskRef) {
         self.event(agent, seq, EventKind::Accepted { task });
@@ -272,7 +230,7 @@ fn short(on_disconnect: OnDisconnect) -> PolicyOverrides {
     }
 }
 
-fn cluster(h: &mut Harness, name: &str, mode: ClusterMode, members: &[&str]) {
+fn cluster(h: &mut Rig, name: &str, mode: ClusterMode, members: &[&str]) {
     h.m.put_cluster(
         h.now,
         ClusterRequest {
@@ -287,7 +245,7 @@ fn cluster(h: &mut Harness, name: &str, mode: ClusterMode, members: &[&str]) {
 
 #[test]
 fn master_announces_presence_and_heartbeats_every_period() {
-    let mut h = Harness::new();
+    let mut h = rig();
     let presence = h
         .out
         .iter()
@@ -330,31 +288,25 @@ fn master_announces_presence_and_heartbeats_every_period() {
 
 #[test]
 fn stale_will_never_marks_a_live_agent_offline() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("pi-1", 1);
     // Restarted quickly: the new incarnation is online, then the old session's will arrives.
     h.online("pi-1", 2);
     h.presence("pi-1", State::Lost, 1);
     assert_eq!(h.m.stats().stale_wills, 1);
-    assert_eq!(
-        h.store.agent("pi-1").unwrap().unwrap().presence,
-        AgentPresence::Online
-    );
+    assert_eq!(h.stored_agent("pi-1").presence, AgentPresence::Online);
     let id = h.submit(to_agent("pi-1", &["true"]));
     assert_eq!(h.starts("pi-1", 0).len(), 1);
     assert_eq!(h.task_state(id), TaskState::Dispatched);
     // The live incarnation's will counts.
     h.presence("pi-1", State::Lost, 2);
-    assert_eq!(
-        h.store.agent("pi-1").unwrap().unwrap().presence,
-        AgentPresence::Lost
-    );
+    assert_eq!(h.stored_agent("pi-1").presence, AgentPresence::Lost);
     assert_eq!(h.task_state(id), TaskState::Unreachable);
 }
 
 #[test]
 fn start_is_retransmitted_every_period_until_accepted() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("pi-1", 1);
     let id = h.submit(to_agent("pi-1", &["true"]));
     for _ in 0..3 {
@@ -374,7 +326,7 @@ fn start_is_retransmitted_every_period_until_accepted() {
 
 #[test]
 fn rejected_start_fails_the_task_or_retries_when_transient() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("pi-1", 1);
     let id = h.submit(to_agent("pi-1", &["true"]));
     let task = h.starts("pi-1", 0)[0];
@@ -408,7 +360,7 @@ fn rejected_start_fails_the_task_or_retries_when_transient() {
 
 #[test]
 fn events_are_deduplicated_and_acknowledged_over_the_contiguous_prefix_only() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("pi-1", 1);
     let id = h.submit(to_agent("pi-1", &["echo", "hi"]));
     let task = h.starts("pi-1", 0)[0];
@@ -436,7 +388,7 @@ fn events_are_deduplicated_and_acknowledged_over_the_contiguous_prefix_only() {
     assert_eq!(*h.acks("pi-1", mark).last().unwrap(), 3);
     h.event("pi-1", 3, EventKind::Started { task, pid: 7 });
     assert_eq!(h.store.events("pi-1").unwrap().len(), 3);
-    assert_eq!(h.store.last_acked_seq("pi-1").unwrap(), Some(3));
+    assert_eq!(h.stored_agent("pi-1").last_seq_acked, 3);
     assert_eq!(h.store.output(task.attempt).unwrap()[0].bytes, b"hi\n");
     assert_eq!(h.task_state(id), TaskState::Running);
     h.finish("pi-1", 4, task, Exit::Code(0));
@@ -445,7 +397,7 @@ fn events_are_deduplicated_and_acknowledged_over_the_contiguous_prefix_only() {
 
 #[test]
 fn an_ack_follows_the_persisted_event_in_its_batch() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("pi-1", 1);
     h.submit(to_agent("pi-1", &["true"]));
     let task = h.starts("pi-1", 0)[0];
@@ -478,7 +430,7 @@ fn an_ack_follows_the_persisted_event_in_its_batch() {
 
 #[test]
 fn kill_task_fails_once_timeout_plus_allowance_passed_since_last_heard() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("pi-1", 1);
     let id = h.submit(Submit {
         policy: short(OnDisconnect::Kill),
@@ -507,15 +459,12 @@ fn kill_task_fails_once_timeout_plus_allowance_passed_since_last_heard() {
             attempt: task.attempt
         })
     );
-    assert_eq!(
-        h.store.attempt(task.attempt).unwrap().unwrap().state,
-        AttemptState::Lost
-    );
+    assert_eq!(h.stored_attempt(task).state, AttemptState::Lost);
 }
 
 #[test]
 fn kill_task_survives_an_outage_shorter_than_its_timeout() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("pi-1", 1);
     let id = h.submit(Submit {
         policy: short(OnDisconnect::Kill),
@@ -536,7 +485,7 @@ fn kill_task_survives_an_outage_shorter_than_its_timeout() {
 #[test]
 fn continue_task_is_unreachable_then_rescheduled_and_first_finished_wins() {
     for cancel in [false, true] {
-        let mut h = Harness::with(|c| c.cancel_duplicates = cancel);
+        let mut h = rig_with(|c| c.cancel_duplicates = cancel);
         h.online("a", 1);
         h.online("b", 1);
         cluster(&mut h, "c", ClusterMode::FixedPriority, &["a", "b"]);
@@ -582,7 +531,7 @@ fn continue_task_is_unreachable_then_rescheduled_and_first_finished_wins() {
         assert!(
             matches!(t.outcome, Some(Outcome::Exited { attempt, .. }) if attempt == first.attempt)
         );
-        let b = h.store.attempt(second.attempt).unwrap().unwrap();
+        let b = h.stored_attempt(second);
         assert_eq!(
             (b.state, b.exit),
             (AttemptState::Finished, Some(Exit::Code(1)))
@@ -592,7 +541,7 @@ fn continue_task_is_unreachable_then_rescheduled_and_first_finished_wins() {
 
 #[test]
 fn returning_agent_is_reconciled_after_its_replay() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("pi-1", 1);
     let done = h.submit(to_agent("pi-1", &["true"]));
     let gone = h.submit(to_agent("pi-1", &["true"]));
@@ -632,7 +581,7 @@ fn returning_agent_is_reconciled_after_its_replay() {
 
 #[test]
 fn round_robin_and_fixed_priority_with_fail_over() {
-    let mut h = Harness::new();
+    let mut h = rig();
     for a in ["a", "b", "c"] {
         h.online(a, 1);
     }
@@ -670,7 +619,7 @@ fn round_robin_and_fixed_priority_with_fail_over() {
 
 #[test]
 fn silent_member_is_skipped_and_drained_member_is_not_failed() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("a", 1);
     h.online("b", 1);
     cluster(&mut h, "fp", ClusterMode::FixedPriority, &["a", "b"]);
@@ -681,10 +630,7 @@ fn silent_member_is_skipped_and_drained_member_is_not_failed() {
     h.finish("a", 3, t, Exit::Code(0));
     h.presence("a", State::Stopped, 1);
     assert_eq!(h.task_state(id), TaskState::Succeeded);
-    assert_eq!(
-        h.store.agent("a").unwrap().unwrap().presence,
-        AgentPresence::Stopped
-    );
+    assert_eq!(h.stored_agent("a").presence, AgentPresence::Stopped);
     let mark = h.out.len();
     h.submit(to_cluster("fp"));
     assert_eq!(h.starts("b", mark).len(), 1);
@@ -706,7 +652,7 @@ fn silent_member_is_skipped_and_drained_member_is_not_failed() {
 
 #[test]
 fn profiles_are_validated_and_applied() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("pi-1", 1);
     let bad = |period, timeout| ProfileRequest {
         name: "p".into(),
@@ -773,10 +719,7 @@ fn profiles_are_validated_and_applied() {
     )
     .unwrap();
     h.drain();
-    assert_eq!(
-        h.store.profile("camera").unwrap().unwrap().policy.retries,
-        2
-    );
+    assert_eq!(h.stored_profile("camera").policy.retries, 2);
     let id = h.submit(Submit {
         profile: Some("camera".into()),
         policy: PolicyOverrides {
@@ -823,7 +766,7 @@ fn profiles_are_validated_and_applied() {
 
 #[test]
 fn retries_budget_then_failure() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("pi-1", 1);
     let id = h.submit(Submit {
         policy: PolicyOverrides {
@@ -850,7 +793,7 @@ fn retries_budget_then_failure() {
 
 #[test]
 fn kill_request_pending_and_running() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("pi-1", 1);
     cluster(&mut h, "empty", ClusterMode::RoundRobin, &["nobody"]);
     let queued = h.submit(to_cluster("empty"));
@@ -877,7 +820,7 @@ fn kill_request_pending_and_running() {
     h.heartbeat("pi-1", 1, 2, &[t]);
     h.secs(10);
     assert!(h.kills("pi-1", mark).len() >= 2, "repeated until finished");
-    assert_eq!(h.store.kill_requests().unwrap(), vec![queued, id]);
+    assert_eq!(h.store.load().unwrap().kill_requests, vec![queued, id]);
     h.event(
         "pi-1",
         3,
@@ -896,7 +839,7 @@ fn kill_request_pending_and_running() {
 
 #[test]
 fn restart_from_the_store_keeps_everything() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.online("pi-1", 1);
     cluster(&mut h, "rr", ClusterMode::RoundRobin, &["pi-1"]);
     let running = h.submit(to_agent("pi-1", &["sleep", "100"]));
@@ -915,7 +858,7 @@ fn restart_from_the_store_keeps_everything() {
     );
 
     // kill -9: the core is gone; only the store remains.
-    let snapshot = persist::load(&h.store).unwrap();
+    let snapshot = h.store.load().unwrap();
     let mut config = Config::new(P, 0xbeef, master_key());
     config.heartbeat_period = Duration::from_secs(10);
     h.m = Master::restore(config, snapshot, h.now).unwrap();
@@ -953,13 +896,13 @@ fn restart_from_the_store_keeps_everything() {
 
 #[test]
 fn malformed_messages_are_counted_not_fatal() {
-    let mut h = Harness::new();
+    let mut h = rig();
     h.key("pi-1");
-    h.msg("tether/agent/pi-1/event", b"\x01\x00\xff\xff");
-    h.msg("tether/agent/pi-1/heartbeat", b"");
-    h.msg("tether/agent/pi-1/presence", b"hello");
-    h.msg("tether/agent/bad+id/presence", b"online 00000001");
-    h.msg("other/topic", b"x");
+    h.deliver("tether/agent/pi-1/event", b"\x01\x00\xff\xff");
+    h.deliver("tether/agent/pi-1/heartbeat", b"");
+    h.deliver("tether/agent/pi-1/presence", b"hello");
+    h.deliver("tether/agent/bad+id/presence", b"online 00000001");
+    h.deliver("other/topic", b"x");
     let hb = h.mac(
         "pi-1",
         "event",
@@ -969,7 +912,7 @@ fn malformed_messages_are_counted_not_fatal() {
             period_ms: 1,
         }),
     );
-    h.msg("tether/agent/pi-1/event", &hb);
+    h.deliver("tether/agent/pi-1/event", &hb);
     let s = h.m.stats();
     assert_eq!((s.bad_messages, s.foreign_messages), (4, 2));
     assert!(h.store.agents().unwrap().is_empty());

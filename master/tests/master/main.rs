@@ -1,5 +1,6 @@
-//! The master's integration tests, one binary: its core's rules and authentication, the SQLite
-//! store, the runtime over a real broker, and the embedded rumqttd beside a real mosquitto.
+//! The master's integration tests, one binary: its core's rules and authentication (on one
+//! rig, `rig.rs`), the store suite and SQLite's own store tests, the runtime over a real
+//! broker, and the embedded rumqttd beside a real mosquitto.
 //! (`store_crash` is its own binary: it re-executes itself as the writer it kills.)
 
 mod api_abuse;
@@ -10,5 +11,7 @@ mod core_auth;
 mod core_rules;
 mod disk_full;
 mod published;
+mod rig;
 mod runtime;
 mod store_basics;
+mod store_sqlite;

@@ -85,7 +85,8 @@ impl MasterProc {
     }
 
     pub(crate) fn call(&self, method: &str, path: &str, body: Option<String>) -> (u16, Value) {
-        let (status, text) = http::request(&self.http, method, path, body.as_deref()).unwrap();
+        let (status, text) =
+            http::request(&self.http, None, method, path, body.as_deref()).unwrap();
         (status, serde_json::from_str(&text).unwrap())
     }
 

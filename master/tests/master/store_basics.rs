@@ -1,21 +1,63 @@
-//! The master's SQLite store on real files: migration, round trips, idempotent events,
-//! never-reused ids, reopening, and typed refusals of bad input.
+//! The store on real files, through the [`Store`] trait on the production path: batches of the
+//! core's [`Change`]s applied, the snapshot loaded, and the reads the HTTP API makes. Round
+//! trips, idempotent events by (agent, seq), ids that never go back, reopening, all-or-nothing
+//! batches, paging and typed refusals of bad input are one suite generic over the backend
+//! ([`suite!`]: a backend runs it by adding one line). Migration, the newer-schema refusal and
+//! deleted rows are SQLite's own (`store_sqlite.rs`).
 
-use tether_core::message::{EventKind, Exit, KillCause, Stream, TaskRef};
+use std::path::Path;
+
+use tether_core::message::{Event, EventKind, Exit, KillCause, Stream, TaskRef};
 use tether_core::policy::OnDisconnect;
+use tether_master::core::Change;
 use tether_master::model::{
-    Agent, AgentPresence, AttemptState, AttemptUpdate, Cluster, ClusterMode, NewTask, Outcome,
-    Profile, Target, TaskPolicy, TaskState,
+    AgentPresence, AttemptState, AttemptUpdate, Cluster, ClusterMode, NewTask, Outcome, Profile,
+    Target, TaskPolicy, TaskState,
 };
-use tether_master::store::{SCHEMA_VERSION, Store, StoreError};
+use tether_master::store::{Page, SqliteStore, Store, StoreError};
 
-fn db() -> (tempfile::TempDir, std::path::PathBuf) {
+/// Opens (creating if needed) the backend's database at a place named by `path`.
+type Open = fn(&Path) -> Result<Box<dyn Store>, StoreError>;
+
+fn sqlite(path: &Path) -> Result<Box<dyn Store>, StoreError> {
+    Ok(Box::new(SqliteStore::open(path)?))
+}
+
+/// One `#[test]` per case of the suite, in a module per backend.
+macro_rules! suite {
+    ($($backend:ident => $open:expr),* $(,)?) => {$(
+        mod $backend {
+            suite!(@cases $open;
+                fresh_store_is_empty,
+                tasks_and_attempts_round_trip,
+                agents_clusters_profiles_round_trip,
+                duplicate_events_change_nothing,
+                ids_never_go_back,
+                everything_survives_a_reopen,
+                a_batch_commits_all_or_nothing,
+                tasks_are_paged_by_id,
+                the_epoch_only_grows,
+                bad_input_is_a_typed_error,
+            );
+        }
+    )*};
+    (@cases $open:expr; $($case:ident),* $(,)?) => {$(
+        #[test]
+        fn $case() {
+            super::$case($open);
+        }
+    )*};
+}
+
+suite!(sqlite => super::sqlite);
+
+pub(crate) fn db() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("master.db");
     (dir, path)
 }
 
-fn task_on(agent: &str) -> NewTask {
+pub(crate) fn task_on(agent: &str) -> NewTask {
     NewTask {
         target: Target::Agent(agent.into()),
         argv: vec!["/bin/echo".into(), "hello world".into()],
@@ -27,76 +69,89 @@ fn task_on(agent: &str) -> NewTask {
     }
 }
 
-#[test]
-fn open_migrates_from_nothing() {
-    let (_dir, path) = db();
-    let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert!(store.integrity_check().unwrap().is_empty());
-    assert!(store.tasks().unwrap().is_empty());
-    drop(store);
-
-    let raw = rusqlite::Connection::open(&path).unwrap();
-    let mode: String = raw
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    for table in [
-        "agents",
-        "clusters",
-        "cluster_members",
-        "profiles",
-        "tasks",
-        "attempts",
-        "events",
-        "output",
-    ] {
-        let n: i64 = raw
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                [table],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(n, 1, "table {table}");
+pub(crate) fn new_task(id: u64, task: NewTask) -> Change {
+    Change::NewTask {
+        id,
+        task,
+        state: TaskState::Pending,
     }
 }
 
-#[test]
-fn a_file_that_is_not_a_database_is_an_error() {
-    let (_dir, path) = db();
-    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
-    match Store::open(&path) {
-        Err(StoreError::Sqlite(e)) => assert!(e.to_string().contains("not a database"), "{e}"),
-        other => panic!("expected a database error, got {other:?}"),
+pub(crate) fn new_attempt(id: u64, task: u64, agent: &str) -> Change {
+    Change::NewAttempt {
+        id,
+        task,
+        agent: agent.into(),
     }
 }
 
-#[test]
-fn newer_schema_is_refused() {
-    let (_dir, path) = db();
-    drop(Store::open(&path).unwrap());
-    let raw = rusqlite::Connection::open(&path).unwrap();
-    raw.execute("UPDATE schema_version SET version = 99", [])
-        .unwrap();
-    drop(raw);
-    match Store::open(&path) {
-        Err(StoreError::NewerSchema { found: 99, known }) => assert_eq!(known, SCHEMA_VERSION),
-        other => panic!("expected NewerSchema, got {other:?}"),
+fn event(agent: &str, seq: u64, kind: EventKind) -> Change {
+    Change::Event {
+        agent: agent.into(),
+        event: Event {
+            seq,
+            at_unix_ms: 1_700_000_000_000,
+            kind,
+        },
     }
 }
 
-#[test]
-fn tasks_and_attempts_round_trip() {
+fn accepted(task: u64, attempt: u64) -> EventKind {
+    EventKind::Accepted {
+        task: TaskRef { task, attempt },
+    }
+}
+
+pub(crate) fn output(attempt: u64, stream: Stream, offset: u64, data: &[u8]) -> Change {
+    Change::Output {
+        attempt,
+        stream,
+        offset,
+        data: data.to_vec(),
+    }
+}
+
+fn acked(agent: &str, up_to: u64) -> Change {
+    Change::Acked {
+        agent: agent.into(),
+        up_to,
+    }
+}
+
+pub(crate) fn apply(store: &dyn Store, changes: &[Change]) {
+    store.apply(changes).unwrap();
+}
+
+/// The ids the core would choose next.
+pub(crate) fn next_ids(store: &dyn Store) -> (u64, u64) {
+    let snapshot = store.load().unwrap();
+    (snapshot.next_task, snapshot.next_attempt)
+}
+
+fn fresh_store_is_empty(open: Open) {
     let (_dir, path) = db();
-    let store = Store::open(&path).unwrap();
+    let store = open(&path).unwrap();
+    let snapshot = store.load().unwrap();
+    assert!(snapshot.agents.is_empty() && snapshot.tasks.is_empty());
+    assert!(snapshot.clusters.is_empty() && snapshot.profiles.is_empty());
+    assert!(snapshot.kill_requests.is_empty() && snapshot.agent_keys.is_empty());
+    assert_eq!((snapshot.next_task, snapshot.next_attempt), (1, 1));
+    assert!(store.tasks(Page::ALL).unwrap().is_empty());
+    assert!(store.agents().unwrap().is_empty());
+}
+
+fn tasks_and_attempts_round_trip(open: Open) {
+    let (_dir, path) = db();
+    let store = open(&path).unwrap();
+    let store = store.as_ref();
     let mut new = task_on("pi-1");
     new.policy.on_disconnect = OnDisconnect::Continue;
     new.policy.retries = 2;
     new.policy.lost_after_ms = Some(3_600_000);
     new.profile = Some("batch".into());
     new.start_at_ms = Some(1_700_000_000_000);
-    let id = store.insert_task(&new).unwrap();
+    let (id, attempt) = next_ids(store);
+    apply(store, &[new_task(id, new.clone())]);
 
     let task = store.task(id).unwrap().unwrap();
     assert_eq!(task.id, id);
@@ -111,43 +166,44 @@ fn tasks_and_attempts_round_trip() {
     assert_eq!(task.outcome, None);
     assert!(store.task(id + 1000).unwrap().is_none());
 
-    let attempt = store.new_attempt(id, "pi-1").unwrap();
+    apply(store, &[new_attempt(attempt, id, "pi-1")]);
     let spec = task.spec(attempt).unwrap();
     assert_eq!(spec.task, TaskRef { task: id, attempt });
     assert_eq!(spec.policy, new.policy.to_core());
 
-    let a = store.attempt(attempt).unwrap().unwrap();
+    let a = &store.attempts(id).unwrap()[0];
     assert_eq!(
-        (a.task_id, a.agent_id.as_str(), a.state),
-        (id, "pi-1", AttemptState::Sent)
+        (a.id, a.task_id, a.agent_id.as_str(), a.state),
+        (attempt, id, "pi-1", AttemptState::Sent)
     );
 
-    store
-        .set_attempt_state(
-            attempt,
-            &AttemptUpdate {
+    apply(
+        store,
+        &[Change::Attempt {
+            id: attempt,
+            update: AttemptUpdate {
                 pid: Some(4242),
                 started_ms: Some(10),
                 ..AttemptUpdate::to(AttemptState::Running)
             },
-        )
-        .unwrap();
-    assert_eq!(store.open_attempts_on("pi-1").unwrap().len(), 1);
-    store
-        .set_attempt_state(
-            attempt,
-            &AttemptUpdate {
+        }],
+    );
+    assert_eq!(store.attempts(id).unwrap()[0].state, AttemptState::Running);
+    apply(
+        store,
+        &[Change::Attempt {
+            id: attempt,
+            update: AttemptUpdate {
                 exit: Some(Exit::Signal(15)),
                 kill_cause: Some(KillCause::MasterLost),
                 output_dropped: Some(7),
                 finished_ms: Some(20),
                 ..AttemptUpdate::to(AttemptState::Finished)
             },
-        )
-        .unwrap();
-    let a = store.attempt(attempt).unwrap().unwrap();
+        }],
+    );
+    let a = &store.attempts(id).unwrap()[0];
     assert_eq!(a.state, AttemptState::Finished);
-    assert!(store.open_attempts_on("pi-1").unwrap().is_empty());
     assert_eq!(a.pid, Some(4242), "kept from the earlier update");
     assert_eq!(a.exit, Some(Exit::Signal(15)));
     assert_eq!(a.kill_cause, Some(KillCause::MasterLost));
@@ -161,37 +217,36 @@ fn tasks_and_attempts_round_trip() {
         exit: Exit::Signal(15),
         cause: Some(KillCause::MasterLost),
     };
-    store
-        .set_task_state(id, TaskState::Failed, Some(&outcome))
-        .unwrap();
+    apply(
+        store,
+        &[Change::TaskState {
+            id,
+            state: TaskState::Failed,
+            outcome: Some(outcome.clone()),
+        }],
+    );
     let task = store.task(id).unwrap().unwrap();
     assert_eq!(task.state, TaskState::Failed);
     assert_eq!(task.outcome, Some(outcome));
-    assert_eq!(store.tasks_in_state(TaskState::Failed).unwrap().len(), 1);
-    assert!(store.tasks_in_state(TaskState::Pending).unwrap().is_empty());
+    let tasks = store.tasks(Page::ALL).unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0], task);
     assert_eq!(store.attempts(id).unwrap().len(), 1);
+    assert!(
+        store.load().unwrap().tasks.is_empty(),
+        "a decided task whose attempt finished is not restored"
+    );
 
-    assert!(
-        store
-            .append_output(attempt, Stream::Stderr, 0, b"oops")
-            .unwrap()
+    apply(
+        store,
+        &[
+            output(attempt, Stream::Stderr, 0, b"oops"),
+            output(attempt, Stream::Stdout, 5, b"world"),
+            output(attempt, Stream::Stdout, 0, b"hello"),
+        ],
     );
-    assert!(
-        store
-            .append_output(attempt, Stream::Stdout, 5, b"world")
-            .unwrap()
-    );
-    assert!(
-        store
-            .append_output(attempt, Stream::Stdout, 0, b"hello")
-            .unwrap()
-    );
-    assert!(
-        !store
-            .append_output(attempt, Stream::Stdout, 0, b"other")
-            .unwrap(),
-        "a repeated chunk is a duplicate"
-    );
+    // A repeated chunk is a duplicate: it changes nothing.
+    apply(store, &[output(attempt, Stream::Stdout, 0, b"other")]);
     let out = store.output(attempt).unwrap();
     let seen: Vec<_> = out
         .iter()
@@ -213,31 +268,54 @@ fn tasks_and_attempts_round_trip() {
     assert_eq!(json["target"]["kind"], "agent");
 }
 
-#[test]
-fn agents_clusters_profiles_round_trip() {
+fn agents_clusters_profiles_round_trip(open: Open) {
     let (_dir, path) = db();
-    let store = Store::open(&path).unwrap();
+    let store = open(&path).unwrap();
+    let store = store.as_ref();
+    let agent = |id: &str| store.agents().unwrap().into_iter().find(|a| a.id == id);
 
-    assert_eq!(store.last_acked_seq("pi-1").unwrap(), None);
-    let agent = Agent {
-        incarnation: Some(0xdead_beef),
-        presence: AgentPresence::Online,
-        last_heartbeat_ms: Some(123),
-        ..Agent::new("pi-1")
-    };
-    store.upsert_agent(&agent).unwrap();
-    assert_eq!(store.agent("pi-1").unwrap(), Some(agent.clone()));
-    store.set_last_acked_seq("pi-1", 10).unwrap();
-    store.set_last_acked_seq("pi-1", 4).unwrap();
+    assert_eq!(agent("pi-1"), None);
+    apply(
+        store,
+        &[Change::Agent {
+            id: "pi-1".into(),
+            incarnation: Some(0xdead_beef),
+            presence: AgentPresence::Online,
+            heard: true,
+        }],
+    );
+    let a = agent("pi-1").unwrap();
     assert_eq!(
-        store.last_acked_seq("pi-1").unwrap(),
-        Some(10),
+        (a.incarnation, a.presence, a.last_seq_acked),
+        (Some(0xdead_beef), AgentPresence::Online, 0)
+    );
+    let heard = a.last_heartbeat_ms;
+    assert!(heard.is_some(), "stamped by the commit");
+    apply(store, &[acked("pi-1", 10)]);
+    apply(store, &[acked("pi-1", 4)]);
+    assert_eq!(
+        agent("pi-1").unwrap().last_seq_acked,
+        10,
         "never moves back"
     );
-    store.set_last_acked_seq("pi-2", 3).unwrap();
+    apply(
+        store,
+        &[Change::Agent {
+            id: "pi-1".into(),
+            incarnation: Some(7),
+            presence: AgentPresence::Lost,
+            heard: false,
+        }],
+    );
+    let a = agent("pi-1").unwrap();
+    assert_eq!((a.incarnation, a.presence), (Some(7), AgentPresence::Lost));
+    assert_eq!(
+        (a.last_heartbeat_ms, a.last_seq_acked),
+        (heard, 10),
+        "a presence change keeps the last heartbeat and the acknowledged sequence"
+    );
+    apply(store, &[acked("pi-2", 3)]);
     assert_eq!(store.agents().unwrap().len(), 2);
-    assert!(store.delete_agent("pi-2").unwrap());
-    assert!(!store.delete_agent("pi-2").unwrap());
 
     let cluster = Cluster {
         name: "edge".into(),
@@ -245,26 +323,34 @@ fn agents_clusters_profiles_round_trip() {
         members: vec!["pi-3".into(), "pi-1".into(), "pi-2".into()],
         cursor: 0,
     };
-    store.put_cluster(&cluster).unwrap();
-    assert_eq!(store.cluster("edge").unwrap(), Some(cluster.clone()));
-    store.set_cluster_cursor("edge", 2).unwrap();
+    apply(store, &[Change::Cluster(cluster.clone())]);
+    assert_eq!(store.clusters().unwrap(), vec![cluster.clone()]);
+    apply(
+        store,
+        &[Change::ClusterCursor {
+            name: "edge".into(),
+            cursor: 2,
+        }],
+    );
+    assert_eq!(store.clusters().unwrap()[0].cursor, 2);
     let reordered = Cluster {
         mode: ClusterMode::FixedPriority,
         members: vec!["pi-2".into(), "pi-3".into()],
         cursor: 2,
         ..cluster
     };
-    store.put_cluster(&reordered).unwrap();
-    assert_eq!(store.clusters().unwrap(), vec![reordered]);
+    apply(store, &[Change::Cluster(reordered.clone())]);
+    assert_eq!(store.clusters().unwrap(), vec![reordered.clone()]);
     assert!(matches!(
-        store.set_cluster_cursor("nope", 1),
+        store.apply(&[Change::ClusterCursor {
+            name: "nope".into(),
+            cursor: 1
+        }]),
         Err(StoreError::NotFound {
             what: "cluster",
             ..
         })
     ));
-    assert!(store.delete_cluster("edge").unwrap());
-    assert!(store.cluster("edge").unwrap().is_none());
 
     let profile = Profile {
         name: "long-batch".into(),
@@ -277,49 +363,53 @@ fn agents_clusters_profiles_round_trip() {
             ..TaskPolicy::DEFAULT
         },
     };
-    store.put_profile(&profile).unwrap();
-    assert_eq!(store.profile("long-batch").unwrap(), Some(profile.clone()));
-    assert_eq!(store.profiles().unwrap(), vec![profile]);
-    assert!(store.delete_profile("long-batch").unwrap());
-    assert!(store.profile("long-batch").unwrap().is_none());
+    apply(store, &[Change::Profile(profile.clone())]);
+    assert_eq!(store.profiles().unwrap(), vec![profile.clone()]);
+
+    let snapshot = store.load().unwrap();
+    assert_eq!(snapshot.clusters, vec![reordered]);
+    assert_eq!(snapshot.profiles, vec![profile]);
+    assert_eq!(snapshot.agents.len(), 2);
 }
 
-#[test]
-fn duplicate_event_returns_false_and_changes_nothing() {
+fn duplicate_events_change_nothing(open: Open) {
     let (_dir, path) = db();
-    let store = Store::open(&path).unwrap();
-    assert!(
-        store
-            .record_event("pi-1", 7, Some(3), "started", r#"{"pid":1}"#)
-            .unwrap()
-    );
-    assert!(
-        !store
-            .record_event("pi-1", 7, Some(4), "finished", r#"{"pid":2}"#)
-            .unwrap()
-    );
-    // Same sequence from another agent is another event.
-    assert!(
-        store
-            .record_event("pi-2", 7, None, "accepted", "{}")
-            .unwrap()
-    );
-    let events = store.events("pi-1").unwrap();
-    assert_eq!(events.len(), 1);
+    let store = open(&path).unwrap();
+    let store = store.as_ref();
+    let started = EventKind::Started {
+        task: TaskRef {
+            task: 1,
+            attempt: 3,
+        },
+        pid: 1,
+    };
+    let first = event("pi-1", 7, started);
+    apply(store, std::slice::from_ref(&first));
+    // The same (agent, seq) again, with other content: a duplicate, ignored.
+    apply(store, &[event("pi-1", 7, accepted(1, 4))]);
+    // The same sequence from another agent is another event.
+    apply(store, &[event("pi-2", 7, accepted(1, 3))]);
+    let events = store.attempt_events(3).unwrap();
     assert_eq!(
-        (
-            events[0].seq,
-            events[0].attempt,
-            events[0].kind.as_str(),
-            events[0].json.as_str()
-        ),
-        (7, Some(3), "started", r#"{"pid":1}"#)
+        events
+            .iter()
+            .map(|e| (e.agent_id.as_str(), e.seq, e.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [("pi-1", 7, "started"), ("pi-2", 7, "accepted")]
     );
+    let Change::Event { event: sent, .. } = &first else {
+        unreachable!()
+    };
+    assert_eq!(
+        serde_json::from_str::<Event>(&events[0].json).unwrap(),
+        *sent
+    );
+    assert!(store.attempt_events(4).unwrap().is_empty());
 
-    let event = tether_core::message::Event {
-        seq: 8,
-        at_unix_ms: 99,
-        kind: EventKind::Finished {
+    let finished = event(
+        "pi-1",
+        8,
+        EventKind::Finished {
             task: TaskRef {
                 task: 1,
                 attempt: 3,
@@ -328,86 +418,95 @@ fn duplicate_event_returns_false_and_changes_nothing() {
             cause: None,
             output_dropped: 0,
         },
-    };
-    assert!(store.record_agent_event("pi-1", &event).unwrap());
-    assert!(!store.record_agent_event("pi-1", &event).unwrap());
+    );
+    apply(store, std::slice::from_ref(&finished));
+    apply(store, &[finished]);
     let by_attempt = store.attempt_events(3).unwrap();
     assert_eq!(
         by_attempt
             .iter()
-            .map(|e| (e.seq, e.kind.as_str()))
+            .map(|e| (e.agent_id.as_str(), e.seq, e.kind.as_str()))
             .collect::<Vec<_>>(),
-        [(7, "started"), (8, "finished")]
+        [
+            ("pi-1", 7, "started"),
+            ("pi-1", 8, "finished"),
+            ("pi-2", 7, "accepted")
+        ]
     );
 }
 
-#[test]
-fn attempt_and_task_ids_grow_even_after_deletes() {
+fn ids_never_go_back(open: Open) {
     let (_dir, path) = db();
-    let store = Store::open(&path).unwrap();
-    let t1 = store.insert_task(&task_on("pi-1")).unwrap();
-    let a1 = store.new_attempt(t1, "pi-1").unwrap();
-    let a2 = store.new_attempt(t1, "pi-1").unwrap();
-    assert!(a2 > a1);
-    store.append_output(a2, Stream::Stdout, 0, b"x").unwrap();
-    // Deleting the newest rows must not let their ids be issued again.
-    assert!(store.delete_task(t1).unwrap());
-    assert!(
-        store.attempt(a2).unwrap().is_none(),
-        "attempts go with their task"
-    );
-    assert!(store.output(a2).unwrap().is_empty(), "and their output");
-    let t2 = store.insert_task(&task_on("pi-1")).unwrap();
-    let a3 = store.new_attempt(t2, "pi-1").unwrap();
-    assert!(t2 > t1);
-    assert!(a3 > a2);
-    drop(store);
-
-    let store = Store::open(&path).unwrap();
-    let a4 = store.new_attempt(t2, "pi-1").unwrap();
-    assert!(a4 > a3, "also across a reopen");
+    let (t1, a2) = {
+        let store = open(&path).unwrap();
+        let store = store.as_ref();
+        let (t1, a1) = next_ids(store);
+        apply(
+            store,
+            &[
+                new_task(t1, task_on("pi-1")),
+                new_attempt(a1, t1, "pi-1"),
+                new_attempt(a1 + 1, t1, "pi-1"),
+            ],
+        );
+        let (t2, a3) = next_ids(store);
+        assert!(t2 > t1);
+        assert!(a3 > a1 + 1);
+        // The core may leave gaps; the next ids are above the highest one.
+        apply(store, &[new_task(t2 + 10, task_on("pi-1"))]);
+        assert_eq!(next_ids(store).0, t2 + 11);
+        (t2 + 10, a1 + 1)
+    };
+    let store = open(&path).unwrap();
+    let (t, a) = next_ids(store.as_ref());
+    assert!(t > t1 && a > a2, "also across a reopen");
 }
 
-#[test]
-fn everything_survives_a_reopen() {
+fn everything_survives_a_reopen(open: Open) {
     let (_dir, path) = db();
     let (task, attempt) = {
-        let store = Store::open(&path).unwrap();
-        let task = store.insert_task(&task_on("pi-1")).unwrap();
-        let attempt = store.new_attempt(task, "pi-1").unwrap();
-        store
-            .record_event("pi-1", 1, Some(attempt), "accepted", "{}")
-            .unwrap();
-        store
-            .append_output(attempt, Stream::Stdout, 0, b"out")
-            .unwrap();
-        store.set_last_acked_seq("pi-1", 1).unwrap();
+        let store = open(&path).unwrap();
+        let (task, attempt) = next_ids(store.as_ref());
+        apply(
+            store.as_ref(),
+            &[
+                new_task(task, task_on("pi-1")),
+                new_attempt(attempt, task, "pi-1"),
+                event("pi-1", 1, accepted(task, attempt)),
+                output(attempt, Stream::Stdout, 0, b"out"),
+                acked("pi-1", 1),
+            ],
+        );
         (task, attempt)
     };
-    let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let store = open(&path).unwrap();
+    let store = store.as_ref();
     assert_eq!(store.task(task).unwrap().unwrap().argv, task_on("x").argv);
-    assert_eq!(store.attempt(attempt).unwrap().unwrap().task_id, task);
-    assert_eq!(store.events("pi-1").unwrap().len(), 1);
+    assert_eq!(store.attempts(task).unwrap()[0].id, attempt);
+    assert_eq!(store.attempt_events(attempt).unwrap().len(), 1);
     assert_eq!(store.output(attempt).unwrap()[0].bytes, b"out");
-    assert_eq!(store.last_acked_seq("pi-1").unwrap(), Some(1));
-    assert!(
-        !store
-            .record_event("pi-1", 1, None, "accepted", "{}")
-            .unwrap()
-    );
+    assert_eq!(store.agents().unwrap()[0].last_seq_acked, 1);
+    let snapshot = store.load().unwrap();
+    assert_eq!(snapshot.tasks.len(), 1);
+    assert_eq!(snapshot.tasks[0].1[0].id, attempt);
+    // Redelivered after the restart: still one event.
+    apply(store, &[event("pi-1", 1, accepted(task, attempt))]);
+    assert_eq!(store.attempt_events(attempt).unwrap().len(), 1);
 }
 
-#[test]
-fn atomically_commits_all_or_nothing() {
+fn a_batch_commits_all_or_nothing(open: Open) {
     let (_dir, path) = db();
-    let store = Store::open(&path).unwrap();
-    let task = store.insert_task(&task_on("pi-1")).unwrap();
-    let failed: Result<(), StoreError> = store.atomically(|s| {
-        let attempt = s.new_attempt(task, "pi-1")?;
-        assert!(s.record_event("pi-1", 1, Some(attempt), "accepted", "{}")?);
-        s.set_attempt_state(attempt + 100, &AttemptUpdate::to(AttemptState::Accepted))
-    });
+    let store = open(&path).unwrap();
+    let (task, attempt) = next_ids(store.as_ref());
+    apply(store.as_ref(), &[new_task(task, task_on("pi-1"))]);
+    let failed = store.apply(&[
+        new_attempt(attempt, task, "pi-1"),
+        event("pi-1", 1, accepted(task, attempt)),
+        Change::Attempt {
+            id: attempt + 100,
+            update: AttemptUpdate::to(AttemptState::Accepted),
+        },
+    ]);
     assert!(matches!(
         failed,
         Err(StoreError::NotFound {
@@ -417,62 +516,99 @@ fn atomically_commits_all_or_nothing() {
     ));
     assert!(store.attempts(task).unwrap().is_empty());
     assert!(
-        store.events("pi-1").unwrap().is_empty(),
+        store.attempt_events(attempt).unwrap().is_empty(),
         "the event was rolled back too"
     );
 
-    let attempt = store
-        .atomically(|s| {
-            let attempt = s.new_attempt(task, "pi-1")?;
-            s.record_event("pi-1", 1, Some(attempt), "accepted", "{}")?;
-            s.set_attempt_state(attempt, &AttemptUpdate::to(AttemptState::Accepted))?;
-            Ok(attempt)
-        })
-        .unwrap();
+    apply(
+        store.as_ref(),
+        &[
+            new_attempt(attempt, task, "pi-1"),
+            event("pi-1", 1, accepted(task, attempt)),
+            Change::Attempt {
+                id: attempt,
+                update: AttemptUpdate::to(AttemptState::Accepted),
+            },
+        ],
+    );
     drop(store);
-    let store = Store::open(&path).unwrap();
+    let store = open(&path).unwrap();
     assert_eq!(
-        store.attempt(attempt).unwrap().unwrap().state,
+        store.attempts(task).unwrap()[0].state,
         AttemptState::Accepted
     );
-    assert_eq!(store.events("pi-1").unwrap().len(), 1);
+    assert_eq!(store.attempt_events(attempt).unwrap().len(), 1);
 }
 
-fn invalid<T: std::fmt::Debug>(r: Result<T, StoreError>, needle: &str) {
+fn tasks_are_paged_by_id(open: Open) {
+    let (_dir, path) = db();
+    let store = open(&path).unwrap();
+    let store = store.as_ref();
+    let (first, _) = next_ids(store);
+    let ids: Vec<u64> = (first..first + 5).collect();
+    let batch: Vec<Change> = ids
+        .iter()
+        .map(|&id| new_task(id, task_on("pi-1")))
+        .collect();
+    apply(store, &batch);
+    let page =
+        |p: Page| -> Vec<u64> { store.tasks(p).unwrap().into_iter().map(|t| t.id).collect() };
+    assert_eq!(page(Page::ALL), ids);
+    assert_eq!(page(Page::default()), ids, "the default is everything");
+    assert_eq!(page(Page::first(2)), ids[..2]);
+    assert_eq!(page(Page::after(ids[1], 2)), ids[2..4]);
+    assert_eq!(page(Page::after(ids[3], 2)), ids[4..]);
+    assert!(page(Page::after(ids[4], 2)).is_empty());
+    assert!(page(Page::first(0)).is_empty());
+}
+
+fn the_epoch_only_grows(open: Open) {
+    let (_dir, path) = db();
+    let mut seen = Vec::new();
+    for floor in [0, 0, 100, 50, 0] {
+        let store = open(&path).unwrap();
+        seen.push(store.next_epoch(floor).unwrap());
+    }
+    // One more each time, jumping to a floor above, never back below.
+    assert_eq!(seen, vec![1, 2, 100, 101, 102]);
+}
+
+fn invalid(r: Result<(), StoreError>, needle: &str) {
     match r {
         Err(StoreError::Invalid(why)) => assert!(why.contains(needle), "{why}"),
         other => panic!("expected Invalid({needle}), got {other:?}"),
     }
 }
 
-#[test]
-fn bad_input_is_a_typed_error() {
+fn bad_input_is_a_typed_error(open: Open) {
     let (_dir, path) = db();
-    let store = Store::open(&path).unwrap();
+    let store = open(&path).unwrap();
+    let (id, _) = next_ids(store.as_ref());
+    let insert = |task: NewTask| store.apply(&[new_task(id, task)]);
     invalid(
-        store.insert_task(&NewTask {
+        insert(NewTask {
             argv: vec![],
             ..task_on("pi-1")
         }),
         "argv",
     );
-    invalid(store.insert_task(&task_on("no/slash")), "agent name");
+    invalid(insert(task_on("no/slash")), "agent name");
     invalid(
-        store.insert_task(&NewTask {
+        insert(NewTask {
             env: vec!["NOEQUALS".into()],
             ..task_on("pi-1")
         }),
         "EnvWithoutEquals",
     );
     invalid(
-        store.insert_task(&NewTask {
+        insert(NewTask {
             argv: vec!["x".repeat(600)],
             ..task_on("pi-1")
         }),
         "TooLong",
     );
     invalid(
-        store.insert_task(&NewTask {
+        insert(NewTask {
             cwd: "/".repeat(200),
             ..task_on("pi-1")
         }),
@@ -480,51 +616,51 @@ fn bad_input_is_a_typed_error() {
     );
     let mut bad_policy = task_on("pi-1");
     bad_policy.policy.heartbeat_timeout_ms = bad_policy.policy.heartbeat_period_ms;
+    invalid(insert(bad_policy), "at least two heartbeat periods");
     invalid(
-        store.insert_task(&bad_policy),
-        "at least two heartbeat periods",
-    );
-    invalid(
-        store.put_profile(&Profile {
+        store.apply(&[Change::Profile(Profile {
             name: "p".into(),
             policy: TaskPolicy {
                 grace_ms: 0,
                 ..TaskPolicy::DEFAULT
             },
-        }),
+        })]),
         "grace",
     );
     invalid(
-        store.put_cluster(&Cluster {
+        store.apply(&[Change::Cluster(Cluster {
             name: "c".into(),
             mode: ClusterMode::RoundRobin,
             members: vec!["a".into(), "a".into()],
             cursor: 0,
-        }),
+        })]),
         "twice",
     );
-    invalid(
-        store.record_event("pi-1", 1, None, "x", "{not json"),
-        "JSON",
-    );
-    invalid(store.record_event("", 1, None, "x", "{}"), "agent id");
+    invalid(store.apply(&[event("", 1, accepted(1, 1))]), "agent id");
+    invalid(store.apply(&[acked("no/slash", 1)]), "agent id");
     assert!(matches!(
-        store.new_attempt(999, "pi-1"),
+        store.apply(&[new_attempt(999, 999, "pi-1")]),
         Err(StoreError::NotFound { what: "task", .. })
     ));
     assert!(matches!(
-        store.append_output(999, Stream::Stdout, 0, b""),
+        store.apply(&[output(999, Stream::Stdout, 0, b"")]),
         Err(StoreError::NotFound {
             what: "attempt",
             ..
         })
     ));
     assert!(matches!(
-        store.set_task_state(999, TaskState::Cancelled, Some(&Outcome::Cancelled)),
+        store.apply(&[Change::TaskState {
+            id: 999,
+            state: TaskState::Cancelled,
+            outcome: Some(Outcome::Cancelled)
+        }]),
         Err(StoreError::NotFound { what: "task", .. })
     ));
     assert!(
-        store.tasks().unwrap().is_empty(),
+        store.tasks(Page::ALL).unwrap().is_empty(),
         "nothing refused was stored"
     );
+    assert!(store.load().unwrap().profiles.is_empty());
+    assert!(store.load().unwrap().clusters.is_empty());
 }

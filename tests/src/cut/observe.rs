@@ -225,7 +225,7 @@ fn log_files(dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 fn get(http: &str, path: &str) -> Option<Value> {
-    let (status, body) = tether_master::http::request(http, "GET", path, None).ok()?;
+    let (status, body) = tether_master::http::request(http, None, "GET", path, None).ok()?;
     if status != 200 {
         return None;
     }

@@ -240,8 +240,8 @@ impl MasterProcess {
     /// One API call; a status outside 2xx is an error carrying the body.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ApiError> {
         let body = body.map(Value::to_string);
-        let (status, text) =
-            http::request(&self.http, method, path, body.as_deref()).map_err(ApiError::Http)?;
+        let (status, text) = http::request(&self.http, None, method, path, body.as_deref())
+            .map_err(ApiError::Http)?;
         if !(200..300).contains(&status) {
             return Err(ApiError::Status(status, text));
         }

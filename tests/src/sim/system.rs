@@ -3,9 +3,9 @@
 //! cores, disks, processes and the model broker.
 //!
 //! [`RealMaster`] is the master's runtime in the simulation: after every input it drains the
-//! core's actions, commits the batch's changes to the store in one transaction
-//! ([`persist::apply`]) and only then publishes; a crash drops the core, and a restart
-//! rebuilds it with [`Master::restore`] from [`persist::load`] of the same store.
+//! core's actions, commits the batch's changes to the store in one transaction and only then
+//! publishes (the runtime's own [`commit::Batch`]); a crash drops the core, and a restart
+//! rebuilds it with [`Master::restore`] from [`Store::load`] of the same store.
 //!
 //! On top of the agent-side invariants of the world it checks the master's, at every step
 //! (see [`super::invariants`], 6 to 8): a `kill` attempt is marked failed no earlier than its
@@ -32,14 +32,12 @@ use tether_core::presence::{Presence, State};
 use tether_core::topic::Topic;
 use tether_core::wire;
 use tether_core::{Duration, Instant};
-use tether_master::core::{
-    Action, Change, ClusterRequest, Config, Master, PolicyOverrides, Qos, Submit,
-};
+use tether_master::commit;
+use tether_master::core::{Change, ClusterRequest, Config, Master, PolicyOverrides, Qos, Submit};
 use tether_master::model::{
     AttemptId, AttemptState, ClusterMode, Outcome, Target, TaskId, TaskPolicy, TaskState,
 };
-use tether_master::persist;
-use tether_master::store::Store;
+use tether_master::store::{SqliteStore, Store};
 
 use super::client::ClientEvent;
 use super::invariants::{Invariant, TICK, Violation, secs};
@@ -100,7 +98,7 @@ pub struct RealMaster {
     period: Duration,
     allowance: Duration,
     /// Survives master crashes, as the database file does.
-    store: Store,
+    store: SqliteStore,
     core: Option<Master>,
     connected: bool,
     epoch: u32,
@@ -133,13 +131,16 @@ impl RealMaster {
     pub fn new(key: ClientKey, config: &WorldConfig, agents: Vec<String>) -> Self {
         let n = agents.len();
         // Only a broken SQLite build fails here; nothing in the simulation could go on.
-        let store = Store::open_in_memory().expect("an in-memory SQLite store opens");
+        let store = SqliteStore::open_in_memory().expect("an in-memory SQLite store opens");
         // Provisioned before the master first starts, as `tetherctl provision` does.
-        for id in &agents {
-            store
-                .set_agent_key(id, &crate::keys::agent(id))
-                .expect("an agent key is stored");
-        }
+        let keys: Vec<Change> = agents
+            .iter()
+            .map(|id| Change::AgentKey {
+                agent: id.clone(),
+                key: crate::keys::agent(id),
+            })
+            .collect();
+        store.apply(&keys).expect("the agent keys are stored");
         Self {
             key,
             prefix: config.prefix.clone(),
@@ -189,7 +190,7 @@ impl RealMaster {
         self.core.as_ref()
     }
 
-    pub fn db(&self) -> &Store {
+    pub fn db(&self) -> &SqliteStore {
         &self.store
     }
 
@@ -303,28 +304,21 @@ impl RealMaster {
         let Some(core) = self.core.as_mut() else {
             return Ok(());
         };
-        let mut changes = Vec::new();
-        let mut publishes = Vec::new();
-        while let Some(action) = core.poll_action() {
-            match action {
-                Action::Persist(c) => changes.push(c),
-                Action::Publish(p) => publishes.push(p),
-            }
-        }
-        for change in &changes {
+        let mut batch = commit::Batch::drain(core);
+        for change in batch.changes() {
             self.observe_change(net, change, now)?;
         }
-        persist::apply(&self.store, &changes).map_err(|e| {
+        let publishes = batch.commit(&self.store).map_err(|e| {
             Violation::new(
                 Invariant::Model,
                 now,
                 format!("master: batch does not commit: {e}"),
             )
         })?;
-        if !changes.is_empty() {
+        if !batch.changes().is_empty() {
             self.stats.commits += 1;
         }
-        for change in &changes {
+        for change in batch.changes() {
             if let Change::Event { agent, event } = change
                 && let Some(i) = self.index(agent)
             {
@@ -579,7 +573,9 @@ impl SimMaster for RealMaster {
         let mut config = Config::new(&self.prefix, self.epoch, crate::keys::master());
         config.heartbeat_period = self.period;
         config.delay_allowance = self.allowance;
-        let snapshot = persist::load(&self.store)
+        let snapshot = self
+            .store
+            .load()
             .map_err(|e| model(format!("master: store unreadable: {e}")))?;
         let core = Master::restore(config, snapshot, now)
             .map_err(|e| model(format!("master: does not restore: {e}")))?;

@@ -1,0 +1,168 @@
+//! The master's durable state behind one trait: [`Store`] is what the runtime asks of a
+//! database (apply the core's changes atomically, load the snapshot a restarted core is rebuilt
+//! from, count epochs, and the reads the HTTP API serves). [`StoreError`] is every backend's
+//! failure.
+//!
+//! - [`sqlite`]: the SQLite backend, [`SqliteStore`];
+//! - [`schema`]: its tables and migrations.
+
+use std::fmt;
+
+use crate::core::{Change, Snapshot};
+use crate::model::{
+    Agent, Attempt, AttemptId, Cluster, Invalid, OutputChunk, Profile, StoredEvent, Task, TaskId,
+};
+
+pub mod schema;
+pub mod sqlite;
+
+pub use schema::SCHEMA_VERSION;
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed.
+#[derive(Debug)]
+pub enum StoreError {
+    Sqlite(rusqlite::Error),
+    /// The database was written by a newer Tether; this binary knows schema versions up to
+    /// `known`.
+    NewerSchema {
+        found: u32,
+        known: u32,
+    },
+    /// A row the operation needs does not exist.
+    NotFound {
+        what: &'static str,
+        key: String,
+    },
+    /// The input was refused; the text says which field and why.
+    Invalid(String),
+    /// A stored value this binary cannot read (edited by hand, or written by a newer version).
+    Corrupt(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(e) => write!(f, "database error: {e}"),
+            Self::NewerSchema { found, known } => write!(
+                f,
+                "database schema version {found} is newer than this master knows ({known}); \
+                 upgrade the master"
+            ),
+            Self::NotFound { what, key } => write!(f, "no {what} '{key}'"),
+            Self::Invalid(why) => f.write_str(why),
+            Self::Corrupt(why) => write!(f, "unreadable stored value: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Sqlite(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
+}
+
+impl StoreError {
+    /// The disk (or the database's size limit) is full: writes fail until space is freed.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+    }
+}
+
+impl From<Invalid> for StoreError {
+    fn from(e: Invalid) -> Self {
+        Self::Invalid(e.reason)
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One page of a list, in id order: at most `limit` rows with ids above `after`. The next page
+/// starts after the last id of this one, so rows inserted meanwhile neither repeat nor shift
+/// the pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Only ids greater than this; `None` from the first.
+    pub after: Option<u64>,
+    pub limit: u32,
+}
+
+impl Page {
+    /// Everything from the first row (what the list routes answer until they take a cursor).
+    pub const ALL: Self = Self {
+        after: None,
+        limit: u32::MAX,
+    };
+
+    pub fn first(limit: u32) -> Self {
+        Self { after: None, limit }
+    }
+
+    pub fn after(after: u64, limit: u32) -> Self {
+        Self {
+            after: Some(after),
+            limit,
+        }
+    }
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+/// A database the master can run on. Methods take `&self`: one owner (the runtime's loop)
+/// calls them one at a time; a backend that needs exclusive access keeps it inside.
+pub trait Store: Send {
+    /// Applies one batch of the core's changes as ONE transaction: all or nothing. The
+    /// batch's publishes may go out only after this returned `Ok` (see [`crate::commit`]).
+    fn apply(&self, changes: &[Change]) -> Result<()>;
+
+    /// Everything a restarted core needs ([`crate::core::Master::restore`]).
+    fn load(&self) -> Result<Snapshot>;
+
+    /// The next master epoch: one more than any before and at least `at_least`, committed
+    /// before it is returned. Called once per master start; agents refuse older epochs.
+    fn next_epoch(&self, at_least: u32) -> Result<u32>;
+
+    /// The last epoch [`Store::next_epoch`] committed (read only: a master that cannot write
+    /// starts above it without storing its own).
+    fn epoch(&self) -> Result<u32>;
+
+    /// A real write that changes nothing: whether the store takes writes again after it
+    /// refused some (a full disk).
+    fn probe_write(&self) -> Result<()>;
+
+    /// Every agent the store knows, by id.
+    fn agents(&self) -> Result<Vec<Agent>>;
+
+    /// Every cluster, by name, members in their order.
+    fn clusters(&self) -> Result<Vec<Cluster>>;
+
+    /// Every profile, by name.
+    fn profiles(&self) -> Result<Vec<Profile>>;
+
+    /// One page of tasks, oldest first.
+    fn tasks(&self, page: Page) -> Result<Vec<Task>>;
+
+    fn task(&self, id: TaskId) -> Result<Option<Task>>;
+
+    /// The attempts of one task, in id order.
+    fn attempts(&self, task: TaskId) -> Result<Vec<Attempt>>;
+
+    /// The events naming one attempt, by agent and sequence.
+    fn attempt_events(&self, attempt: AttemptId) -> Result<Vec<StoredEvent>>;
+
+    /// An attempt's output chunks: stdout first, each stream in offset order.
+    fn output(&self, attempt: AttemptId) -> Result<Vec<OutputChunk>>;
+}

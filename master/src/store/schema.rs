@@ -1,0 +1,121 @@
+//! The SQLite schema: the migrations in order, and the version this binary writes.
+//! [`super::sqlite`] applies them when it opens a database.
+
+/// Schema migrations; version N means the first N have been applied.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "
+    CREATE TABLE agents (
+        id                TEXT PRIMARY KEY NOT NULL,
+        incarnation       INTEGER,
+        presence          TEXT NOT NULL DEFAULT 'unknown',
+        last_heartbeat_ms INTEGER,
+        last_seq_acked    INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE clusters (
+        name   TEXT PRIMARY KEY NOT NULL,
+        mode   TEXT NOT NULL CHECK (mode IN ('round-robin', 'fixed-priority')),
+        cursor INTEGER NOT NULL DEFAULT 0
+    );
+    -- Members need not be known agents yet: a cluster may be configured before its boards
+    -- first connect.
+    CREATE TABLE cluster_members (
+        cluster  TEXT NOT NULL REFERENCES clusters(name) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        agent_id TEXT NOT NULL,
+        PRIMARY KEY (cluster, position),
+        UNIQUE (cluster, agent_id)
+    );
+    CREATE TABLE profiles (
+        name                 TEXT PRIMARY KEY NOT NULL,
+        on_disconnect        TEXT NOT NULL CHECK (on_disconnect IN ('kill', 'continue')),
+        heartbeat_period_ms  INTEGER NOT NULL,
+        heartbeat_timeout_ms INTEGER NOT NULL,
+        grace_ms             INTEGER NOT NULL,
+        max_run_ms           INTEGER NOT NULL,
+        output_cap           INTEGER NOT NULL,
+        retries              INTEGER NOT NULL,
+        lost_after_ms        INTEGER
+    );
+    CREATE TABLE tasks (
+        id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+        target_kind          TEXT NOT NULL CHECK (target_kind IN ('agent', 'cluster')),
+        target               TEXT NOT NULL,
+        argv                 TEXT NOT NULL CHECK (json_valid(argv)),
+        env                  TEXT NOT NULL CHECK (json_valid(env)),
+        cwd                  TEXT NOT NULL,
+        profile              TEXT,
+        on_disconnect        TEXT NOT NULL CHECK (on_disconnect IN ('kill', 'continue')),
+        heartbeat_period_ms  INTEGER NOT NULL,
+        heartbeat_timeout_ms INTEGER NOT NULL,
+        grace_ms             INTEGER NOT NULL,
+        max_run_ms           INTEGER NOT NULL,
+        output_cap           INTEGER NOT NULL,
+        retries              INTEGER NOT NULL,
+        lost_after_ms        INTEGER,
+        start_at_ms          INTEGER,
+        state                TEXT NOT NULL,
+        outcome              TEXT CHECK (outcome IS NULL OR json_valid(outcome)),
+        created_ms           INTEGER NOT NULL,
+        updated_ms           INTEGER NOT NULL
+    );
+    CREATE INDEX tasks_by_state ON tasks(state);
+    CREATE TABLE attempts (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id        INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        agent_id       TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        pid            INTEGER,
+        exit           TEXT CHECK (exit IS NULL OR json_valid(exit)),
+        kill_cause     TEXT CHECK (kill_cause IS NULL OR json_valid(kill_cause)),
+        output_dropped INTEGER NOT NULL DEFAULT 0,
+        created_ms     INTEGER NOT NULL,
+        started_ms     INTEGER,
+        finished_ms    INTEGER
+    );
+    CREATE INDEX attempts_by_task ON attempts(task_id);
+    CREATE INDEX attempts_by_agent ON attempts(agent_id);
+    -- No foreign key to attempts: an event is recorded even when it names an attempt this
+    -- database does not know (it is evidence, not a reference).
+    CREATE TABLE events (
+        agent_id    TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        attempt     INTEGER,
+        kind        TEXT NOT NULL,
+        json        TEXT NOT NULL CHECK (json_valid(json)),
+        received_ms INTEGER NOT NULL,
+        UNIQUE (agent_id, seq)
+    );
+    CREATE INDEX events_by_attempt ON events(attempt);
+    CREATE TABLE output (
+        attempt_id INTEGER NOT NULL REFERENCES attempts(id) ON DELETE CASCADE,
+        stream     TEXT NOT NULL CHECK (stream IN ('stdout', 'stderr')),
+        offset     INTEGER NOT NULL,
+        bytes      BLOB NOT NULL,
+        PRIMARY KEY (attempt_id, stream, offset)
+    );
+    ",
+    // 2: kill requests outlive a master restart (the agent may be unreachable for days).
+    "
+    CREATE TABLE kill_requests (
+        task_id INTEGER PRIMARY KEY NOT NULL REFERENCES tasks(id) ON DELETE CASCADE
+    );
+    ",
+    // 3: authentication. The master's epoch only grows (agents refuse older epochs), and each
+    // agent's MAC key.
+    "
+    CREATE TABLE master_epoch (
+        id    INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch INTEGER NOT NULL
+    );
+    INSERT INTO master_epoch (id, epoch) VALUES (1, 0);
+    CREATE TABLE agent_keys (
+        agent_id   TEXT PRIMARY KEY NOT NULL,
+        key        BLOB NOT NULL CHECK (length(key) = 32),
+        created_ms INTEGER NOT NULL
+    );
+    ",
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
