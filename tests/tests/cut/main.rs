@@ -4,6 +4,7 @@
 //! behaviour, named as in the other test binaries (tests/README.md), and a soak of random cuts.
 
 mod broker_failover;
+mod clusters;
 mod continue_and_reconcile;
 mod kill_on_loss;
 mod master_down;
