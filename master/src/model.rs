@@ -182,7 +182,7 @@ pub struct TaskPolicy {
 }
 
 impl TaskPolicy {
-    /// The seeds' defaults, no retries, never rescheduled.
+    /// The protocol's default policy (`Policy::DEFAULT`), no retries, never rescheduled.
     pub const DEFAULT: TaskPolicy = TaskPolicy::from_core(Policy::DEFAULT, 0, None);
 
     pub const fn from_core(policy: Policy, retries: u32, lost_after_ms: Option<u64>) -> Self {

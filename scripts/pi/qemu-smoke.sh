@@ -16,10 +16,10 @@
 # 2. Scenarios, per target, the ARMv6 one included (skip with --no-scenarios): the agent
 #    end-to-end tests (tests/tests/e2e/agent_faults.rs and agent_tasks.rs) run against
 #    the ARM agent, over rumqttd and mosquitto: TETHER_AGENT_BIN points the harness at a wrapper that execs qemu.
-#    Among them silent_master_kills_kill_tasks_only (kill-on-loss, and continue-and-reconcile:
-#    the `continue` task runs on while the master is silent and reports its result when it
-#    is back), kill9_restart_no_double_start (exactly-once start across a crash) and
-#    replay_after_acks_resume (journal replay). The test binaries are host (x86) code; the
+#    Among them kill_on_loss_and_continue_and_reconcile (the `kill` task is killed, the
+#    `continue` task runs on while the master is silent and reports its result when it is
+#    back), kill9_restart_no_double_start (exactly-once start across a crash) and
+#    replay_after_acks_resume (journal replay); tests/README.md lists them by behaviour. The test binaries are host (x86) code; the
 #    tasks the ARM agent starts are host programs (/bin/sh), which qemu-user execs natively.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh

@@ -53,7 +53,8 @@ impl core::fmt::Display for PolicyError {
 impl core::error::Error for PolicyError {}
 
 impl Policy {
-    /// The seeds' defaults: period 10 s, timeout 60 s.
+    /// The defaults: `kill` on loss, period 10 s, timeout 60 s, grace 5 s, no maximum run time,
+    /// 1 MiB of output (docs/behaviour.md).
     pub const DEFAULT: Policy = Policy {
         on_disconnect: OnDisconnect::Kill,
         heartbeat_period_ms: 10_000,
@@ -72,7 +73,8 @@ impl Policy {
     }
 }
 
-/// The heartbeat rule of the seeds: timeout a multiple of the period, at least two periods.
+/// The heartbeat rule: the timeout is a multiple of the period and at least two periods, so a
+/// single lost heartbeat never ends a task.
 pub fn validate_heartbeat(period_ms: u64, timeout_ms: u64) -> Result<(), PolicyError> {
     if period_ms == 0 {
         return Err(PolicyError::ZeroPeriod);

@@ -1,5 +1,5 @@
-//! A model MQTT 3.1.1 broker that behaves as DESIGN.md measured rumqttd 0.20 and mosquitto 2.0
-//! to behave: sessions that survive disconnects (`clean_session = false`) but not a restart,
+//! A model MQTT 3.1.1 broker that behaves as rumqttd 0.20 and mosquitto 2.0 were measured to
+//! behave: sessions that survive disconnects (`clean_session = false`) but not a restart,
 //! QoS 1 with redelivery, offline queues, retained messages, wills, keepalive reaping and
 //! takeover by client id.
 //!
@@ -49,7 +49,7 @@ pub struct BrokerConfig {
     /// Chance that a QoS 1 delivery is followed at once by a dup copy: duplicates on demand,
     /// so receivers' dedup is exercised even on a healthy link.
     pub spurious_dup: f64,
-    /// rumqttd's quick-reconnect quirk (DESIGN.md): when a `clean_session = true` client takes
+    /// rumqttd's quick-reconnect quirk (measured on rumqttd 0.20): when a `clean_session = true` client takes
     /// over its own id, the *new* connection's will is published this long after the takeover
     /// (when rumqttd reaps the old connection) and the new connection is left without a will.
     /// `None` behaves correctly.

@@ -41,13 +41,13 @@ async fn wait_group_gone(pgid: u32) {
 }
 
 both_brokers!(
-    silent_master_kills_kill_tasks_only,
+    kill_on_loss_and_continue_and_reconcile,
     kill9_restart_no_double_start,
     replay_after_acks_resume,
     journal_cap_keeps_results
 );
 
-async fn silent_master_kills_kill_tasks_only(broker: &TestBroker) {
+async fn kill_on_loss_and_continue_and_reconcile(broker: &TestBroker) {
     let (master, home, _agent) = setup(broker, "silent", |_| {}).await;
     let go = home.path().join("go");
     let wait_go = format!(

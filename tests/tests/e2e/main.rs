@@ -4,8 +4,8 @@
 mod agent_faults;
 mod agent_hardening;
 mod agent_tasks;
-mod master_clusters;
-mod master_restart;
+mod clusters;
+mod master_down;
 mod master_slow_subscriber;
 mod mosquitto_acl;
 mod provision;

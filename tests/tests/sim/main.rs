@@ -1,16 +1,16 @@
 //! The deterministic simulations, one binary: the model broker and network alone, the real
-//! agent core against scripted masters (one module per seed scenario), random fault schedules
-//! over many seeds, and the whole system with the real master core and its SQLite store.
+//! agent core against scripted masters (one module per behaviour, named as in the other test
+//! binaries: tests/README.md), random fault schedules over many seeds, and the whole system
+//! with the real master core and its SQLite store.
 //! `TETHER_SIM_SEEDS` sets how many seeds the random sweeps run.
 
-mod agent_001_reconnect;
-mod agent_002_outage;
-mod agent_004_broker_switch;
-mod agent_js1523;
 mod agent_random;
 mod broker;
+mod broker_failover;
+mod clusters;
+mod kill_on_loss;
+mod master_down;
 mod net;
 mod random;
-mod system_clusters;
-mod system_master_crash;
+mod reconnect;
 mod system_random;

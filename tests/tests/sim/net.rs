@@ -1,5 +1,5 @@
-//! Broker, links and clients together: the outages DESIGN.md cares about, end to end in
-//! virtual time.
+//! Broker, links and clients together: resets, black holes, lost acknowledgements and broker
+//! restarts, end to end in virtual time.
 
 use tether_core::{Duration, Instant};
 use tether_tests::sim::{

@@ -3,7 +3,7 @@
 //! twice, no attempt started twice, and every invariant holds at every step.
 //!
 //! ```text
-//! cargo test -p tether-tests --test sim system_master_crash -- --nocapture
+//! cargo test -p tether-tests --test sim master_down::system:: -- --nocapture
 //! ```
 
 use tether_core::message::{Exit, KillCause};
@@ -14,7 +14,7 @@ use tether_tests::sim::procs::Program;
 use tether_tests::sim::system::{System, overrides};
 use tether_tests::sim::world::{Step, World, WorldConfig, policy};
 
-const REPLAY: &str = "cargo test -p tether-tests --test sim system_master_crash -- --nocapture";
+const REPLAY: &str = "cargo test -p tether-tests --test sim master_down::system:: -- --nocapture";
 
 fn at(s: u64) -> Instant {
     Instant::from_secs(s)

@@ -1,8 +1,8 @@
-//! Seed 002: autonomous agents. The master hands out orders for the next 24 hours in advance
-//! (16, one every 90 minutes: the agent holds at most 16 attempts, and a 17th is refused
-//! explicitly), then is down for 24 hours. Every order starts on time (within the journal's fsync delay), every result is
-//! journaled, and when the master returns everything is replayed, acknowledged, and the journal
-//! shrinks back to a snapshot.
+//! Master down, agent side: autonomous agents. The master hands out orders for the next 24
+//! hours in advance (16, one every 90 minutes: the agent holds at most 16 attempts, and a 17th
+//! is refused explicitly), then is down for 24 hours. Every order starts on time (within the
+//! journal's fsync delay), every result is journaled, and when the master returns everything
+//! is replayed, acknowledged, and the journal shrinks back to a snapshot.
 
 use tether_core::message::{Exit, RejectReason};
 use tether_core::policy::OnDisconnect;
@@ -11,7 +11,7 @@ use tether_tests::sim::invariants::TICK;
 use tether_tests::sim::procs::Program;
 use tether_tests::sim::world::{Step, World, WorldConfig, policy};
 
-const REPLAY: &str = "cargo test -p tether-tests --test sim agent_002_outage -- --nocapture";
+const REPLAY: &str = "cargo test -p tether-tests --test sim master_down::agent:: -- --nocapture";
 const HOUR: u64 = 3_600;
 const EVERY: u64 = 5_400;
 
@@ -20,7 +20,7 @@ fn s(x: u64) -> Instant {
 }
 
 #[test]
-fn twenty_four_hour_outage_with_orders_in_advance() {
+fn orders_run_while_master_down() {
     let mut config = WorldConfig::new(2, 1).replay(REPLAY);
     config.compact_chance = 1.0;
     let mut w = World::new(config);

@@ -1,4 +1,4 @@
-//! JS-1523: an agent kills its `kill` task when the master's heartbeats stop, so that a
+//! Kill on loss (the JS-1523 scenario): an agent kills its `kill` task when the master's heartbeats stop, so that a
 //! restarted master can never see the same task run twice: SIGTERM at the heartbeat timeout
 //! (counted from the last contact), SIGKILL after the grace time if the task ignores SIGTERM.
 //! A `continue` task beside it runs on.
@@ -10,7 +10,7 @@ use tether_tests::sim::procs::{OnTerm, Program};
 use tether_tests::sim::world::{Step, Who, World, WorldConfig, policy};
 use tether_tests::sim::{Fault, invariants::TICK};
 
-const REPLAY: &str = "cargo test -p tether-tests --test sim agent_js1523 -- --nocapture";
+const REPLAY: &str = "cargo test -p tether-tests --test sim kill_on_loss:: -- --nocapture";
 
 fn s(x: u64) -> Instant {
     Instant::from_secs(x)

@@ -1,4 +1,4 @@
-//! Seed 001: heartbeats both ways with a timeout. A reconnect inside the timeout keeps a
+//! Reconnect: heartbeats both ways with a timeout. A reconnect inside the timeout keeps a
 //! `kill` task, which runs exactly once although start commands arrive repeatedly (master
 //! retransmission and QoS 1 redelivery); a loss beyond the timeout kills it; long-outage
 //! settings (period 120 s, timeout 7200 s) carry a task through a one-hour cut.
@@ -11,7 +11,7 @@ use tether_tests::sim::invariants::TICK;
 use tether_tests::sim::procs::Program;
 use tether_tests::sim::world::{Step, Who, World, WorldConfig, policy};
 
-const REPLAY: &str = "cargo test -p tether-tests --test sim agent_001_reconnect -- --nocapture";
+const REPLAY: &str = "cargo test -p tether-tests --test sim reconnect:: -- --nocapture";
 
 fn s(x: u64) -> Instant {
     Instant::from_secs(x)
@@ -35,7 +35,7 @@ fn finished_normally(w: &World, task: TaskRef) {
 }
 
 #[test]
-fn reconnect_inside_the_timeout_keeps_the_task_which_runs_once() {
+fn short_outage_keeps_the_task() {
     let mut w = World::new(WorldConfig::new(1, 1).replay(REPLAY));
     let (period, timeout) = (Duration::from_secs(10), Duration::from_secs(60));
     let program = Program {
@@ -69,7 +69,7 @@ fn reconnect_inside_the_timeout_keeps_the_task_which_runs_once() {
 }
 
 #[test]
-fn loss_beyond_the_timeout_kills_the_task_once() {
+fn long_outage_kills_the_task() {
     let mut w = World::new(WorldConfig::new(2, 1).replay(REPLAY));
     let (period, timeout) = (Duration::from_secs(10), Duration::from_secs(60));
     let task = w.submit(
@@ -101,7 +101,8 @@ fn loss_beyond_the_timeout_kills_the_task_once() {
     assert_eq!(w.spawns(task).len(), 1, "never started again");
 }
 
-/// One hour without the master, with the seed's long-outage settings and with the defaults.
+/// One hour without the master, with the long-outage settings (period 120 s, timeout 7200 s)
+/// and with the defaults.
 fn one_hour_cut(seed: u64, period_s: u64, timeout_s: u64) -> (World, TaskRef) {
     let mut config = WorldConfig::new(seed, 1).replay(REPLAY);
     config.master_period = Duration::from_secs(period_s);
@@ -123,7 +124,7 @@ fn one_hour_cut(seed: u64, period_s: u64, timeout_s: u64) -> (World, TaskRef) {
 }
 
 #[test]
-fn long_outage_settings_carry_a_task_through_a_one_hour_cut() {
+fn long_settings_ride_out_a_long_outage() {
     let (w, task) = one_hour_cut(3, 120, 7_200);
     finished_normally(&w, task);
     let view = w.master().attempt(task).unwrap();

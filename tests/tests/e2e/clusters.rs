@@ -94,7 +94,7 @@ async fn fixed_priority_always_takes_the_first_available() {
 /// skips the member for the next task at once, and gives the running task up as failed
 /// (agent lost) once the task's heartbeat timeout plus the 2 s allowance has passed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_of_the_active_member_fails_its_kill_task_and_moves_on() {
+async fn failover_after_kill9_of_the_active_member() {
     let mut fleet = Fleet::start(&["ko-a", "ko-b"], 1000).await;
     fleet.cluster("ko", "fixed-priority", &["ko-a", "ko-b"]);
     let dir = TempDir::new("ko").expect("temp dir");
@@ -158,7 +158,7 @@ async fn kill9_of_the_active_member_fails_its_kill_task_and_moves_on() {
 /// SIGTERM of the member running a task: it drains (the task finishes and is reported), says
 /// `stopped`, and nothing is recorded as a failure; the next task goes to the other member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn normal_stop_of_a_member_is_not_a_failure() {
+async fn failover_after_a_normal_stop_is_not_a_failure() {
     let mut fleet = Fleet::start(&["ns-a", "ns-b"], 1000).await;
     fleet.cluster("ns", "fixed-priority", &["ns-a", "ns-b"]);
     let dir = TempDir::new("ns").expect("temp dir");

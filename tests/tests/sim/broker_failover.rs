@@ -1,4 +1,4 @@
-//! Seed 004: a task keeps working while its agent cannot reach a broker, and its result reaches
+//! Broker fail-over: a task keeps working while its agent cannot reach a broker, and its result reaches
 //! the master once a broker is back. The "other broker" is a restart that loses every session,
 //! queued message and retained presence, with a stretch in which no broker answers at all.
 
@@ -9,7 +9,7 @@ use tether_tests::sim::Fault;
 use tether_tests::sim::procs::Program;
 use tether_tests::sim::world::{Step, Who, World, WorldConfig, policy};
 
-const REPLAY: &str = "cargo test -p tether-tests --test sim agent_004_broker_switch -- --nocapture";
+const REPLAY: &str = "cargo test -p tether-tests --test sim broker_failover:: -- --nocapture";
 
 fn s(x: u64) -> Instant {
     Instant::from_secs(x)

@@ -1,4 +1,4 @@
-//! JS-1523, kill on loss: the agent's cable is pulled while a `kill` task runs. The agent
+//! Kill on loss (the JS-1523 scenario): the agent's cable is pulled while a `kill` task runs. The agent
 //! terminates the task once the master has been silent for the task's heartbeat timeout, the
 //! master marks the task failed once the same timeout plus its delay allowance has passed, and
 //! when the cable is back the agent's account of the kill reaches the master.
@@ -7,9 +7,9 @@ use tether_tests::cut::loss::cut_until_failed;
 use tether_tests::cut::world::{Layout, Run, Settings, World, events, task_for};
 use tether_tests::cut_scenario;
 
-cut_scenario!(kill_on_loss);
+cut_scenario!(agent_cut_off_kills_the_kill_task);
 
-async fn kill_on_loss(run: Run) {
+async fn agent_cut_off_kills_the_kill_task(run: Run) {
     let s = Settings::SHORT;
     let Some(world) = World::start(run, Layout::new("js1523", run, 1)).await else {
         return;

@@ -1,4 +1,4 @@
-//! 001, reconnect: an outage shorter than the heartbeat timeout changes nothing (the task runs
+//! Reconnect: an outage shorter than the heartbeat timeout changes nothing (the task runs
 //! once and succeeds); one beyond it kills a `kill` task and the master marks it failed; the
 //! long-outage settings (larger period and timeout) carry a task through a cut far longer than
 //! the default timeout, while a default-settings task beside it is killed by the same cut.
@@ -14,9 +14,9 @@ use tether_tests::cut_scenario;
 use tether_tests::proxy::Fault;
 
 cut_scenario!(
-    short_outage_keeps_task,
-    long_outage_kills,
-    long_settings_ride_it_out
+    short_outage_keeps_the_task,
+    long_outage_kills_the_task,
+    long_settings_ride_out_a_long_outage
 );
 
 /// Settings with room for a real reconnect (reset, back-off, resubscribe, next heartbeat)
@@ -34,7 +34,7 @@ const LONG: Settings = Settings {
     grace: Duration::from_secs(1),
 };
 
-async fn short_outage_keeps_task(run: Run) {
+async fn short_outage_keeps_the_task(run: Run) {
     let s = ROOMY;
     // Reset, not black hole: the connection really drops and the agent reconnects.
     let mut layout = Layout::new("r001s", run, 1);
@@ -96,7 +96,7 @@ async fn short_outage_keeps_task(run: Run) {
     assert_eq!(view["attempts"].as_array().map(Vec::len), Some(1));
 }
 
-async fn long_outage_kills(run: Run) {
+async fn long_outage_kills_the_task(run: Run) {
     let s = Settings::SHORT;
     let mut layout = Layout::new("r001l", run, 1);
     layout.cut_with = Fault::Reset;
@@ -116,7 +116,7 @@ async fn long_outage_kills(run: Run) {
     assert_eq!(view["task"]["outcome"]["kind"], "agent_lost");
 }
 
-async fn long_settings_ride_it_out(run: Run) {
+async fn long_settings_ride_out_a_long_outage(run: Run) {
     let Some(world) = World::start(run, Layout::new("r001x", run, 1)).await else {
         return;
     };

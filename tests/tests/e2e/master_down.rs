@@ -1,6 +1,6 @@
-//! kill -9 of the real master and a restart on the same data directory: nothing is lost.
-//! Tasks that finished while it was down are recorded after the restart, task ids keep growing,
-//! and no task is reported succeeded twice (one attempt, one `finished` event each).
+//! Master down: kill -9 of the real master and a restart on the same data directory lose
+//! nothing. Tasks that finished while it was down are recorded after the restart, task ids keep
+//! growing, and no task is reported succeeded twice (one attempt, one `finished` event each).
 
 use std::collections::BTreeSet;
 

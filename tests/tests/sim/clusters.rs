@@ -4,7 +4,7 @@
 //! checked at every step.
 //!
 //! ```text
-//! cargo test -p tether-tests --test sim system_clusters -- --nocapture
+//! cargo test -p tether-tests --test sim clusters:: -- --nocapture
 //! ```
 
 use tether_core::policy::OnDisconnect;
@@ -14,7 +14,7 @@ use tether_tests::sim::procs::Program;
 use tether_tests::sim::system::{System, overrides};
 use tether_tests::sim::world::{Step, World, WorldConfig, policy};
 
-const REPLAY: &str = "cargo test -p tether-tests --test sim system_clusters -- --nocapture";
+const REPLAY: &str = "cargo test -p tether-tests --test sim clusters:: -- --nocapture";
 
 fn at(s: u64) -> Instant {
     Instant::from_secs(s)
@@ -81,7 +81,7 @@ fn round_robin_gives_each_next_task_to_the_next_member() {
 /// not before pi-0's death. pi-1 is then stopped normally while its task runs: it drains, the
 /// task succeeds, and the next task goes to pi-2. pi-0 restarted is first again.
 #[test]
-fn fixed_priority_fails_over_on_a_crash_and_a_normal_stop_is_no_failure() {
+fn failover_after_a_crash_and_after_a_normal_stop() {
     let mut w = world(12, 3);
     w.put_cluster(at(1), "pis", ClusterMode::FixedPriority, &[0, 1, 2]);
     let long = Program::new(secs(600));

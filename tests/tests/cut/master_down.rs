@@ -1,4 +1,4 @@
-//! 002, master down: orders given in advance (`start_at`) run on time while the master process
+//! Master down: orders given in advance (`start_at`) run on time while the master process
 //! is dead (kill -9; with the embedded broker, the broker dies with it); when it comes back on
 //! the same data directory the agent reports every result, and nothing is left unacknowledged
 //! in its journal.
