@@ -5,8 +5,8 @@
 //!   `broker-config/rumqttd.toml`, or a file), with its one MQTT 3.1.1 listener.
 //! - [`EmbeddedBroker::start`]: runs rumqttd on its own threads and returns once it accepts TCP
 //!   connections. rumqttd has no shutdown: the broker lives as long as the process.
-//! - [`BrokerAddr`]: a parsed broker URL (`mqtt://` or `mqtts://`), for the master pointed at
-//!   an external broker.
+//! - [`BrokerAddr`]: a parsed broker address (`mqtt://`, `mqtts://` or `host:port`, by the
+//!   rules of [`tether_core::broker_addr`]), for the master pointed at an external broker.
 //! - [`ClientSettings`]: rumqttc options every Tether connection needs (MQTT 3.1.1,
 //!   `clean_session = false`, keepalive from the heartbeat period, `TCP_NODELAY`, presence will).
 
@@ -37,9 +37,9 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_CLIENT_PACKET: usize = 16 * 1024;
 
 /// The port of a `mqtt://host` URL without one.
-pub const DEFAULT_MQTT_PORT: u16 = 1883;
+pub const DEFAULT_MQTT_PORT: u16 = tether_core::broker_addr::DEFAULT_PORT;
 /// The port of a `mqtts://host` URL without one.
-pub const DEFAULT_MQTTS_PORT: u16 = 8883;
+pub const DEFAULT_MQTTS_PORT: u16 = tether_core::broker_addr::DEFAULT_TLS_PORT;
 
 /// Why the embedded broker could not be configured or started.
 #[derive(Debug)]
@@ -460,146 +460,27 @@ pub struct BrokerAddr {
     pub tls: bool,
 }
 
-/// Why a broker URL was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BrokerAddrError {
-    Empty,
-    /// No `scheme://`.
-    MissingScheme,
-    /// `ws`, `wss`: not built in.
-    UnsupportedScheme(String),
-    UnknownScheme(String),
-    MissingHost,
-    /// Not a number in 1..=65535.
-    InvalidPort(String),
-    /// `user:pass@`: credentials come from the configuration, not the URL.
-    CredentialsInUrl,
-    /// A path, query or fragment after the address.
-    TrailingPart(String),
-    /// Whitespace or other characters a host name cannot hold.
-    InvalidHost(String),
-}
-
-impl fmt::Display for BrokerAddrError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Empty => f.write_str("broker URL is empty; expected mqtt://host:port"),
-            Self::MissingScheme => {
-                f.write_str("broker URL has no scheme; expected mqtt://host:port")
-            }
-            Self::UnsupportedScheme(s) => write!(
-                f,
-                "broker URL scheme '{s}' is not supported (websockets are not built in); use \
-                 mqtt:// or mqtts://"
-            ),
-            Self::UnknownScheme(s) => {
-                write!(
-                    f,
-                    "broker URL scheme '{s}' is unknown; expected mqtt://host:port"
-                )
-            }
-            Self::MissingHost => f.write_str("broker URL has no host; expected mqtt://host:port"),
-            Self::InvalidPort(p) => write!(f, "broker URL port '{p}' is not in 1-65535"),
-            Self::CredentialsInUrl => f.write_str(
-                "broker URL must not carry user:password@; set the broker credentials in the \
-                 configuration",
-            ),
-            Self::TrailingPart(t) => {
-                write!(
-                    f,
-                    "broker URL has '{t}' after host:port; expected mqtt://host:port"
-                )
-            }
-            Self::InvalidHost(h) => write!(f, "broker URL host '{h}' is not a valid host"),
-        }
-    }
-}
-
-impl std::error::Error for BrokerAddrError {}
+/// Why a broker URL was refused: tether-core's error, shared with the agent and provisioning.
+pub use tether_core::broker_addr::BrokerAddrError;
 
 impl BrokerAddr {
-    pub fn parse(url: &str) -> Result<Self, BrokerAddrError> {
-        let url = url.trim();
-        if url.is_empty() {
-            return Err(BrokerAddrError::Empty);
-        }
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or(BrokerAddrError::MissingScheme)?;
-        let tls = match scheme.to_ascii_lowercase().as_str() {
-            "mqtt" | "tcp" => false,
-            "mqtts" | "ssl" => true,
-            "ws" | "wss" => {
-                return Err(BrokerAddrError::UnsupportedScheme(scheme.to_owned()));
-            }
-            _ => return Err(BrokerAddrError::UnknownScheme(scheme.to_owned())),
-        };
-        // A single trailing slash is what people paste; anything more is a mistake.
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if let Some(i) = rest.find(['/', '?', '#']) {
-            return Err(BrokerAddrError::TrailingPart(rest[i..].to_owned()));
-        }
-        if rest.contains('@') {
-            return Err(BrokerAddrError::CredentialsInUrl);
-        }
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| BrokerAddrError::InvalidHost(rest.to_owned()))?;
-            if host.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(BrokerAddrError::InvalidHost(host.to_owned()));
-            }
-            let port = match after {
-                "" => None,
-                p => Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| BrokerAddrError::TrailingPart(p.to_owned()))?,
-                ),
-            };
-            (host, port)
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, _)) if h.contains(':') => {
-                    // An IPv6 address without brackets cannot be told from host:port.
-                    return Err(BrokerAddrError::InvalidHost(rest.to_owned()));
-                }
-                Some((h, p)) => (h, Some(p)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(BrokerAddrError::MissingHost);
-        }
-        // A bracketed host was parsed as an IPv6 address above.
-        let host_ok = rest.starts_with('[')
-            || (host.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
-        if !host_ok {
-            return Err(BrokerAddrError::InvalidHost(host.to_owned()));
-        }
-        let port = match port {
-            None if tls => DEFAULT_MQTTS_PORT,
-            None => DEFAULT_MQTT_PORT,
-            Some(p) => match p.parse::<u16>() {
-                Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
-                _ => return Err(BrokerAddrError::InvalidPort(p.to_owned())),
-            },
-        };
+    /// The rules of [`tether_core::broker_addr`], as the agent applies them to its `brokers`.
+    pub fn parse(url: &str) -> Result<Self, BrokerAddrError<'_>> {
+        let a = tether_core::broker_addr::BrokerAddr::parse(url)?;
         Ok(Self {
-            host: host.to_owned(),
-            port,
-            tls,
+            host: a.host.to_owned(),
+            port: a.port,
+            tls: a.tls,
         })
     }
 }
 
 impl FromStr for BrokerAddr {
-    type Err = BrokerAddrError;
+    /// The message: an owned error cannot borrow the text it came from.
+    type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
+        Self::parse(s).map_err(|e| e.to_string())
     }
 }
 
@@ -827,9 +708,11 @@ mod tests {
         assert_eq!(ok("mqtt://[::1]:1883").to_string(), "mqtt://[::1]:1883");
         assert_eq!(ok("MQTT://h:1").to_string(), "mqtt://h:1");
 
-        let err = |s: &str| BrokerAddr::parse(s).unwrap_err();
+        let err = |s: &'static str| BrokerAddr::parse(s).unwrap_err();
         assert_eq!(err(""), BrokerAddrError::Empty);
-        assert_eq!(err("localhost:1883"), BrokerAddrError::MissingScheme);
+        // The agent's rules: no scheme is plain MQTT, and then the port must be given.
+        assert_eq!(ok("localhost:1883").to_string(), "mqtt://localhost:1883");
+        assert_eq!(err("localhost"), BrokerAddrError::MissingPort);
         assert!(ok("mqtts://h:8884").tls && ok("ssl://h").tls);
         assert_eq!(ok("mqtts://h").port, 8883);
         assert_eq!(ok("MQTTS://h:1").to_string(), "mqtts://h:1");
@@ -839,15 +722,9 @@ mod tests {
         ));
         assert!(matches!(err("http://h"), BrokerAddrError::UnknownScheme(_)));
         assert_eq!(err("mqtt://:1883"), BrokerAddrError::MissingHost);
-        assert_eq!(err("mqtt://h:0"), BrokerAddrError::InvalidPort("0".into()));
-        assert_eq!(
-            err("mqtt://h:65536"),
-            BrokerAddrError::InvalidPort("65536".into())
-        );
-        assert_eq!(
-            err("mqtt://h:+1"),
-            BrokerAddrError::InvalidPort("+1".into())
-        );
+        assert_eq!(err("mqtt://h:0"), BrokerAddrError::InvalidPort("0"));
+        assert_eq!(err("mqtt://h:65536"), BrokerAddrError::InvalidPort("65536"));
+        assert_eq!(err("mqtt://h:+1"), BrokerAddrError::InvalidPort("+1"));
         assert_eq!(err("mqtt://u:p@h"), BrokerAddrError::CredentialsInUrl);
         assert!(matches!(
             err("mqtt://h:1/x"),

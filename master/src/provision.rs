@@ -1,13 +1,20 @@
 //! Everything a new device needs, written to a folder: the agent's configuration with its id,
 //! broker list and keys (its MAC key and the master's public keys, which the master's API hands
 //! out: there is no offline provisioning), and (optionally) fresh broker credentials with the
-//! line the broker's password file needs. `tetherctl provision` calls this; the folder is
-//! copied to the device (see `tests/hil/`) or packed with `--tar`.
+//! line the broker's password file needs; for `mqtts://` brokers, a copy of the CA that signed
+//! their certificates. `tetherctl provision` calls this; the folder is copied to the device (see
+//! `tests/hil/`) or packed with `--tar`.
+//!
+//! Broker addresses follow [`tether_core::broker_addr`], the rules the agent checks them with.
+//! Files holding secrets are created 0600, so they are never readable by others, not even
+//! for a moment; no file is overwritten (a second run needs a fresh folder).
 
 use std::fmt::Write as _;
-use std::io;
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use tether_core::broker_addr::BrokerAddr;
 use tether_core::topic::{validate_id, validate_prefix};
 
 use crate::passwords::MASTER_USER;
@@ -15,8 +22,12 @@ use crate::passwords::MASTER_USER;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub id: String,
-    /// `host:port`, in the order the agent tries them.
+    /// `host:port`, `mqtt://host[:port]` or `mqtts://host[:port]`, in the order the agent
+    /// tries them.
     pub brokers: Vec<String>,
+    /// The CA (PEM) that signed the `mqtts://` brokers' certificates: copied to [`CA_PATH`].
+    /// Required with an `mqtts://` broker, refused without one (as the agent does).
+    pub ca: Option<PathBuf>,
     pub prefix: String,
     /// Generate a broker user (the agent id) and password.
     pub credentials: bool,
@@ -53,6 +64,9 @@ impl From<io::Error> for ProvisionError {
     }
 }
 
+/// Where the agent finds the CA copy (`tls_ca_file`); the folder mirrors the device's root.
+pub const CA_PATH: &str = "/etc/tether/ca.pem";
+
 /// What was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provisioned {
@@ -85,22 +99,35 @@ fn check(req: &Request) -> Result<(), ProvisionError> {
         tether_core::auth::MasterKeys::from_keys(&[key])
             .map_err(|e| ProvisionError::Invalid(format!("master key: {e}")))?;
     }
-    if req.brokers.is_empty() {
+    check_brokers(&req.brokers, req.ca.as_deref())
+}
+
+/// The broker addresses and the CA flag, by the agent's rules: what `write` would refuse, told
+/// before anything else happens (`tetherctl` calls it before asking the master for keys).
+pub fn check_brokers(brokers: &[String], ca: Option<&Path>) -> Result<(), ProvisionError> {
+    if brokers.is_empty() {
         return Err(ProvisionError::Invalid(
             "at least one --broker HOST:PORT is needed".into(),
         ));
     }
-    for b in &req.brokers {
-        let ok = b.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !ok || b.contains(['"', '\\', '\n']) {
-            return Err(ProvisionError::Invalid(format!(
-                "broker `{b}` is not HOST:PORT"
-            )));
+    let mut tls = None;
+    for b in brokers {
+        let addr = BrokerAddr::parse(b)
+            .map_err(|e| ProvisionError::Invalid(format!("broker `{b}`: {e}")))?;
+        if addr.tls && tls.is_none() {
+            tls = Some(b);
         }
     }
-    Ok(())
+    match (tls, ca) {
+        (Some(b), None) => Err(ProvisionError::Invalid(format!(
+            "broker `{b}` uses TLS: pass --ca FILE, the CA (PEM) that signed its certificate, \
+             for the agent to verify it with"
+        ))),
+        (None, Some(_)) => Err(ProvisionError::Invalid(
+            "--ca is only for mqtts:// brokers, and no --broker is mqtts://".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A password from the kernel's random pool: 24 characters of [a-z0-9].
@@ -122,7 +149,13 @@ pub fn agent_toml(req: &Request, password: Option<&str>) -> String {
         req.id
     );
     let _ = writeln!(s, "id = \"{}\"", req.id);
-    let brokers: Vec<String> = req.brokers.iter().map(|b| format!("\"{b}\"")).collect();
+    // Checked addresses hold no quote, backslash or control character; the trim drops the
+    // whitespace the parser ignores.
+    let brokers: Vec<String> = req
+        .brokers
+        .iter()
+        .map(|b| format!("\"{}\"", b.trim()))
+        .collect();
     let _ = writeln!(s, "brokers = [{}]", brokers.join(", "));
     let _ = writeln!(s, "prefix = \"{}\"", req.prefix);
     s.push_str("state_dir = \"/var/lib/tether\"\nwork_dir = \"/var/lib/tether/work\"\n");
@@ -137,37 +170,83 @@ pub fn agent_toml(req: &Request, password: Option<&str>) -> String {
     if let Some(pw) = password {
         let _ = writeln!(s, "username = \"{}\"\npassword = \"{pw}\"", req.id);
     }
+    if req.ca.is_some() {
+        let _ = writeln!(s, "tls_ca_file = \"{CA_PATH}\"");
+    }
     s
 }
 
 /// Writes the device folder under `dir` (created if missing).
 pub fn write(dir: &Path, req: &Request) -> Result<Provisioned, ProvisionError> {
     check(req)?;
+    // Read and checked before anything is written, so a bad CA leaves no half-made folder.
+    let ca = match &req.ca {
+        Some(path) => {
+            tether_tls::load_ca(path).map_err(|e| ProvisionError::Invalid(format!("--ca: {e}")))?;
+            Some(
+                std::fs::read(path).map_err(|e| {
+                    ProvisionError::Invalid(format!("--ca {}: {e}", path.display()))
+                })?,
+            )
+        }
+        None => None,
+    };
     let password = req.credentials.then(password).transpose()?;
     let etc = dir.join("etc/tether");
     std::fs::create_dir_all(&etc)?;
     let mut files = Vec::new();
+    // The agent key (and the password, if any) are in the config.
     let config = etc.join("agent.toml");
-    std::fs::write(&config, agent_toml(req, password.as_deref()))?;
-    restrict(&config)?;
+    create(
+        &config,
+        SECRET,
+        agent_toml(req, password.as_deref()).as_bytes(),
+    )?;
     files.push(config);
+    if let Some(ca) = &ca {
+        let copy = etc.join("ca.pem");
+        create(&copy, PUBLIC, ca)?;
+        files.push(copy);
+    }
     if let Some(pw) = &password {
         let broker = dir.join("broker");
         std::fs::create_dir_all(&broker)?;
         // Plain `user:password`: `mosquitto_passwd -U FILE` hashes it in place; for the
         // embedded broker, append it to the file `tether-master --broker-passwords` reads.
         let entry = broker.join("passwd-entry");
-        std::fs::write(&entry, format!("{}:{pw}\n", req.id))?;
-        restrict(&entry)?;
+        create(&entry, SECRET, format!("{}:{pw}\n", req.id).as_bytes())?;
         files.push(entry);
     }
     Ok(Provisioned { files, password })
 }
 
-/// Credentials inside: readable by the owner only.
-fn restrict(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+/// Readable by the owner only.
+const SECRET: u32 = 0o600;
+/// A certificate: no secret in it.
+const PUBLIC: u32 = 0o644;
+
+/// A new file with `mode` from its creation on (an existing file, or a link planted in its
+/// place, is an error rather than overwritten or followed).
+fn create(path: &Path, mode: u32, contents: &[u8]) -> Result<(), ProvisionError> {
+    let mut file = open_new(path, mode)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn open_new(path: &Path, mode: u32) -> Result<std::fs::File, ProvisionError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => ProvisionError::Invalid(format!(
+                "{} exists: provision into a new folder",
+                path.display()
+            )),
+            _ => ProvisionError::Io(e),
+        })
 }
 
 #[cfg(test)]
@@ -178,6 +257,7 @@ mod tests {
         Request {
             id: "pi-7".into(),
             brokers: vec!["10.0.0.2:1883".into(), "backup.lan:1883".into()],
+            ca: None,
             prefix: "tether".into(),
             credentials: true,
             keys: AgentKeys {
@@ -210,6 +290,97 @@ mod tests {
         assert_eq!(entry, format!("pi-7:{pw}\n"));
     }
 
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn secrets_are_created_owner_only_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = write(dir.path(), &req()).unwrap();
+        assert_eq!(out.files.len(), 2);
+        for file in &out.files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+        // A planted file (or a link to one) is refused, not rewritten and not followed.
+        let again = write(dir.path(), &req()).unwrap_err().to_string();
+        assert!(again.contains("provision into a new folder"), "{again}");
+
+        // The mode comes with the creating open: the file is owner-only while still empty.
+        let file = open_new(&dir.path().join("probe"), SECRET).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let meta = file.metadata().unwrap();
+        assert_eq!((meta.len(), meta.permissions().mode() & 0o777), (0, 0o600));
+    }
+
+    /// A self-signed CA made with the `openssl` command, or `None` where it is missing.
+    fn test_ca(dir: &Path) -> Option<PathBuf> {
+        let ca = dir.join("test-ca.pem");
+        let status = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-nodes", "-days", "1", "-newkey", "ec"])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-subj",
+                "/CN=provision test",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("test-ca.key"))
+            .arg("-out")
+            .arg(&ca)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(ca)
+    }
+
+    #[test]
+    fn mqtts_brokers_get_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = |ca: Option<PathBuf>| Request {
+            brokers: vec!["mqtts://broker.lan".into(), "10.0.0.2:1883".into()],
+            ca,
+            ..req()
+        };
+        let out = dir.path().join("out");
+        let err = write(&out, &tls(None)).unwrap_err().to_string();
+        assert!(
+            err.contains("mqtts://broker.lan") && err.contains("--ca"),
+            "{err}"
+        );
+        let err = write(&out, &tls(Some(dir.path().join("missing.pem"))))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--ca"), "{err}");
+        let plain_with_ca = Request {
+            ca: Some(dir.path().join("missing.pem")),
+            ..req()
+        };
+        let err = write(&out, &plain_with_ca).unwrap_err().to_string();
+        assert!(err.contains("no --broker is mqtts://"), "{err}");
+        assert!(!out.exists(), "a refused request writes nothing");
+
+        let Some(ca) = test_ca(dir.path()) else {
+            eprintln!("no openssl: the CA copy is left to the end-to-end test");
+            return;
+        };
+        let done = write(&out, &tls(Some(ca.clone()))).unwrap();
+        let toml = std::fs::read_to_string(out.join("etc/tether/agent.toml")).unwrap();
+        assert!(
+            toml.contains(&format!("tls_ca_file = \"{CA_PATH}\"")),
+            "{toml}"
+        );
+        assert!(
+            toml.contains("brokers = [\"mqtts://broker.lan\", \"10.0.0.2:1883\"]"),
+            "{toml}"
+        );
+        let copy = out.join("etc/tether/ca.pem");
+        assert!(done.files.contains(&copy));
+        assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&ca).unwrap());
+        assert_eq!(mode(&copy) & 0o600, 0o600);
+    }
+
     #[test]
     fn bad_requests_are_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -232,6 +403,14 @@ mod tests {
             },
             Request {
                 brokers: vec!["h:0".into()],
+                ..req()
+            },
+            Request {
+                brokers: vec!["h:1\"".into()],
+                ..req()
+            },
+            Request {
+                brokers: vec!["mqtt://u:p@h:1".into()],
                 ..req()
             },
             Request {

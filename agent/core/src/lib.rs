@@ -1,7 +1,7 @@
 //! tether-core: the part of a Tether agent that decides.
 //!
 //! `#![no_std]`, no `alloc`, no clock, no I/O. It holds the wire protocol ([`message`],
-//! [`wire`]), message authentication and replay protection ([`auth`]), topic names ([`topic`]), presence payloads ([`presence`]), task policy
+//! [`wire`]), broker addresses ([`broker_addr`]), message authentication and replay protection ([`auth`]), topic names ([`topic`]), presence payloads ([`presence`]), task policy
 //! ([`policy`]), journal records ([`journal`]), the executables tasks may run ([`allowlist`])
 //! and the agent state machine ([`agent`]).
 //! Time comes in as [`embassy_time::Instant`] arguments; the embedding runtime converts its
@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod allowlist;
 pub mod auth;
+pub mod broker_addr;
 pub mod journal;
 pub mod message;
 pub mod policy;

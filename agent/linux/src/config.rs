@@ -45,6 +45,7 @@ use std::time::Duration;
 use tether_core::agent::Auth;
 use tether_core::allowlist::Allowlist;
 use tether_core::auth::{AgentKey, KEY_LEN, MasterKeys, parse_hex};
+use tether_core::broker_addr::BrokerAddr;
 use tether_core::message::AgentId;
 use tether_core::topic::{DEFAULT_PREFIX, validate_id, validate_prefix};
 use toml::Spanned;
@@ -63,8 +64,9 @@ pub const DEFAULT_RECONNECT_MIN_MS: u64 = 500;
 pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
 pub const DEFAULT_MAX_TASKS: u32 = 16;
 
-/// A broker address, `host:port` or `mqtt://host:port` (plain TCP) or `mqtts://host:port`
-/// (TLS); IPv6 literals in brackets: `[::1]:1883`.
+/// A broker address, `host:port` or `mqtt://host[:port]` (plain TCP) or `mqtts://host[:port]`
+/// (TLS); IPv6 literals in brackets: `[::1]:1883`. Parsed by [`tether_core::broker_addr`], the
+/// rules `tetherctl provision` and the master use as well.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Broker {
     pub host: String,
@@ -90,37 +92,11 @@ impl std::str::FromStr for Broker {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("broker `{s}` is not `host:port` or `mqtts://host:port`");
-        let (tls, rest) = match s.split_once("://") {
-            None => (false, s),
-            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
-                "mqtt" | "tcp" => (false, rest),
-                "mqtts" | "ssl" => (true, rest),
-                _ => {
-                    return Err(format!(
-                        "broker `{s}`: scheme `{scheme}` is not mqtt or mqtts"
-                    ));
-                }
-            },
-        };
-        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
-        let host = match host.strip_prefix('[') {
-            Some(h) => h.strip_suffix(']').ok_or_else(bad)?,
-            None if host.contains(':') => return Err(bad()),
-            None => host,
-        };
-        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
-            return Err(bad());
-        }
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| format!("broker `{s}`: port must be 1-65535"))?;
+        let a = BrokerAddr::parse(s).map_err(|e| format!("broker `{s}`: {e}"))?;
         Ok(Broker {
-            host: host.to_string(),
-            port,
-            tls,
+            host: a.host.to_string(),
+            port: a.port,
+            tls: a.tls,
         })
     }
 }

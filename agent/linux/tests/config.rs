@@ -178,12 +178,24 @@ fn empty_or_malformed_brokers_are_rejected() {
         ("[\"ok:1\", 5]", "must be a string, found integer"),
         ("\"h:1\"", "must be an array"),
         ("[\"ws://h:1\"]", "scheme `ws` is not mqtt or mqtts"),
-        ("[\"mqtts://h\"]", "not `host:port`"),
+        ("[\"mqtts://h:1/x\"]", "no path"),
+        ("[\"u:p@h:1\"]", "credentials belong in the configuration"),
     ] {
         let errs = errors(&format!("id = \"a\"\nbrokers = {brokers}\n"));
         assert_eq!(where_(&errs), vec![(Some(2), Some("brokers"))], "{brokers}");
         assert!(errs[0].message.contains(what), "{brokers}: {}", errs[0]);
     }
+}
+
+/// The rules are tether-core's `broker_addr`, shared with the master and `tetherctl provision`:
+/// a scheme implies its default port.
+#[test]
+fn broker_forms() {
+    let b = |s: &str| s.parse::<Broker>().unwrap();
+    assert_eq!((b("mqtts://h").port, b("mqtts://h").tls), (8883, true));
+    assert_eq!(b("mqtt://h").port, 1883);
+    assert_eq!(b("MQTTS://[::1]:9").to_string(), "mqtts://[::1]:9");
+    assert!("nohost".parse::<Broker>().is_err());
 }
 
 #[test]

@@ -33,8 +33,8 @@ enum Command {
         /// Address of the HTTP API (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: SocketAddr,
-        /// Use this broker (mqtt://host:port, or mqtts://host:port with --broker-ca) instead
-        /// of the embedded one.
+        /// Use this broker (mqtt://host[:port] or host:port, or mqtts://host[:port] with
+        /// --broker-ca) instead of the embedded one.
         #[arg(long)]
         broker: Option<String>,
         /// CA (PEM) that signed the external mqtts:// broker's certificate.
@@ -127,7 +127,8 @@ fn main() -> ExitCode {
     let broker = match broker.as_deref().map(BrokerAddr::parse).transpose() {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("tether-master: --broker: {e}");
+            let given = broker.as_deref().unwrap_or_default();
+            eprintln!("tether-master: --broker `{given}`: {e}");
             return ExitCode::from(2);
         }
     };

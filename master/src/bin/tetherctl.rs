@@ -12,6 +12,7 @@ use tether_core::presence::Presence;
 use tether_core::topic::Topic;
 use tether_core::wire;
 use tether_master::http;
+use tether_master::provision::Request;
 
 #[derive(Debug, Parser)]
 #[command(name = "tetherctl", version, about = "Control a Tether master")]
@@ -65,9 +66,14 @@ enum Cmd {
     Provision {
         /// The device's agent id.
         id: String,
-        /// Broker address `HOST:PORT` as the device reaches it; repeat for fail-over brokers.
+        /// Broker address `HOST:PORT` (or `mqtts://HOST[:PORT]` for TLS, with --ca) as the
+        /// device reaches it; repeat for fail-over brokers.
         #[arg(long = "broker", required = true)]
         brokers: Vec<String>,
+        /// CA (PEM) that signed the mqtts:// brokers' certificates: copied into the folder as
+        /// etc/tether/ca.pem, the agent's `tls_ca_file`.
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
         #[arg(long, default_value = "tether")]
         prefix: String,
         /// Generate a broker user (the agent id) and password.
@@ -402,6 +408,7 @@ fn run(api: &Api, command: Cmd) -> Result<(), Failure> {
         Cmd::Provision {
             id,
             brokers,
+            ca,
             prefix,
             credentials,
             out,
@@ -410,6 +417,9 @@ fn run(api: &Api, command: Cmd) -> Result<(), Failure> {
         } => {
             tether_core::topic::validate_id(&id)
                 .map_err(|e| Failure(format!("agent id `{id}`: {e}")))?;
+            // Bad brokers or a missing CA are told before the master hands out (or rotates) keys.
+            tether_master::provision::check_brokers(&brokers, ca.as_deref())
+                .map_err(|e| Failure(e.to_string()))?;
             let keys = api.post(
                 &format!("/api/agents/{id}/key"),
                 &json!({ "rotate": rotate }),
@@ -420,7 +430,18 @@ fn run(api: &Api, command: Cmd) -> Result<(), Failure> {
                     .ok_or_else(|| Failure("the master returned no agent key".into()))?,
                 master_keys: list(&keys["master_keys"]).iter().filter_map(hex).collect(),
             };
-            provision(id, brokers, prefix, credentials, keys, out, tar)?;
+            provision(
+                Request {
+                    id,
+                    brokers,
+                    ca,
+                    prefix,
+                    credentials,
+                    keys,
+                },
+                out,
+                tar,
+            )?;
         }
         Cmd::Decode { .. } => unreachable!("handled without the API"),
     }
@@ -577,24 +598,13 @@ fn decode(prefix: &str) -> Result<(), Failure> {
 }
 
 fn provision(
-    id: String,
-    brokers: Vec<String>,
-    prefix: String,
-    credentials: bool,
-    keys: tether_master::provision::AgentKeys,
+    request: Request,
     out: Option<std::path::PathBuf>,
     tar: Option<std::path::PathBuf>,
 ) -> Result<(), Failure> {
-    use tether_master::provision::{Request, write};
-    let dir = out.unwrap_or_else(|| format!("provision-{id}").into());
-    let request = Request {
-        id,
-        brokers,
-        prefix,
-        credentials,
-        keys,
-    };
-    let done = write(&dir, &request).map_err(|e| Failure(e.to_string()))?;
+    let dir = out.unwrap_or_else(|| format!("provision-{}", request.id).into());
+    let done =
+        tether_master::provision::write(&dir, &request).map_err(|e| Failure(e.to_string()))?;
     for file in &done.files {
         println!("wrote {}", file.display());
     }

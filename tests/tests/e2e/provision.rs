@@ -3,7 +3,9 @@
 
 use std::process::Command;
 
+use tether_master::provision::CA_PATH;
 use tether_tests::harness::bins::binary;
+use tether_tests::harness::certs::Pki;
 use tether_tests::harness::master_proc::{MasterHome, MasterOptions};
 use tether_tests::harness::tempdir::TempDir;
 
@@ -119,4 +121,87 @@ fn bad_id_is_one_clear_line_and_a_failure() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("agent id"), "{err}");
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// An `mqtts://` broker: provision copies the CA and names it in `tls_ca_file`, and the agent's
+/// own check accepts the result once the folder sits where it belongs on the device.
+#[test]
+fn provisioned_mqtts_config_passes_the_agents_check() {
+    let pki = Pki::new("provision");
+    let mut home = MasterHome::new(MasterOptions::default());
+    let master = home.start();
+    let dir = TempDir::new("provision-tls").unwrap();
+    let out = dir.join("pi-10");
+    let status = Command::new(binary("tetherctl").unwrap())
+        .env("TETHER_MASTER", format!("http://{}", master.http))
+        .args(["provision", "pi-10", "--broker", "mqtts://broker.lan"])
+        .args(["--broker", "192.0.2.10:1883", "--credentials", "--ca"])
+        .arg(&pki.ca.cert)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let config = out.join("etc/tether/agent.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        toml.contains(&format!("tls_ca_file = \"{CA_PATH}\"")),
+        "{toml}"
+    );
+    let copy = out.join("etc/tether/ca.pem");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(&pki.ca.cert).unwrap()
+    );
+    // The agent key and the broker password: owner-only.
+    assert_eq!(mode(&config), 0o600);
+    assert_eq!(mode(&out.join("broker/passwd-entry")), 0o600);
+
+    // The folder mirrors the device's root: point the absolute path into it.
+    let installed = dir.join("installed.toml");
+    let in_folder = toml.replace(CA_PATH, copy.to_str().unwrap());
+    std::fs::write(&installed, in_folder).unwrap();
+    let check = Command::new(binary("tether-agent").unwrap())
+        .arg("check-config")
+        .arg("--config")
+        .arg(&installed)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        said.contains("id: \"pi-10\"") && said.contains("port: 8883, tls: true"),
+        "{said}"
+    );
+}
+
+/// Without `--ca` an `mqtts://` broker is refused at once: before the master is asked for keys
+/// (none is running here) and with nothing written.
+#[test]
+fn mqtts_without_a_ca_is_one_clear_line() {
+    let dir = TempDir::new("provision-no-ca").unwrap();
+    let out = Command::new(binary("tetherctl").unwrap())
+        .env("TETHER_MASTER", "http://127.0.0.1:1")
+        .args(["provision", "pi-11", "--broker", "mqtts://h:8883", "--out"])
+        .arg(dir.join("x"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("mqtts://h:8883") && err.contains("--ca"),
+        "{err}"
+    );
+    assert!(!dir.join("x").exists());
 }
