@@ -11,7 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
-use super::tokens::{Caller, Role, Tokens};
+use super::tokens::{Caller, Tokens};
+use crate::model::Role;
 
 /// The tokens the API accepts, shared by the middleware and the master loop (which changes
 /// them after it has stored the change).

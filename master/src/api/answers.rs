@@ -10,10 +10,13 @@ use tether_core::Instant;
 use tether_core::auth::Hex;
 use tether_core::message::Stream;
 
+use super::tokens::{Caller, Tokens, hash_hex, new_secret};
 use super::{ApiError, ApiRequest};
 use crate::core::{Master, SecurityCounts, Stats};
 use crate::keys;
-use crate::model::{AgentPresence, Attempt, AttemptId, Task, TaskId, TaskState};
+use crate::model::{
+    AgentPresence, ApiToken, Attempt, AttemptId, AuditEntry, Role, Task, TaskId, TaskState,
+};
 use crate::runtime::Bound;
 use crate::store::{Page, Store};
 
@@ -25,6 +28,37 @@ pub struct Context<'a> {
     pub bound: &'a Bound,
     /// Publishes the MQTT client could not queue (commands are retransmitted anyway).
     pub dropped_publishes: u64,
+    /// Who asks: recorded with every change.
+    pub by: &'a Caller,
+    /// The live tokens, for the token routes' checks.
+    pub tokens: &'a Tokens,
+}
+
+/// An answer, and the token change that takes effect once its batch is committed.
+#[derive(Debug)]
+pub struct Answered {
+    pub value: Value,
+    pub token: Option<ApiToken>,
+}
+
+impl From<Value> for Answered {
+    fn from(value: Value) -> Self {
+        Self { value, token: None }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenAnswer {
+    pub name: String,
+    pub role: Role,
+    /// The secret: shown in this answer only, never stored.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RevokedAnswer {
+    pub name: String,
+    pub revoked: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,6 +120,8 @@ pub struct TaskAnswer {
     pub task: Task,
     pub attempts: Vec<Attempt>,
     pub events: Vec<EventAnswer>,
+    /// Who submitted and killed it, when.
+    pub history: Vec<AuditEntry>,
 }
 
 #[derive(Debug, Serialize)]
@@ -129,15 +165,25 @@ fn found<T>(v: Option<T>, id: TaskId) -> Result<T, ApiError> {
 
 /// Answers one request: reads come from the store (committed state) and the core's views;
 /// writes go through the core, whose changes the loop commits before this answer is sent.
-pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Value, ApiError> {
+pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered, ApiError> {
     let Context {
         core,
         store: s,
         bound,
         dropped_publishes,
+        by,
+        tokens,
     } = cx;
+    let audit = |core: &mut Master, action: &str, subject: String| {
+        core.audit(AuditEntry {
+            at_ms: unix_ms(),
+            who: by.name.clone(),
+            action: action.to_owned(),
+            subject,
+        });
+    };
     let master_keys = vec![Hex(&core.public_key()).to_string()];
-    match req {
+    let value = match req {
         ApiRequest::Status => json(&StatusAnswer {
             epoch: format!("{:08x}", bound.epoch),
             mqtt: format!("{}:{}", bound.mqtt.host, bound.mqtt.port),
@@ -150,19 +196,21 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Value, A
         }),
         ApiRequest::Keys => json(&KeysAnswer { master_keys }),
         ApiRequest::AgentKey { id, rotate } => {
-            let key = match core.agent_key(&id) {
-                Some(key) if !rotate => *key,
-                _ => {
-                    let key = keys::new_key()
-                        .map_err(|e| ApiError::new(500, format!("no random key: {e}")))?;
-                    core.set_agent_key(now, &id, key)?;
-                    info!(
-                        "agent {id}: MAC key {}",
-                        if rotate { "rotated" } else { "set" }
-                    );
-                    key
-                }
-            };
+            // A secret leaves the master only when it is made: once, to an admin.
+            if core.agent_key(&id).is_some() && !rotate {
+                return Err(ApiError::new(
+                    409,
+                    format!(
+                        "agent {id} already has a key; ask with \"rotate\": true for a new one"
+                    ),
+                ));
+            }
+            let key =
+                keys::new_key().map_err(|e| ApiError::new(500, format!("no random key: {e}")))?;
+            core.set_agent_key(now, &id, key)?;
+            let action = if rotate { "key rotated" } else { "key set" };
+            info!("agent {id}: MAC {action} by {}", by.name);
+            audit(core, action, format!("agent/{id}"));
             json(&AgentKeyAnswer {
                 id,
                 agent_key: Hex(&key).to_string(),
@@ -216,6 +264,7 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Value, A
                 }
             }
             json(&TaskAnswer {
+                history: s.audit(&format!("task/{id}"))?,
                 task,
                 attempts,
                 events,
@@ -243,14 +292,17 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Value, A
                 chunks,
             })
         }
-        ApiRequest::Submit(req) => json(&Created {
-            id: core.submit(now, req)?,
-        }),
+        ApiRequest::Submit(req) => {
+            let id = core.submit(now, req)?;
+            audit(core, "submit", format!("task/{id}"));
+            json(&Created { id })
+        }
         ApiRequest::Kill(id) => {
             if s.task(id)?.is_none() {
                 return Err(ApiError::new(404, format!("no task {id}")));
             }
             core.kill(now, id)?;
+            audit(core, "kill", format!("task/{id}"));
             json(&KillAnswer {
                 id,
                 kill: "requested",
@@ -259,12 +311,66 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Value, A
         ApiRequest::PutCluster(req) => {
             let name = req.name.clone();
             core.put_cluster(now, req)?;
+            audit(core, "cluster defined", format!("cluster/{name}"));
             json(&Named { name })
         }
         ApiRequest::PutProfile(req) => {
             let name = req.name.clone();
             core.put_profile(now, req)?;
+            audit(core, "profile defined", format!("profile/{name}"));
             json(&Named { name })
         }
-    }
+        ApiRequest::Tokens => json(&s.tokens()?),
+        ApiRequest::CreateToken(req) => {
+            let secret =
+                new_secret().map_err(|e| ApiError::new(500, format!("no random token: {e}")))?;
+            let token = ApiToken {
+                name: req.name.clone(),
+                role: req.role,
+                hash: hash_hex(&secret),
+                created_ms: unix_ms(),
+                created_by: by.name.clone(),
+                revoked_ms: None,
+            };
+            core.put_token(token.clone())?;
+            audit(core, "token created", format!("token/{}", req.name));
+            let value = json(&TokenAnswer {
+                name: req.name,
+                role: req.role,
+                token: secret,
+            })?;
+            return Ok(Answered {
+                value,
+                token: Some(token),
+            });
+        }
+        ApiRequest::RevokeToken(name) => {
+            if !tokens.contains(&name) {
+                return Err(ApiError::new(404, format!("no live token '{name}'")));
+            }
+            let mut token = s
+                .tokens()?
+                .into_iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| ApiError::new(404, format!("no token '{name}'")))?;
+            token.revoked_ms = Some(unix_ms());
+            core.put_token(token.clone())?;
+            audit(core, "token revoked", format!("token/{name}"));
+            let value = json(&RevokedAnswer {
+                name,
+                revoked: true,
+            })?;
+            return Ok(Answered {
+                value,
+                token: Some(token),
+            });
+        }
+    }?;
+    Ok(value.into())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -9,15 +9,15 @@
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::Html;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{ClusterRequest, ProfileRequest, Submit};
-use crate::model::TaskId;
+use crate::model::{Role, TaskId};
 
 mod access;
 pub mod answers;
@@ -29,7 +29,7 @@ pub use access::{SharedTokens, required_role};
 pub use answers::{Context, answer};
 pub use error::ApiError;
 pub use guard::Guard;
-pub use tokens::{Caller, Role, Token, Tokens};
+pub use tokens::{Caller, Tokens, hash_hex, new_secret};
 
 /// What the API asks of the master loop.
 #[derive(Debug)]
@@ -54,6 +54,19 @@ pub enum ApiRequest {
     },
     /// Messages dropped because they did not authenticate.
     Security,
+    /// The API tokens (never their secrets).
+    Tokens,
+    /// A new token (or a new secret for an existing name); the secret is in this answer only.
+    CreateToken(TokenRequest),
+    RevokeToken(String),
+}
+
+/// `POST /api/tokens` body.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub name: String,
+    pub role: Role,
 }
 
 impl ApiRequest {
@@ -66,6 +79,8 @@ impl ApiRequest {
                 | Self::PutCluster(_)
                 | Self::PutProfile(_)
                 | Self::AgentKey { .. }
+                | Self::CreateToken(_)
+                | Self::RevokeToken(_)
         )
     }
 }
@@ -78,13 +93,20 @@ pub struct KeyRequest {
     pub rotate: bool,
 }
 
-/// A request and where its answer goes.
-pub type Envelope = (ApiRequest, oneshot::Sender<Result<Value, ApiError>>);
+/// A request, who asks, and where its answer goes.
+#[derive(Debug)]
+pub struct Asked {
+    pub req: ApiRequest,
+    pub by: Caller,
+    pub reply: oneshot::Sender<Result<Value, ApiError>>,
+}
+
+pub type Envelope = Asked;
 
 type Reply = Result<(StatusCode, axum::Json<Value>), ApiError>;
 
 /// The router; `tx` reaches the master loop, `guard` says which names and origins it answers.
-pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard) -> Router {
+pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard, tokens: SharedTokens) -> Router {
     let guard = std::sync::Arc::new(guard);
     Router::new()
         .route("/", get(dashboard))
@@ -99,17 +121,23 @@ pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard) -> Router {
         .route("/api/tasks/{id}", get(task))
         .route("/api/tasks/{id}/output", get(output))
         .route("/api/tasks/{id}/kill", post(kill))
+        .route("/api/tokens", get(list_tokens).post(create_token))
+        .route("/api/tokens/{name}", delete(revoke_token))
         .fallback(|| async { ApiError::new(404, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(405, "this route does not take that method")
         })
         .with_state(tx)
+        .layer(axum::middleware::from_fn_with_state(
+            tokens,
+            access::require_token,
+        ))
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
 }
 
-async fn ask(tx: &mpsc::Sender<Envelope>, req: ApiRequest, ok: StatusCode) -> Reply {
+async fn ask(tx: &mpsc::Sender<Envelope>, by: Caller, req: ApiRequest, ok: StatusCode) -> Reply {
     let (reply, answer) = oneshot::channel();
-    tx.send((req, reply))
+    tx.send(Asked { req, by, reply })
         .await
         .map_err(|_| ApiError::new(503, "the master is stopping"))?;
     let value = answer
@@ -130,29 +158,32 @@ fn body<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 type Tx = State<mpsc::Sender<Envelope>>;
+/// The caller, put there by the token check.
+type By = Extension<Caller>;
 
 async fn dashboard() -> Html<&'static str> {
     Html(include_str!("../../static/index.html"))
 }
 
-async fn status(State(tx): Tx) -> Reply {
-    ask(&tx, ApiRequest::Status, StatusCode::OK).await
+async fn status(State(tx): Tx, Extension(by): By) -> Reply {
+    ask(&tx, by, ApiRequest::Status, StatusCode::OK).await
 }
 
-async fn agents(State(tx): Tx) -> Reply {
-    ask(&tx, ApiRequest::Agents, StatusCode::OK).await
+async fn agents(State(tx): Tx, Extension(by): By) -> Reply {
+    ask(&tx, by, ApiRequest::Agents, StatusCode::OK).await
 }
 
-async fn keys(State(tx): Tx) -> Reply {
-    ask(&tx, ApiRequest::Keys, StatusCode::OK).await
+async fn keys(State(tx): Tx, Extension(by): By) -> Reply {
+    ask(&tx, by, ApiRequest::Keys, StatusCode::OK).await
 }
 
-async fn security(State(tx): Tx) -> Reply {
-    ask(&tx, ApiRequest::Security, StatusCode::OK).await
+async fn security(State(tx): Tx, Extension(by): By) -> Reply {
+    ask(&tx, by, ApiRequest::Security, StatusCode::OK).await
 }
 
 async fn agent_key(
     State(tx): Tx,
+    Extension(by): By,
     Path(id): Path<String>,
     req: Result<axum::Json<KeyRequest>, JsonRejection>,
 ) -> Reply {
@@ -162,47 +193,93 @@ async fn agent_key(
         Err(JsonRejection::MissingJsonContentType(_)) => false,
         Err(e) => return Err(ApiError::body(&e)),
     };
-    ask(&tx, ApiRequest::AgentKey { id, rotate }, StatusCode::OK).await
+    ask(&tx, by, ApiRequest::AgentKey { id, rotate }, StatusCode::OK).await
 }
 
-async fn clusters(State(tx): Tx) -> Reply {
-    ask(&tx, ApiRequest::Clusters, StatusCode::OK).await
+async fn clusters(State(tx): Tx, Extension(by): By) -> Reply {
+    ask(&tx, by, ApiRequest::Clusters, StatusCode::OK).await
 }
 
-async fn profiles(State(tx): Tx) -> Reply {
-    ask(&tx, ApiRequest::Profiles, StatusCode::OK).await
+async fn profiles(State(tx): Tx, Extension(by): By) -> Reply {
+    ask(&tx, by, ApiRequest::Profiles, StatusCode::OK).await
 }
 
-async fn tasks(State(tx): Tx) -> Reply {
-    ask(&tx, ApiRequest::Tasks, StatusCode::OK).await
+async fn tasks(State(tx): Tx, Extension(by): By) -> Reply {
+    ask(&tx, by, ApiRequest::Tasks, StatusCode::OK).await
 }
 
-async fn task(State(tx): Tx, Path(id): Path<String>) -> Reply {
-    ask(&tx, ApiRequest::Task(task_id(&id)?), StatusCode::OK).await
+async fn task(State(tx): Tx, Extension(by): By, Path(id): Path<String>) -> Reply {
+    ask(&tx, by, ApiRequest::Task(task_id(&id)?), StatusCode::OK).await
 }
 
-async fn output(State(tx): Tx, Path(id): Path<String>) -> Reply {
-    ask(&tx, ApiRequest::Output(task_id(&id)?), StatusCode::OK).await
+async fn output(State(tx): Tx, Extension(by): By, Path(id): Path<String>) -> Reply {
+    ask(&tx, by, ApiRequest::Output(task_id(&id)?), StatusCode::OK).await
 }
 
-async fn kill(State(tx): Tx, Path(id): Path<String>) -> Reply {
-    ask(&tx, ApiRequest::Kill(task_id(&id)?), StatusCode::ACCEPTED).await
+async fn kill(State(tx): Tx, Extension(by): By, Path(id): Path<String>) -> Reply {
+    ask(
+        &tx,
+        by,
+        ApiRequest::Kill(task_id(&id)?),
+        StatusCode::ACCEPTED,
+    )
+    .await
 }
 
-async fn submit(State(tx): Tx, req: Result<axum::Json<Submit>, JsonRejection>) -> Reply {
-    ask(&tx, ApiRequest::Submit(body(req)?), StatusCode::CREATED).await
+async fn submit(
+    State(tx): Tx,
+    Extension(by): By,
+    req: Result<axum::Json<Submit>, JsonRejection>,
+) -> Reply {
+    ask(&tx, by, ApiRequest::Submit(body(req)?), StatusCode::CREATED).await
 }
 
 async fn put_cluster(
     State(tx): Tx,
+    Extension(by): By,
     req: Result<axum::Json<ClusterRequest>, JsonRejection>,
 ) -> Reply {
-    ask(&tx, ApiRequest::PutCluster(body(req)?), StatusCode::CREATED).await
+    ask(
+        &tx,
+        by,
+        ApiRequest::PutCluster(body(req)?),
+        StatusCode::CREATED,
+    )
+    .await
 }
 
 async fn put_profile(
     State(tx): Tx,
+    Extension(by): By,
     req: Result<axum::Json<ProfileRequest>, JsonRejection>,
 ) -> Reply {
-    ask(&tx, ApiRequest::PutProfile(body(req)?), StatusCode::CREATED).await
+    ask(
+        &tx,
+        by,
+        ApiRequest::PutProfile(body(req)?),
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+async fn list_tokens(State(tx): Tx, Extension(by): By) -> Reply {
+    ask(&tx, by, ApiRequest::Tokens, StatusCode::OK).await
+}
+
+async fn create_token(
+    State(tx): Tx,
+    Extension(by): By,
+    req: Result<axum::Json<TokenRequest>, JsonRejection>,
+) -> Reply {
+    ask(
+        &tx,
+        by,
+        ApiRequest::CreateToken(body(req)?),
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+async fn revoke_token(State(tx): Tx, Extension(by): By, Path(name): Path<String>) -> Reply {
+    ask(&tx, by, ApiRequest::RevokeToken(name), StatusCode::OK).await
 }

@@ -5,60 +5,12 @@
 //! enough and a stolen database reveals no usable token) and compares hashes in constant time,
 //! against every token, so the time of an answer says nothing about which token came close.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
 use tether_core::auth::Hex;
 
-/// What a token may do; each role includes the ones below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads everything but secrets.
-    Viewer,
-    /// Submits and kills tasks (and workflows, orders, schedules).
-    Operator,
-    /// Keys, provisioning, clusters, profiles, tokens.
-    Admin,
-}
-
-impl Role {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Viewer => "viewer",
-            Self::Operator => "operator",
-            Self::Admin => "admin",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::Viewer, Self::Operator, Self::Admin]
-            .into_iter()
-            .find(|r| r.as_str() == text)
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::model::{ApiToken, Role};
 
 /// The bytes the master keeps of a token.
-pub type TokenHash = [u8; 32];
-
-/// A token as listed and stored: never the secret itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Token {
-    pub name: String,
-    pub role: Role,
-    /// Hex of [`TokenHash`].
-    #[serde(skip_serializing)]
-    pub hash: String,
-    pub created_ms: u64,
-    /// The name of the token that created this one (`"first start"` for the first admin).
-    pub created_by: String,
-}
+pub(super) type TokenHash = [u8; 32];
 
 /// Who is calling: the token's name (recorded with what it does) and its role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +27,7 @@ pub fn new_secret() -> std::io::Result<String> {
     Ok(format!("{PREFIX}{}", Hex(&bytes)))
 }
 
-pub fn hash(secret: &str) -> TokenHash {
+pub(super) fn hash(secret: &str) -> TokenHash {
     let full = hmac_sha512::Hash::hash(secret.as_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(&full[..32]);
@@ -94,7 +46,7 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    pub fn new(tokens: &[Token]) -> Self {
+    pub fn new(tokens: &[ApiToken]) -> Self {
         let mut t = Self::default();
         for token in tokens {
             t.insert(token);
@@ -102,12 +54,16 @@ impl Tokens {
         t
     }
 
-    pub fn insert(&mut self, token: &Token) {
+    /// Adds (or replaces, by name) a token; a revoked one is only removed.
+    pub fn insert(&mut self, token: &ApiToken) {
+        self.entries.retain(|(_, c)| c.name != token.name);
+        if token.revoked_ms.is_some() {
+            return;
+        }
         let Ok(hash) = tether_core::auth::parse_hex::<32>(&token.hash) else {
             log::warn!("API token '{}': unreadable hash, ignored", token.name);
             return;
         };
-        self.entries.retain(|(_, c)| c.name != token.name);
         self.entries.push((
             hash,
             Caller {
@@ -119,6 +75,11 @@ impl Tokens {
 
     pub fn revoke(&mut self, name: &str) {
         self.entries.retain(|(_, c)| c.name != name);
+    }
+
+    /// Whether a token of this name is live.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.iter().any(|(_, c)| c.name == name)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -147,13 +108,14 @@ impl Tokens {
 mod tests {
     use super::*;
 
-    fn token(name: &str, role: Role, secret: &str) -> Token {
-        Token {
+    fn token(name: &str, role: Role, secret: &str) -> ApiToken {
+        ApiToken {
             name: name.into(),
             role,
             hash: hash_hex(secret),
             created_ms: 0,
             created_by: "test".into(),
+            revoked_ms: None,
         }
     }
 

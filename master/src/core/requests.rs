@@ -9,7 +9,8 @@ use tether_core::topic::validate_id;
 
 use super::{Change, ClusterRequest, Master, ProfileRequest, RequestError, Submit, TaskEntry};
 use crate::model::{
-    Cluster, NewTask, Outcome, Profile, Target, Task, TaskId, TaskPolicy, TaskState,
+    ApiToken, AuditEntry, Cluster, NewTask, Outcome, Profile, Target, Task, TaskId, TaskPolicy,
+    TaskState,
 };
 use crate::passwords::MASTER_USER;
 
@@ -186,6 +187,21 @@ impl Master {
         }));
         self.profiles.insert(req.name, policy);
         Ok(())
+    }
+}
+
+impl Master {
+    /// Stores an API token (new, replaced or revoked). The API keeps the live ones; the core
+    /// only checks the name and queues the change, so it commits with the rest of its batch.
+    pub fn put_token(&mut self, token: ApiToken) -> Result<(), RequestError> {
+        check_name("token", &token.name)?;
+        self.persist(Change::ApiToken(token));
+        Ok(())
+    }
+
+    /// Records who changed what through the API, in the batch of the change itself.
+    pub fn audit(&mut self, entry: AuditEntry) {
+        self.persist(Change::Audit(entry));
     }
 }
 

@@ -11,8 +11,8 @@ use tether_core::policy::{OnDisconnect, PolicyError};
 use tether_core::topic::TopicError;
 
 use crate::model::{
-    Agent, AgentPresence, Attempt, AttemptId, AttemptUpdate, Cluster, ClusterMode, Invalid,
-    NewTask, Outcome, Profile, Task, TaskId, TaskPolicy, TaskState,
+    Agent, AgentPresence, ApiToken, Attempt, AttemptId, AttemptUpdate, AuditEntry, Cluster,
+    ClusterMode, Invalid, NewTask, Outcome, Profile, Task, TaskId, TaskPolicy, TaskState,
 };
 
 /// How the master behaves; everything here is the operator's choice.
@@ -135,6 +135,10 @@ pub enum Change {
         cursor: u64,
     },
     Profile(Profile),
+    /// An API token created, replaced or revoked (`revoked_ms` set).
+    ApiToken(ApiToken),
+    /// Who changed what through the API.
+    Audit(AuditEntry),
 }
 
 /// Everything a restarted core needs, as the store loads it.

@@ -16,6 +16,8 @@
 mod serve;
 mod setup;
 
+pub use setup::ADMIN_TOKEN_FILE;
+
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;

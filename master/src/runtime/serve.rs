@@ -12,8 +12,9 @@ use tokio::time::Instant as TokioInstant;
 
 use super::setup::Ready;
 use super::{Bound, Clock, MqttInput, RunError};
-use crate::api::{self, ApiError, ApiRequest};
+use crate::api::{self, ApiError, Asked, SharedTokens};
 use crate::core::{Master, Qos};
+use crate::model::ApiToken;
 use crate::store::{Store, StoreError};
 
 /// Inputs handled in one batch, at most (bounds the latency a burst adds to its first input).
@@ -27,6 +28,8 @@ struct Pending {
     reply: oneshot::Sender<Result<Value, ApiError>>,
     answer: Result<Value, ApiError>,
     writes: bool,
+    /// A token created or revoked: live (or dead) once the batch is committed.
+    token: Option<ApiToken>,
 }
 
 struct Loop {
@@ -37,6 +40,8 @@ struct Loop {
     dropped_publishes: u64,
     /// Why the store refuses writes, while it does: write requests get this at once.
     refusing: Option<ApiError>,
+    /// The tokens the API accepts; changed here only after the change is committed.
+    tokens: SharedTokens,
 }
 
 pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
@@ -48,6 +53,7 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
         mut api_rx,
         bound,
         clock,
+        tokens,
         _broker,
     } = ready;
     let mut lp = Loop {
@@ -57,6 +63,7 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
         clock,
         dropped_publishes: 0,
         refusing: None,
+        tokens,
     };
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| RunError::Io("installing the SIGTERM handler".into(), e))?;
@@ -74,8 +81,8 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
                 lp.mqtt(&mut core, input);
             }
             req = api_rx.recv() => {
-                let Some((req, reply)) = req else { break };
-                pending.push(lp.api(&mut core, req, reply));
+                let Some(asked) = req else { break };
+                pending.push(lp.api(&mut core, asked));
             }
             () = sleep_until(wake) => core.handle_timeout(clock.now()),
             () = sleep_until(probe) => lp.probe(),
@@ -87,8 +94,8 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
         for _ in 0..BURST {
             if let Ok(input) = mqtt_rx.try_recv() {
                 lp.mqtt(&mut core, input);
-            } else if let Ok((req, reply)) = api_rx.try_recv() {
-                pending.push(lp.api(&mut core, req, reply));
+            } else if let Ok(asked) = api_rx.try_recv() {
+                pending.push(lp.api(&mut core, asked));
             } else {
                 break;
             }
@@ -97,7 +104,15 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
         for p in pending.drain(..) {
             let answer = match &failed {
                 Some(e) if p.writes => Err(e.clone()),
-                _ => p.answer,
+                _ => {
+                    if let Some(token) = &p.token {
+                        lp.tokens
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(token);
+                    }
+                    p.answer
+                }
             };
             let _ = p.reply.send(answer);
         }
@@ -145,30 +160,39 @@ impl Loop {
 
     /// Answers a request (writes through the core); while the store refuses writes, write
     /// requests are refused before they reach the core.
-    fn api(
-        &mut self,
-        core: &mut Master,
-        req: ApiRequest,
-        reply: oneshot::Sender<Result<Value, ApiError>>,
-    ) -> Pending {
+    fn api(&mut self, core: &mut Master, asked: Asked) -> Pending {
+        let Asked { req, by, reply } = asked;
         let writes = req.writes();
-        let answer = match &self.refusing {
+        let answered = match &self.refusing {
             Some(e) if writes => Err(e.clone()),
-            _ => api::answer(
-                api::Context {
-                    core,
-                    store: self.store.as_ref(),
-                    bound: &self.bound,
-                    dropped_publishes: self.dropped_publishes,
-                },
-                self.clock.now(),
-                req,
-            ),
+            _ => {
+                let tokens = self
+                    .tokens
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                api::answer(
+                    api::Context {
+                        core,
+                        store: self.store.as_ref(),
+                        bound: &self.bound,
+                        dropped_publishes: self.dropped_publishes,
+                        by: &by,
+                        tokens: &tokens,
+                    },
+                    self.clock.now(),
+                    req,
+                )
+            }
+        };
+        let (answer, token) = match answered {
+            Ok(a) => (Ok(a.value), a.token),
+            Err(e) => (Err(e), None),
         };
         Pending {
             reply,
             answer,
             writes,
+            token,
         }
     }
 

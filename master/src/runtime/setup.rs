@@ -12,10 +12,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
 
 use super::{Bound, Clock, MqttInput, RunConfig, RunError, unix_secs};
-use crate::api::{self, Envelope};
+use crate::api::{self, Envelope, SharedTokens, Tokens};
 use crate::broker::{BrokerConfig, ClientSettings, ClientTls, EmbeddedBroker};
 use crate::core::{Config, Master};
 use crate::keys;
+use crate::model::{ApiToken, Role};
 use crate::passwords::{self, Passwords, Verdict};
 use crate::store::{SqliteStore, Store};
 use crate::tls_listener;
@@ -29,6 +30,7 @@ pub(super) struct Ready {
     pub(super) api_rx: mpsc::Receiver<Envelope>,
     pub(super) bound: Bound,
     pub(super) clock: Clock,
+    pub(super) tokens: SharedTokens,
     /// The embedded broker, kept for as long as the loop runs (rumqttd has no shutdown).
     pub(super) _broker: Option<EmbeddedBroker>,
 }
@@ -40,6 +42,7 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
     let store: Box<dyn Store> =
         Box::new(SqliteStore::open(config.data_dir.join("master.db")).map_err(RunError::Store)?);
     let snapshot = store.load().map_err(RunError::Store)?;
+    let tokens = api_tokens(store.as_ref(), &config.data_dir)?;
 
     let embedded_only = |what: &str| {
         RunError::Config(format!(
@@ -188,7 +191,7 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
         .local_addr()
         .map_err(|e| RunError::Io("HTTP listener address".into(), e))?;
     let (api_tx, api_rx) = mpsc::channel::<Envelope>(64);
-    let router = api::router(api_tx, config.api_guard.clone());
+    let router = api::router(api_tx, config.api_guard.clone(), tokens.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             error!("HTTP server stopped: {e}");
@@ -211,6 +214,63 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
         api_rx,
         bound,
         clock,
+        tokens,
         _broker: broker,
     })
+}
+
+/// The name of the file the first admin token is written to, in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// The tokens the API accepts. On first start (no token stored) an admin token is made and
+/// written to `DATA_DIR/admin.token` (0600); the log says where, never what.
+fn api_tokens(store: &dyn Store, data_dir: &std::path::Path) -> Result<SharedTokens, RunError> {
+    let mut stored = store.tokens().map_err(RunError::Store)?;
+    if stored.is_empty() {
+        let secret = api::new_secret()
+            .map_err(|e| RunError::Io("random bytes for the admin token".into(), e))?;
+        let path = data_dir.join(ADMIN_TOKEN_FILE);
+        write_secret(&path, &secret)
+            .map_err(|e| RunError::Io(format!("writing {}", path.display()), e))?;
+        let token = ApiToken {
+            name: "admin".into(),
+            role: Role::Admin,
+            hash: api::hash_hex(&secret),
+            created_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            created_by: "first start".into(),
+            revoked_ms: None,
+        };
+        store
+            .apply(&[crate::core::Change::ApiToken(token.clone())])
+            .map_err(RunError::Store)?;
+        info!(
+            "first start: an admin API token was written to {} (mode 0600); tetherctl reads it \
+             with --token-file or TETHER_TOKEN",
+            path.display()
+        );
+        stored.push(token);
+    }
+    Ok(std::sync::Arc::new(std::sync::RwLock::new(Tokens::new(
+        &stored,
+    ))))
+}
+
+/// Creates `path` with mode 0600 from the start (replacing a stale one) and syncs it.
+fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{secret}")?;
+    file.sync_all()
 }

@@ -10,7 +10,8 @@ use std::fmt;
 
 use crate::core::{Change, Snapshot};
 use crate::model::{
-    Agent, Attempt, AttemptId, Cluster, Invalid, OutputChunk, Profile, StoredEvent, Task, TaskId,
+    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, Invalid, OutputChunk, Profile,
+    StoredEvent, Task, TaskId,
 };
 
 pub mod schema;
@@ -165,4 +166,10 @@ pub trait Store: Send {
 
     /// An attempt's output chunks: stdout first, each stream in offset order.
     fn output(&self, attempt: AttemptId) -> Result<Vec<OutputChunk>>;
+
+    /// Every API token (revoked ones too), by name.
+    fn tokens(&self) -> Result<Vec<ApiToken>>;
+
+    /// What was changed through the API on `subject` (`task/7`), oldest first.
+    fn audit(&self, subject: &str) -> Result<Vec<AuditEntry>>;
 }

@@ -115,6 +115,25 @@ pub const MIGRATIONS: &[&str] = &[
         created_ms INTEGER NOT NULL
     );
     ",
+    // 4: who may use the API (token hashes, never the tokens) and what they changed.
+    "
+    CREATE TABLE api_tokens (
+        name       TEXT PRIMARY KEY NOT NULL,
+        role       TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+        hash       TEXT NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        revoked_ms INTEGER
+    );
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms   INTEGER NOT NULL,
+        who     TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        subject TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_subject ON audit (subject, id);
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -26,13 +26,16 @@ use tether_core::topic::validate_id;
 
 use crate::core::{Change, Snapshot};
 use crate::model::{
-    Agent, Attempt, AttemptId, Cluster, ClusterMode, OutputChunk, Profile, StoredEvent, Task,
-    TaskId,
+    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, ClusterMode, OutputChunk, Profile,
+    StoredEvent, Task, TaskId,
 };
 use crate::store::schema::{MIGRATIONS, SCHEMA_VERSION};
 use crate::store::{Page, Result, Store, StoreError};
 
+mod access;
 mod rows;
+
+use access::TOKEN_COLUMNS;
 mod write;
 
 use rows::{
@@ -433,6 +436,24 @@ impl Store for SqliteStore {
                     bytes: r.get(3)?,
                 })
             },
+        )
+    }
+
+    fn tokens(&self) -> Result<Vec<ApiToken>> {
+        self.collect(
+            &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY name"),
+            [],
+            access::token_row,
+        )?
+        .into_iter()
+        .collect()
+    }
+
+    fn audit(&self, subject: &str) -> Result<Vec<AuditEntry>> {
+        self.collect(
+            "SELECT at_ms, who, action, subject FROM audit WHERE subject = ?1 ORDER BY id",
+            [subject],
+            access::audit_row,
         )
     }
 }

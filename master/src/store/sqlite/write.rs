@@ -43,6 +43,8 @@ impl SqliteStore {
             Change::Cluster(c) => self.put_cluster(c),
             Change::ClusterCursor { name, cursor } => self.set_cluster_cursor(name, *cursor),
             Change::Profile(p) => self.put_profile(p),
+            Change::ApiToken(t) => self.put_token(t),
+            Change::Audit(e) => self.append_audit(e),
         }
     }
 
