@@ -46,6 +46,8 @@ done
 mqtt=$(sed -E 's/.*mqtt=([^ ]+).*/\1/' <<<"$ready")
 http=$(sed -E 's/.*http=([^ ]+).*/\1/' <<<"$ready")
 export TETHER_MASTER="http://$http"
+# The admin token the master wrote on its first start (0600); tetherctl reads the file.
+export TETHER_TOKEN_FILE="$work/master/admin.token"
 echo "$ready"
 
 say "provisioning pi-1: its keys from the master, written to $work/pi-1"
@@ -97,11 +99,12 @@ ctl logs "$cont_task"
 cat <<EOF
 
 Where to look (in another shell):
-  export TETHER_MASTER=$TETHER_MASTER
+  export TETHER_MASTER=$TETHER_MASTER TETHER_TOKEN_FILE=$TETHER_TOKEN_FILE
   $bin/tetherctl agents | tasks | show ID | logs ID -f | watch
   mosquitto_sub -h ${mqtt%:*} -p ${mqtt##*:} -v -t 'tether/#'        # presence is text (+ its MAC)
   mosquitto_sub -h ${mqtt%:*} -p ${mqtt##*:} -t 'tether/#' -F '%t %x' | $bin/tetherctl decode
-  curl -s http://$http/api/security    # messages refused as unauthentic, per agent
+  curl -s -H "Authorization: Bearer \$(cat $TETHER_TOKEN_FILE)" http://$http/api/security
+                                       # messages refused as unauthentic, per agent
   dashboard: http://$http/
   logs: $work/master.log $work/agent.log
 EOF

@@ -118,6 +118,7 @@ struct Master {
     proc: Proc,
     mqtt: String,
     http: String,
+    token: String,
 }
 
 impl Master {
@@ -148,9 +149,14 @@ impl Master {
                 .unwrap_or_else(|| panic!("no {k} in {line:?}"))
                 .to_owned()
         };
+        let token = std::fs::read_to_string(data.join("admin.token"))
+            .expect("the admin token of the first start")
+            .trim()
+            .to_owned();
         Master {
             mqtt: field("mqtt="),
             http: field("http="),
+            token,
             proc: Proc {
                 child,
                 name: name.into(),
@@ -161,8 +167,9 @@ impl Master {
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let body = body.map(Value::to_string);
-        let (status, text) = http::request(&self.http, None, method, path, body.as_deref())
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let (status, text) =
+            http::request(&self.http, Some(&self.token), method, path, body.as_deref())
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         assert!(
             (200..300).contains(&status),
             "{method} {path}: {status} {text}"

@@ -17,14 +17,14 @@ use tether_master::provision::Request;
 #[derive(Debug, Parser)]
 #[command(name = "tetherctl", version, about = "Control a Tether master")]
 struct Cli {
-    /// The master's HTTP API.
-    #[arg(
-        long,
-        env = "TETHER_MASTER",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    master: String,
+    /// The master's HTTP API (default: `master` in ~/.config/tether/tetherctl.toml, else
+    /// http://127.0.0.1:8080).
+    #[arg(long, env = "TETHER_MASTER", global = true)]
+    master: Option<String>,
+    /// A file holding the API token (the master writes its first admin token to
+    /// DATA_DIR/admin.token). TETHER_TOKEN, if set, is the token itself.
+    #[arg(long, env = "TETHER_TOKEN_FILE", global = true)]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -258,12 +258,68 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 struct Api {
     authority: String,
+    token: Option<String>,
+}
+
+/// `~/.config/tether/tetherctl.toml`: `master = "http://…"`, `token_file = "…"` or
+/// `token = "tether_…"` (keep that file 0600).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    master: Option<String>,
+    token: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+}
+
+fn settings() -> Result<Settings, Failure> {
+    let Some(home) = std::env::var_os("HOME") else {
+        return Ok(Settings::default());
+    };
+    let path = std::path::Path::new(&home).join(".config/tether/tetherctl.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| Failure(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+        Err(e) => Err(Failure(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// The API client from the flags, the environment and the settings file, in that order.
+fn api(master: Option<&str>, token_file: Option<&std::path::Path>) -> Result<Api, Failure> {
+    let settings = settings()?;
+    let master = master
+        .map(str::to_owned)
+        .or(settings.master)
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| Failure(format!("token file {}: {e}", path.display())))
+    };
+    let token = match (std::env::var("TETHER_TOKEN").ok(), token_file) {
+        (Some(t), _) if !t.is_empty() => Some(t),
+        (_, Some(path)) => Some(read(path)?),
+        _ => match (settings.token, settings.token_file) {
+            (Some(t), _) => Some(t),
+            (None, Some(path)) => Some(read(&path)?),
+            (None, None) => None,
+        },
+    };
+    Ok(Api {
+        authority: http::authority(&master)?,
+        token,
+    })
 }
 
 impl Api {
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
         let body = body.map(Value::to_string);
-        let (status, text) = http::request(&self.authority, None, method, path, body.as_deref())?;
+        let (status, text) = http::request(
+            &self.authority,
+            self.token.as_deref(),
+            method,
+            path,
+            body.as_deref(),
+        )?;
         let value: Value = serde_json::from_str(&text).map_err(|_| {
             Failure(format!(
                 "the master answered HTTP {status} with something that is not JSON"
@@ -290,9 +346,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Decode { prefix } => decode(&prefix),
-        command => http::authority(&cli.master)
-            .map_err(Failure::from)
-            .and_then(|authority| run(&Api { authority }, command)),
+        command => {
+            api(cli.master.as_deref(), cli.token_file.as_deref()).and_then(|api| run(&api, command))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -190,7 +190,13 @@ async fn no_request_stops_the_master() {
     let mut created = Vec::new();
     for i in 0..requests {
         let (method, path, body) = request(&mut rng);
-        let answer = http::request(&master.http, None, method, &path, body.as_deref());
+        let answer = http::request(
+            &master.http,
+            Some(&master.token),
+            method,
+            &path,
+            body.as_deref(),
+        );
         let (status, text) = answer.unwrap_or_else(|e| {
             panic!("seed {seed}, request {i} {method} {path} {body:?}: no answer: {e}")
         });

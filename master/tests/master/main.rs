@@ -4,6 +4,7 @@
 //! (`store_crash` is its own binary: it re-executes itself as the writer it kills.)
 
 mod api_abuse;
+mod api_access;
 mod broker_embedded;
 mod broker_mosquitto;
 mod broker_util;

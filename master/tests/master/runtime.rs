@@ -29,6 +29,8 @@ pub(crate) struct MasterProc {
     pub(crate) child: Child,
     mqtt: BrokerAddr,
     pub(crate) http: String,
+    /// The admin token the master wrote on first start.
+    pub(crate) token: String,
     keys: MasterKeys,
 }
 
@@ -61,10 +63,15 @@ impl MasterProc {
         let mqtt = BrokerAddr::parse(&format!("mqtt://{}", field("mqtt="))).unwrap();
         let http = field("http=");
         let keys = MasterKeys::from_keys(&[parse_hex(&field("key=")).unwrap()]).unwrap();
+        let token = std::fs::read_to_string(data.join("admin.token"))
+            .expect("the admin token of the first start")
+            .trim()
+            .to_owned();
         Self {
             child,
             mqtt,
             http,
+            token,
             keys,
         }
     }
@@ -86,7 +93,7 @@ impl MasterProc {
 
     pub(crate) fn call(&self, method: &str, path: &str, body: Option<String>) -> (u16, Value) {
         let (status, text) =
-            http::request(&self.http, None, method, path, body.as_deref()).unwrap();
+            http::request(&self.http, Some(&self.token), method, path, body.as_deref()).unwrap();
         (status, serde_json::from_str(&text).unwrap())
     }
 
@@ -130,8 +137,18 @@ pub(crate) struct FakeAgent {
 }
 
 impl FakeAgent {
+    /// A new agent: its key made by the master's API.
     pub(crate) async fn connect(master: &MasterProc, id: &str, inc: u32) -> Self {
-        let key = master.agent_key(id);
+        Self::connect_with_key(master, id, inc, master.agent_key(id)).await
+    }
+
+    /// An agent that already has its key (the master hands a key out only when it makes it).
+    pub(crate) async fn connect_with_key(
+        master: &MasterProc,
+        id: &str,
+        inc: u32,
+        key: AgentKey,
+    ) -> Self {
         let presence_topic = format!("tether/agent/{id}/presence");
         let will = Presence {
             state: State::Lost,
@@ -297,10 +314,15 @@ fn encode(msg: &Message) -> Vec<u8> {
     wire::encode(msg, &mut buf).unwrap().to_vec()
 }
 
-fn tetherctl(http: &str, args: &[&str]) -> (bool, String, String) {
+fn tetherctl(master: &MasterProc, args: &[&str]) -> (bool, String, String) {
+    tetherctl_at(&master.http, &master.token, args)
+}
+
+fn tetherctl_at(http: &str, token: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tetherctl"))
         .args(args)
         .env("TETHER_MASTER", format!("http://{http}"))
+        .env("TETHER_TOKEN", token)
         .output()
         .unwrap();
     (
@@ -341,7 +363,7 @@ async fn task_round_trip_api_cli_and_kill9_restart() {
 
     // Submitted through tetherctl; the agent gets the start and reports.
     let (ok, out, err) = tetherctl(
-        &master.http,
+        &master,
         &[
             "submit",
             "--agent",
@@ -365,6 +387,10 @@ async fn task_round_trip_api_cli_and_kill9_restart() {
     };
     let task = spec.task;
     assert_eq!(task.task, id);
+    // Who submitted it is in its history.
+    let (_, v) = master.get(&format!("/api/tasks/{id}"));
+    assert_eq!(v["history"][0]["who"], "admin", "{v}");
+    assert_eq!(v["history"][0]["action"], "submit", "{v}");
     agent.event(1, EventKind::Accepted { task }).await;
     agent.event(2, EventKind::Started { task, pid: 9 }).await;
     agent
@@ -397,22 +423,22 @@ async fn task_round_trip_api_cli_and_kill9_restart() {
     });
     assert_eq!(v["attempts"][0]["agent_id"], "pi-1");
     assert_eq!(v["events"].as_array().unwrap().len(), 4);
-    let (ok, out, _) = tetherctl(&master.http, &["logs", &id.to_string()]);
+    let (ok, out, _) = tetherctl(&master, &["logs", &id.to_string()]);
     assert!(ok);
     assert_eq!(out, "hi\n");
-    let (ok, out, _) = tetherctl(&master.http, &["tasks"]);
+    let (ok, out, _) = tetherctl(&master, &["tasks"]);
     assert!(
         ok && out.contains("succeeded") && out.contains("echo hi"),
         "{out}"
     );
-    let (ok, _, err) = tetherctl(&master.http, &["kill", &id.to_string()]);
+    let (ok, _, err) = tetherctl(&master, &["kill", &id.to_string()]);
     assert!(!ok);
     assert_eq!(err.lines().count(), 1);
     assert!(
         err.contains("already finished") && err.contains("409"),
         "{err}"
     );
-    let (ok, _, err) = tetherctl("127.0.0.1:1", &["agents"]);
+    let (ok, _, err) = tetherctl_at("127.0.0.1:1", "", &["agents"]);
     assert!(!ok && err.starts_with("tetherctl: cannot reach"), "{err}");
 
     // kill -9 and restart on the same data: nothing lost, the replay is a duplicate.
@@ -420,8 +446,11 @@ async fn task_round_trip_api_cli_and_kill9_restart() {
     let key = agent.key;
     drop(agent);
     let master = MasterProc::start(dir.path());
-    let mut agent = FakeAgent::connect(&master, "pi-1", 0x11).await;
-    assert_eq!(agent.key, key, "the agent's key survives a master restart");
+    // The key is kept but never handed out again; the agent's MAC'd event below is taken, so
+    // the restarted master still has it.
+    let (status, v) = master.post("/api/agents/pi-1/key", json!({}));
+    assert_eq!((status, &v["code"]), (409, &json!("conflict")), "{v}");
+    let mut agent = FakeAgent::connect_with_key(&master, "pi-1", 0x11, key).await;
     agent
         .event(
             4,

@@ -57,7 +57,8 @@ pub struct Obs {
 #[derive(Debug, Default)]
 struct Shared {
     stop: AtomicBool,
-    http: Mutex<Option<String>>,
+    /// The master's API address and a token to read it with.
+    http: Mutex<Option<(String, String)>>,
     logs: Mutex<Vec<(String, PathBuf)>>,
     seen: Mutex<Vec<Obs>>,
 }
@@ -91,7 +92,7 @@ impl Observer {
     }
 
     /// Where the master's API is now (`None` while it is down).
-    pub fn set_master(&self, http: Option<String>) {
+    pub fn set_master(&self, http: Option<(String, String)>) {
         *lock(&self.shared.http) = http;
     }
 
@@ -144,9 +145,9 @@ fn watch(shared: &Shared) {
     while !shared.stop.load(Ordering::Relaxed) {
         let mut new = Vec::new();
         let http = lock(&shared.http).clone();
-        if let Some(http) = http {
+        if let Some((http, token)) = http {
             // A master that is down or slow is simply not observed this round.
-            if let Some(Value::Array(list)) = get(&http, "/api/agents") {
+            if let Some(Value::Array(list)) = get(&http, &token, "/api/agents") {
                 for a in list {
                     let id = a["id"].as_str().unwrap_or("").to_owned();
                     let now = (
@@ -163,7 +164,7 @@ fn watch(shared: &Shared) {
                     }
                 }
             }
-            if let Some(Value::Array(list)) = get(&http, "/api/tasks") {
+            if let Some(Value::Array(list)) = get(&http, &token, "/api/tasks") {
                 for t in list {
                     let id = t["id"].as_u64().unwrap_or(0);
                     let state = t["state"].as_str().unwrap_or("").to_owned();
@@ -224,8 +225,8 @@ fn log_files(dir: &std::path::Path) -> Vec<PathBuf> {
     files
 }
 
-fn get(http: &str, path: &str) -> Option<Value> {
-    let (status, body) = tether_master::http::request(http, None, "GET", path, None).ok()?;
+fn get(http: &str, token: &str, path: &str) -> Option<Value> {
+    let (status, body) = tether_master::http::request(http, Some(token), "GET", path, None).ok()?;
     if status != 200 {
         return None;
     }

@@ -205,7 +205,7 @@ impl World {
         let master = tokio::task::block_in_place(|| master_home.start());
         let broker: SocketAddr = master.mqtt.parse().expect("mqtt=IP:PORT");
         let observer = Observer::start();
-        observer.set_master(Some(master.http.clone()));
+        observer.set_master(Some((master.http.clone(), master.token.clone())));
         let mut agents = Vec::new();
         for id in &layout.agents {
             let mut links = Vec::new();
@@ -301,7 +301,8 @@ impl World {
     pub fn restart_master(&mut self) -> u64 {
         assert!(self.master.is_none(), "kill the master first");
         let master = tokio::task::block_in_place(|| self.master_home.start());
-        self.observer.set_master(Some(master.http.clone()));
+        self.observer
+            .set_master(Some((master.http.clone(), master.token.clone())));
         self.master = Some(master);
         unix_ms()
     }

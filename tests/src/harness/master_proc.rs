@@ -118,6 +118,8 @@ impl MasterHome {
             epoch: String::new(),
             mqtts: None,
             public_key: String::new(),
+            token: String::new(),
+            keys_dir: self.dir.join("agent-keys"),
         };
         let line = match rx.recv_timeout(WAIT) {
             Ok(Some(line)) => line,
@@ -140,6 +142,12 @@ impl MasterHome {
         process.epoch = ready.epoch;
         process.mqtts = ready.mqtts;
         process.public_key = ready.key;
+        // Written on the first start, kept for the later ones.
+        let token_file = self.data_dir().join("admin.token");
+        process.token = std::fs::read_to_string(&token_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", token_file.display()))
+            .trim()
+            .to_owned();
         process
     }
 }
@@ -207,20 +215,35 @@ pub struct MasterProcess {
     pub mqtts: Option<String>,
     /// Its public key (hex), what agents take as `--master-key`.
     pub public_key: String,
+    /// The admin API token it wrote on its first start.
+    pub token: String,
+    /// The agents' keys as provisioning handed them out (the master gives each only once).
+    keys_dir: PathBuf,
 }
 
 impl MasterProcess {
     /// Gives an agent its keys the way `tetherctl provision` does: its MAC key from the
-    /// master's API (made on first ask, the same afterwards) and the master's public key.
+    /// master's API (which hands a key out only when it makes it, so the harness keeps it for
+    /// the agent's next start, as the device keeps its config) and the master's public key.
     pub fn provision(&self, options: &mut super::agent::AgentOptions) {
-        let answer = self.post(
-            &format!("/api/agents/{}/key", options.id),
-            &serde_json::json!({}),
-        );
-        let key = answer["agent_key"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no agent key in {answer}"));
-        options.agent_key = Some(key.to_owned());
+        let kept = self.keys_dir.join(&options.id);
+        let key = match std::fs::read_to_string(&kept) {
+            Ok(key) => key,
+            Err(_) => {
+                let answer = self.post(
+                    &format!("/api/agents/{}/key", options.id),
+                    &serde_json::json!({}),
+                );
+                let key = answer["agent_key"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no agent key in {answer}"))
+                    .to_owned();
+                std::fs::create_dir_all(&self.keys_dir).expect("agent keys dir");
+                std::fs::write(&kept, &key).expect("agent key kept");
+                key
+            }
+        };
+        options.agent_key = Some(key);
         options.master_keys = vec![self.public_key.clone()];
     }
 
@@ -240,8 +263,9 @@ impl MasterProcess {
     /// One API call; a status outside 2xx is an error carrying the body.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ApiError> {
         let body = body.map(Value::to_string);
-        let (status, text) = http::request(&self.http, None, method, path, body.as_deref())
-            .map_err(ApiError::Http)?;
+        let (status, text) =
+            http::request(&self.http, Some(&self.token), method, path, body.as_deref())
+                .map_err(ApiError::Http)?;
         if !(200..300).contains(&status) {
             return Err(ApiError::Status(status, text));
         }

@@ -18,6 +18,7 @@ fn provisioned_config_passes_the_agents_check() {
     let tar = dir.join("pi-9.tgz");
     let status = Command::new(binary("tetherctl").unwrap())
         .env("TETHER_MASTER", format!("http://{}", master.http))
+        .env("TETHER_TOKEN", &master.token)
         .args([
             "provision",
             "pi-9",
@@ -75,6 +76,7 @@ fn provisioned_config_passes_the_agents_check() {
     let again = dir.join("pi-9b");
     let status = Command::new(binary("tetherctl").unwrap())
         .env("TETHER_MASTER", format!("http://{}", master.http))
+        .env("TETHER_TOKEN", &master.token)
         .args([
             "provision",
             "pi-9",
@@ -139,6 +141,7 @@ fn provisioned_mqtts_config_passes_the_agents_check() {
     let out = dir.join("pi-10");
     let status = Command::new(binary("tetherctl").unwrap())
         .env("TETHER_MASTER", format!("http://{}", master.http))
+        .env("TETHER_TOKEN", &master.token)
         .args(["provision", "pi-10", "--broker", "mqtts://broker.lan"])
         .args(["--broker", "192.0.2.10:1883", "--credentials", "--ca"])
         .arg(&pki.ca.cert)

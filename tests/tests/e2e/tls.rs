@@ -59,6 +59,7 @@ fn start_master(extra_args: Vec<String>) -> (MasterHome, MasterProcess) {
 fn provision(master: &MasterProcess, id: &str, dir: &Path) -> (PathBuf, PathBuf) {
     let out = Command::new(binary("tetherctl").expect("tetherctl"))
         .env("TETHER_MASTER", format!("http://{}", master.http))
+        .env("TETHER_TOKEN", &master.token)
         .args([
             "provision",
             id,
