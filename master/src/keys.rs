@@ -11,19 +11,19 @@ use std::path::Path;
 use tether_core::auth::{self, Hex, KEY_LEN, SigningKey};
 
 /// `n` bytes from the kernel's random pool.
-pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+pub(crate) fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
     let mut bytes = [0u8; N];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes)
 }
 
 /// A fresh 32-byte key (an agent's MAC key, or a signing seed).
-pub fn new_key() -> io::Result<[u8; KEY_LEN]> {
+pub(crate) fn new_key() -> io::Result<[u8; KEY_LEN]> {
     random_bytes()
 }
 
 /// Reads the signing key at `path`, creating it (0600, never overwriting) if it is missing.
-pub fn load_or_create(path: &Path) -> Result<SigningKey, String> {
+pub(crate) fn load_or_create(path: &Path) -> Result<SigningKey, String> {
     let shown = path.display();
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text).map_err(|e| format!("signing key {shown}: {e}")),
@@ -47,7 +47,7 @@ pub fn load_or_create(path: &Path) -> Result<SigningKey, String> {
 }
 
 /// A signing key file's text: 64 hex digits (surrounding whitespace ignored).
-pub fn parse(text: &str) -> Result<SigningKey, String> {
+pub(crate) fn parse(text: &str) -> Result<SigningKey, String> {
     let seed = auth::parse_hex::<KEY_LEN>(text.trim()).map_err(|e| e.to_string())?;
     SigningKey::from_seed(seed).map_err(|e| e.to_string())
 }

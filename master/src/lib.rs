@@ -1,26 +1,30 @@
 //! tether-master: the master library (core, broker, store, API).
 //!
-//! - [`model`]: the domain values (agents, clusters, profiles, tasks, attempts, outcomes), and
-//!   [`limits`]: the range of every number they carry;
+//! The public surface is what the `tether-master` and `tetherctl` binaries, the benchmarks and
+//! the tests use:
+//! - [`model`]: the domain values (agents, clusters, profiles, tasks, attempts, outcomes, API
+//!   tokens), and [`limits`]: the range of every number they carry;
 //! - [`core`]: the sans-IO state machine that decides everything;
-//! - [`commit`]: the one commit-then-publish drain of the core's actions into a [`store`];
-//! - [`runtime`]: the `tether-master` loop over tokio, MQTT, SQLite and [`api`] (HTTP);
+//! - [`store`]: the [`store::Store`] trait and its SQLite backend; [`commit`]: the one
+//!   commit-then-publish drain;
+//! - [`runtime`]: the `tether-master` loop over tokio, MQTT, the store and [`api`] (HTTP);
 //! - [`broker`]: the embedded rumqttd or an external broker, and client settings;
-//! - [`tls_listener`]: the embedded broker's TLS listener; [`passwords`]: who may connect;
-//! - [`http`]: the tiny client `tetherctl` uses;
-//! - [`provision`]: the files a new device needs (`tetherctl provision`); [`keys`]: the master's
-//!   signing key file and random keys;
-//! - [`store`]: the [`store::Store`] trait and its SQLite backend.
+//!   [`tls_listener`]: the embedded broker's TLS listener;
+//! - [`http`]: the tiny client `tetherctl` uses; [`provision`]: the files a new device needs
+//!   (`tetherctl provision`).
+//!
+//! Private: the signing key file and random keys (`keys`), who may connect to the embedded
+//! broker (`passwords`).
 
 pub mod api;
 pub mod broker;
 pub mod commit;
 pub mod core;
 pub mod http;
-pub mod keys;
+mod keys;
 pub mod limits;
 pub mod model;
-pub mod passwords;
+mod passwords;
 pub mod provision;
 pub mod runtime;
 pub mod store;

@@ -19,11 +19,11 @@ use std::time::SystemTime;
 use log::{info, warn};
 
 /// The master's own MQTT client id and user name.
-pub const MASTER_USER: &str = "tether-master";
+pub(crate) const MASTER_USER: &str = "tether-master";
 
 /// Why a password file was refused.
 #[derive(Debug)]
-pub enum PasswordFileError {
+pub(crate) enum PasswordFileError {
     Read {
         path: PathBuf,
         error: std::io::Error,
@@ -51,7 +51,7 @@ impl std::error::Error for PasswordFileError {}
 
 /// What the check of one CONNECT found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Accepted,
     UnknownUser,
     WrongPassword,
@@ -81,7 +81,7 @@ struct Loaded {
 
 /// The password file and the master's own secret.
 #[derive(Debug)]
-pub struct Passwords {
+pub(crate) struct Passwords {
     path: PathBuf,
     master_secret: String,
     loaded: Mutex<Loaded>,
@@ -90,7 +90,7 @@ pub struct Passwords {
 impl Passwords {
     /// Reads `path`; an unreadable file or a bad line is an error (at start nothing is known
     /// to fall back on).
-    pub fn load(path: &Path) -> Result<Self, PasswordFileError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, PasswordFileError> {
         let (stamp, users) = read(path)?;
         Ok(Self {
             path: path.to_owned(),
@@ -103,12 +103,12 @@ impl Passwords {
     }
 
     /// The credentials of the master's own client.
-    pub fn master_credentials(&self) -> (String, String) {
+    pub(crate) fn master_credentials(&self) -> (String, String) {
         (MASTER_USER.to_owned(), self.master_secret.clone())
     }
 
     /// Decides one CONNECT; re-reads the file first if it changed.
-    pub fn check(&self, client_id: &str, user: &str, password: &str) -> Verdict {
+    pub(crate) fn check(&self, client_id: &str, user: &str, password: &str) -> Verdict {
         if client_id != user {
             return Verdict::ClientIdMismatch;
         }
@@ -163,7 +163,7 @@ fn read(path: &Path) -> Result<(Stamp, HashMap<String, String>), PasswordFileErr
 }
 
 /// `user:password` lines; blank lines and `#` comments are skipped.
-pub fn parse(text: &str) -> Result<HashMap<String, String>, (usize, String)> {
+pub(crate) fn parse(text: &str) -> Result<HashMap<String, String>, (usize, String)> {
     let mut users = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;

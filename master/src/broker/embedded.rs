@@ -1,0 +1,152 @@
+//! rumqttd in this process: started on its own threads, ready once it accepts TCP.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// rumqttd running in this process.
+///
+/// rumqttd cannot report a port it bound itself, so a listen port of 0 is resolved first:
+/// [`EmbeddedBroker::start`] binds `ip:0`, notes the port, releases it and hands it to rumqttd.
+/// Between release and rumqttd's bind another process could take the port; the start then
+/// fails with [`BrokerError::Exited`] or [`BrokerError::Bind`] and the caller may retry.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    /// Where the broker accepts MQTT 3.1.1 connections.
+    pub addr: SocketAddr,
+    thread: thread::JoinHandle<()>,
+}
+
+impl EmbeddedBroker {
+    /// Starts rumqttd with `config` and waits (blocking, at most [`DEFAULT_START_TIMEOUT`])
+    /// until it accepts TCP connections. Call it before entering async code or from
+    /// `spawn_blocking`.
+    pub fn start(config: BrokerConfig) -> Result<Self, BrokerError> {
+        Self::start_with_timeout(config, DEFAULT_START_TIMEOUT)
+    }
+
+    /// The built-in configuration on a free port of 127.0.0.1: for tests and local runs.
+    pub fn start_local() -> Result<Self, BrokerError> {
+        let mut config = BrokerConfig::builtin()?;
+        config.set_listen(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0));
+        Self::start(config)
+    }
+
+    pub fn start_with_timeout(
+        mut config: BrokerConfig,
+        timeout: Duration,
+    ) -> Result<Self, BrokerError> {
+        let wanted = config.listen();
+        let addr = if wanted.port() == 0 {
+            pick_free_port(wanted.ip()).map_err(|source| BrokerError::Bind {
+                addr: wanted,
+                source,
+            })?
+        } else {
+            // rumqttd only logs a failed bind; find it here so the error is typed and clear.
+            // A listener already on the port would otherwise answer our readiness probe.
+            drop(
+                TcpListener::bind(wanted).map_err(|source| BrokerError::Bind {
+                    addr: wanted,
+                    source,
+                })?,
+            );
+            wanted
+        };
+        config.set_listen(addr);
+
+        let (done_tx, done_rx) = mpsc::channel::<String>();
+        let rumqttd_config = config.to_rumqttd();
+        let thread = thread::Builder::new()
+            .name("tether-broker".into())
+            .spawn(move || {
+                let mut broker = rumqttd::Broker::new(rumqttd_config);
+                // `start` blocks while its listener threads run; it returns when they all end,
+                // which only happens when the listener failed.
+                let reason = match broker.start() {
+                    Ok(()) => "the listener ended (its port may have been taken)".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                let _ = done_tx.send(reason);
+            })
+            .map_err(BrokerError::Spawn)?;
+
+        let exited = |reason: String| BrokerError::Exited { addr, reason };
+        let deadline = Instant::now() + timeout;
+        loop {
+            match done_rx.try_recv() {
+                Ok(reason) => return Err(exited(reason)),
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    return Err(exited("the broker thread panicked".into()));
+                }
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            if probe(addr) {
+                return Ok(Self { addr, thread });
+            }
+            if Instant::now() >= deadline {
+                return Err(BrokerError::NotListening {
+                    addr,
+                    waited: timeout,
+                });
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The address as a [`BrokerAddr`] for clients (an unspecified listen IP becomes loopback).
+    pub fn broker_addr(&self) -> BrokerAddr {
+        let ip = if self.addr.ip().is_unspecified() {
+            match self.addr {
+                SocketAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+                SocketAddr::V6(_) => IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            }
+        } else {
+            self.addr.ip()
+        };
+        BrokerAddr::from(SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// False once rumqttd's listener has stopped.
+    pub fn is_running(&self) -> bool {
+        !self.thread.is_finished()
+    }
+}
+
+fn probe(addr: SocketAddr) -> bool {
+    let target = if addr.ip().is_unspecified() {
+        match addr {
+            SocketAddr::V4(_) => SocketAddr::new(IpAddr::from([127, 0, 0, 1]), addr.port()),
+            SocketAddr::V6(_) => {
+                SocketAddr::new(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), addr.port())
+            }
+        }
+    } else {
+        addr
+    };
+    TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok()
+}
+
+/// A port on `ip` that was free a moment ago (bound to port 0, then released).
+pub fn pick_free_port(ip: IpAddr) -> io::Result<SocketAddr> {
+    TcpListener::bind(SocketAddr::new(ip, 0))?.local_addr()
+}
+
+/// Waits until something accepts TCP connections on `addr`, at most `timeout`. Returns
+/// whether it did.
+pub fn wait_for_listener(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if probe(addr) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
