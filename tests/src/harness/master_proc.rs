@@ -247,6 +247,25 @@ impl MasterProcess {
         options.master_keys = vec![self.public_key.clone()];
     }
 
+    /// The key provisioning handed out for `id` (through [`Self::provision`] or recorded with
+    /// [`Self::keep_key`]).
+    pub fn kept_key(&self, id: &str) -> Option<String> {
+        std::fs::read_to_string(self.keys_dir.join(id)).ok()
+    }
+
+    /// Records the key `tetherctl provision` wrote into a device config, for the agent's
+    /// later starts through [`Self::provision`].
+    pub fn keep_key(&self, id: &str, agent_toml: &Path) {
+        let toml = std::fs::read_to_string(agent_toml).expect("provisioned agent.toml");
+        let key = toml
+            .lines()
+            .find_map(|l| l.strip_prefix("agent_key = \""))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("no agent_key in {toml}"));
+        std::fs::create_dir_all(&self.keys_dir).expect("agent keys dir");
+        std::fs::write(self.keys_dir.join(id), key).expect("agent key kept");
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }

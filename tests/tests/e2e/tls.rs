@@ -76,6 +76,7 @@ fn provision(master: &MasterProcess, id: &str, dir: &Path) -> (PathBuf, PathBuf)
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    master.keep_key(id, &dir.join("etc/tether/agent.toml"));
     (
         dir.join("etc/tether/agent.toml"),
         dir.join("broker/passwd-entry"),
