@@ -172,14 +172,7 @@ async fn no_request_stops_the_master() {
         .unwrap_or(600);
     let dir = tempfile::tempdir().unwrap();
     let mut master = MasterProc::start(dir.path());
-    let agent = FakeAgent::connect(&master, "pi-1", 0x21).await;
-    agent.heartbeat(0, &[]).await;
-    master.wait_for("/api/agents", "pi-1 available", |v| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["id"] == "pi-1" && a["available"] == true)
-    });
+    let agent = FakeAgent::online(&master, "pi-1", 0x21).await;
     let (status, v) = master.post(
         "/api/clusters",
         json!({ "name": "c1", "mode": "round-robin", "members": ["pi-1"] }),

@@ -70,14 +70,7 @@ async fn full_disk_refuses_writes_and_loses_nothing() {
     };
     let data = fs.path().join("data");
     let mut master = MasterProc::start(&data);
-    let mut agent = FakeAgent::connect(&master, "pi-1", 0x31).await;
-    agent.heartbeat(0, &[]).await;
-    master.wait_for("/api/agents", "pi-1 available", |v| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["id"] == "pi-1" && a["available"] == true)
-    });
+    let mut agent = FakeAgent::online(&master, "pi-1", 0x31).await;
     let (status, v) = submit(&master, 0);
     assert_eq!(status, 201, "{v}");
     let first = v["id"].as_u64().unwrap();

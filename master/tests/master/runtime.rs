@@ -137,6 +137,19 @@ pub(crate) struct FakeAgent {
 }
 
 impl FakeAgent {
+    /// A new agent, heartbeating and available for tasks.
+    pub(crate) async fn online(master: &MasterProc, id: &str, inc: u32) -> Self {
+        let agent = Self::connect(master, id, inc).await;
+        agent.heartbeat(0, &[]).await;
+        master.wait_for("/api/agents", "available", |v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["id"] == id && a["available"] == true)
+        });
+        agent
+    }
+
     /// A new agent: its key made by the master's API.
     pub(crate) async fn connect(master: &MasterProc, id: &str, inc: u32) -> Self {
         Self::connect_with_key(master, id, inc, master.agent_key(id)).await
