@@ -155,6 +155,15 @@ pub struct Named {
     pub name: String,
 }
 
+/// A cluster as defined, with what the operator should know about it.
+#[derive(Debug, Serialize)]
+pub struct ClusterDefined {
+    pub name: String,
+    /// Members that have never connected to this master: accepted (a board may be flashed
+    /// later), but no task goes to them until they do.
+    pub warnings: Vec<String>,
+}
+
 fn json<T: Serialize>(v: &T) -> Result<Value, ApiError> {
     serde_json::to_value(v).map_err(|e| ApiError::new(500, format!("cannot encode: {e}")))
 }
@@ -310,9 +319,21 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
         }
         ApiRequest::PutCluster(req) => {
             let name = req.name.clone();
+            let known: Vec<String> = core
+                .agent_views(now)
+                .into_iter()
+                .filter(|v| v.presence != AgentPresence::Unknown)
+                .map(|v| v.id)
+                .collect();
+            let warnings = req
+                .members
+                .iter()
+                .filter(|m| !known.contains(m))
+                .map(|m| format!("member {m} has never connected to this master"))
+                .collect();
             core.put_cluster(now, req)?;
             audit(core, "cluster defined", format!("cluster/{name}"));
-            json(&Named { name })
+            json(&ClusterDefined { name, warnings })
         }
         ApiRequest::PutProfile(req) => {
             let name = req.name.clone();

@@ -178,6 +178,16 @@ async fn no_request_stops_the_master() {
         json!({ "name": "c1", "mode": "round-robin", "members": ["pi-1"] }),
     );
     assert_eq!(status, 201, "{v}");
+    assert_eq!(v["warnings"], json!([]), "pi-1 is known: {v}");
+    let (_, v) = master.post(
+        "/api/clusters",
+        json!({ "name": "c2", "mode": "round-robin", "members": ["pi-1", "pi-9"] }),
+    );
+    assert_eq!(
+        v["warnings"],
+        json!(["member pi-9 has never connected to this master"]),
+        "{v}"
+    );
 
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut created = Vec::new();
