@@ -439,6 +439,20 @@ async fn task_round_trip_api_cli_and_kill9_restart() {
     let (ok, out, _) = tetherctl(&master, &["logs", &id.to_string()]);
     assert!(ok);
     assert_eq!(out, "hi\n");
+    // `show` is for people: state, who submitted it, the attempt's exit, output as text.
+    let (ok, out, err) = tetherctl(&master, &["show", &id.to_string()]);
+    assert!(ok, "{err}");
+    for needle in [
+        "succeeded",
+        "submit by admin",
+        "exit 0",
+        "   hi",
+        "attempt ",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+    }
+    let (ok, out, _) = tetherctl(&master, &["show", "--json", &id.to_string()]);
+    assert!(ok && serde_json::from_str::<Value>(&out).is_ok(), "{out}");
     let (ok, out, _) = tetherctl(&master, &["tasks"]);
     assert!(
         ok && out.contains("succeeded") && out.contains("echo hi"),

@@ -14,6 +14,8 @@ use tether_core::wire;
 use tether_master::http;
 use tether_master::provision::Request;
 
+mod show;
+
 #[derive(Debug, Parser)]
 #[command(name = "tetherctl", version, about = "Control a Tether master")]
 struct Cli {
@@ -50,7 +52,12 @@ enum Cmd {
     /// List tasks.
     Tasks,
     /// A task with its attempts and events.
-    Show { id: u64 },
+    Show {
+        id: u64,
+        /// The master's JSON as it is, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// A task's output; `-f` follows it until the task ends.
     Logs {
         id: u64,
@@ -451,9 +458,15 @@ fn run(api: &Api, command: Cmd) -> Result<(), Failure> {
                 writeln!(out, "{}", task_line(&t))?;
             }
         }
-        Cmd::Show { id } => {
+        Cmd::Show { id, json } => {
             let v = api.get(&format!("/api/tasks/{id}"))?;
-            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                let output = api.get(&format!("/api/tasks/{id}/output"))?;
+                let agents = api.get("/api/agents")?;
+                write!(out, "{}", show::render(&v, &output, &agents, now_ms()))?;
+            }
         }
         Cmd::Logs { id, follow } => logs(api, id, follow, &mut out)?,
         Cmd::Kill { id } => {
