@@ -182,7 +182,7 @@ fn kill9_loses_nothing_committed() {
     let agent = store.agents().unwrap().into_iter().find(|x| x.id == AGENT);
     assert!(agent.unwrap().last_seq_acked >= last_seq);
     // A transaction cut by the kill left nothing half-done: every attempt has its event.
-    for task in store.tasks(Page::ALL).unwrap() {
+    for task in store.tasks(Page::ALL, None).unwrap() {
         let attempts = store.attempts(task.id).unwrap();
         assert_eq!(attempts.len(), 1, "task {} is half-written", task.id);
         assert!(events.iter().any(|e| e.attempt == Some(attempts[0].id)));

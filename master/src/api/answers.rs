@@ -18,7 +18,7 @@ use crate::model::{
     AgentPresence, ApiToken, Attempt, AttemptId, AuditEntry, Role, Task, TaskId, TaskState,
 };
 use crate::runtime::Bound;
-use crate::store::{Page, Store};
+use crate::store::Store;
 
 /// What the loop lends the API for one request.
 #[allow(missing_debug_implementations)] // the store is a trait object
@@ -255,7 +255,7 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
         }
         ApiRequest::Clusters => json(&s.clusters()?),
         ApiRequest::Profiles => json(&s.profiles()?),
-        ApiRequest::Tasks => json(&s.tasks(Page::ALL)?),
+        ApiRequest::Tasks { page, state } => json(&s.tasks(page, state)?),
         ApiRequest::Task(id) => {
             let task = found(s.task(id)?, id)?;
             let attempts = s.attempts(id)?;

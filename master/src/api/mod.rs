@@ -9,7 +9,8 @@
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Html;
 use axum::routing::{delete, get, post};
@@ -17,7 +18,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{ClusterRequest, ProfileRequest, Submit};
-use crate::model::{Role, TaskId};
+use crate::model::{Role, TaskId, TaskState};
+use crate::store::Page;
 
 mod access;
 pub mod answers;
@@ -38,7 +40,11 @@ pub enum ApiRequest {
     Agents,
     Clusters,
     Profiles,
-    Tasks,
+    /// A page of tasks in id order, optionally in one state.
+    Tasks {
+        page: Page,
+        state: Option<TaskState>,
+    },
     Task(TaskId),
     Output(TaskId),
     Submit(Submit),
@@ -204,8 +210,48 @@ async fn profiles(State(tx): Tx, Extension(by): By) -> Reply {
     ask(&tx, by, ApiRequest::Profiles, StatusCode::OK).await
 }
 
-async fn tasks(State(tx): Tx, Extension(by): By) -> Reply {
-    ask(&tx, by, ApiRequest::Tasks, StatusCode::OK).await
+/// `GET /api/tasks?limit=N&after=ID&state=S`: at most `limit` tasks (default and maximum
+/// [`MAX_PAGE`]) with ids above `after`, in id order; the next page starts after the last id.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TasksQuery {
+    limit: Option<u32>,
+    after: Option<u64>,
+    state: Option<String>,
+}
+
+/// The most tasks one answer holds.
+pub const MAX_PAGE: u32 = 10_000;
+
+async fn tasks(
+    State(tx): Tx,
+    Extension(by): By,
+    query: Result<Query<TasksQuery>, QueryRejection>,
+) -> Reply {
+    let Query(q) =
+        query.map_err(|e| ApiError::new(400, format!("bad query: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(MAX_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            422,
+            format!("limit is {limit}, outside 1..={MAX_PAGE}"),
+        ));
+    }
+    if let Some(after) = q.after {
+        crate::limits::storable("after", after).map_err(|e| ApiError::new(422, e.reason))?;
+    }
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(text) => Some(
+            TaskState::parse(text)
+                .ok_or_else(|| ApiError::new(422, format!("state '{text}' is not a task state")))?,
+        ),
+    };
+    let page = Page {
+        after: q.after,
+        limit,
+    };
+    ask(&tx, by, ApiRequest::Tasks { page, state }, StatusCode::OK).await
 }
 
 async fn task(State(tx): Tx, Extension(by): By, Path(id): Path<String>) -> Reply {

@@ -11,7 +11,7 @@ use std::fmt;
 use crate::core::{Change, Snapshot};
 use crate::model::{
     Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, Invalid, OutputChunk, Profile,
-    StoredEvent, Task, TaskId,
+    StoredEvent, Task, TaskId, TaskState,
 };
 
 pub mod schema;
@@ -154,7 +154,7 @@ pub trait Store: Send {
     fn profiles(&self) -> Result<Vec<Profile>>;
 
     /// One page of tasks, oldest first.
-    fn tasks(&self, page: Page) -> Result<Vec<Task>>;
+    fn tasks(&self, page: Page, state: Option<TaskState>) -> Result<Vec<Task>>;
 
     fn task(&self, id: TaskId) -> Result<Option<Task>>;
 

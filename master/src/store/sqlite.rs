@@ -27,7 +27,7 @@ use tether_core::topic::validate_id;
 use crate::core::{Change, Snapshot};
 use crate::model::{
     Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, ClusterMode, OutputChunk, Profile,
-    StoredEvent, Task, TaskId,
+    StoredEvent, Task, TaskId, TaskState,
 };
 use crate::store::schema::{MIGRATIONS, SCHEMA_VERSION};
 use crate::store::{Page, Result, Store, StoreError};
@@ -371,11 +371,14 @@ impl Store for SqliteStore {
     }
 
     /// Every task, oldest first.
-    fn tasks(&self, page: Page) -> Result<Vec<Task>> {
+    fn tasks(&self, page: Page, state: Option<TaskState>) -> Result<Vec<Task>> {
         let after = i64::try_from(page.after.unwrap_or(0)).unwrap_or(i64::MAX);
         self.collect(
-            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id > ?1 ORDER BY id LIMIT ?2"),
-            params![after, page.limit],
+            &format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE id > ?1 AND (?3 IS NULL OR state = ?3)
+                 ORDER BY id LIMIT ?2"
+            ),
+            params![after, page.limit, state],
             task_row,
         )?
         .into_iter()

@@ -136,7 +136,7 @@ fn fresh_store_is_empty(open: Open) {
     assert!(snapshot.clusters.is_empty() && snapshot.profiles.is_empty());
     assert!(snapshot.kill_requests.is_empty() && snapshot.agent_keys.is_empty());
     assert_eq!((snapshot.next_task, snapshot.next_attempt), (1, 1));
-    assert!(store.tasks(Page::ALL).unwrap().is_empty());
+    assert!(store.tasks(Page::ALL, None).unwrap().is_empty());
     assert!(store.agents().unwrap().is_empty());
 }
 
@@ -228,7 +228,7 @@ fn tasks_and_attempts_round_trip(open: Open) {
     let task = store.task(id).unwrap().unwrap();
     assert_eq!(task.state, TaskState::Failed);
     assert_eq!(task.outcome, Some(outcome));
-    let tasks = store.tasks(Page::ALL).unwrap();
+    let tasks = store.tasks(Page::ALL, None).unwrap();
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0], task);
     assert_eq!(store.attempts(id).unwrap().len(), 1);
@@ -551,8 +551,14 @@ fn tasks_are_paged_by_id(open: Open) {
         .map(|&id| new_task(id, task_on("pi-1")))
         .collect();
     apply(store, &batch);
-    let page =
-        |p: Page| -> Vec<u64> { store.tasks(p).unwrap().into_iter().map(|t| t.id).collect() };
+    let page = |p: Page| -> Vec<u64> {
+        store
+            .tasks(p, None)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect()
+    };
     assert_eq!(page(Page::ALL), ids);
     assert_eq!(page(Page::default()), ids, "the default is everything");
     assert_eq!(page(Page::first(2)), ids[..2]);
@@ -658,7 +664,7 @@ fn bad_input_is_a_typed_error(open: Open) {
         Err(StoreError::NotFound { what: "task", .. })
     ));
     assert!(
-        store.tasks(Page::ALL).unwrap().is_empty(),
+        store.tasks(Page::ALL, None).unwrap().is_empty(),
         "nothing refused was stored"
     );
     assert!(store.load().unwrap().profiles.is_empty());

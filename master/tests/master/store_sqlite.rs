@@ -20,7 +20,7 @@ fn sqlite_open_migrates_from_nothing() {
     let (_dir, path) = db();
     let store = SqliteStore::open(&path).unwrap();
     assert!(store.integrity_check().unwrap().is_empty());
-    assert!(store.tasks(Page::ALL).unwrap().is_empty());
+    assert!(store.tasks(Page::ALL, None).unwrap().is_empty());
     drop(store);
     assert_eq!(schema_version(&path), SCHEMA_VERSION);
 

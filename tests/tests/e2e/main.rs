@@ -4,6 +4,7 @@
 mod agent_faults;
 mod agent_hardening;
 mod agent_tasks;
+mod cli;
 mod clusters;
 mod master_down;
 mod master_slow_subscriber;

@@ -1,10 +1,9 @@
 //! `tetherctl`: the Tether master's command line, over its HTTP API, plus `decode` for
 //! `mosquitto_sub -F '%t %x'` output. Errors print one line and exit non-zero.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -14,7 +13,10 @@ use tether_core::wire;
 use tether_master::http;
 use tether_master::provision::Request;
 
+mod follow;
 mod show;
+
+use follow::{logs, watch};
 
 #[derive(Debug, Parser)]
 #[command(name = "tetherctl", version, about = "Control a Tether master")]
@@ -49,8 +51,16 @@ enum Cmd {
     },
     /// Submit a task: `tetherctl submit --agent pi-1 -- /bin/echo hi`.
     Submit(SubmitArgs),
-    /// List tasks.
-    Tasks,
+    /// List tasks (in id order; `--after ID` for the next page).
+    Tasks {
+        /// Only tasks in this state (pending, running, succeeded, failed, ...).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        after: Option<u64>,
+    },
     /// A task with its attempts and events.
     Show {
         id: u64,
@@ -212,6 +222,10 @@ struct SubmitArgs {
     /// When to start: `+30s` from now, or Unix seconds. The agent holds the order until then.
     #[arg(long, value_parser = parse_start_at)]
     start_at: Option<u64>,
+    /// Follow the output until the task ends and exit with its exit code (non-zero with a
+    /// line on stderr when it was killed, lost, refused or cancelled).
+    #[arg(long)]
+    wait: bool,
     /// The program and its arguments, after `--`.
     #[arg(last = true, required = true)]
     argv: Vec<String>,
@@ -446,15 +460,42 @@ fn run(api: &Api, command: Cmd) -> Result<(), Failure> {
             put(&mut body, "profile", s.profile.map(Value::from));
             put(&mut body, "start_at_ms", s.start_at.map(Value::from));
             let answer = api.post("/api/tasks", &body)?;
-            writeln!(out, "{}", answer["id"])?;
+            let id = answer["id"].as_u64().unwrap_or(0);
+            if s.wait {
+                let code = follow::wait(api, id, &mut out)?;
+                if code != 0 {
+                    std::process::exit(code);
+                }
+            } else {
+                writeln!(out, "{id}")?;
+            }
         }
-        Cmd::Tasks => {
+        Cmd::Tasks {
+            state,
+            limit,
+            after,
+        } => {
+            let mut query = Vec::new();
+            if let Some(state) = state {
+                query.push(format!("state={state}"));
+            }
+            if let Some(limit) = limit {
+                query.push(format!("limit={limit}"));
+            }
+            if let Some(after) = after {
+                query.push(format!("after={after}"));
+            }
+            let path = if query.is_empty() {
+                "/api/tasks".to_owned()
+            } else {
+                format!("/api/tasks?{}", query.join("&"))
+            };
             writeln!(
                 out,
                 "{:>6} {:<12} {:<22} {:<9} COMMAND",
                 "ID", "STATE", "TARGET", "POLICY"
             )?;
-            for t in list(&api.get("/api/tasks")?) {
+            for t in list(&api.get(&path)?) {
                 writeln!(out, "{}", task_line(&t))?;
             }
         }
@@ -539,64 +580,6 @@ fn task_line(t: &Value) -> String {
         text(&t["policy"]["on_disconnect"]),
         argv.join(" ")
     )
-}
-
-const TERMINAL: [&str; 5] = ["succeeded", "failed", "cancelled", "killed", "lost"];
-
-fn logs(api: &Api, id: u64, follow: bool, out: &mut impl Write) -> Result<(), Failure> {
-    let mut seen: BTreeSet<(u64, String, u64)> = BTreeSet::new();
-    loop {
-        let v = api.get(&format!("/api/tasks/{id}/output"))?;
-        let mut chunks = list(&v["chunks"]);
-        chunks.sort_by_key(|c| (c["attempt"].as_u64(), c["offset"].as_u64()));
-        for c in chunks {
-            let key = (
-                c["attempt"].as_u64().unwrap_or(0),
-                text(&c["stream"]),
-                c["offset"].as_u64().unwrap_or(0),
-            );
-            if seen.insert(key.clone()) {
-                let chunk = text(&c["text"]);
-                if key.1 == "stderr" {
-                    eprint!("{chunk}");
-                } else {
-                    write!(out, "{chunk}")?;
-                }
-            }
-        }
-        out.flush()?;
-        let done = TERMINAL.contains(&text(&v["state"]).as_str());
-        if !follow || done {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn watch(api: &Api, out: &mut impl Write) -> Result<(), Failure> {
-    let mut agents: BTreeMap<String, (String, bool)> = BTreeMap::new();
-    let mut tasks: BTreeMap<u64, String> = BTreeMap::new();
-    loop {
-        for a in list(&api.get("/api/agents")?) {
-            let id = text(&a["id"]);
-            let now = (text(&a["presence"]), a["available"].as_bool() == Some(true));
-            if agents.get(&id) != Some(&now) {
-                let avail = if now.1 { "available" } else { "unavailable" };
-                writeln!(out, "agent {id}: {} ({avail})", now.0)?;
-                agents.insert(id, now);
-            }
-        }
-        for t in list(&api.get("/api/tasks")?) {
-            let id = t["id"].as_u64().unwrap_or(0);
-            let state = text(&t["state"]);
-            if tasks.get(&id) != Some(&state) {
-                writeln!(out, "task {}", task_line(&t).trim_start())?;
-                tasks.insert(id, state);
-            }
-        }
-        out.flush()?;
-        std::thread::sleep(Duration::from_secs(1));
-    }
 }
 
 /// One `mosquitto_sub -F '%t %x'` line as JSON.
