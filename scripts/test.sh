@@ -23,8 +23,8 @@ fi
 step "the master's core and model import no storage crate"
 # The core decides and the model describes; only master/src/store/ knows a database.
 if grep -rnE '\b(rusqlite|tokio_postgres|sqlx)\b|crate::store\b|crate::persist\b' \
-    master/src/core master/src/model.rs; then
-    echo "master/src/core or master/src/model.rs imports a storage crate or the store" >&2
+    master/src/core master/src/model; then
+    echo "master/src/core or master/src/model imports a storage crate or the store" >&2
     exit 1
 fi
 
