@@ -1,6 +1,6 @@
 //! tether-master: the master library (core, broker, store, API).
 //!
-//! The public surface is what the `tether-master` and `tetherctl` binaries, the benchmarks and
+//! The public surface is what the `tether-master` binary, the benchmarks and
 //! the tests use:
 //! - [`model`]: the domain values (agents, clusters, profiles, tasks, attempts, outcomes, API
 //!   tokens), and [`limits`]: the range of every number they carry;
@@ -10,8 +10,7 @@
 //! - [`runtime`]: the `tether-master` loop over tokio, MQTT, the store and [`api`] (HTTP);
 //! - [`broker`]: the embedded rumqttd or an external broker, and client settings;
 //!   [`tls_listener`]: the embedded broker's TLS listener;
-//! - [`http`]: the tiny client `tetherctl` uses; [`provision`]: the files a new device needs
-//!   (`tetherctl provision`).
+//! - [`http`]: the tiny HTTP/1.1 client the tests and benchmarks use.
 //!
 //! Private: the signing key file and random keys (`keys`), who may connect to the embedded
 //! broker (`passwords`).
@@ -25,7 +24,6 @@ mod keys;
 pub mod limits;
 pub mod model;
 mod passwords;
-pub mod provision;
 pub mod runtime;
 pub mod store;
 pub mod tls_listener;

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use log::{info, warn};
 
 /// The master's own MQTT client id and user name.
-pub(crate) const MASTER_USER: &str = "tether-master";
+pub(crate) const MASTER_USER: &str = tether_core::topic::MASTER_CLIENT_ID;
 
 /// Why a password file was refused.
 #[derive(Debug)]

@@ -71,6 +71,9 @@ pub fn validate_prefix(prefix: &str) -> Result<(), TopicError> {
     }
 }
 
+/// The master's own MQTT client id and broker user name: no agent may take it.
+pub const MASTER_CLIENT_ID: &str = "tether-master";
+
 /// Agent ids are also MQTT client ids and file names: keep them to a safe alphabet.
 pub fn validate_id(id: &str) -> Result<AgentId, TopicError> {
     let ok = !id.is_empty()

@@ -327,12 +327,35 @@ fn encode(msg: &Message) -> Vec<u8> {
     wire::encode(msg, &mut buf).unwrap().to_vec()
 }
 
+/// `tetherctl` is another package's binary (tether-cli), so cargo does not build it for these
+/// tests: built here once, beside `tether-master`, in the same profile.
+fn tetherctl_bin() -> &'static std::path::Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let master = std::path::Path::new(env!("CARGO_BIN_EXE_tether-master"));
+        let release = master.parent().is_some_and(|d| d.ends_with("release"));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(["build", "--quiet", "-p", "tether-cli", "--bin", "tetherctl"]);
+        if release {
+            build.arg("--release");
+        }
+        assert!(
+            build.status().unwrap().success(),
+            "building tetherctl failed"
+        );
+        master.with_file_name("tetherctl")
+    })
+}
+
 fn tetherctl(master: &MasterProc, args: &[&str]) -> (bool, String, String) {
     tetherctl_at(&master.http, &master.token, args)
 }
 
 fn tetherctl_at(http: &str, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tetherctl"))
+    let out = Command::new(tetherctl_bin())
         .args(args)
         .env("TETHER_MASTER", format!("http://{http}"))
         .env("TETHER_TOKEN", token)
@@ -573,7 +596,7 @@ fn decode_reads_mosquitto_sub_lines() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let decode = Command::new(env!("CARGO_BIN_EXE_tetherctl"))
+    let decode = Command::new(tetherctl_bin())
         .arg("decode")
         .stdin(sub.stdout.take().unwrap())
         .output()

@@ -43,7 +43,8 @@ impl std::error::Error for BinError {}
 fn package_of(name: &str) -> Option<&'static str> {
     match name {
         "tether-agent" => Some("tether-agent"),
-        "tether-master" | "tetherctl" => Some("tether-master"),
+        "tether-master" => Some("tether-master"),
+        "tetherctl" => Some("tether-cli"),
         _ => None,
     }
 }

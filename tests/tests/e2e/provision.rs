@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use tether_master::provision::CA_PATH;
+use tether_cli::provision::CA_PATH;
 use tether_tests::harness::bins::binary;
 use tether_tests::harness::certs::Pki;
 use tether_tests::harness::master_proc::{ApiError, MasterHome, MasterOptions};

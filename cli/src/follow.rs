@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::time::Duration;
 
-use super::{Api, Failure, list, task_line, text};
+use crate::client::{Api, Failure};
+use crate::table::{list, task_line, text};
 
 pub(crate) const TERMINAL: [&str; 5] = ["succeeded", "failed", "cancelled", "killed", "lost"];
 
@@ -38,7 +39,7 @@ pub(crate) fn logs(api: &Api, id: u64, follow: bool, out: &mut impl Write) -> Re
     }
 }
 
-pub(crate) fn watch(api: &Api, out: &mut impl Write) -> Result<(), Failure> {
+pub(crate) fn watch(api: &Api, json: bool, out: &mut impl Write) -> Result<(), Failure> {
     let mut agents: BTreeMap<String, (String, bool)> = BTreeMap::new();
     let mut tasks: BTreeMap<u64, String> = BTreeMap::new();
     loop {
@@ -47,7 +48,11 @@ pub(crate) fn watch(api: &Api, out: &mut impl Write) -> Result<(), Failure> {
             let now = (text(&a["presence"]), a["available"].as_bool() == Some(true));
             if agents.get(&id) != Some(&now) {
                 let avail = if now.1 { "available" } else { "unavailable" };
-                writeln!(out, "agent {id}: {} ({avail})", now.0)?;
+                if json {
+                    writeln!(out, "{}", serde_json::json!({ "agent": a }))?;
+                } else {
+                    writeln!(out, "agent {id}: {} ({avail})", now.0)?;
+                }
                 agents.insert(id, now);
             }
         }
@@ -55,7 +60,11 @@ pub(crate) fn watch(api: &Api, out: &mut impl Write) -> Result<(), Failure> {
             let id = t["id"].as_u64().unwrap_or(0);
             let state = text(&t["state"]);
             if tasks.get(&id) != Some(&state) {
-                writeln!(out, "task {}", task_line(&t).trim_start())?;
+                if json {
+                    writeln!(out, "{}", serde_json::json!({ "task": t }))?;
+                } else {
+                    writeln!(out, "task {}", task_line(&t).trim_start())?;
+                }
                 tasks.insert(id, state);
             }
         }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use tether_core::broker_addr::BrokerAddr;
 use tether_core::topic::{validate_id, validate_prefix};
 
-use crate::passwords::MASTER_USER;
+use tether_core::topic::MASTER_CLIENT_ID as MASTER_USER;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -130,9 +130,16 @@ pub fn check_brokers(brokers: &[String], ca: Option<&Path>) -> Result<(), Provis
     }
 }
 
+fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// A password from the kernel's random pool: 24 characters of [a-z0-9].
 fn password() -> io::Result<String> {
-    let bytes: [u8; 24] = crate::keys::random_bytes()?;
+    let bytes: [u8; 24] = random_bytes()?;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     Ok(bytes
         .iter()
@@ -247,6 +254,37 @@ fn open_new(path: &Path, mode: u32) -> Result<std::fs::File, ProvisionError> {
             )),
             _ => ProvisionError::Io(e),
         })
+}
+
+/// `tetherctl provision`: the folder (default `./provision-ID`), and a `.tar.gz` of it when
+/// asked; what was written, as `{"files": [...], "broker_user": ...}`.
+pub(crate) fn write_folder(
+    request: &Request,
+    out: Option<PathBuf>,
+    tar: Option<PathBuf>,
+) -> Result<serde_json::Value, crate::client::Failure> {
+    use crate::client::Failure;
+    let dir = out.unwrap_or_else(|| format!("provision-{}", request.id).into());
+    let done = write(&dir, request).map_err(|e| Failure(e.to_string()))?;
+    let mut files: Vec<String> = done.files.iter().map(|f| f.display().to_string()).collect();
+    if let Some(tar) = tar {
+        let status = std::process::Command::new("tar")
+            .arg("-czf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&dir)
+            .arg(".")
+            .status()
+            .map_err(|e| Failure(format!("cannot run tar: {e}")))?;
+        if !status.success() {
+            return Err(Failure(format!("tar failed ({status})")));
+        }
+        files.push(tar.display().to_string());
+    }
+    Ok(serde_json::json!({
+        "files": files,
+        "broker_user": done.password.is_some().then_some(&request.id),
+    }))
 }
 
 #[cfg(test)]

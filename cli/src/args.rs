@@ -1,0 +1,346 @@
+//! The command line: every command, flag and argument (the man page and the completions are
+//! generated from these definitions).
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(name = "tetherctl", version, about = "Control a Tether master")]
+pub struct Cli {
+    /// The master's HTTP API, `http[s]://HOST[:PORT][/PATH]`; repeat (or separate with commas
+    /// in TETHER_MASTER) for several masters: each is tried in turn until one answers as the
+    /// active master. Default: `masters` in ~/.config/tether/tetherctl.toml, else
+    /// http://127.0.0.1:8080.
+    #[arg(
+        long = "master",
+        env = "TETHER_MASTER",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub masters: Vec<String>,
+    /// A file holding the API token (the master writes its first admin token to
+    /// DATA_DIR/admin.token). TETHER_TOKEN, if set, is the token itself.
+    #[arg(long, env = "TETHER_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// The CA (PEM) that signed an https:// master's certificate.
+    #[arg(long, env = "TETHER_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for a master that asks for one; with --client-key.
+    #[arg(
+        long,
+        env = "TETHER_CLIENT_CERT",
+        global = true,
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "TETHER_CLIENT_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
+    /// `table` for people, `json` for scripts (the master's answers as they are).
+    #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// The master: epoch, broker, connection, counts.
+    Status,
+    /// List agents with presence and availability.
+    Agents,
+    /// List clusters.
+    Clusters,
+    /// Define clusters.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
+    },
+    /// List profiles (named policy sets).
+    Profiles,
+    /// Define profiles (named policy sets).
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCmd,
+    },
+    /// Submit a task: `tetherctl submit --agent pi-1 -- /bin/echo hi`.
+    Submit(SubmitArgs),
+    /// List tasks (in id order; `--after ID` for the next page).
+    Tasks {
+        /// Only tasks in this state (pending, running, succeeded, failed, ...).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        after: Option<u64>,
+    },
+    /// A task with its attempts and events.
+    Show {
+        id: u64,
+        /// The master's JSON as it is, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A task's output; `-f` follows it until the task ends.
+    Logs {
+        id: u64,
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Kill a task.
+    Kill { id: u64 },
+    /// Print agent and task changes as they happen (Ctrl-C to stop).
+    Watch,
+    /// Write what a new device needs (agent config with its keys from the master, broker
+    /// credentials) to a folder or tarball.
+    Provision {
+        /// The device's agent id.
+        id: String,
+        /// Broker address `HOST:PORT` (or `mqtts://HOST[:PORT]` for TLS, with --ca) as the
+        /// device reaches it; repeat for fail-over brokers.
+        #[arg(long = "broker", required = true)]
+        brokers: Vec<String>,
+        /// CA (PEM) that signed the mqtts:// brokers' certificates: copied into the folder as
+        /// etc/tether/ca.pem, the agent's `tls_ca_file`.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[arg(long, default_value = "tether")]
+        prefix: String,
+        /// Generate a broker user (the agent id) and password.
+        #[arg(long)]
+        credentials: bool,
+        /// Folder to write (default: ./provision-ID).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also pack the folder into this .tar.gz.
+        #[arg(long)]
+        tar: Option<PathBuf>,
+        /// Give the agent a new MAC key (the old one stops working at once).
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Messages the master dropped because they did not authenticate, per agent and reason.
+    Security,
+    /// The master's public keys (what agents list as `master_keys`).
+    Keys,
+    /// List API tokens (names and roles, never secrets).
+    Tokens,
+    /// Create or revoke API tokens (admin).
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+    /// Print a shell completion script: `tetherctl completions bash > /etc/bash_completion.d/tetherctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `tetherctl man | man -l -`; `--dir D` writes tetherctl.1
+    /// and a page per subcommand (tetherctl-submit.1, ...) into D, as the packages install them.
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Decode `mosquitto_sub -F '%t %x'` lines from stdin into JSON lines.
+    Decode {
+        #[arg(long, default_value = "tether")]
+        prefix: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Make a token (or a new secret for an existing name); the secret is printed once.
+    Create {
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+    },
+    /// Revoke a token at once.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Create or replace a cluster: `tetherctl cluster create edge --mode round-robin pi-1 pi-2`.
+    Create {
+        name: String,
+        #[arg(long, value_enum, default_value = "round-robin")]
+        mode: Mode,
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCmd {
+    /// Create or replace a profile from the defaults and the given policy options.
+    Create {
+        name: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Mode {
+    RoundRobin,
+    FixedPriority,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnDisconnect {
+    Kill,
+    Continue,
+}
+
+/// Durations take a unit: `500ms`, `10s`, `2m`, `1h` (a bare number is seconds).
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    #[arg(long, value_enum)]
+    pub on_disconnect: Option<OnDisconnect>,
+    #[arg(long, value_parser = parse_ms)]
+    pub heartbeat_period: Option<u64>,
+    #[arg(long, value_parser = parse_ms)]
+    pub heartbeat_timeout: Option<u64>,
+    #[arg(long, value_parser = parse_ms)]
+    pub grace: Option<u64>,
+    #[arg(long, value_parser = parse_ms)]
+    pub max_run: Option<u64>,
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// For `continue` tasks in a cluster: run it elsewhere after this long unreachable.
+    #[arg(long, value_parser = parse_ms)]
+    pub lost_after: Option<u64>,
+    /// Output bytes reported at most.
+    #[arg(long)]
+    pub output_cap: Option<u64>,
+}
+
+impl PolicyArgs {
+    pub fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v);
+            }
+        };
+        put(
+            "on_disconnect",
+            self.on_disconnect.map(|o| {
+                json!(match o {
+                    OnDisconnect::Kill => "kill",
+                    OnDisconnect::Continue => "continue",
+                })
+            }),
+        );
+        put(
+            "heartbeat_period_ms",
+            self.heartbeat_period.map(Value::from),
+        );
+        put(
+            "heartbeat_timeout_ms",
+            self.heartbeat_timeout.map(Value::from),
+        );
+        put("grace_ms", self.grace.map(Value::from));
+        put("max_run_ms", self.max_run.map(Value::from));
+        put("retries", self.retries.map(Value::from));
+        put("lost_after_ms", self.lost_after.map(Value::from));
+        put("output_cap", self.output_cap.map(Value::from));
+        Value::Object(m)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    #[arg(long, conflicts_with = "cluster", required_unless_present = "cluster")]
+    pub agent: Option<String>,
+    #[arg(long)]
+    pub cluster: Option<String>,
+    #[arg(long)]
+    pub profile: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// `KEY=VALUE`, repeatable.
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    #[arg(long, default_value = "")]
+    pub cwd: String,
+    /// When to start: `+30s` from now, or Unix seconds. The agent holds the order until then.
+    #[arg(long, value_parser = parse_start_at)]
+    pub start_at: Option<u64>,
+    /// Follow the output until the task ends and exit with its exit code (non-zero with a
+    /// line on stderr when it was killed, lost, refused or cancelled).
+    #[arg(long)]
+    pub wait: bool,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub argv: Vec<String>,
+}
+
+pub fn parse_ms(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 500ms, 10s, 2m"))?;
+    let factor = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("unknown unit '{unit}' (use ms, s, m or h)")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("'{text}' is too long"))
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn parse_start_at(text: &str) -> Result<u64, String> {
+    match text.strip_prefix('+') {
+        Some(rel) => Ok(now_ms() + parse_ms(rel)?),
+        None => text
+            .parse::<u64>()
+            .map(|s| s.saturating_mul(1_000))
+            .map_err(|_| format!("'{text}' is neither +DURATION nor Unix seconds")),
+    }
+}
