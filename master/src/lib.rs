@@ -17,6 +17,7 @@
 //! broker (`passwords`).
 
 pub mod api;
+pub mod api_tls;
 pub mod broker;
 pub mod commit;
 pub mod core;
