@@ -144,7 +144,7 @@ fn status(agent: &ureq::Agent, master: &MasterProc, token: Option<&str>) -> Resu
         .map_err(|e| e.to_string())
 }
 
-fn tls_args<'a>(pki: &'a Pki, client_ca: bool) -> Vec<&'a OsStr> {
+fn tls_args(pki: &Pki, client_ca: bool) -> Vec<&OsStr> {
     let mut args: Vec<&OsStr> = vec![
         "--api-tls-cert".as_ref(),
         pki.server.0.as_os_str(),
