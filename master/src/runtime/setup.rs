@@ -38,6 +38,15 @@ pub(super) struct Ready {
 
 /// Builds the master from its configuration; every error is one line for the operator.
 pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
+    // The API's TLS files first: a bad one stops the start before anything else is up.
+    let api_acceptor = match &config.api_tls {
+        Some(files) => Some(
+            files
+                .acceptor()
+                .map_err(|e| RunError::Config(format!("API TLS: {e}")))?,
+        ),
+        None => None,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| RunError::Io(format!("creating {}", config.data_dir.display()), e))?;
     let store: Box<dyn Store> =
@@ -193,16 +202,17 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
         .map_err(|e| RunError::Io("HTTP listener address".into(), e))?;
     let (api_tx, api_rx) = mpsc::channel::<Envelope>(64);
     let router = api::router(api_tx, config.api_guard.clone(), tokens.clone());
-    match &config.api_tls {
-        Some(files) => {
-            let acceptor = files
-                .acceptor()
-                .map_err(|e| RunError::Config(format!("API TLS: {e}")))?;
+    match api_acceptor {
+        Some(acceptor) => {
             let listener = HttpsListener::new(listener, acceptor)
                 .map_err(|e| RunError::Io("HTTPS listener address".into(), e))?;
             info!(
                 "HTTP API on https://{http} (client certificates {})",
-                if files.client_ca.is_some() {
+                if config
+                    .api_tls
+                    .as_ref()
+                    .is_some_and(|t| t.client_ca.is_some())
+                {
                     "required"
                 } else {
                     "not asked for"

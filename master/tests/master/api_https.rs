@@ -163,6 +163,8 @@ fn https_api_answers_trusting_clients_with_a_token_and_nothing_else() {
     let pki = pki(dir.path());
     let master = MasterProc::start_with(&dir.path().join("data"), &tls_args(&pki, false));
 
+    // A client that connects and never starts its handshake blocks no one.
+    let _stalled = std::net::TcpStream::connect(&master.http).unwrap();
     let trusting = client(&pki.ca, None);
     assert_eq!(status(&trusting, &master, Some(&master.token)), Ok(200));
     // TLS does not replace the bearer token.
