@@ -16,6 +16,7 @@
 //! broker (`passwords`).
 
 pub mod api;
+pub mod api_tls;
 pub mod broker;
 pub mod commit;
 pub mod core;

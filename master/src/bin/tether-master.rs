@@ -1,6 +1,7 @@
 //! `tether-master run --data-dir DIR`: the master with its embedded broker (or an external
 //! one), its store and its HTTP API. Prints one line with the bound addresses when ready:
-//! `tether-master ready mqtt=HOST:PORT http=ADDR epoch=HEX [mqtts=HOST:PORT]`.
+//! `tether-master ready mqtt=HOST:PORT http=ADDR epoch=HEX [mqtts=HOST:PORT]` (`https=ADDR`
+//! instead of `http=ADDR` when the API speaks HTTPS).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tether_master::api::Guard;
+use tether_master::api_tls::ApiTls;
 use tether_master::broker::BrokerAddr;
 use tether_master::runtime::{self, ClientTlsFiles, RunConfig};
 use tether_master::tls_listener::TlsListen;
@@ -95,6 +97,17 @@ enum Command {
         /// besides the API's own (repeat for more).
         #[arg(long = "api-origin", value_name = "ORIGIN")]
         api_origins: Vec<String>,
+        /// Serve the HTTP API over HTTPS only, with this certificate chain (PEM, leaf first);
+        /// needs --api-tls-key.
+        #[arg(long, env = "TETHER_API_TLS_CERT", value_name = "PATH")]
+        api_tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --api-tls-cert.
+        #[arg(long, env = "TETHER_API_TLS_KEY", value_name = "PATH")]
+        api_tls_key: Option<PathBuf>,
+        /// Require API clients to present a certificate signed by this CA (PEM), besides their
+        /// bearer token; needs --api-tls-cert.
+        #[arg(long, env = "TETHER_API_CLIENT_CA", value_name = "PATH")]
+        api_client_ca: Option<PathBuf>,
     },
 }
 
@@ -123,6 +136,9 @@ fn main() -> ExitCode {
         insecure_agents,
         api_hosts,
         api_origins,
+        api_tls_cert,
+        api_tls_key,
+        api_client_ca,
     } = Cli::parse().command;
     let broker = match broker.as_deref().map(BrokerAddr::parse).transpose() {
         Ok(b) => b,
@@ -159,6 +175,28 @@ fn main() -> ExitCode {
         }),
         _ => None,
     };
+    // Checked here rather than with clap's `requires`, so the environment variables get the
+    // same clear message as the flags.
+    let api_tls = match (api_tls_cert, api_tls_key) {
+        (Some(cert), Some(key)) => Some(ApiTls {
+            cert,
+            key,
+            client_ca: api_client_ca,
+        }),
+        (None, None) if api_client_ca.is_some() => {
+            eprintln!("tether-master: --api-client-ca needs --api-tls-cert and --api-tls-key");
+            return ExitCode::from(2);
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            eprintln!("tether-master: --api-tls-cert needs --api-tls-key (TETHER_API_TLS_KEY)");
+            return ExitCode::from(2);
+        }
+        (None, Some(_)) => {
+            eprintln!("tether-master: --api-tls-key needs --api-tls-cert (TETHER_API_TLS_CERT)");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = tether_master::limits::HEARTBEAT_PERIOD_MS.check(heartbeat_period_ms) {
         eprintln!("tether-master: --heartbeat-period-ms: {e}");
         return ExitCode::from(2);
@@ -182,6 +220,7 @@ fn main() -> ExitCode {
             hosts: api_hosts,
             origins: api_origins,
         },
+        api_tls,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

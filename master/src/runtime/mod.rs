@@ -27,6 +27,7 @@ use tether_core::auth::Hex;
 use tokio::time::Instant as TokioInstant;
 
 use crate::api;
+use crate::api_tls::ApiTls;
 use crate::broker::{BrokerAddr, BrokerError};
 use crate::store::StoreError;
 use crate::tls_listener::TlsListen;
@@ -59,6 +60,8 @@ pub struct RunConfig {
     pub insecure_agents: bool,
     /// The host names and origins the HTTP API accepts.
     pub api_guard: api::Guard,
+    /// HTTPS for the API (the listener then speaks only TLS).
+    pub api_tls: Option<ApiTls>,
 }
 
 /// The PEM files of the master's own TLS client.
@@ -94,6 +97,8 @@ impl std::error::Error for RunError {}
 pub struct Bound {
     pub mqtt: BrokerAddr,
     pub http: SocketAddr,
+    /// The API speaks HTTPS only: the ready line says `https=ADDR` instead of `http=ADDR`.
+    pub https: bool,
     pub epoch: u32,
     /// The embedded broker's TLS listener, when there is one.
     pub mqtts: Option<SocketAddr>,
@@ -105,8 +110,12 @@ impl std::fmt::Display for Bound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "tether-master ready mqtt={}:{} http={} epoch={:08x}",
-            self.mqtt.host, self.mqtt.port, self.http, self.epoch
+            "tether-master ready mqtt={}:{} {}={} epoch={:08x}",
+            self.mqtt.host,
+            self.mqtt.port,
+            if self.https { "https" } else { "http" },
+            self.http,
+            self.epoch
         )?;
         if let Some(tls) = self.mqtts {
             write!(f, " mqtts={tls}")?;

@@ -13,6 +13,7 @@ use tokio::time::Instant as TokioInstant;
 
 use super::{Bound, Clock, MqttInput, RunConfig, RunError, unix_secs};
 use crate::api::{self, Envelope, SharedTokens, Tokens};
+use crate::api_tls::HttpsListener;
 use crate::broker::{BrokerConfig, ClientSettings, ClientTls, EmbeddedBroker};
 use crate::core::{Config, Master};
 use crate::keys;
@@ -37,6 +38,15 @@ pub(super) struct Ready {
 
 /// Builds the master from its configuration; every error is one line for the operator.
 pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
+    // The API's TLS files first: a bad one stops the start before anything else is up.
+    let api_acceptor = match &config.api_tls {
+        Some(files) => Some(
+            files
+                .acceptor()
+                .map_err(|e| RunError::Config(format!("API TLS: {e}")))?,
+        ),
+        None => None,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| RunError::Io(format!("creating {}", config.data_dir.display()), e))?;
     let store: Box<dyn Store> =
@@ -192,15 +202,42 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
         .map_err(|e| RunError::Io("HTTP listener address".into(), e))?;
     let (api_tx, api_rx) = mpsc::channel::<Envelope>(64);
     let router = api::router(api_tx, config.api_guard.clone(), tokens.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            error!("HTTP server stopped: {e}");
+    match api_acceptor {
+        Some(acceptor) => {
+            let listener = HttpsListener::new(listener, acceptor)
+                .map_err(|e| RunError::Io("HTTPS listener address".into(), e))?;
+            info!(
+                "HTTP API on https://{http} (client certificates {})",
+                if config
+                    .api_tls
+                    .as_ref()
+                    .is_some_and(|t| t.client_ca.is_some())
+                {
+                    "required"
+                } else {
+                    "not asked for"
+                }
+            );
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    error!("HTTPS server stopped: {e}");
+                }
+            });
         }
-    });
+        None => {
+            info!("HTTP API on http://{http}");
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    error!("HTTP server stopped: {e}");
+                }
+            });
+        }
+    }
 
     let bound = Bound {
         mqtt: mqtt_addr.clone(),
         http,
+        https: config.api_tls.is_some(),
         epoch,
         mqtts,
         public_key,

@@ -36,10 +36,17 @@ pub(crate) struct MasterProc {
 
 impl MasterProc {
     pub(crate) fn start(data: &Path) -> Self {
+        Self::start_with(data, &[])
+    }
+
+    /// [`Self::start`] with more `run` options (e.g. `--api-tls-cert`). With HTTPS, `http` is
+    /// the address of the ready line's `https=`.
+    pub(crate) fn start_with(data: &Path, extra: &[&std::ffi::OsStr]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
             .args(["run", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .args(["--heartbeat-period-ms", "500", "--data-dir"])
             .arg(data)
+            .args(extra)
             .env("RUST_LOG", "warn,rumqttd=off")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -61,7 +68,11 @@ impl MasterProc {
         };
         assert!(line.starts_with("tether-master ready "), "{line:?}");
         let mqtt = BrokerAddr::parse(&format!("mqtt://{}", field("mqtt="))).unwrap();
-        let http = field("http=");
+        let http = if line.contains(" https=") {
+            field("https=")
+        } else {
+            field("http=")
+        };
         let keys = MasterKeys::from_keys(&[parse_hex(&field("key=")).unwrap()]).unwrap();
         let token = std::fs::read_to_string(data.join("admin.token"))
             .expect("the admin token of the first start")
