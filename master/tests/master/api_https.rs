@@ -11,7 +11,7 @@ use std::time::Duration;
 use tether_master::http;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
-use crate::runtime::MasterProc;
+use crate::runtime::{MasterProc, tetherctl_bin};
 
 const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
 
@@ -217,6 +217,29 @@ fn api_client_ca_admits_only_clients_with_a_certificate_it_signed() {
         status(&stranger, &master, Some(&master.token)).is_err(),
         "a client certificate of another CA got in"
     );
+
+    // tetherctl over the same door: the fleet's CA, its client certificate, and a first master
+    // URL that answers nothing (it moves on to the next one).
+    let tetherctl = |identity: Option<&(PathBuf, PathBuf)>| {
+        let mut cmd = Command::new(tetherctl_bin());
+        cmd.env("TETHER_TOKEN", &master.token)
+            .env("HOME", dir.path())
+            .args(["--master", "https://127.0.0.1:1"])
+            .args(["--master", &format!("https://{}/", master.http)])
+            .arg("--ca-file")
+            .arg(&pki.ca);
+        if let Some((cert, key)) = identity {
+            cmd.arg("--client-cert").arg(cert).arg("--client-key").arg(key);
+        }
+        cmd.args(["status", "--output", "json"]).output().unwrap()
+    };
+    let out = tetherctl(Some(&pki.client));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["connected"], true, "{answer}");
+    let out = tetherctl(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot reach a master"), "{err}");
 }
 
 /// Runs the master with `extra` options, expecting it to stop at start: its stderr.

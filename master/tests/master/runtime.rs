@@ -340,7 +340,7 @@ fn encode(msg: &Message) -> Vec<u8> {
 
 /// `tetherctl` is another package's binary (tether-cli), so cargo does not build it for these
 /// tests: built here once, beside `tether-master`, in the same profile.
-fn tetherctl_bin() -> &'static std::path::Path {
+pub(crate) fn tetherctl_bin() -> &'static std::path::Path {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
         let master = std::path::Path::new(env!("CARGO_BIN_EXE_tether-master"));
