@@ -236,10 +236,21 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
             unknown_agent: core.stats().unknown_agent,
             agents: core.security(),
         }),
-        ApiRequest::Agents => {
+        ApiRequest::Agents {
+            page,
+            presence,
+            available,
+        } => {
             let stored = s.agents()?;
-            let list: Vec<AgentAnswer<'_>> = core
+            // Filtered first, so a page holds `limit` matching agents.
+            let views: Vec<_> = core
                 .agent_views(now)
+                .into_iter()
+                .filter(|v| presence.is_none_or(|p| v.presence == p))
+                .filter(|v| available.is_none_or(|a| v.available == a))
+                .collect();
+            let list: Vec<AgentAnswer<'_>> = page
+                .take(views, |v| v.id.as_str())
                 .into_iter()
                 .map(|v| AgentAnswer {
                     last_heartbeat_ms: stored
@@ -347,7 +358,7 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
             audit(core, "profile defined", format!("profile/{name}"));
             json(&Named { name })
         }
-        ApiRequest::Tokens => json(&s.tokens()?),
+        ApiRequest::Tokens(page) => json(&page.take(s.tokens()?, |t| t.name.as_str())),
         ApiRequest::CreateToken(req) => {
             let secret =
                 new_secret().map_err(|e| ApiError::new(500, format!("no random token: {e}")))?;

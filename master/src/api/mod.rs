@@ -27,19 +27,26 @@ pub mod answers;
 mod error;
 mod guard;
 mod openapi;
+mod pages;
 mod tokens;
 
 pub use access::{SharedTokens, required_role};
 pub use answers::{Context, answer};
 pub use error::ApiError;
 pub use guard::Guard;
+pub use pages::NamePage;
 pub use tokens::{Caller, Tokens, hash_hex, new_secret};
 
 /// What the API asks of the master loop.
 #[derive(Debug)]
 pub enum ApiRequest {
     Status,
-    Agents,
+    /// A page of agents in id order, optionally of one presence and availability.
+    Agents {
+        page: NamePage,
+        presence: Option<crate::model::AgentPresence>,
+        available: Option<bool>,
+    },
     Clusters,
     Profiles,
     /// A page of tasks in id order, optionally in one state.
@@ -62,8 +69,8 @@ pub enum ApiRequest {
     },
     /// Messages dropped because they did not authenticate.
     Security,
-    /// The API tokens (never their secrets).
-    Tokens,
+    /// A page of the API tokens in name order (never their secrets).
+    Tokens(NamePage),
     /// A new token (or a new secret for an existing name); the secret is in this answer only.
     CreateToken(TokenRequest),
     RevokeToken(String),
@@ -188,9 +195,22 @@ async fn status(State(tx): Tx, Extension(by): By) -> Reply {
 }
 
 #[utoipa::path(get, path = "/api/agents", tag = "agents",
-    responses((status = 200, description = "Every agent the master knows, live view.", body = Vec<answers::AgentAnswer<'_>>)))]
-async fn agents(State(tx): Tx, Extension(by): By) -> Reply {
-    ask(&tx, by, ApiRequest::Agents, StatusCode::OK).await
+    params(pages::AgentsQuery),
+    responses((status = 400, description = "A query that does not parse.", body = ErrorBody<'_>),
+        (status = 422, description = "`limit` or `presence` out of range.", body = ErrorBody<'_>),
+        (status = 200, description = "Every agent the master knows, live view.", body = Vec<answers::AgentAnswer<'_>>)))]
+async fn agents(
+    State(tx): Tx,
+    Extension(by): By,
+    q: Result<Query<pages::AgentsQuery>, QueryRejection>,
+) -> Reply {
+    let (page, presence, available) = pages::query(q)?.checked()?;
+    let req = ApiRequest::Agents {
+        page,
+        presence,
+        available,
+    };
+    ask(&tx, by, req, StatusCode::OK).await
 }
 
 #[utoipa::path(get, path = "/api/keys", tag = "agents",
@@ -371,9 +391,17 @@ async fn put_profile(
 }
 
 #[utoipa::path(get, path = "/api/tokens", tag = "tokens",
-    responses((status = 200, description = "The API tokens, never their secrets.", body = Vec<crate::model::ApiToken>)))]
-async fn list_tokens(State(tx): Tx, Extension(by): By) -> Reply {
-    ask(&tx, by, ApiRequest::Tokens, StatusCode::OK).await
+    params(pages::TokensQuery),
+    responses((status = 400, description = "A query that does not parse.", body = ErrorBody<'_>),
+        (status = 422, description = "`limit` out of range.", body = ErrorBody<'_>),
+        (status = 200, description = "The API tokens, never their secrets.", body = Vec<crate::model::ApiToken>)))]
+async fn list_tokens(
+    State(tx): Tx,
+    Extension(by): By,
+    q: Result<Query<pages::TokensQuery>, QueryRejection>,
+) -> Reply {
+    let page = pages::query(q)?.checked()?;
+    ask(&tx, by, ApiRequest::Tokens(page), StatusCode::OK).await
 }
 
 #[utoipa::path(post, path = "/api/tokens", tag = "tokens",

@@ -6,6 +6,7 @@
 mod api_abuse;
 mod api_access;
 mod api_openapi;
+mod api_pages;
 mod broker_embedded;
 mod broker_mosquitto;
 mod broker_util;
