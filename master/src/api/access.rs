@@ -29,6 +29,8 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     Some(match segments.as_slice() {
         // Tokens are secrets.
         ["", "api", "tokens", ..] => Role::Admin,
+        // The API's shape is no secret, but it is the API's: same as every read.
+        ["", "api", "openapi.json"] if read => Role::Viewer,
         _ if read => Role::Viewer,
         ["", "api", "tasks"] | ["", "api", "tasks", _, "kill"] if post => Role::Operator,
         _ => Role::Admin,
@@ -93,6 +95,8 @@ mod tests {
         let r = |m: Method, p: &str| required_role(&m, p);
         assert_eq!(r(Method::GET, "/"), None);
         assert_eq!(r(Method::GET, "/api/tasks"), Some(Role::Viewer));
+        assert_eq!(r(Method::GET, "/api/openapi.json"), Some(Role::Viewer));
+        assert_eq!(r(Method::POST, "/api/openapi.json"), Some(Role::Admin));
         assert_eq!(r(Method::GET, "/api/tasks/7/output"), Some(Role::Viewer));
         assert_eq!(r(Method::POST, "/api/tasks"), Some(Role::Operator));
         assert_eq!(r(Method::POST, "/api/tasks/7/kill"), Some(Role::Operator));

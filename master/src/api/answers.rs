@@ -47,7 +47,7 @@ impl From<Value> for Answered {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenAnswer {
     pub name: String,
     pub role: Role,
@@ -55,13 +55,13 @@ pub struct TokenAnswer {
     pub token: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RevokedAnswer {
     pub name: String,
     pub revoked: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatusAnswer {
     pub epoch: String,
     pub mqtt: String,
@@ -73,25 +73,26 @@ pub struct StatusAnswer {
     pub dropped_publishes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeysAnswer {
     pub master_keys: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentKeyAnswer {
     pub id: String,
     pub agent_key: String,
     pub master_keys: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SecurityAnswer<'a> {
     pub unknown_agent: u64,
+    #[schema(value_type = BTreeMap<String, SecurityCounts>)]
     pub agents: &'a BTreeMap<String, SecurityCounts>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentAnswer<'a> {
     pub id: String,
     pub incarnation: Option<String>,
@@ -102,20 +103,23 @@ pub struct AgentAnswer<'a> {
     pub acked_seq: u64,
     pub attempts: Vec<AttemptId>,
     pub keyed: bool,
+    #[schema(value_type = Option<SecurityCounts>)]
     pub security: Option<&'a SecurityCounts>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventAnswer {
     pub agent: String,
     pub seq: u64,
     pub attempt: Option<AttemptId>,
     pub kind: String,
     pub received_ms: u64,
+    /// The agent's event as it arrived.
+    #[schema(value_type = Object)]
     pub event: Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TaskAnswer {
     pub task: Task,
     pub attempts: Vec<Attempt>,
@@ -124,39 +128,41 @@ pub struct TaskAnswer {
     pub history: Vec<AuditEntry>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChunkAnswer {
     pub attempt: AttemptId,
+    #[schema(value_type = String, example = "stdout")]
     pub stream: &'static str,
     pub offset: u64,
     pub text: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OutputAnswer {
     pub task: TaskId,
     pub state: TaskState,
     pub chunks: Vec<ChunkAnswer>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Created {
     pub id: TaskId,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KillAnswer {
     pub id: TaskId,
+    #[schema(value_type = String)]
     pub kill: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Named {
     pub name: String,
 }
 
 /// A cluster as defined, with what the operator should know about it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClusterDefined {
     pub name: String,
     /// Members that have never connected to this master: accepted (a board may be flashed
@@ -230,10 +236,21 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
             unknown_agent: core.stats().unknown_agent,
             agents: core.security(),
         }),
-        ApiRequest::Agents => {
+        ApiRequest::Agents {
+            page,
+            presence,
+            available,
+        } => {
             let stored = s.agents()?;
-            let list: Vec<AgentAnswer<'_>> = core
+            // Filtered first, so a page holds `limit` matching agents.
+            let views: Vec<_> = core
                 .agent_views(now)
+                .into_iter()
+                .filter(|v| presence.is_none_or(|p| v.presence == p))
+                .filter(|v| available.is_none_or(|a| v.available == a))
+                .collect();
+            let list: Vec<AgentAnswer<'_>> = page
+                .take(views, |v| v.id.as_str())
                 .into_iter()
                 .map(|v| AgentAnswer {
                     last_heartbeat_ms: stored
@@ -341,7 +358,7 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
             audit(core, "profile defined", format!("profile/{name}"));
             json(&Named { name })
         }
-        ApiRequest::Tokens => json(&s.tokens()?),
+        ApiRequest::Tokens(page) => json(&page.take(s.tokens()?, |t| t.name.as_str())),
         ApiRequest::CreateToken(req) => {
             let secret =
                 new_secret().map_err(|e| ApiError::new(500, format!("no random token: {e}")))?;

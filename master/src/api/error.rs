@@ -16,9 +16,13 @@ pub struct ApiError {
 }
 
 /// The body of every error answer.
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct ErrorBody<'a> {
+    /// For people.
+    #[schema(value_type = String)]
     error: &'a str,
+    /// Stable, for scripts: `bad_request`, `unauthorized`, `not_found`, ...
+    #[schema(value_type = String, example = "not_found")]
     code: &'static str,
 }
 

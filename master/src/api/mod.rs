@@ -20,24 +20,33 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::{ClusterRequest, ProfileRequest, Submit};
 use crate::model::{Role, TaskId, TaskState};
 use crate::store::Page;
+use error::ErrorBody;
 
 mod access;
 pub mod answers;
 mod error;
 mod guard;
+mod openapi;
+mod pages;
 mod tokens;
 
 pub use access::{SharedTokens, required_role};
 pub use answers::{Context, answer};
 pub use error::ApiError;
 pub use guard::Guard;
+pub use pages::NamePage;
 pub use tokens::{Caller, Tokens, hash_hex, new_secret};
 
 /// What the API asks of the master loop.
 #[derive(Debug)]
 pub enum ApiRequest {
     Status,
-    Agents,
+    /// A page of agents in id order, optionally of one presence and availability.
+    Agents {
+        page: NamePage,
+        presence: Option<crate::model::AgentPresence>,
+        available: Option<bool>,
+    },
     Clusters,
     Profiles,
     /// A page of tasks in id order, optionally in one state.
@@ -60,15 +69,15 @@ pub enum ApiRequest {
     },
     /// Messages dropped because they did not authenticate.
     Security,
-    /// The API tokens (never their secrets).
-    Tokens,
+    /// A page of the API tokens in name order (never their secrets).
+    Tokens(NamePage),
     /// A new token (or a new secret for an existing name); the secret is in this answer only.
     CreateToken(TokenRequest),
     RevokeToken(String),
 }
 
 /// `POST /api/tokens` body.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub name: String,
@@ -92,7 +101,7 @@ impl ApiRequest {
 }
 
 /// `POST /api/agents/{id}/key` body; an empty body keeps an existing key.
-#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRequest {
     #[serde(default)]
@@ -116,6 +125,7 @@ pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard, tokens: SharedTokens) ->
     let guard = std::sync::Arc::new(guard);
     Router::new()
         .route("/", get(dashboard))
+        .route("/api/openapi.json", get(openapi_json))
         .route("/api/status", get(status))
         .route("/api/agents", get(agents))
         .route("/api/agents/{id}/key", post(agent_key))
@@ -171,22 +181,55 @@ async fn dashboard() -> Html<&'static str> {
     Html(include_str!("../../static/index.html"))
 }
 
+/// `GET /api/openapi.json`: this API described, derived from the handlers and their types.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "master",
+    responses((status = 200, description = "The OpenAPI 3.1 document.", body = Object)))]
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(openapi::document())
+}
+
+#[utoipa::path(get, path = "/api/status", tag = "master",
+    responses((status = 200, description = "The master's status and counters.", body = answers::StatusAnswer)))]
 async fn status(State(tx): Tx, Extension(by): By) -> Reply {
     ask(&tx, by, ApiRequest::Status, StatusCode::OK).await
 }
 
-async fn agents(State(tx): Tx, Extension(by): By) -> Reply {
-    ask(&tx, by, ApiRequest::Agents, StatusCode::OK).await
+#[utoipa::path(get, path = "/api/agents", tag = "agents",
+    params(pages::AgentsQuery),
+    responses((status = 400, description = "A query that does not parse.", body = ErrorBody<'_>),
+        (status = 422, description = "`limit` or `presence` out of range.", body = ErrorBody<'_>),
+        (status = 200, description = "Every agent the master knows, live view.", body = Vec<answers::AgentAnswer<'_>>)))]
+async fn agents(
+    State(tx): Tx,
+    Extension(by): By,
+    q: Result<Query<pages::AgentsQuery>, QueryRejection>,
+) -> Reply {
+    let (page, presence, available) = pages::query(q)?.checked()?;
+    let req = ApiRequest::Agents {
+        page,
+        presence,
+        available,
+    };
+    ask(&tx, by, req, StatusCode::OK).await
 }
 
+#[utoipa::path(get, path = "/api/keys", tag = "agents",
+    responses((status = 200, description = "The master's public key(s), for agents' `master_keys`.", body = answers::KeysAnswer)))]
 async fn keys(State(tx): Tx, Extension(by): By) -> Reply {
     ask(&tx, by, ApiRequest::Keys, StatusCode::OK).await
 }
 
+#[utoipa::path(get, path = "/api/security", tag = "agents",
+    responses((status = 200, description = "Messages dropped because they did not authenticate.", body = answers::SecurityAnswer<'_>)))]
 async fn security(State(tx): Tx, Extension(by): By) -> Reply {
     ask(&tx, by, ApiRequest::Security, StatusCode::OK).await
 }
 
+#[utoipa::path(post, path = "/api/agents/{id}/key", tag = "agents",
+    description = "The agent's MAC key: the stored one, or a new one if there is none or `rotate`. An empty body keeps an existing key.",
+    params(("id" = String, Path, description = "The agent id")),
+    request_body(content = KeyRequest, description = "Optional"),
+    responses((status = 200, description = "The key, with the master's public keys.", body = answers::AgentKeyAnswer)))]
 async fn agent_key(
     State(tx): Tx,
     Extension(by): By,
@@ -202,27 +245,40 @@ async fn agent_key(
     ask(&tx, by, ApiRequest::AgentKey { id, rotate }, StatusCode::OK).await
 }
 
+#[utoipa::path(get, path = "/api/clusters", tag = "clusters",
+    responses((status = 200, description = "Every cluster, by name.", body = Vec<crate::model::Cluster>)))]
 async fn clusters(State(tx): Tx, Extension(by): By) -> Reply {
     ask(&tx, by, ApiRequest::Clusters, StatusCode::OK).await
 }
 
+#[utoipa::path(get, path = "/api/profiles", tag = "profiles",
+    responses((status = 200, description = "Every profile, by name.", body = Vec<crate::model::Profile>)))]
 async fn profiles(State(tx): Tx, Extension(by): By) -> Reply {
     ask(&tx, by, ApiRequest::Profiles, StatusCode::OK).await
 }
 
 /// `GET /api/tasks?limit=N&after=ID&state=S`: at most `limit` tasks (default and maximum
 /// [`MAX_PAGE`]) with ids above `after`, in id order; the next page starts after the last id.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct TasksQuery {
+    /// At most this many (1 to 10000, the default).
     limit: Option<u32>,
+    /// Only ids above this one.
     after: Option<u64>,
+    /// Only tasks in this state (`pending`, `running`, `finished`, ...).
     state: Option<String>,
 }
 
 /// The most tasks one answer holds.
 pub const MAX_PAGE: u32 = 10_000;
 
+#[utoipa::path(get, path = "/api/tasks", tag = "tasks",
+    params(TasksQuery),
+    responses((status = 200, description = "A page of tasks in id order; the next page starts after the last id.", body = Vec<crate::model::Task>),
+        (status = 400, description = "A query that does not parse.", body = ErrorBody<'_>),
+        (status = 422, description = "`limit`, `after` or `state` out of range.", body = ErrorBody<'_>)))]
 async fn tasks(
     State(tx): Tx,
     Extension(by): By,
@@ -254,14 +310,30 @@ async fn tasks(
     ask(&tx, by, ApiRequest::Tasks { page, state }, StatusCode::OK).await
 }
 
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks",
+    params(("id" = u64, Path, description = "The task id")),
+    responses((status = 200, description = "The task, its attempts, events and history.", body = answers::TaskAnswer),
+        (status = 400, description = "The id is not a number.", body = ErrorBody<'_>),
+        (status = 404, description = "No such task.", body = ErrorBody<'_>)))]
 async fn task(State(tx): Tx, Extension(by): By, Path(id): Path<String>) -> Reply {
     ask(&tx, by, ApiRequest::Task(task_id(&id)?), StatusCode::OK).await
 }
 
+#[utoipa::path(get, path = "/api/tasks/{id}/output", tag = "tasks",
+    params(("id" = u64, Path, description = "The task id")),
+    responses((status = 200, description = "The task's output so far.", body = answers::OutputAnswer),
+        (status = 400, description = "The id is not a number.", body = ErrorBody<'_>),
+        (status = 404, description = "No such task.", body = ErrorBody<'_>)))]
 async fn output(State(tx): Tx, Extension(by): By, Path(id): Path<String>) -> Reply {
     ask(&tx, by, ApiRequest::Output(task_id(&id)?), StatusCode::OK).await
 }
 
+#[utoipa::path(post, path = "/api/tasks/{id}/kill", tag = "tasks",
+    params(("id" = u64, Path, description = "The task id")),
+    responses((status = 202, description = "The kill is on its way.", body = answers::KillAnswer),
+        (status = 400, description = "The id is not a number.", body = ErrorBody<'_>),
+        (status = 404, description = "No such task.", body = ErrorBody<'_>),
+        (status = 409, description = "The task has already finished.", body = ErrorBody<'_>)))]
 async fn kill(State(tx): Tx, Extension(by): By, Path(id): Path<String>) -> Reply {
     ask(
         &tx,
@@ -272,6 +344,10 @@ async fn kill(State(tx): Tx, Extension(by): By, Path(id): Path<String>) -> Reply
     .await
 }
 
+#[utoipa::path(post, path = "/api/tasks", tag = "tasks",
+    request_body = Submit,
+    responses((status = 201, description = "The task was created.", body = answers::Created),
+        (status = 404, description = "No such agent, cluster or profile.", body = ErrorBody<'_>)))]
 async fn submit(
     State(tx): Tx,
     Extension(by): By,
@@ -280,6 +356,9 @@ async fn submit(
     ask(&tx, by, ApiRequest::Submit(body(req)?), StatusCode::CREATED).await
 }
 
+#[utoipa::path(post, path = "/api/clusters", tag = "clusters",
+    request_body = ClusterRequest,
+    responses((status = 201, description = "The cluster is defined (members never seen are warned about).", body = answers::ClusterDefined)))]
 async fn put_cluster(
     State(tx): Tx,
     Extension(by): By,
@@ -294,6 +373,9 @@ async fn put_cluster(
     .await
 }
 
+#[utoipa::path(post, path = "/api/profiles", tag = "profiles",
+    request_body = ProfileRequest,
+    responses((status = 201, description = "The profile is defined.", body = answers::Named)))]
 async fn put_profile(
     State(tx): Tx,
     Extension(by): By,
@@ -308,10 +390,24 @@ async fn put_profile(
     .await
 }
 
-async fn list_tokens(State(tx): Tx, Extension(by): By) -> Reply {
-    ask(&tx, by, ApiRequest::Tokens, StatusCode::OK).await
+#[utoipa::path(get, path = "/api/tokens", tag = "tokens",
+    params(pages::TokensQuery),
+    responses((status = 400, description = "A query that does not parse.", body = ErrorBody<'_>),
+        (status = 422, description = "`limit` out of range.", body = ErrorBody<'_>),
+        (status = 200, description = "The API tokens, never their secrets.", body = Vec<crate::model::ApiToken>)))]
+async fn list_tokens(
+    State(tx): Tx,
+    Extension(by): By,
+    q: Result<Query<pages::TokensQuery>, QueryRejection>,
+) -> Reply {
+    let page = pages::query(q)?.checked()?;
+    ask(&tx, by, ApiRequest::Tokens(page), StatusCode::OK).await
 }
 
+#[utoipa::path(post, path = "/api/tokens", tag = "tokens",
+    request_body = TokenRequest,
+    responses((status = 201, description = "A new token, or a new secret for an existing name; the secret is in this answer only.", body = answers::TokenAnswer),
+        (status = 409, description = "That would leave no live admin token.", body = ErrorBody<'_>)))]
 async fn create_token(
     State(tx): Tx,
     Extension(by): By,
@@ -326,6 +422,10 @@ async fn create_token(
     .await
 }
 
+#[utoipa::path(delete, path = "/api/tokens/{name}", tag = "tokens",
+    params(("name" = String, Path, description = "The token's name")),
+    responses((status = 200, description = "The token is revoked.", body = answers::RevokedAnswer),
+        (status = 404, description = "No live token of that name.", body = ErrorBody<'_>)))]
 async fn revoke_token(State(tx): Tx, Extension(by): By, Path(name): Path<String>) -> Reply {
     ask(&tx, by, ApiRequest::RevokeToken(name), StatusCode::OK).await
 }

@@ -158,10 +158,11 @@ pub struct Snapshot {
 }
 
 /// Policy fields to set on top of a profile (or the defaults); `None` keeps the base value.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyOverrides {
     #[serde(default, with = "opt_on_disconnect")]
+    #[schema(value_type = Option<String>, example = "continue")]
     pub on_disconnect: Option<OnDisconnect>,
     pub heartbeat_period_ms: Option<u64>,
     pub heartbeat_timeout_ms: Option<u64>,
@@ -219,7 +220,7 @@ mod opt_on_disconnect {
 }
 
 /// A task as submitted through the API: to one agent or to a cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submit {
     #[serde(default)]
@@ -240,7 +241,7 @@ pub struct Submit {
     pub start_at_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterRequest {
     pub name: String,
@@ -248,7 +249,7 @@ pub struct ClusterRequest {
     pub members: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileRequest {
     pub name: String,
@@ -414,7 +415,7 @@ pub struct AgentView {
 }
 
 /// Counters of what the core dropped or ignored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub bad_messages: u64,
     pub foreign_messages: u64,
@@ -434,7 +435,7 @@ pub struct Stats {
 }
 
 /// Messages dropped for one provisioned agent because they did not authenticate.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SecurityCounts {
     /// Without a MAC (or with the master's scheme).
     pub unauthenticated: u64,

@@ -17,7 +17,7 @@ text_enum! {
 }
 
 /// An API token as stored and listed: never the secret itself, only its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiToken {
     pub name: String,
     pub role: Role,
@@ -33,7 +33,7 @@ pub struct ApiToken {
 
 /// One change made through the API: who (the token's name), what, to which subject
 /// (`task/7`, `cluster/edge`, `agent/pi-1`, `token/ci`), when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub at_ms: u64,
     pub who: String,

@@ -41,7 +41,7 @@ pub type AttemptId = u64;
 macro_rules! text_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal,)* }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         pub enum $name {
             $($(#[$vm])* #[serde(rename = $text)] $variant,)*
         }
@@ -145,7 +145,7 @@ impl AttemptState {
 }
 
 /// Where a task runs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", content = "name", rename_all = "lowercase")]
 pub enum Target {
     Agent(String),
@@ -169,9 +169,10 @@ impl Target {
 
 /// A task's policy as the master configures it: what travels to the agent
 /// ([`TaskPolicy::to_core`]) plus what only the master uses (retries, `lost_after`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskPolicy {
     #[serde(with = "on_disconnect_text")]
+    #[schema(value_type = String, example = "kill")]
     pub on_disconnect: OnDisconnect,
     pub heartbeat_period_ms: u64,
     pub heartbeat_timeout_ms: u64,
@@ -299,7 +300,7 @@ impl Agent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cluster {
     pub name: String,
     pub mode: ClusterMode,
@@ -310,7 +311,7 @@ pub struct Cluster {
 }
 
 /// Named policy that tasks are created from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Profile {
     pub name: String,
     pub policy: TaskPolicy,
@@ -338,13 +339,15 @@ pub struct NewTask {
 }
 
 /// How a task ended; set with its terminal state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// The deciding attempt's process ended (successfully or not; `exit` says).
     Exited {
         attempt: AttemptId,
+        #[schema(value_type = Object)]
         exit: Exit,
+        #[schema(value_type = Option<Object>)]
         cause: Option<KillCause>,
     },
     /// The agent was lost longer than the policy allows.
@@ -363,7 +366,7 @@ pub enum Outcome {
     Cancelled,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: TaskId,
     pub target: Target,
@@ -396,14 +399,16 @@ impl Task {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub id: AttemptId,
     pub task_id: TaskId,
     pub agent_id: String,
     pub state: AttemptState,
     pub pid: Option<u32>,
+    #[schema(value_type = Option<Object>)]
     pub exit: Option<Exit>,
+    #[schema(value_type = Option<Object>)]
     pub kill_cause: Option<KillCause>,
     /// Output bytes the agent dropped beyond the cap.
     pub output_dropped: u64,

@@ -27,7 +27,8 @@ fn raw(http: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &st
 }
 
 /// Every route, what it needs, and a body that is valid enough to get past the check.
-const ROUTES: &[(&str, &str, Option<&str>, &str)] = &[
+pub(super) const ROUTES: &[(&str, &str, Option<&str>, &str)] = &[
+    ("GET", "/api/openapi.json", Some("viewer"), ""),
     ("GET", "/api/status", Some("viewer"), ""),
     ("GET", "/api/agents", Some("viewer"), ""),
     ("GET", "/api/keys", Some("viewer"), ""),

@@ -229,17 +229,27 @@ fn api_client_ca_admits_only_clients_with_a_certificate_it_signed() {
             .arg("--ca-file")
             .arg(&pki.ca);
         if let Some((cert, key)) = identity {
-            cmd.arg("--client-cert").arg(cert).arg("--client-key").arg(key);
+            cmd.arg("--client-cert")
+                .arg(cert)
+                .arg("--client-key")
+                .arg(key);
         }
         cmd.args(["status", "--output", "json"]).output().unwrap()
     };
     let out = tetherctl(Some(&pki.client));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["connected"], true, "{answer}");
     let out = tetherctl(None);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("cannot reach a master"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("cannot reach a master"),
+        "{err}"
+    );
 }
 
 /// Runs the master with `extra` options, expecting it to stop at start: its stderr.

@@ -6,6 +6,8 @@
 mod api_abuse;
 mod api_access;
 mod api_https;
+mod api_openapi;
+mod api_pages;
 mod broker_embedded;
 mod broker_mosquitto;
 mod broker_util;

@@ -381,6 +381,9 @@ fn tetherctl_at(http: &str, token: &str, args: &[&str]) -> (bool, String, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_round_trip_api_cli_and_kill9_restart() {
+    // Built before the fake agent connects: a build blocks this thread, and with it the
+    // agent's heartbeats.
+    tetherctl_bin();
     let dir = tempfile::tempdir().unwrap();
     let master = MasterProc::start(dir.path());
     let mut agent = FakeAgent::connect(&master, "pi-1", 0x11).await;
