@@ -3,33 +3,29 @@
 
 use std::fmt::Write as _;
 
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use serde_json::Value;
 
 /// The master's allowance on top of a task's heartbeat timeout before it declares an attempt
 /// lost (the master's default).
 const DELAY_ALLOWANCE_MS: u64 = 2_000;
 
-/// Unix milliseconds as RFC 3339 UTC, to the millisecond.
+/// Unix milliseconds as RFC 3339 in the local time zone (`TZ`, else /etc/localtime), to the
+/// millisecond, with its offset.
 pub(crate) fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+    static ZONE: std::sync::OnceLock<TimeZone> = std::sync::OnceLock::new();
+    time_in(ms, ZONE.get_or_init(TimeZone::system))
+}
+
+fn time_in(ms: u64, zone: &TimeZone) -> String {
+    match i64::try_from(ms).map(Timestamp::from_millisecond) {
+        Ok(Ok(t)) => t
+            .to_zoned(zone.clone())
+            .strftime("%Y-%m-%dT%H:%M:%S%.3f%:z")
+            .to_string(),
+        _ => format!("{ms} ms after 1970"),
+    }
 }
 
 fn duration(ms: u64) -> String {
@@ -212,10 +208,22 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(1_796_169_161_091), "2026-12-01T23:52:41.091Z");
+    fn times_are_rfc3339_with_the_zones_offset() {
+        let utc = TimeZone::UTC;
+        assert_eq!(time_in(0, &utc), "1970-01-01T00:00:00.000+00:00");
+        assert_eq!(
+            time_in(951_782_400_123, &utc),
+            "2000-02-29T00:00:00.123+00:00"
+        );
+        let plus_one = TimeZone::fixed(jiff::tz::offset(1));
+        assert_eq!(
+            time_in(1_796_169_161_091, &plus_one),
+            "2026-12-02T00:52:41.091+01:00"
+        );
+        assert_eq!(
+            time_in(u64::MAX, &utc),
+            format!("{} ms after 1970", u64::MAX)
+        );
     }
 
     #[test]
@@ -235,11 +243,10 @@ mod tests {
         let page = render(&task, &output, &agents, 10_000);
         assert!(page.contains("task 7  running  on agent pi-1"), "{page}");
         assert!(page.contains("submit by ci"), "{page}");
-        assert!(
-            page.contains("kills it at 1970-01-01T00:01:06.000Z"),
-            "{page}"
-        );
-        assert!(page.contains("lost at 1970-01-01T00:01:08.000Z"), "{page}");
+        let kills = format!("kills it at {}", rfc3339(66_000));
+        assert!(page.contains(&kills), "{page}");
+        let lost = format!("lost at {}", rfc3339(68_000));
+        assert!(page.contains(&lost), "{page}");
         assert!(page.contains("   hé"), "{page}");
     }
 }
