@@ -123,12 +123,7 @@ type Reply = Result<(StatusCode, axum::Json<Value>), ApiError>;
 
 /// The router; `tx` reaches the master loop, `guard` says which names and origins it answers,
 /// `hub` carries the committed changes to the event streams.
-pub fn router(
-    tx: mpsc::Sender<Envelope>,
-    guard: Guard,
-    tokens: SharedTokens,
-    hub: Hub,
-) -> Router {
+pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard, tokens: SharedTokens, hub: Hub) -> Router {
     let guard = std::sync::Arc::new(guard);
     Router::new()
         .route("/", get(dashboard))

@@ -71,7 +71,12 @@ pub(super) async fn output(
     let stream = match q.stream.as_deref() {
         None | Some("stdout") => Stream::Stdout,
         Some("stderr") => Stream::Stderr,
-        Some(s) => return Err(ApiError::new(422, format!("stream '{s}' is not stdout or stderr"))),
+        Some(s) => {
+            return Err(ApiError::new(
+                422,
+                format!("stream '{s}' is not stdout or stderr"),
+            ));
+        }
     };
     let follow = match q.follow.as_deref() {
         None | Some("0" | "false") => false,
@@ -81,7 +86,12 @@ pub(super) async fn output(
     let raw = match q.format.as_deref() {
         None | Some("json") => false,
         Some("raw") => true,
-        Some(f) => return Err(ApiError::new(422, format!("format '{f}' is not raw or json"))),
+        Some(f) => {
+            return Err(ApiError::new(
+                422,
+                format!("format '{f}' is not raw or json"),
+            ));
+        }
     };
     let resumed = match headers.get("last-event-id") {
         None => None,
@@ -109,14 +119,20 @@ pub(super) async fn output(
             attempt: first.attempt,
         };
         tokio::spawn(follower.run(first, sub, hub.stopping(), out, slot));
-        let sse = Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
+        let sse =
+            Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
         return Ok(sse.into_response());
     }
     if raw {
         let f = fetch(&tx, &by, id, stream, since).await?;
         let mut answer = Response::new(Body::from(f.bytes));
         let h = answer.headers_mut();
-        h.insert(header::CONTENT_TYPE, "application/octet-stream".parse().unwrap_or_else(|_| unreachable!()));
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/octet-stream"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        );
         h.insert("tether-output-next", f.next.into());
         if let Some(a) = f.attempt {
             h.insert("tether-attempt", a.into());
@@ -230,9 +246,9 @@ impl Follower {
                 Ok(f) => f,
                 Err(e) => {
                     let _ = out
-                        .send(Ok(Event::default()
-                            .event("error")
-                            .data(json!({ "error": e.message, "code": e.code() }).to_string())))
+                        .send(Ok(Event::default().event("error").data(
+                            json!({ "error": e.message, "code": e.code() }).to_string(),
+                        )))
                         .await;
                     return;
                 }
@@ -254,15 +270,18 @@ impl Follower {
         }
         let done = f.finished && f.bytes.is_empty();
         if !f.bytes.is_empty() {
-            let event = Event::default().event("output").id(f.next.to_string()).data(
-                json!({
-                    "attempt": f.attempt,
-                    "stream": name(self.stream),
-                    "offset": self.since,
-                    "data": BASE64.encode(&f.bytes),
-                })
-                .to_string(),
-            );
+            let event = Event::default()
+                .event("output")
+                .id(f.next.to_string())
+                .data(
+                    json!({
+                        "attempt": f.attempt,
+                        "stream": name(self.stream),
+                        "offset": self.since,
+                        "data": BASE64.encode(&f.bytes),
+                    })
+                    .to_string(),
+                );
             self.since = f.next;
             out.send(Ok(event)).await.map_err(|_| ())?;
         }

@@ -5,6 +5,7 @@
 
 mod api_abuse;
 mod api_access;
+mod api_stream;
 mod broker_embedded;
 mod broker_mosquitto;
 mod broker_util;
