@@ -79,6 +79,14 @@ struct Sse {
 /// An SSE stream read on its own thread; `next` waits at most [`WAIT`].
 struct Events {
     rx: std_mpsc::Receiver<Sse>,
+    socket: TcpStream,
+}
+
+impl Drop for Events {
+    /// Hangs up, as a client that leaves does.
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl Events {
@@ -86,6 +94,7 @@ impl Events {
         let (status, headers, r) = open(master, path, extra);
         assert_eq!(status, 200, "{path}");
         assert_eq!(header(&headers, "content-type"), Some("text/event-stream"));
+        let socket = r.get_ref().try_clone().unwrap();
         let (tx, rx) = std_mpsc::channel();
         std::thread::spawn(move || {
             let (mut event, mut id, mut data) = (String::new(), None, String::new());
@@ -112,7 +121,7 @@ impl Events {
                 }
             }
         });
-        Self { rx }
+        Self { rx, socket }
     }
 
     fn next(&self) -> Sse {
@@ -280,4 +289,71 @@ async fn output_follows_as_bytes_and_events_show_the_states_in_order() {
     assert_eq!(again.id, all[1].id, "{again:?}");
     let (status, _, _) = raw(&master, "/api/events?since=nope");
     assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_behind_the_kept_notices_is_told_lagged_and_streams_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start(dir.path());
+    let mut agent = FakeAgent::online(&master, "pi-1", 0x11).await;
+    let (status, v) = master.post("/api/tasks", json!({ "agent": "pi-1", "argv": ["yes"] }));
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_u64().unwrap();
+    let CommandBody::Start(spec) = agent
+        .command("Start", |c| matches!(c, CommandBody::Start(_)))
+        .await
+    else {
+        unreachable!()
+    };
+    let task = spec.task;
+    agent.event(1, EventKind::Accepted { task }).await;
+    // More output notices than the master keeps (1024), one byte each.
+    const CHUNKS: u64 = 1100;
+    for i in 0..CHUNKS {
+        let output = EventKind::Output {
+            task,
+            stream: Stream::Stdout,
+            offset: i,
+            data: heapless::Vec::from_slice(b"y").unwrap(),
+        };
+        agent.event(2 + i, output).await;
+    }
+    master.wait_for(&format!("/api/tasks/{id}"), "every chunk stored", |v| {
+        v["events"].as_array().unwrap().len() as u64 == 1 + CHUNKS
+    });
+    // From the very start: the oldest are gone, so `lagged` comes first, then what is kept.
+    let behind = Events::open(&master, "/api/events?since=0", &[]);
+    let first = behind.next();
+    assert_eq!(first.event, "lagged", "{first:?}");
+    assert!(first.data["missed"].as_u64().unwrap() > 0, "{first:?}");
+    let kept = behind.next();
+    assert!(kept.id.is_some() && kept.event != "lagged", "{kept:?}");
+
+    // Streams are capped: the 64 open ones hold every slot, the next is refused.
+    let mut open = vec![behind];
+    while open.len() < 64 {
+        open.push(Events::open(&master, "/api/events", &[]));
+    }
+    let (status, _, body) = raw(&master, "/api/events");
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["code"], "unavailable", "{v}");
+    // A slot is free again once a client leaves.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, headers) = open_and_close(&master);
+        if status == 200 {
+            assert_eq!(header(&headers, "content-type"), Some("text/event-stream"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no slot freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET /api/events`, the status and headers only, then hangs up.
+fn open_and_close(master: &MasterProc) -> (u16, Vec<(String, String)>) {
+    let (status, headers, _) = open(master, "/api/events", &[]);
+    (status, headers)
 }
