@@ -98,6 +98,8 @@ mod tests {
         assert_eq!(r(Method::GET, "/api/openapi.json"), Some(Role::Viewer));
         assert_eq!(r(Method::POST, "/api/openapi.json"), Some(Role::Admin));
         assert_eq!(r(Method::GET, "/api/tasks/7/output"), Some(Role::Viewer));
+        assert_eq!(r(Method::GET, "/api/events"), Some(Role::Viewer));
+        assert_eq!(r(Method::POST, "/api/events"), Some(Role::Admin));
         assert_eq!(r(Method::POST, "/api/tasks"), Some(Role::Operator));
         assert_eq!(r(Method::POST, "/api/tasks/7/kill"), Some(Role::Operator));
         assert_eq!(r(Method::POST, "/api/agents/pi-1/key"), Some(Role::Admin));

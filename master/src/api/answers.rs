@@ -144,6 +144,32 @@ pub struct OutputAnswer {
     pub chunks: Vec<ChunkAnswer>,
 }
 
+/// The bytes of one stream from an offset, base64; `next` is the offset after them.
+#[derive(Debug, Serialize)]
+pub struct OutputFromAnswer {
+    pub task: TaskId,
+    pub state: TaskState,
+    pub finished: bool,
+    pub outcome: Option<crate::model::Outcome>,
+    pub attempt: Option<AttemptId>,
+    pub next: u64,
+    pub data: String,
+}
+
+/// Appends the part of `c` at `*next` and after (contiguous only, at most `max` in all).
+fn bytes_from(c: &crate::model::OutputChunk, next: &mut u64, out: &mut Vec<u8>, max: usize) {
+    let end = c.offset + c.bytes.len() as u64;
+    if c.offset > *next || end <= *next {
+        return;
+    }
+    let skip = usize::try_from(*next - c.offset).unwrap_or(usize::MAX);
+    let room = max.saturating_sub(out.len());
+    let part = &c.bytes[skip.min(c.bytes.len())..];
+    let part = &part[..part.len().min(room)];
+    out.extend_from_slice(part);
+    *next += part.len() as u64;
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Created {
     pub id: TaskId,
@@ -316,6 +342,31 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
                 task: id,
                 state: task.state,
                 chunks,
+            })
+        }
+        ApiRequest::OutputFrom {
+            id,
+            stream,
+            since,
+            max,
+        } => {
+            let task = found(s.task(id)?, id)?;
+            let attempt = s.attempts(id)?.into_iter().map(|a| a.id).max();
+            let mut bytes = Vec::new();
+            let mut next = since;
+            if let Some(a) = attempt {
+                for c in s.output(a)?.into_iter().filter(|c| c.stream == stream) {
+                    bytes_from(&c, &mut next, &mut bytes, max);
+                }
+            }
+            json(&OutputFromAnswer {
+                task: id,
+                state: task.state,
+                finished: task.state.is_terminal(),
+                outcome: task.outcome,
+                attempt,
+                next,
+                data: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes),
             })
         }
         ApiRequest::Submit(req) => {

@@ -25,14 +25,17 @@ use error::ErrorBody;
 mod access;
 pub mod answers;
 mod error;
+pub mod events;
 mod guard;
 mod openapi;
 mod pages;
+mod stream;
 mod tokens;
 
 pub use access::{SharedTokens, required_role};
 pub use answers::{Context, answer};
 pub use error::ApiError;
+pub use events::Hub;
 pub use guard::Guard;
 pub use pages::NamePage;
 pub use tokens::{Caller, Tokens, hash_hex, new_secret};
@@ -56,6 +59,13 @@ pub enum ApiRequest {
     },
     Task(TaskId),
     Output(TaskId),
+    /// At most `max` bytes of one stream of the task's latest attempt, from `since`.
+    OutputFrom {
+        id: TaskId,
+        stream: tether_core::message::Stream,
+        since: u64,
+        max: usize,
+    },
     Submit(Submit),
     Kill(TaskId),
     PutCluster(ClusterRequest),
@@ -120,8 +130,9 @@ pub type Envelope = Asked;
 
 type Reply = Result<(StatusCode, axum::Json<Value>), ApiError>;
 
-/// The router; `tx` reaches the master loop, `guard` says which names and origins it answers.
-pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard, tokens: SharedTokens) -> Router {
+/// The router; `tx` reaches the master loop, `guard` says which names and origins it answers,
+/// `hub` carries the committed changes to the event streams.
+pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard, tokens: SharedTokens, hub: Hub) -> Router {
     let guard = std::sync::Arc::new(guard);
     Router::new()
         .route("/", get(dashboard))
@@ -135,7 +146,8 @@ pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard, tokens: SharedTokens) ->
         .route("/api/profiles", get(profiles).post(put_profile))
         .route("/api/tasks", get(tasks).post(submit))
         .route("/api/tasks/{id}", get(task))
-        .route("/api/tasks/{id}/output", get(output))
+        .route("/api/tasks/{id}/output", get(stream::output))
+        .route("/api/events", get(events::events))
         .route("/api/tasks/{id}/kill", post(kill))
         .route("/api/tokens", get(list_tokens).post(create_token))
         .route("/api/tokens/{name}", delete(revoke_token))
@@ -144,6 +156,7 @@ pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard, tokens: SharedTokens) ->
             ApiError::new(405, "this route does not take that method")
         })
         .with_state(tx)
+        .layer(Extension(hub))
         .layer(axum::middleware::from_fn_with_state(
             tokens,
             access::require_token,
@@ -317,15 +330,6 @@ async fn tasks(
         (status = 404, description = "No such task.", body = ErrorBody<'_>)))]
 async fn task(State(tx): Tx, Extension(by): By, Path(id): Path<String>) -> Reply {
     ask(&tx, by, ApiRequest::Task(task_id(&id)?), StatusCode::OK).await
-}
-
-#[utoipa::path(get, path = "/api/tasks/{id}/output", tag = "tasks",
-    params(("id" = u64, Path, description = "The task id")),
-    responses((status = 200, description = "The task's output so far.", body = answers::OutputAnswer),
-        (status = 400, description = "The id is not a number.", body = ErrorBody<'_>),
-        (status = 404, description = "No such task.", body = ErrorBody<'_>)))]
-async fn output(State(tx): Tx, Extension(by): By, Path(id): Path<String>) -> Reply {
-    ask(&tx, by, ApiRequest::Output(task_id(&id)?), StatusCode::OK).await
 }
 
 #[utoipa::path(post, path = "/api/tasks/{id}/kill", tag = "tasks",

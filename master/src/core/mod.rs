@@ -251,6 +251,14 @@ impl Master {
         self.tasks.get(&id).map(|t| t.task.state)
     }
 
+    /// The task of an attempt while the core holds it.
+    pub fn task_of_attempt(&self, attempt: AttemptId) -> Option<TaskId> {
+        self.tasks
+            .iter()
+            .find(|(_, t)| t.attempts.iter().any(|a| a.id == attempt))
+            .map(|(id, _)| *id)
+    }
+
     /// `(attempt, agent, state)` of a task's attempts while the core holds it.
     pub fn attempts(&self, id: TaskId) -> Vec<(AttemptId, String, AttemptState)> {
         self.tasks

@@ -12,7 +12,7 @@ use tokio::time::Instant as TokioInstant;
 
 use super::setup::Ready;
 use super::{Bound, Clock, MqttInput, RunError};
-use crate::api::{self, ApiError, Asked, SharedTokens};
+use crate::api::{self, ApiError, Asked, Hub, SharedTokens};
 use crate::core::{Master, Qos};
 use crate::model::ApiToken;
 use crate::store::{Store, StoreError};
@@ -42,6 +42,8 @@ struct Loop {
     refusing: Option<ApiError>,
     /// The tokens the API accepts; changed here only after the change is committed.
     tokens: SharedTokens,
+    /// Told each committed change, for the API's event streams.
+    hub: Hub,
 }
 
 pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
@@ -54,6 +56,7 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
         bound,
         clock,
         tokens,
+        hub,
         _broker,
     } = ready;
     let mut lp = Loop {
@@ -64,6 +67,7 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
         dropped_publishes: 0,
         refusing: None,
         tokens,
+        hub,
     };
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| RunError::Io("installing the SIGTERM handler".into(), e))?;
@@ -117,6 +121,7 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
             let _ = p.reply.send(answer);
         }
     }
+    lp.hub.close();
     Ok(())
 }
 
@@ -201,8 +206,11 @@ impl Loop {
     /// batch's write requests get is returned. Only a store that cannot even be read stops
     /// the master.
     fn flush(&mut self, core: &mut Master) -> Result<Option<ApiError>, RunError> {
-        match crate::commit::commit(core, self.store.as_ref()) {
+        let mut batch = crate::commit::Batch::drain(core);
+        match batch.commit(self.store.as_ref()) {
             Ok(publishes) => {
+                // Only a committed batch is announced.
+                self.hub.publish_committed(batch.changes(), core);
                 if let Some(e) = self.refusing.take() {
                     info!("the store takes writes again (it refused: {})", e.message);
                 }

@@ -29,6 +29,8 @@ pub(super) struct Ready {
     pub(super) client: rumqttc::AsyncClient,
     pub(super) mqtt_rx: mpsc::Receiver<MqttInput>,
     pub(super) api_rx: mpsc::Receiver<Envelope>,
+    /// Where committed changes are announced to the API's event streams.
+    pub(super) hub: api::Hub,
     pub(super) bound: Bound,
     pub(super) clock: Clock,
     pub(super) tokens: SharedTokens,
@@ -201,7 +203,13 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
         .local_addr()
         .map_err(|e| RunError::Io("HTTP listener address".into(), e))?;
     let (api_tx, api_rx) = mpsc::channel::<Envelope>(64);
-    let router = api::router(api_tx, config.api_guard.clone(), tokens.clone());
+    let hub = api::Hub::default();
+    let router = api::router(
+        api_tx,
+        config.api_guard.clone(),
+        tokens.clone(),
+        hub.clone(),
+    );
     match api_acceptor {
         Some(acceptor) => {
             let listener = HttpsListener::new(listener, acceptor)
@@ -252,6 +260,7 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
         bound,
         clock,
         tokens,
+        hub,
         _broker: broker,
     })
 }

@@ -38,6 +38,10 @@ pub(super) const ROUTES: &[(&str, &str, Option<&str>, &str)] = &[
     ("GET", "/api/tasks", Some("viewer"), ""),
     ("GET", "/api/tasks/1", Some("viewer"), ""),
     ("GET", "/api/tasks/1/output", Some("viewer"), ""),
+    // The streams: answers that end (no task 1; a bad `since`), past the role check.
+    ("GET", "/api/tasks/1/output?follow=1", Some("viewer"), ""),
+    ("GET", "/api/tasks/1/output?format=raw", Some("viewer"), ""),
+    ("GET", "/api/events?since=x", Some("viewer"), ""),
     (
         "POST",
         "/api/tasks",

@@ -49,6 +49,8 @@ fn the_document_lists_every_route_with_its_role() {
     // The dashboard page is HTML, not part of the JSON API.
     let mut tabled = BTreeSet::new();
     for (method, path, needs, _) in ROUTES.iter().filter(|r| r.1 != "/") {
+        // Query forms of one route (`?follow=1`) are one operation.
+        let path = path.split('?').next().unwrap_or(path);
         let template = documented
             .iter()
             .find(|(m, t, _)| m == method && fits(t, path))
@@ -73,6 +75,12 @@ fn the_document_lists_every_route_with_its_role() {
             .map(|s| if s.starts_with('{') { "1" } else { s })
             .collect::<Vec<_>>()
             .join("/");
+        // A stream would not end: a bad query shows the route without opening it.
+        let concrete = if template == "/api/events" {
+            format!("{concrete}?since=x")
+        } else {
+            concrete
+        };
         for m in METHODS {
             let (status, body) = master.call(&m.to_uppercase(), &concrete, Some("{}".into()));
             if item.get(*m).is_some() {

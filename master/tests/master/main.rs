@@ -8,6 +8,7 @@ mod api_access;
 mod api_https;
 mod api_openapi;
 mod api_pages;
+mod api_stream;
 mod broker_embedded;
 mod broker_mosquitto;
 mod broker_util;
