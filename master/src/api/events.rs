@@ -230,6 +230,19 @@ pub(super) struct EventsQuery {
     since: Option<u64>,
 }
 
+/// The `Last-Event-ID` a reconnecting SSE client sends, if any.
+pub(super) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::new(400, "Last-Event-ID is not a number"))
+        })
+        .transpose()
+}
+
 #[utoipa::path(get, path = "/api/events", tag = "events",
     params(("since" = Option<u64>, Query, description = "Resume after this event id (as `Last-Event-ID`)")),
     responses((status = 200, description = "Server-sent events: `task`, `attempt_started`, `attempt`, `agent`, `output`, `lagged`, `closing`; JSON data, growing ids.", content_type = "text/event-stream"),
@@ -241,16 +254,7 @@ pub(super) async fn events(
 ) -> Result<Response, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::new(400, format!("bad query: {}", e.body_text())))?;
-    let header = match headers.get("last-event-id") {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|t| t.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::new(400, "Last-Event-ID is not a number"))?,
-        ),
-    };
-    let since = header.or(q.since);
+    let since = last_event_id(&headers)?.or(q.since);
     let slot = hub.slot()?;
     let sub = hub.subscribe(since);
     let stopping = hub.stopping();

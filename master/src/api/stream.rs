@@ -32,7 +32,7 @@ use tether_core::message::Stream;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::events::{Hub, KEEP_ALIVE};
+use super::events::{Hub, KEEP_ALIVE, last_event_id};
 use super::{ApiError, ApiRequest, By, Envelope, Tx, ask, task_id};
 use crate::model::TaskId;
 
@@ -102,16 +102,7 @@ pub(super) async fn output(
             ));
         }
     };
-    let resumed = match headers.get("last-event-id") {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|t| t.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::new(400, "Last-Event-ID is not a number"))?,
-        ),
-    };
-    let since = resumed.or(q.since).unwrap_or(0);
+    let since = last_event_id(&headers)?.or(q.since).unwrap_or(0);
     if follow {
         let slot = hub.slot()?;
         // Subscribed before the first ask, so no change falls between the two.
