@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "building tether-master, tetherctl and tether-agent"
-cargo build --bins -p tether-master -p tether-agent
+cargo build --bins -p tether-master -p tether-agent -p tether-cli
 bin=target/debug
 ctl() { "$bin/tetherctl" --master "$TETHER_MASTER" "$@"; }
 

@@ -64,7 +64,7 @@ pub struct Options {
     pub client_key: Option<PathBuf>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Api {
     /// Base URLs without a trailing slash, in the order they are tried.
     bases: Vec<String>,
@@ -170,17 +170,23 @@ impl Api {
         self.call("DELETE", path, None)
     }
 
-    /// A streamed GET (server-sent events, raw output): the body as it arrives, on 2xx.
-    pub fn stream(&self, path: &str, accept: &str) -> Result<impl Read + use<>, Failure> {
-        let mut response = self.send_with("GET", path, None, None, Some(accept))?;
-        let status = response.status().as_u16();
-        if !(200..300).contains(&status) {
-            let text = response.body_mut().read_to_string().unwrap_or_default();
-            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let msg = value["error"].as_str().unwrap_or("unknown error");
-            return Err(Failure(format!("{msg} (HTTP {status})")));
-        }
-        Ok(response.into_body().into_reader())
+    /// A streamed GET (server-sent events): the body as it arrives, on 2xx.
+    pub fn stream(&self, path: &str, accept: &str) -> Result<impl Read + Send + use<>, Failure> {
+        let response = self.send_with("GET", path, None, None, Some(accept))?;
+        Ok(refused(response)?.into_body().into_reader())
+    }
+
+    /// A GET of bytes (`format=raw`): the body and the answer's headers, on 2xx.
+    pub fn bytes(&self, path: &str) -> Result<(Vec<u8>, ureq::http::HeaderMap), Failure> {
+        let response = self.send_with("GET", path, None, Some(REQUEST_TIMEOUT), None)?;
+        let mut response = refused(response)?;
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .read_to_vec()
+            .map_err(|e| Failure(format!("reading the master's answer: {e}")))?;
+        Ok((bytes, response.headers().clone()))
     }
 
     fn send(
@@ -249,6 +255,20 @@ impl Api {
             _ => prepare!(self.agent.get(url)).call(),
         }
     }
+}
+
+/// The answer on 2xx; its JSON `error` as a [`Failure`] otherwise.
+fn refused(
+    mut response: ureq::http::Response<ureq::Body>,
+) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(response);
+    }
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let msg = value["error"].as_str().unwrap_or("unknown error");
+    Err(Failure(format!("{msg} (HTTP {status})")))
 }
 
 /// A 503 whose body names a standby: the HA masters answer so until they are active.

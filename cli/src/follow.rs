@@ -1,87 +1,266 @@
-//! Following a task or the fleet by polling the API: `logs -f`, `watch`, `submit --wait`.
+//! Following a task or the fleet over the master's event streams: `logs [-f]`, `watch`,
+//! `submit --wait`. Output is written as the bytes the task wrote (stdout to stdout, stderr to
+//! stderr); a stream that breaks is resumed from the last byte or event received.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::Duration;
+use std::sync::mpsc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::Value;
 
 use crate::client::{Api, Failure};
+use crate::sse::{Next, Subscription};
 use crate::table::{list, task_line, text};
 
-pub(crate) const TERMINAL: [&str; 5] = ["succeeded", "failed", "cancelled", "killed", "lost"];
+const STREAMS: [&str; 2] = ["stdout", "stderr"];
 
+/// Prints the task's stored output (its latest attempt), or follows it until the task ends.
 pub(crate) fn logs(api: &Api, id: u64, follow: bool, out: &mut impl Write) -> Result<(), Failure> {
-    let mut seen: BTreeSet<(u64, String, u64)> = BTreeSet::new();
+    if follow {
+        follow_output(api, id, out)?;
+        return Ok(());
+    }
+    for stream in STREAMS {
+        let mut since = 0u64;
+        loop {
+            let path = format!("/api/tasks/{id}/output?format=raw&stream={stream}&since={since}");
+            let (bytes, headers) = api.bytes(&path)?;
+            if stream == "stderr" {
+                std::io::stderr().write_all(&bytes)?;
+            } else {
+                out.write_all(&bytes)?;
+            }
+            let next = headers
+                .get("tether-output-next")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .ok_or_else(|| Failure("the master's answer has no Tether-Output-Next".into()))?;
+            // A full answer may be followed by more; an empty one is the end.
+            if bytes.is_empty() || next <= since {
+                break;
+            }
+            since = next;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// What the stream readers hand to the writer.
+enum Piece {
+    Bytes(&'static str, Vec<u8>),
+    /// A retry started a new attempt.
+    Attempt(u64),
+    /// The task ended: `{"state", "outcome"}`.
+    End(Value),
+    Failed(Failure),
+}
+
+/// Follows both streams until the task ends; the `end` event's data.
+fn follow_output(api: &Api, id: u64, out: &mut impl Write) -> Result<Value, Failure> {
+    let (tx, rx) = mpsc::channel();
+    for stream in STREAMS {
+        // Opened here, so an unknown task or a refused token is the command's error at once.
+        let path = format!("/api/tasks/{id}/output?follow=1&stream={stream}");
+        let sub = Subscription::open(api.clone(), &path, None)?;
+        let tx = tx.clone();
+        std::thread::spawn(move || read_output(sub, stream, &tx));
+    }
+    drop(tx);
+    let mut end = None;
+    let mut attempt = None;
+    for piece in rx {
+        match piece {
+            Piece::Bytes("stderr", bytes) => {
+                out.flush()?;
+                std::io::stderr().write_all(&bytes)?;
+            }
+            Piece::Bytes(_, bytes) => {
+                out.write_all(&bytes)?;
+                out.flush()?;
+            }
+            Piece::Attempt(n) if attempt.is_some_and(|a| a >= n) => {}
+            Piece::Attempt(n) => {
+                if attempt.is_some() {
+                    eprintln!("tetherctl: task {id}: attempt {n} started");
+                }
+                attempt = Some(n);
+            }
+            Piece::End(v) => end = end.or(Some(v)),
+            Piece::Failed(e) => return Err(e),
+        }
+    }
+    end.ok_or_else(|| {
+        Failure(format!(
+            "the output of task {id} ended without an end event"
+        ))
+    })
+}
+
+/// Relays one followed stream until its `end` event; runs on a thread of its own.
+fn read_output(mut sub: Subscription, stream: &'static str, tx: &mpsc::Sender<Piece>) {
+    let mut attempt: Option<u64> = None;
     loop {
-        let v = api.get(&format!("/api/tasks/{id}/output"))?;
-        let mut chunks = list(&v["chunks"]);
-        chunks.sort_by_key(|c| (c["attempt"].as_u64(), c["offset"].as_u64()));
-        for c in chunks {
-            let key = (
-                c["attempt"].as_u64().unwrap_or(0),
-                text(&c["stream"]),
-                c["offset"].as_u64().unwrap_or(0),
-            );
-            if seen.insert(key.clone()) {
-                let chunk = text(&c["text"]);
-                if key.1 == "stderr" {
-                    eprint!("{chunk}");
-                } else {
-                    write!(out, "{chunk}")?;
+        let event = match sub.next() {
+            Ok(Next::Event(event)) => event,
+            Ok(Next::Gone(_)) => continue,
+            Err(e) => {
+                let _ = tx.send(Piece::Failed(e));
+                return;
+            }
+        };
+        let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+        let piece = match event.kind.as_str() {
+            "output" => {
+                let this = data["attempt"].as_u64();
+                if attempt.is_some() && this != attempt && data["offset"].as_u64() != Some(0) {
+                    // Resumed into a newer attempt at an old offset: read it from its start.
+                    sub.resume_from(Some("0".into()));
+                    attempt = this;
+                    continue;
+                }
+                attempt = this;
+                match data["data"].as_str().map(|d| BASE64.decode(d)) {
+                    Some(Ok(bytes)) => Piece::Bytes(stream, bytes),
+                    _ => Piece::Failed(Failure("an output event is malformed".into())),
                 }
             }
+            "attempt" => {
+                attempt = data["attempt"].as_u64();
+                // Its offsets start at 0: a reconnect resumes from there.
+                sub.since = Some("0".into());
+                match attempt {
+                    Some(n) => Piece::Attempt(n),
+                    None => continue,
+                }
+            }
+            "end" => Piece::End(data),
+            "error" => Piece::Failed(Failure(text(&data["error"]))),
+            _ => continue,
+        };
+        let last = matches!(piece, Piece::End(_) | Piece::Failed(_));
+        if tx.send(piece).is_err() || last {
+            return;
         }
-        out.flush()?;
-        let done = TERMINAL.contains(&text(&v["state"]).as_str());
-        if !follow || done {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
+/// Prints agents' and tasks' changes as they happen: the current state first, then each
+/// change from `/api/events` (a lagged stream prints the state again).
 pub(crate) fn watch(api: &Api, json: bool, out: &mut impl Write) -> Result<(), Failure> {
-    let mut agents: BTreeMap<String, (String, bool)> = BTreeMap::new();
-    let mut tasks: BTreeMap<u64, String> = BTreeMap::new();
+    let mut seen = Seen::default();
+    // Subscribed before the first read, so no change falls between the two.
+    let mut sub = Subscription::open(api.clone(), "/api/events", None)?;
+    seen.snapshot(api, json, out)?;
     loop {
-        for a in list(&api.get("/api/agents")?) {
-            let id = text(&a["id"]);
-            let now = (text(&a["presence"]), a["available"].as_bool() == Some(true));
-            if agents.get(&id) != Some(&now) {
-                let avail = if now.1 { "available" } else { "unavailable" };
-                if json {
-                    writeln!(out, "{}", serde_json::json!({ "agent": a }))?;
-                } else {
-                    writeln!(out, "agent {id}: {} ({avail})", now.0)?;
-                }
-                agents.insert(id, now);
+        let event = match sub.next()? {
+            Next::Event(event) => event,
+            Next::Gone(why) => {
+                eprintln!("tetherctl: {why}; reconnecting");
+                continue;
             }
+        };
+        let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+        match event.kind.as_str() {
+            "lagged" => seen.snapshot(api, json, out)?,
+            "task" => {
+                let id = data["task"].as_u64().unwrap_or(0);
+                seen.task(id, &text(&data["state"]), None, json, out)?;
+            }
+            "attempt_started" if !json => writeln!(
+                out,
+                "task {}: attempt {} on {}",
+                text(&data["task"]),
+                text(&data["attempt"]),
+                text(&data["agent"])
+            )?,
+            "agent" => seen.agent(&data, json, out)?,
+            _ if json => writeln!(out, "{}", serde_json::json!({ event.kind: data }))?,
+            _ => {}
+        }
+        out.flush()?;
+    }
+}
+
+/// What was printed last per agent and task, so only changes print.
+#[derive(Default)]
+struct Seen {
+    agents: BTreeMap<String, String>,
+    tasks: BTreeMap<u64, String>,
+}
+
+impl Seen {
+    fn snapshot(&mut self, api: &Api, json: bool, out: &mut impl Write) -> Result<(), Failure> {
+        for a in list(&api.get("/api/agents")?) {
+            self.agent(&a, json, out)?;
         }
         for t in list(&api.get("/api/tasks")?) {
             let id = t["id"].as_u64().unwrap_or(0);
-            let state = text(&t["state"]);
-            if tasks.get(&id) != Some(&state) {
-                if json {
-                    writeln!(out, "{}", serde_json::json!({ "task": t }))?;
-                } else {
-                    writeln!(out, "task {}", task_line(&t).trim_start())?;
-                }
-                tasks.insert(id, state);
-            }
+            self.task(id, &text(&t["state"]), Some(&t), json, out)?;
         }
         out.flush()?;
-        std::thread::sleep(Duration::from_secs(1));
+        Ok(())
+    }
+
+    /// An agent row (`id`, `presence`, `available`) or an `agent` event (`agent`, `presence`).
+    fn agent(&mut self, a: &Value, json: bool, out: &mut impl Write) -> Result<(), Failure> {
+        let id = text(a.get("id").unwrap_or(&a["agent"]));
+        let presence = text(&a["presence"]);
+        if self.agents.get(&id) == Some(&presence) {
+            return Ok(());
+        }
+        if json {
+            writeln!(out, "{}", serde_json::json!({ "agent": a }))?;
+        } else {
+            let avail = match a["available"].as_bool() {
+                Some(true) => " (available)",
+                Some(false) => " (unavailable)",
+                None => "",
+            };
+            writeln!(out, "agent {id}: {presence}{avail}")?;
+        }
+        self.agents.insert(id, presence);
+        Ok(())
+    }
+
+    fn task(
+        &mut self,
+        id: u64,
+        state: &str,
+        row: Option<&Value>,
+        json: bool,
+        out: &mut impl Write,
+    ) -> Result<(), Failure> {
+        if self.tasks.get(&id).map(String::as_str) == Some(state) {
+            return Ok(());
+        }
+        match (json, row) {
+            (true, Some(t)) => writeln!(out, "{}", serde_json::json!({ "task": t }))?,
+            (true, None) => writeln!(
+                out,
+                "{}",
+                serde_json::json!({ "task": { "id": id, "state": state } })
+            )?,
+            (false, Some(t)) => writeln!(out, "task {}", task_line(t).trim_start())?,
+            (false, None) => writeln!(out, "task {id}: {state}")?,
+        }
+        self.tasks.insert(id, state.to_owned());
+        Ok(())
     }
 }
 
 /// Follows the task's output until it ends; its exit code (0 when it succeeded), or a line
 /// on stderr and a non-zero code when it did not run to an exit.
 pub(crate) fn wait(api: &Api, id: u64, out: &mut impl Write) -> Result<i32, Failure> {
-    logs(api, id, true, out)?;
-    let v = api.get(&format!("/api/tasks/{id}"))?;
-    let task = &v["task"];
-    let state = text(&task["state"]);
-    let outcome = &task["outcome"];
-    let code = match (state.as_str(), outcome["kind"].as_str()) {
+    let end = follow_output(api, id, out)?;
+    out.flush()?;
+    Ok(exit_code(id, &text(&end["state"]), &end["outcome"]))
+}
+
+/// The code `submit --wait` exits with for a task that ended in `state` with `outcome`.
+fn exit_code(id: u64, state: &str, outcome: &Value) -> i32 {
+    match (state, outcome["kind"].as_str()) {
         ("succeeded", _) => 0,
         (_, Some("exited")) if outcome["exit"]["Code"].is_i64() => {
             let code = outcome["exit"]["Code"].as_i64().unwrap_or(1);
@@ -101,7 +280,5 @@ pub(crate) fn wait(api: &Api, id: u64, out: &mut impl Write) -> Result<i32, Fail
             // Like a shell's 128 + signal: the task did not end by itself.
             if state == "killed" { 137 } else { 125 }
         }
-    };
-    out.flush()?;
-    Ok(code)
+    }
 }

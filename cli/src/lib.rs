@@ -15,6 +15,7 @@ mod decode;
 mod follow;
 pub mod provision;
 mod show;
+mod sse;
 mod table;
 
 use std::io::Write as _;

@@ -297,14 +297,17 @@ impl World {
     }
 
     /// Starts the master again on the same data directory (and the embedded broker on the
-    /// same port, so the agents find it where it was).
+    /// same port, so the agents find it where it was). Returns when the new process was
+    /// launched: it may take events before it prints its ready line, so the time after
+    /// start() returns is not a lower bound for what it received.
     pub fn restart_master(&mut self) -> u64 {
         assert!(self.master.is_none(), "kill the master first");
+        let launched = unix_ms();
         let master = tokio::task::block_in_place(|| self.master_home.start());
         self.observer
             .set_master(Some((master.http.clone(), master.token.clone())));
         self.master = Some(master);
-        unix_ms()
+        launched
     }
 
     /// A blocking API call off the async workers (the proxies run there).
