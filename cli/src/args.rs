@@ -62,6 +62,12 @@ pub enum Cmd {
     Status,
     /// List agents with presence and availability.
     Agents,
+    /// Switch-over: `tetherctl agent disable pi-1` (no new tasks; what it runs finishes),
+    /// `tetherctl agent enable pi-1`.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCmd,
+    },
     /// List clusters.
     Clusters,
     /// Define clusters.
@@ -189,6 +195,14 @@ impl Role {
             Self::Admin => "admin",
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// No new tasks for the agent (its clusters use the next member); what it runs finishes.
+    Disable { id: String },
+    /// The agent takes new tasks again.
+    Enable { id: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use serde_json::{Value, json};
 
-use crate::args::{ClusterCmd, Cmd, Mode, Output, ProfileCmd, TokenCmd};
+use crate::args::{AgentCmd, ClusterCmd, Cmd, Mode, Output, ProfileCmd, TokenCmd};
 use crate::client::{Api, Failure};
 use crate::follow;
 use crate::provision::{self, AgentKeys, Request};
@@ -29,6 +29,26 @@ pub(crate) fn run(api: &Api, command: Cmd, output: Output) -> Result<(), Failure
     match command {
         Cmd::Status => show_answer(&api.get("/api/status")?, &status_table)?,
         Cmd::Agents => show_answer(&api.get("/api/agents")?, &agents_table)?,
+        Cmd::Agent { command } => {
+            let (id, verb) = match &command {
+                AgentCmd::Disable { id } => (id, "disable"),
+                AgentCmd::Enable { id } => (id, "enable"),
+            };
+            let answer = api.post(&format!("/api/agents/{id}/{verb}"), &json!({}))?;
+            show_answer(&answer, &|out, v| {
+                let now = if v["disabled"] == true {
+                    "disabled"
+                } else {
+                    "enabled"
+                };
+                let was = if v["changed"] == true {
+                    ""
+                } else {
+                    " (already)"
+                };
+                writeln!(out, "agent {id}: {now}{was}")
+            })?;
+        }
         Cmd::Clusters => show_answer(&api.get("/api/clusters")?, &clusters_table)?,
         Cmd::Profiles => show_answer(&api.get("/api/profiles")?, &profiles_table)?,
         Cmd::Security => show_answer(&api.get("/api/security")?, &security_table)?,
@@ -268,16 +288,17 @@ fn status_table(out: &mut dyn Write, v: &Value) -> io::Result<()> {
 fn agents_table(out: &mut dyn Write, v: &Value) -> io::Result<()> {
     writeln!(
         out,
-        "{:<20} {:<9} {:<9} {:>9}  ATTEMPTS",
-        "AGENT", "PRESENCE", "AVAILABLE", "SILENT"
+        "{:<20} {:<9} {:<9} {:<8} {:>9}  ATTEMPTS",
+        "AGENT", "PRESENCE", "AVAILABLE", "DISABLED", "SILENT"
     )?;
     for a in list(v) {
         writeln!(
             out,
-            "{:<20} {:<9} {:<9} {:>8.1}s  {}",
+            "{:<20} {:<9} {:<9} {:<8} {:>8.1}s  {}",
             text(&a["id"]),
             text(&a["presence"]),
             yes(&a["available"]),
+            yes(&a["disabled"]),
             a["silent_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
             a["attempts"]
         )?;

@@ -33,6 +33,8 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         ["", "api", "openapi.json"] if read => Role::Viewer,
         _ if read => Role::Viewer,
         ["", "api", "tasks"] | ["", "api", "tasks", _, "kill"] if post => Role::Operator,
+        // Switch-over is day-to-day operation, like a kill.
+        ["", "api", "agents", _, "disable" | "enable"] if post => Role::Operator,
         _ => Role::Admin,
     })
 }
@@ -103,6 +105,14 @@ mod tests {
         assert_eq!(r(Method::POST, "/api/tasks"), Some(Role::Operator));
         assert_eq!(r(Method::POST, "/api/tasks/7/kill"), Some(Role::Operator));
         assert_eq!(r(Method::POST, "/api/agents/pi-1/key"), Some(Role::Admin));
+        assert_eq!(
+            r(Method::POST, "/api/agents/pi-1/disable"),
+            Some(Role::Operator)
+        );
+        assert_eq!(
+            r(Method::POST, "/api/agents/pi-1/enable"),
+            Some(Role::Operator)
+        );
         assert_eq!(r(Method::POST, "/api/clusters"), Some(Role::Admin));
         assert_eq!(r(Method::GET, "/api/tokens"), Some(Role::Admin));
         assert_eq!(r(Method::DELETE, "/api/tokens/ci"), Some(Role::Admin));

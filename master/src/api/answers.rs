@@ -98,6 +98,7 @@ pub struct AgentAnswer<'a> {
     pub incarnation: Option<String>,
     pub presence: AgentPresence,
     pub available: bool,
+    pub disabled: bool,
     pub silent_ms: u64,
     pub last_heartbeat_ms: Option<u64>,
     pub acked_seq: u64,
@@ -173,6 +174,18 @@ fn bytes_from(c: &crate::model::OutputChunk, next: &mut u64, out: &mut Vec<u8>, 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Created {
     pub id: TaskId,
+    /// Why the task may wait (its agent is disabled); absent when there is nothing to say.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The answer to a disable or enable.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AgentSwitched {
+    pub id: String,
+    pub disabled: bool,
+    /// False when it was so already.
+    pub changed: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -289,6 +302,7 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
                     id: v.id,
                     presence: v.presence,
                     available: v.available,
+                    disabled: v.disabled,
                     silent_ms: v.silent_ms,
                     acked_seq: v.acked_seq,
                     attempts: v.attempts,
@@ -370,9 +384,31 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
             })
         }
         ApiRequest::Submit(req) => {
+            let disabled = req.agent.clone().filter(|a| core.agent_disabled(a));
             let id = core.submit(now, req)?;
             audit(core, "submit", format!("task/{id}"));
-            json(&Created { id })
+            let warnings = disabled
+                .map(|a| format!("agent {a} is disabled: the task waits until it is enabled"))
+                .into_iter()
+                .collect();
+            json(&Created { id, warnings })
+        }
+        ApiRequest::SetAgentDisabled { id, disabled } => {
+            let changed = core.set_agent_disabled(now, &id, disabled)?;
+            if changed {
+                let action = if disabled {
+                    "agent disabled"
+                } else {
+                    "agent enabled"
+                };
+                info!("{action}: {id} by {}", by.name);
+                audit(core, action, format!("agent/{id}"));
+            }
+            json(&AgentSwitched {
+                id,
+                disabled,
+                changed,
+            })
         }
         ApiRequest::Kill(id) => {
             if s.task(id)?.is_none() {

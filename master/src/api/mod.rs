@@ -77,6 +77,11 @@ pub enum ApiRequest {
         id: String,
         rotate: bool,
     },
+    /// Switch-over: no new work for the agent (`disabled`), or again.
+    SetAgentDisabled {
+        id: String,
+        disabled: bool,
+    },
     /// Messages dropped because they did not authenticate.
     Security,
     /// A page of the API tokens in name order (never their secrets).
@@ -104,6 +109,7 @@ impl ApiRequest {
                 | Self::PutCluster(_)
                 | Self::PutProfile(_)
                 | Self::AgentKey { .. }
+                | Self::SetAgentDisabled { .. }
                 | Self::CreateToken(_)
                 | Self::RevokeToken(_)
         )
@@ -140,6 +146,8 @@ pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard, tokens: SharedTokens, hu
         .route("/api/status", get(status))
         .route("/api/agents", get(agents))
         .route("/api/agents/{id}/key", post(agent_key))
+        .route("/api/agents/{id}/disable", post(disable_agent))
+        .route("/api/agents/{id}/enable", post(enable_agent))
         .route("/api/keys", get(keys))
         .route("/api/security", get(security))
         .route("/api/clusters", get(clusters).post(put_cluster))
@@ -256,6 +264,29 @@ async fn agent_key(
         Err(e) => return Err(ApiError::body(&e)),
     };
     ask(&tx, by, ApiRequest::AgentKey { id, rotate }, StatusCode::OK).await
+}
+
+#[utoipa::path(post, path = "/api/agents/{id}/disable", tag = "agents",
+    description = "Switch-over: the agent gets no new tasks (its clusters use the next member); what it runs finishes. Not a failure.",
+    params(("id" = String, Path, description = "The agent id")),
+    responses((status = 200, description = "The agent is disabled.", body = answers::AgentSwitched),
+        (status = 404, description = "No such agent.", body = ErrorBody<'_>)))]
+async fn disable_agent(State(tx): Tx, Extension(by): By, Path(id): Path<String>) -> Reply {
+    let req = ApiRequest::SetAgentDisabled { id, disabled: true };
+    ask(&tx, by, req, StatusCode::OK).await
+}
+
+#[utoipa::path(post, path = "/api/agents/{id}/enable", tag = "agents",
+    description = "Ends a switch-over: the agent takes new tasks again.",
+    params(("id" = String, Path, description = "The agent id")),
+    responses((status = 200, description = "The agent is enabled.", body = answers::AgentSwitched),
+        (status = 404, description = "No such agent.", body = ErrorBody<'_>)))]
+async fn enable_agent(State(tx): Tx, Extension(by): By, Path(id): Path<String>) -> Reply {
+    let req = ApiRequest::SetAgentDisabled {
+        id,
+        disabled: false,
+    };
+    ask(&tx, by, req, StatusCode::OK).await
 }
 
 #[utoipa::path(get, path = "/api/clusters", tag = "clusters",

@@ -12,9 +12,9 @@ use utoipa::openapi::{ContentBuilder, Ref, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::answers::{
-    AgentAnswer, AgentKeyAnswer, ChunkAnswer, ClusterDefined, Created, EventAnswer, KeysAnswer,
-    KillAnswer, Named, OutputAnswer, RevokedAnswer, SecurityAnswer, StatusAnswer, TaskAnswer,
-    TokenAnswer,
+    AgentAnswer, AgentKeyAnswer, AgentSwitched, ChunkAnswer, ClusterDefined, Created, EventAnswer,
+    KeysAnswer, KillAnswer, Named, OutputAnswer, RevokedAnswer, SecurityAnswer, StatusAnswer,
+    TaskAnswer, TokenAnswer,
 };
 use super::error::ErrorBody;
 use super::{KeyRequest, TokenRequest, required_role};
@@ -32,6 +32,8 @@ use crate::model::{
         super::status,
         super::agents,
         super::agent_key,
+        super::disable_agent,
+        super::enable_agent,
         super::keys,
         super::security,
         super::clusters,
@@ -54,7 +56,7 @@ use crate::model::{
         ProfileRequest, PolicyOverrides, TaskPolicy, Task, Target, TaskState, Outcome, Attempt,
         AttemptState, AgentPresence, EventAnswer, AuditEntry, TaskAnswer, OutputAnswer,
         ChunkAnswer, Submit, Created, KillAnswer, Named, ApiToken, Role, TokenRequest,
-        TokenAnswer, RevokedAnswer,
+        TokenAnswer, RevokedAnswer, AgentSwitched,
     )),
     modifiers(&Shared),
 )]

@@ -50,8 +50,9 @@ impl Master {
         }
         let mut agents = BTreeMap::new();
         for (a, above) in snap.agents {
-            let entry =
+            let mut entry =
                 AgentEntry::restored(a.incarnation, a.presence, a.last_seq_acked, above, now);
+            entry.disabled = a.disabled;
             agents.insert(a.id, entry);
         }
         let mut tasks = BTreeMap::new();

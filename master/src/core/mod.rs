@@ -232,7 +232,8 @@ impl Master {
                 id: id.clone(),
                 incarnation: a.incarnation,
                 presence: a.presence,
-                available: a.available(now, silence),
+                available: !a.disabled && a.available(now, silence),
+                disabled: a.disabled,
                 silent_ms: now.saturating_duration_since(a.last_heard).as_millis(),
                 acked_seq: a.acked,
                 attempts: self

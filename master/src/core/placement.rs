@@ -1,7 +1,7 @@
 //! Which agent takes a new attempt: the task's agent, or a member of its cluster, by
 //! round-robin (the cursor is persisted, so a restarted master goes on where it was) or fixed
 //! priority; only available agents with room, and not those already running an attempt of the
-//! same task.
+//! same task. A disabled agent takes nothing new (a cluster goes on to its next member).
 
 use std::collections::BTreeMap;
 
@@ -49,7 +49,9 @@ impl Master {
         let usable = |agents: &BTreeMap<String, AgentEntry>, id: &String| {
             !exclude.contains(id)
                 && agents.get(id).is_some_and(|a| {
-                    a.available(now, silence) && a.has_room(open.get(id).copied().unwrap_or(0))
+                    !a.disabled
+                        && a.available(now, silence)
+                        && a.has_room(open.get(id).copied().unwrap_or(0))
                 })
         };
         match target {

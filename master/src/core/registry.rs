@@ -40,6 +40,8 @@ pub(super) struct AgentEntry {
     /// Task slots learned from a `Full` refusal, for the incarnation that refused (a restarted
     /// agent may be configured differently). Soft state: learned again after a master restart.
     capacity: Option<(Option<u32>, usize)>,
+    /// Switched over by an operator: no new attempts go there (persisted).
+    pub(super) disabled: bool,
 }
 
 /// What a presence message did.
@@ -64,6 +66,7 @@ impl AgentEntry {
             above: BTreeSet::new(),
             ack_due: false,
             capacity: None,
+            disabled: false,
         }
     }
 
@@ -84,6 +87,7 @@ impl AgentEntry {
             above: above.into_iter().filter(|&s| s > acked).collect(),
             ack_due: false,
             capacity: None,
+            disabled: false,
         };
         entry.advance();
         entry

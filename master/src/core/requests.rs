@@ -7,6 +7,7 @@ use tether_core::auth::AgentKey;
 use tether_core::policy::OnDisconnect;
 use tether_core::topic::validate_id;
 
+use super::registry::AgentEntry;
 use super::{Change, ClusterRequest, Master, ProfileRequest, RequestError, Submit, TaskEntry};
 use crate::model::{
     ApiToken, AuditEntry, Cluster, NewTask, Outcome, Profile, Target, Task, TaskId, TaskPolicy,
@@ -145,6 +146,42 @@ impl Master {
         }
         self.tick(now);
         Ok(())
+    }
+
+    /// Switches agent `id` over (`disabled`) or back. A disabled agent gets no new attempts
+    /// (its clusters use their next member) and what it runs goes on; none of it is a failure.
+    /// Any agent with a key or ever heard from may be switched. Whether anything changed.
+    pub fn set_agent_disabled(
+        &mut self,
+        now: Instant,
+        id: &str,
+        disabled: bool,
+    ) -> Result<bool, RequestError> {
+        self.advance(now);
+        check_name("agent", id)?;
+        if !self.agents.contains_key(id) && !self.agent_keys.contains_key(id) {
+            return Err(RequestError::UnknownAgent(id.to_owned()));
+        }
+        let entry = self
+            .agents
+            .entry(id.to_owned())
+            .or_insert_with(|| AgentEntry::new(now));
+        if entry.disabled == disabled {
+            return Ok(false);
+        }
+        entry.disabled = disabled;
+        self.persist(Change::AgentDisabled {
+            agent: id.to_owned(),
+            disabled,
+        });
+        // Enabled: what waited for it may go now.
+        self.tick(now);
+        Ok(true)
+    }
+
+    /// Whether agent `id` is disabled (unknown agents are not).
+    pub fn agent_disabled(&self, id: &str) -> bool {
+        self.agents.get(id).is_some_and(|a| a.disabled)
     }
 
     /// Defines (or replaces) a cluster.

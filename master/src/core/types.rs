@@ -86,6 +86,11 @@ pub enum Change {
         presence: AgentPresence,
         heard: bool,
     },
+    /// An operator disabled (switched over) or enabled an agent.
+    AgentDisabled {
+        agent: String,
+        disabled: bool,
+    },
     /// An agent's MAC key, new or rotated.
     AgentKey {
         agent: String,
@@ -405,8 +410,10 @@ pub struct AgentView {
     pub id: String,
     pub incarnation: Option<u32>,
     pub presence: AgentPresence,
-    /// Online and heartbeating: new tasks may go there.
+    /// Online, heartbeating and not disabled: new tasks may go there.
     pub available: bool,
+    /// Switched over by an operator: it finishes what it runs and takes nothing new.
+    pub disabled: bool,
     /// Milliseconds since the master last heard from it (since the master started, if not since).
     pub silent_ms: u64,
     pub acked_seq: u64,

@@ -285,6 +285,8 @@ pub struct Agent {
     pub last_heartbeat_ms: Option<u64>,
     /// Highest event sequence acknowledged to the agent.
     pub last_seq_acked: u64,
+    /// Switched over by an operator: no new work; what it runs finishes.
+    pub disabled: bool,
 }
 
 impl Agent {
@@ -296,6 +298,7 @@ impl Agent {
             presence: AgentPresence::Unknown,
             last_heartbeat_ms: None,
             last_seq_acked: 0,
+            disabled: false,
         }
     }
 }

@@ -134,6 +134,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_by_subject ON audit (subject, id);
     ",
+    // 5: switch-over. A disabled agent gets no new work; it may be disabled before it ever
+    // connected (a row with the defaults).
+    "
+    ALTER TABLE agents ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1));
+    ",
 ];
 
 /// The schema version this binary writes.

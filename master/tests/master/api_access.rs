@@ -50,6 +50,8 @@ pub(super) const ROUTES: &[(&str, &str, Option<&str>, &str)] = &[
     ),
     ("POST", "/api/tasks/1/kill", Some("operator"), "{}"),
     ("POST", "/api/agents/pi-7/key", Some("admin"), "{}"),
+    ("POST", "/api/agents/ghost/disable", Some("operator"), "{}"),
+    ("POST", "/api/agents/ghost/enable", Some("operator"), "{}"),
     (
         "POST",
         "/api/clusters",

@@ -1,6 +1,6 @@
 //! The real master with real agents on loopback: cluster scheduling (round-robin and
 //! fixed-priority), fail-over when the active member is killed with kill -9, and a normal stop
-//! that is not a failure.
+//! that is not a failure, and switch-over (disable/enable) of a member.
 //!
 //! Every wait polls the master's HTTP API with a deadline; nothing sleeps to synchronise.
 
@@ -198,4 +198,59 @@ async fn failover_after_a_normal_stop_is_not_a_failure() {
     for t in tasks.as_array().expect("task list") {
         assert_eq!(t["state"], "succeeded", "{t}");
     }
+}
+
+/// Switch-over with `tetherctl agent disable|enable`: the disabled member finishes what it
+/// runs (succeeded, not failed), the cluster's next task goes to the next member, and once
+/// enabled the first member takes work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_over_a_member_with_tetherctl() {
+    let fleet = Fleet::start(&["sw-a", "sw-b"], 1000).await;
+    fleet.cluster("sw", "fixed-priority", &["sw-a", "sw-b"]);
+    let m = fleet.master();
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(
+            tether_tests::harness::bins::binary("tetherctl").expect("tetherctl"),
+        )
+        .env("TETHER_MASTER", format!("http://{}", m.http))
+        .env("TETHER_TOKEN", &m.token)
+        .args(args)
+        .output()
+        .expect("tetherctl runs");
+        assert!(out.status.success(), "tetherctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dir = TempDir::new("switch-over").expect("temp dir");
+    let go = dir.path().join("go");
+    let long = m.submit(&task(
+        cluster("sw"),
+        &["sh", "-c", &wait_for_file(&go)],
+        json!({}),
+    ));
+    m.wait_state(long, "running").await;
+
+    assert_eq!(ctl(&["agent", "disable", "sw-a"]), "agent sw-a: disabled\n");
+    assert_eq!(
+        ctl(&["agent", "disable", "sw-a"]),
+        "agent sw-a: disabled (already)\n"
+    );
+    let table = ctl(&["agents"]);
+    let row = table.lines().find(|l| l.starts_with("sw-a")).unwrap();
+    assert!(row.contains(" no ") && row.contains(" yes "), "{table}");
+    let next = m.submit(&task(cluster("sw"), &["true"], json!({})));
+    assert_eq!(attempt_agents(&m.wait_finished(next).await), ["sw-b"]);
+
+    std::fs::write(&go, "").unwrap();
+    let done = m.wait_finished(long).await;
+    assert_eq!(task_state(&done), "succeeded", "{done}");
+    assert_eq!(attempt_agents(&done), ["sw-a"]);
+
+    ctl(&["agent", "enable", "sw-a"]);
+    m.wait_available("sw-a").await;
+    let back = m.submit(&task(cluster("sw"), &["true"], json!({})));
+    assert_eq!(attempt_agents(&m.wait_finished(back).await), ["sw-a"]);
+    assert_eq!(
+        find_agent(&m.get("/api/agents"), "sw-a").unwrap()["disabled"],
+        false
+    );
 }

@@ -42,7 +42,7 @@ pub(super) const ATTEMPT_COLUMNS: &str = "id, task_id, agent_id, state, pid, exi
     output_dropped, created_ms, started_ms, finished_ms";
 
 pub(super) const AGENT_COLUMNS: &str =
-    "id, incarnation, presence, last_heartbeat_ms, last_seq_acked";
+    "id, incarnation, presence, last_heartbeat_ms, last_seq_acked, disabled";
 
 pub(super) const PROFILE_COLUMNS: &str = "name, on_disconnect, heartbeat_period_ms, heartbeat_timeout_ms, \
     grace_ms, max_run_ms, output_cap, retries, lost_after_ms";
@@ -77,6 +77,7 @@ pub(super) fn agent_row(r: &Row<'_>) -> rusqlite::Result<Agent> {
         presence: r.get(2)?,
         last_heartbeat_ms: r.get(3)?,
         last_seq_acked: r.get(4)?,
+        disabled: r.get(5)?,
     })
 }
 

@@ -33,6 +33,7 @@ impl SqliteStore {
                 data,
             } => self.append_output(*attempt, *stream, *offset, data),
             Change::Acked { agent, up_to } => self.set_last_acked_seq(agent, *up_to),
+            Change::AgentDisabled { agent, disabled } => self.set_agent_disabled(agent, *disabled),
             Change::NewTask { id, task, state } => self.insert_task_with_id(*id, task, *state),
             Change::TaskState { id, state, outcome } => {
                 self.set_task_state(*id, *state, outcome.as_ref())
@@ -78,6 +79,16 @@ impl SqliteStore {
              ON CONFLICT(id) DO UPDATE
                  SET last_seq_acked = max(last_seq_acked, excluded.last_seq_acked)",
             params![agent, seq],
+        )?;
+        Ok(())
+    }
+
+    fn set_agent_disabled(&self, agent: &str, disabled: bool) -> Result<()> {
+        check_id("agent id", agent)?;
+        self.conn.execute(
+            "INSERT INTO agents (id, disabled) VALUES (?1, ?2)
+             ON CONFLICT(id) DO UPDATE SET disabled = excluded.disabled",
+            params![agent, disabled],
         )?;
         Ok(())
     }
