@@ -21,7 +21,7 @@ use hmac_sha512::{HMAC, Hash};
 pub const ITERATIONS: u32 = 101;
 /// The most iterations a stored hash may ask for: 100 times mosquitto's default. The check
 /// runs at every CONNECT, and a whole fleet reconnects at once after an outage; at the cap one
-/// check costs about 15 ms of a desktop core (more on a small board), so a hostile or mistaken
+/// check costs 15 to 25 ms of a desktop core (more on a small board), so a hostile or mistaken
 /// file cannot make each CONNECT cost seconds.
 pub const MAX_ITERATIONS: u32 = 10_000;
 /// `mosquitto_passwd`'s salt length.
@@ -100,7 +100,8 @@ impl Stored {
             ("7", _) => Err(wrong_shape("$7$iterations$salt$hash")),
             ("6", _) => Err(wrong_shape("$6$salt$hash")),
             _ => Err(bad(format!(
-                "unknown hash scheme `${scheme}$` (only mosquitto's `$7$` and `$6$`)"
+                "unknown hash scheme `${scheme}$` (only mosquitto's `$7$` and `$6$`; a password \
+                 in clear cannot start with `$`)"
             ))),
         }
     }
