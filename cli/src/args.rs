@@ -126,7 +126,8 @@ pub enum Cmd {
         ca: Option<PathBuf>,
         #[arg(long, default_value = "tether")]
         prefix: String,
-        /// Generate a broker user (the agent id) and password.
+        /// Generate a broker user (the agent id) and password: the password goes into the
+        /// agent's config, its mosquitto hash (`$7$`) into broker/passwd-entry.
         #[arg(long)]
         credentials: bool,
         /// Folder to write (default: ./provision-ID).

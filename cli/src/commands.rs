@@ -240,7 +240,9 @@ pub(crate) fn run(api: &Api, command: Cmd, output: Output) -> Result<(), Failure
                 if v["broker_user"].is_string() {
                     writeln!(
                         out,
-                        "broker user {}: add broker/passwd-entry to the broker's password file",
+                        "broker user {}: append broker/passwd-entry (hashed, as mosquitto_passwd writes) \
+                         to the broker's password file (mosquitto's password_file or \
+                         tether-master --broker-passwords)",
                         text(&v["broker_user"])
                     )?;
                 }

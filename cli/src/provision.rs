@@ -1,8 +1,9 @@
 //! Everything a new device needs, written to a folder: the agent's configuration with its id,
 //! broker list and keys (its MAC key and the master's public keys, which the master's API hands
 //! out: there is no offline provisioning), and (optionally) fresh broker credentials with the
-//! line the broker's password file needs; for `mqtts://` brokers, a copy of the CA that signed
-//! their certificates. `tetherctl provision` calls this; the folder is copied to the device (see
+//! line the broker's password file needs (the password hashed as `mosquitto_passwd` does: the
+//! clear one is only in the agent's config); for `mqtts://` brokers, a copy of the CA that
+//! signed their certificates. `tetherctl provision` calls this; the folder is copied to the device (see
 //! `tests/hil/`) or packed with `--tar`.
 //!
 //! Broker addresses follow [`tether_core::broker_addr`], the rules the agent checks them with.
@@ -218,10 +219,12 @@ pub fn write(dir: &Path, req: &Request) -> Result<Provisioned, ProvisionError> {
     if let Some(pw) = &password {
         let broker = dir.join("broker");
         std::fs::create_dir_all(&broker)?;
-        // Plain `user:password`: `mosquitto_passwd -U FILE` hashes it in place; for the
-        // embedded broker, append it to the file `tether-master --broker-passwords` reads.
+        // `user:$7$...`, one line for mosquitto's `password_file` and the embedded broker's
+        // `--broker-passwords` alike. Still 0600: a hash can be attacked offline.
+        let salt: [u8; tether_passwd::SALT_LEN] = random_bytes()?;
+        let line = format!("{}:{}\n", req.id, tether_passwd::hashed(pw, &salt));
         let entry = broker.join("passwd-entry");
-        create(&entry, SECRET, format!("{}:{pw}\n", req.id).as_bytes())?;
+        create(&entry, SECRET, line.as_bytes())?;
         files.push(entry);
     }
     Ok(Provisioned { files, password })
@@ -325,7 +328,13 @@ mod tests {
         assert!(toml.contains(&format!("agent_key = \"{}\"", "ab".repeat(32))));
         assert!(toml.contains("master_keys = [\""));
         let entry = std::fs::read_to_string(dir.path().join("broker/passwd-entry")).unwrap();
-        assert_eq!(entry, format!("pi-7:{pw}\n"));
+        assert!(!entry.contains(&pw), "{entry}");
+        let stored = entry
+            .strip_prefix("pi-7:")
+            .and_then(|e| e.strip_suffix('\n'));
+        let stored = stored.unwrap_or_else(|| panic!("{entry}"));
+        assert!(stored.starts_with("$7$101$"), "{entry}");
+        assert!(tether_passwd::Stored::parse(stored).unwrap().verify(&pw));
     }
 
     fn mode(path: &Path) -> u32 {

@@ -1,11 +1,16 @@
-//! Who may connect to the embedded broker: a password file of `user:password` lines (the line
-//! `tetherctl provision --credentials` writes to `broker/passwd-entry`), checked by rumqttd's
-//! authentication hook at every CONNECT.
+//! Who may connect to the embedded broker: a password file of `user:secret` lines, checked by
+//! rumqttd's authentication hook at every CONNECT. The secrets are mosquitto's hashes
+//! ([`tether_passwd`]: `$7$` PBKDF2, what `tetherctl provision --credentials` writes to
+//! `broker/passwd-entry` and `mosquitto_passwd` writes; `$6$`, older mosquitto's), so the same
+//! file serves a real mosquitto.
 //!
+//! - A password in clear is still accepted, so files from before hashing keep working, but each
+//!   read of the file names its users stored in clear in a warning (mosquitto 2.x refuses them).
 //! - A client's id must equal its user name, so one agent's credentials cannot take over
 //!   another agent's session (rumqttd has no ACLs to stop that).
 //! - The master's own client (`tether-master`) logs in with a secret made at start and kept in
-//!   memory; the file cannot name that user.
+//!   memory. A `tether-master` line (the master's login at a mosquitto sharing the file) is
+//!   checked like any other but never used here.
 //! - The file is read again when it changes, so a newly provisioned agent is admitted without
 //!   restarting the master; a file that became invalid keeps the last good entries (logged).
 
@@ -17,6 +22,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use log::{info, warn};
+use tether_passwd::Stored;
 
 /// The master's own MQTT client id and user name.
 pub(crate) const MASTER_USER: &str = tether_core::topic::MASTER_CLIENT_ID;
@@ -28,7 +34,7 @@ pub(crate) enum PasswordFileError {
         path: PathBuf,
         error: std::io::Error,
     },
-    /// A line that is not `user:password`, with its 1-based number.
+    /// A line that is not `user:secret`, with its 1-based number.
     Invalid {
         path: PathBuf,
         line: usize,
@@ -76,7 +82,7 @@ type Stamp = (Option<SystemTime>, u64);
 #[derive(Debug)]
 struct Loaded {
     stamp: Stamp,
-    users: HashMap<String, String>,
+    users: HashMap<String, Stored>,
 }
 
 /// The password file and the master's own secret.
@@ -84,6 +90,8 @@ struct Loaded {
 pub(crate) struct Passwords {
     path: PathBuf,
     master_secret: String,
+    /// [`Self::master_secret`] as checked.
+    master_stored: Stored,
     loaded: Mutex<Loaded>,
 }
 
@@ -92,12 +100,14 @@ impl Passwords {
     /// to fall back on).
     pub(crate) fn load(path: &Path) -> Result<Self, PasswordFileError> {
         let (stamp, users) = read(path)?;
+        let master_secret = secret().map_err(|error| PasswordFileError::Read {
+            path: "/dev/urandom".into(),
+            error,
+        })?;
         Ok(Self {
             path: path.to_owned(),
-            master_secret: secret().map_err(|error| PasswordFileError::Read {
-                path: "/dev/urandom".into(),
-                error,
-            })?,
+            master_stored: Stored::Plain(master_secret.clone()),
+            master_secret,
             loaded: Mutex::new(Loaded { stamp, users }),
         })
     }
@@ -107,39 +117,39 @@ impl Passwords {
         (MASTER_USER.to_owned(), self.master_secret.clone())
     }
 
-    /// Decides one CONNECT; re-reads the file first if it changed.
+    /// Decides one CONNECT; re-reads the file first if it changed. A hashed entry costs a
+    /// key derivation (see [`tether_passwd::MAX_ITERATIONS`]): call it off the broker's thread.
     pub(crate) fn check(&self, client_id: &str, user: &str, password: &str) -> Verdict {
         if client_id != user {
             return Verdict::ClientIdMismatch;
         }
         if user == MASTER_USER {
-            return verdict(Some(&self.master_secret), password);
+            return verdict(Some(&self.master_stored), password);
         }
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if stamp(&self.path).is_ok_and(|s| s != loaded.stamp) {
-            match read(&self.path) {
-                Ok((stamp, users)) => {
-                    info!("{}: reloaded, {} user(s)", self.path.display(), users.len());
-                    *loaded = Loaded { stamp, users };
+        let stored = {
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            if stamp(&self.path).is_ok_and(|s| s != loaded.stamp) {
+                match read(&self.path) {
+                    Ok((stamp, users)) => {
+                        info!("{}: reloaded, {} user(s)", self.path.display(), users.len());
+                        *loaded = Loaded { stamp, users };
+                    }
+                    Err(e) => warn!("{e}; keeping the previous entries"),
                 }
-                Err(e) => warn!("{e}; keeping the previous entries"),
             }
-        }
-        verdict(loaded.users.get(user), password)
+            loaded.users.get(user).cloned()
+        };
+        // Derived outside the lock, so one slow check does not queue the others.
+        verdict(stored.as_ref(), password)
     }
 }
 
-fn verdict(stored: Option<&String>, password: &str) -> Verdict {
+fn verdict(stored: Option<&Stored>, password: &str) -> Verdict {
     match stored {
         None => Verdict::UnknownUser,
-        Some(p) if constant_time_eq(p.as_bytes(), password.as_bytes()) => Verdict::Accepted,
+        Some(s) if s.verify(password) => Verdict::Accepted,
         Some(_) => Verdict::WrongPassword,
     }
-}
-
-/// Equal bytes, in a time that depends on the lengths only.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn stamp(path: &Path) -> std::io::Result<Stamp> {
@@ -147,23 +157,46 @@ fn stamp(path: &Path) -> std::io::Result<Stamp> {
     Ok((meta.modified().ok(), meta.len()))
 }
 
-fn read(path: &Path) -> Result<(Stamp, HashMap<String, String>), PasswordFileError> {
+fn read(path: &Path) -> Result<(Stamp, HashMap<String, Stored>), PasswordFileError> {
     let io = |error| PasswordFileError::Read {
         path: path.to_owned(),
         error,
     };
     let stamp = stamp(path).map_err(io)?;
     let text = std::fs::read_to_string(path).map_err(io)?;
-    let users = parse(&text).map_err(|(line, reason)| PasswordFileError::Invalid {
+    let mut users = parse(&text).map_err(|(line, reason)| PasswordFileError::Invalid {
         path: path.to_owned(),
         line,
         reason,
     })?;
+    if users.remove(MASTER_USER).is_some() {
+        info!(
+            "{}: the `{MASTER_USER}` line is for an external broker; the embedded broker's own \
+             client logs in with a secret made at start",
+            path.display()
+        );
+    }
+    let mut plain: Vec<&str> = users
+        .iter()
+        .filter(|(_, s)| s.is_plain())
+        .map(|(u, _)| u.as_str())
+        .collect();
+    if !plain.is_empty() {
+        plain.sort_unstable();
+        warn!(
+            "{}: password(s) stored in clear for {} (mosquitto refuses them): hash each with \
+             `mosquitto_passwd -b FILE USER PASSWORD` (not `-U` on a file with hashes: it hashes \
+             them again)",
+            path.display(),
+            plain.join(", ")
+        );
+    }
     Ok((stamp, users))
 }
 
-/// `user:password` lines; blank lines and `#` comments are skipped.
-pub(crate) fn parse(text: &str) -> Result<HashMap<String, String>, (usize, String)> {
+/// `user:secret` lines (the secret a mosquitto hash or a clear password); blank lines and `#`
+/// comments are skipped.
+pub(crate) fn parse(text: &str) -> Result<HashMap<String, Stored>, (usize, String)> {
     let mut users = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -171,8 +204,8 @@ pub(crate) fn parse(text: &str) -> Result<HashMap<String, String>, (usize, Strin
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
-        let Some((user, password)) = line.split_once(':') else {
-            return Err((n, "expected `user:password`".into()));
+        let Some((user, secret)) = line.split_once(':') else {
+            return Err((n, "expected `user:secret`".into()));
         };
         if tether_core::topic::validate_id(user).is_err() {
             return Err((
@@ -180,13 +213,11 @@ pub(crate) fn parse(text: &str) -> Result<HashMap<String, String>, (usize, Strin
                 format!("user `{user}` must be an agent id ([A-Za-z0-9._-], at most 32 bytes)"),
             ));
         }
-        if user == MASTER_USER {
-            return Err((n, format!("user `{MASTER_USER}` is the master's own")));
-        }
-        if password.is_empty() {
+        if secret.is_empty() {
             return Err((n, format!("user `{user}` has an empty password")));
         }
-        if users.insert(user.to_owned(), password.to_owned()).is_some() {
+        let stored = Stored::parse(secret).map_err(|e| (n, format!("user `{user}`: {e}")))?;
+        if users.insert(user.to_owned(), stored).is_some() {
             return Err((n, format!("user `{user}` is listed twice")));
         }
     }
@@ -204,17 +235,25 @@ fn secret() -> std::io::Result<String> {
 mod tests {
     use super::*;
 
+    /// `mosquitto_passwd -b -c FILE pi-1 secret`.
+    const PI1_HASHED: &str = "pi-1:$7$101$p3whw26mBGuFqGf0$y6a5hGEjxQpCc3DlXZv/9RCp8sTskX2C9DsuDH4DenyBGwHzTqYbXXzCjUUoI52WuVZZEsJvaji/CfK8iWeePA==\n";
+
     #[test]
     fn lines_and_their_errors() {
-        let users = parse("# fleet\npi-1:abc\n\n  # x\npi-2:d:e\n").unwrap();
+        let text = format!("# fleet\n{PI1_HASHED}\n  # x\npi-2:d:e\n");
+        let users = parse(&text).unwrap();
         assert_eq!(users.len(), 2);
-        assert_eq!(users["pi-2"], "d:e");
+        assert_eq!(users["pi-2"], Stored::Plain("d:e".into()));
+        assert!(users["pi-1"].verify("secret"));
+        let bad_hash = format!("{PI1_HASHED}pi-2:$7$0$p3whw26mBGuFqGf0$AAAA\n");
         for (text, line, what) in [
-            ("pi-1\n", 1, "user:password"),
+            ("pi-1\n", 1, "user:secret"),
             ("ok:x\nbad/id:x\n", 2, "agent id"),
-            ("tether-master:x\n", 1, "master's own"),
             ("pi-1:\n", 1, "empty password"),
             ("pi-1:a\npi-1:b\n", 2, "twice"),
+            (&bad_hash, 2, "user `pi-2`: iterations must be at least 1"),
+            ("#\npi-3:$7$101$!$AAAA\n", 2, "salt is not base64"),
+            ("pi-3:$2y$10$abc\n", 1, "unknown hash scheme"),
         ] {
             let (n, reason) = parse(text).unwrap_err();
             assert_eq!(n, line, "{text:?}");
@@ -230,11 +269,21 @@ mod tests {
         let p = Passwords::load(&path).unwrap();
         assert_eq!(p.check("pi-1", "pi-1", "one"), Verdict::Accepted);
         assert_eq!(p.check("pi-1", "pi-1", "two"), Verdict::WrongPassword);
+        // A hashed entry, as provision and mosquitto_passwd write it.
+        std::fs::write(&path, PI1_HASHED).unwrap();
+        assert_eq!(p.check("pi-1", "pi-1", "secret"), Verdict::Accepted);
+        assert_eq!(p.check("pi-1", "pi-1", "one"), Verdict::WrongPassword);
+        std::fs::write(&path, "pi-1:one\n").unwrap();
         assert_eq!(p.check("pi-2", "pi-1", "one"), Verdict::ClientIdMismatch);
         assert_eq!(p.check("pi-2", "pi-2", "x"), Verdict::UnknownUser);
         let (user, secret) = p.master_credentials();
         assert_eq!(p.check(&user, &user, &secret), Verdict::Accepted);
         assert_eq!(p.check(&user, &user, "guess"), Verdict::WrongPassword);
+        // The master's line for a mosquitto sharing the file opens nothing here.
+        std::fs::write(&path, "pi-1:one\ntether-master:guess\n").unwrap();
+        assert_eq!(p.check("pi-1", "pi-1", "one"), Verdict::Accepted);
+        assert_eq!(p.check(&user, &user, "guess"), Verdict::WrongPassword);
+        assert_eq!(p.check(&user, &user, &secret), Verdict::Accepted);
 
         // A new agent is admitted without a restart (the length differs, so the change is
         // seen even within the file system's timestamp granularity).

@@ -50,9 +50,10 @@ enum Command {
         /// User name at the external broker; the password comes from TETHER_BROKER_PASSWORD.
         #[arg(long, requires = "broker")]
         broker_username: Option<String>,
-        /// The embedded broker admits only the users of this file: `user:password` lines (what
-        /// `tetherctl provision --credentials` writes), re-read when it changes. A client's id
-        /// must be its user name.
+        /// The embedded broker admits only the users of this file: mosquitto's password file
+        /// (`user:$7$...` lines, what `tetherctl provision --credentials` and mosquitto_passwd
+        /// write; `$6$` and, with a warning, clear passwords are read too), re-read when it
+        /// changes. A client's id must be its user name.
         #[arg(long)]
         broker_passwords: Option<PathBuf>,
         /// A TLS listener for the embedded broker beside the plain --listen (keep that one on

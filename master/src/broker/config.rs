@@ -171,7 +171,8 @@ fn check(config: &rumqttd::Config) -> Result<(), String> {
     if server.connections.auth.is_some() {
         return Err(format!(
             "[v4.{key}.connections.auth] is not used: give tether-master --broker-passwords FILE \
-             (`user:password` lines, the format `tetherctl provision --credentials` writes)"
+             (mosquitto's password file format, what `tetherctl provision --credentials` and \
+             mosquitto_passwd write)"
         ));
     }
     let conn = &server.connections;

@@ -48,7 +48,8 @@ pub struct RunConfig {
     pub cancel_duplicates: bool,
     /// The embedded broker's TLS listener, beside the plain one.
     pub tls_listen: Option<TlsListen>,
-    /// The embedded broker admits only the users of this `user:password` file.
+    /// The embedded broker admits only the users of this password file (`user:secret` lines,
+    /// the secrets mosquitto hashes or, with a warning, clear passwords).
     pub broker_passwords: Option<PathBuf>,
     /// The master's own client to an external broker: its credentials, and for `mqtts://` the
     /// CA (and optionally a client certificate and key).

@@ -87,11 +87,22 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
                 );
                 credentials = Some(passwords.master_credentials());
                 broker_config.set_auth_handler(move |client_id, user, password| {
-                    let verdict = passwords.check(&client_id, &user, &password);
-                    if verdict != Verdict::Accepted {
-                        warn!("broker refused client `{client_id}` (user `{user}`): {verdict}");
+                    let passwords = Arc::clone(&passwords);
+                    // rumqttd serves every connection of a listener on one thread: the key
+                    // derivation runs on the blocking pool so CONNECTs do not stall traffic
+                    // (spawned when polled, inside rumqttd's runtime).
+                    async move {
+                        let check = tokio::task::spawn_blocking(move || {
+                            let verdict = passwords.check(&client_id, &user, &password);
+                            if verdict != Verdict::Accepted {
+                                warn!(
+                                    "broker refused client `{client_id}` (user `{user}`): {verdict}"
+                                );
+                            }
+                            verdict == Verdict::Accepted
+                        });
+                        check.await.unwrap_or(false)
                     }
-                    std::future::ready(verdict == Verdict::Accepted)
                 });
             }
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(broker_config))

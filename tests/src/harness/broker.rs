@@ -176,6 +176,35 @@ impl Drop for Mosquitto {
     }
 }
 
+/// Files made here (mode 0600) belong to root when the tests run as root, and mosquitto then
+/// drops to its own user before reading its password file and key: give them to its group as
+/// broker-config/README.md says (root:mosquitto 0640), or to everyone when there is no such
+/// group.
+pub fn readable_by_mosquitto(files: &[&Path]) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // /proc/self belongs to the process's effective user.
+    if !std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        return;
+    }
+    let group = mosquitto_gid();
+    for f in files {
+        let grouped = group.is_some_and(|g| std::os::unix::fs::chown(f, None, Some(g)).is_ok());
+        let mode = if grouped { 0o640 } else { 0o644 };
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", f.display()));
+    }
+}
+
+/// The `mosquitto` group's id, from /etc/group.
+fn mosquitto_gid() -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == "mosquitto").then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
+}
+
 /// Runs one async scenario against each broker, as one `#[tokio::test]` per broker:
 ///
 /// ```ignore

@@ -4,6 +4,7 @@
 mod agent_faults;
 mod agent_hardening;
 mod agent_tasks;
+mod broker_passwords;
 mod cli;
 mod clusters;
 mod master_down;

@@ -23,7 +23,7 @@ use tether_master::broker::{pick_free_port, wait_for_listener};
 use tether_tests::harness::WAIT;
 use tether_tests::harness::agent::{AgentHome, AgentOptions};
 use tether_tests::harness::bins::workspace_root;
-use tether_tests::harness::broker::{MOSQUITTO, Mosquitto};
+use tether_tests::harness::broker::{MOSQUITTO, Mosquitto, readable_by_mosquitto};
 use tether_tests::harness::certs::Pki;
 use tether_tests::harness::tempdir::TempDir;
 
@@ -262,26 +262,6 @@ impl Broker {
         subscriber.wait_for(|l| l.starts_with("Subscribed (mid:"), &self.mosquitto);
         subscriber
     }
-}
-
-/// The password file and server key belong to root (mode 0600 here); as root mosquitto drops
-/// to its own user before reading them, so give them to its group as the README says
-/// (root:mosquitto 0640), or to everyone when there is no such group.
-fn readable_by_mosquitto(files: &[&Path]) {
-    if running_as_root() {
-        for f in files {
-            let grouped = run(Command::new("chgrp").arg("mosquitto").arg(f))
-                .status
-                .success();
-            let mode = if grouped { "0640" } else { "0644" };
-            run_ok(Command::new("chmod").arg(mode).arg(f));
-        }
-    }
-}
-
-fn running_as_root() -> bool {
-    let out = run(Command::new("id").arg("-u"));
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
 /// A running mosquitto_sub; killed when dropped.

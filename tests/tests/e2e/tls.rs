@@ -341,6 +341,6 @@ fn master_refuses_bad_tls_and_password_files() {
     run(&bad_ca, &["garbage.pem", "no usable CA certificate"]);
     run(
         &["--broker-passwords".into(), arg(&passwd)],
-        &["--broker-passwords", "passwd line 1", "user:password"],
+        &["--broker-passwords", "passwd line 1", "user:secret"],
     );
 }
