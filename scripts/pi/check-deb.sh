@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the amd64 .deb and checks it for real: its files and their modes, the conffile, the
-# maintainer scripts through install, upgrade (local config edits and the journal kept),
+# man page and shell completions (rendered, and bash's run), the maintainer scripts through install, upgrade (local config edits and the journal kept),
 # remove (config, state and user kept), reinstall and purge (all gone), and
 # `systemd-analyze verify` on the installed unit.
 #
@@ -63,6 +63,34 @@ check "Depends names the linked libraries (libc6, libgcc-s1)" \
 check "the packaged config runs tasks as tether-task" grep -qx 'user = "tether-task"' "$WORK/root/etc/tether/agent.toml"
 check "the unit grants what switching to it takes" \
     grep -qx 'AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL' "$WORK/root/usr/lib/systemd/system/tether-agent.service"
+# The man page and completions deb.sh generated from the agent's flag table.
+MAN=usr/share/man/man1/tether-agent.1.gz
+BASH_COMPLETION=usr/share/bash-completion/completions/tether-agent
+DOCS=("$MAN" "$BASH_COMPLETION" usr/share/zsh/vendor-completions/_tether-agent
+    usr/share/fish/vendor_completions.d/tether-agent.fish)
+for f in "${DOCS[@]}"; do
+    [ "$(mode_of "$f")" = -rw-r--r-- ] && ok "$f 0644" || bad "$f mode $(mode_of "$f")"
+done
+# roff spells the flag max\-tasks.
+check "the man page is gzipped roff naming --max-tasks" \
+    bash -c "zcat '$WORK/root/$MAN' | grep -qF 'max\-tasks'"
+if command -v man >/dev/null; then
+    check "man -l renders the page with --max-tasks and check-config" \
+        bash -c "out=\"\$(MANWIDTH=100 man -l '$WORK/root/$MAN' 2>/dev/null)\" && grep -q -- '--max-tasks' <<<\"\$out\" && grep -q 'check-config' <<<\"\$out\""
+else
+    printf '  skip  man -l: man is not installed\n'
+fi
+# What `tether-agent check-config --max<TAB>` offers in bash.
+bash_completes() {
+    bash -c "source '$1'; COMP_WORDS=(tether-agent check-config --max); COMP_CWORD=2
+        _tether__agent tether-agent --max check-config; [ \"\${COMPREPLY[*]}\" = --max-tasks ]"
+}
+check "the bash completion completes check-config --max to --max-tasks" bash_completes "$WORK/root/$BASH_COMPLETION"
+check "the zsh completion is a #compdef for tether-agent" \
+    grep -qx '#compdef tether-agent' "$WORK/root/usr/share/zsh/vendor-completions/_tether-agent"
+check "the fish completion completes --max-tasks" \
+    grep -q 'complete -c tether-agent .*-l max-tasks' "$WORK/root/usr/share/fish/vendor_completions.d/tether-agent.fish"
+
 # The shipped config has no keys (`tetherctl provision` writes them; without them the agent
 # refuses to start): it is checked as a provisioned board has it, the keys given as flags.
 PROVISIONED=("${PI_TEST_KEYS[@]}")
@@ -127,6 +155,15 @@ task_user_ok() {
         && ! id -nG tether-task | tr ' ' '\n' | grep -qx tether
 }
 owner() { stat -c '%U:%G %a' "$1"; }
+# Whether dpkg skips a path here (minimal images drop /usr/share/man with path-exclude).
+dpkg_excludes() {
+    local rule
+    for rule in $(sed -n 's/^path-exclude[= ]*//p' /etc/dpkg/dpkg.cfg.d/* 2>/dev/null); do
+        # shellcheck disable=SC2053
+        [[ "$1" == $rule ]] && return 0
+    done
+    return 1
+}
 
 dpkg -i "$deb" >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "dpkg -i failed"; }
 installed=1
@@ -143,6 +180,14 @@ check "dpkg knows the conffile" bash -c "dpkg-query -W -f='\${Conffiles}' tether
 check "the installed config passes check-config" /usr/bin/tether-agent check-config --config /etc/tether/agent.toml "${PROVISIONED[@]}"
 check "the agent user can read its config" \
     bash -c "command -v runuser >/dev/null && runuser -u tether -- /usr/bin/tether-agent check-config --config /etc/tether/agent.toml ${PROVISIONED[*]}"
+for f in "${DOCS[@]}"; do
+    if dpkg_excludes "/$f"; then
+        printf '  skip  /%s: dpkg on this machine is configured not to install it\n' "$f"
+    else
+        check "/$f installed" test -f "/$f"
+    fi
+done
+dpkg_excludes "/$BASH_COMPLETION" || check "the installed bash completion completes" bash_completes "/$BASH_COMPLETION"
 verify_unit /usr/lib/systemd/system/tether-agent.service
 
 # --- upgrade: a newer version over a locally edited config and a journal ---
@@ -166,6 +211,7 @@ dpkg -r tether-agent >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "d
 check "removed: status config-files" bash -c "dpkg-query -W -f='\${Status}' tether-agent | grep -qx 'deinstall ok config-files'"
 check "removed: no /usr/bin/tether-agent" test ! -e /usr/bin/tether-agent
 check "removed: no unit file" test ! -e /usr/lib/systemd/system/tether-agent.service
+check "removed: no man page or completions" bash -c "! ls /$MAN /$BASH_COMPLETION 2>/dev/null"
 check "removed: config kept" grep -qx 'id = "checked-board"' /etc/tether/agent.toml
 check "removed: journal kept" test -f /var/lib/tether/journal
 check "removed: user kept" getent passwd tether

@@ -9,7 +9,9 @@
 #   static ARMv6 build runs on every 32-bit Pi, Zero/1 included; when it cannot be built,
 #   armv7-unknown-linux-gnueabihf instead, whose postinst refuses an ARMv6 board).
 #   x86_64-unknown-linux-gnu gives the amd64 package that check-deb.sh installs here.
-# Writes target/debian/<target>/tether-agent_<version>_<arch>.deb and prints the paths.
+# Writes target/debian/<target>/tether-agent_<version>_<arch>.deb and prints the paths. The
+# man page and shell completions in it are generated here, on the build machine, from the
+# agent's flag table (tether-agent-docs, feature cli-docs: the agent itself links no clap).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -68,6 +70,12 @@ add_depends() {
 
 pi_apt binutils qemu-user || pi_die "cannot install binutils (readelf) and qemu-user"
 bash scripts/pi/build.sh "${targets[@]}" >&2 || true
+docs="$PI_TARGET_DIR/agent-docs"
+rm -rf "$docs"
+cargo run -q --locked -p tether-agent --features cli-docs --bin tether-agent-docs -- \
+    --dir "$docs" >/dev/null || pi_die "cannot generate the agent's man page and completions"
+# Debian ships man pages gzipped; -n keeps the package reproducible (no name, no time).
+gzip -9n "$docs/tether-agent.1"
 for t in "${targets[@]}"; do
     bin="$(pi_agent_path "$t")"
     if [ ! -x "$bin" ] && [ "$t" = arm-unknown-linux-musleabihf ]; then
@@ -84,6 +92,9 @@ for t in "${targets[@]}"; do
     # already stripped it (no cross strip needed).
     target_dir="$PI_TARGET_DIR"
     pi_is_build_std "$t" && target_dir="$PI_NIGHTLY_TARGET_DIR"
+    # The assets' target/release/agent-docs/ is cargo-deb's name for this directory.
+    rm -rf "$target_dir/$t/release/agent-docs"
+    cp -r "$docs" "$target_dir/$t/release/agent-docs"
     CARGO_TARGET_DIR="$target_dir" cargo deb -p tether-agent --target "$t" --no-build \
         --no-strip --multiarch none -o "$out/" >&2
     deb="$(ls "$out"/*.deb)"
