@@ -30,3 +30,12 @@ fi
 
 step "tests (TETHER_SIM_SEEDS=${TETHER_SIM_SEEDS:-default})"
 cargo test --workspace --locked
+
+# Only with its feature: the agent's own build links no clap (binary size on a Pi Zero).
+step "tether-agent's man page and completions agree with its parser (feature cli-docs)"
+if cargo tree -p tether-agent -e normal --prefix none --locked | grep -E '^(clap|roff) '; then
+    echo "tether-agent's default build depends on clap or roff" >&2
+    exit 1
+fi
+cargo clippy -p tether-agent --all-targets --features cli-docs --locked -- -D warnings
+cargo test -p tether-agent --features cli-docs --locked --test cli_docs

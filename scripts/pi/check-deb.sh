@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Builds the amd64 .deb and checks it for real: its files and their modes, the conffile, the
-# maintainer scripts through install, upgrade (local config edits and the journal kept),
-# remove (config, state and user kept), reinstall and purge (all gone), and
-# `systemd-analyze verify` on the installed unit.
+# Builds the amd64 .debs and checks them for real: the agent's files and their modes, the
+# conffile, the man page and shell completions (rendered, bash's run), the maintainer scripts
+# through install, upgrade (local config edits and the journal kept), remove (config, state
+# and user kept), reinstall and purge (all gone), `systemd-analyze verify` on the installed
+# unit; tetherctl's package (tether-cli: binary, man pages, completions) installed and purged.
 #
 # usage: scripts/pi/check-deb.sh [--unpack]
 #   As root with dpkg (CI), the package is installed on this machine and purged at the end
-#   (refused if a tether-agent package or a `tether` user not made by it is already there).
+#   (refused if a tether-agent or tether-cli package, or a `tether` user not made by it, is
+#   already there).
 #   Otherwise, or with --unpack, it is only unpacked (dpkg-deb -x) and its files checked.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -28,15 +30,20 @@ check() { # check DESCRIPTION COMMAND...
 }
 
 T=x86_64-unknown-linux-gnu
-deb="$(bash scripts/pi/deb.sh "$T" | tail -n1)"
-[ -f "$deb" ] || pi_die "no .deb from deb.sh"
+debs="$(bash scripts/pi/deb.sh "$T")"
+deb="$(grep '/tether-agent_[^/]*\.deb$' <<<"$debs")" || true
+cli_deb="$(grep '/tether-cli_[^/]*\.deb$' <<<"$debs")" || true
+[ -f "$deb" ] || pi_die "no tether-agent .deb from deb.sh"
+[ -f "$cli_deb" ] || pi_die "no tether-cli .deb from deb.sh"
 version="$(dpkg-deb -f "$deb" Version)"
 pi_say "checking $deb ($mode)"
 
 WORK="$(mktemp -d -t tether-deb.XXXXXX)"
 installed=0
+cli_installed=0
 cleanup() {
     if [ "$installed" = 1 ]; then dpkg -P tether-agent >/dev/null 2>&1 || true; fi
+    if [ "$cli_installed" = 1 ]; then dpkg -P tether-cli >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -63,6 +70,55 @@ check "Depends names the linked libraries (libc6, libgcc-s1)" \
 check "the packaged config runs tasks as tether-task" grep -qx 'user = "tether-task"' "$WORK/root/etc/tether/agent.toml"
 check "the unit grants what switching to it takes" \
     grep -qx 'AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL' "$WORK/root/usr/lib/systemd/system/tether-agent.service"
+# The man page and completions deb.sh generated from the agent's flag table.
+MAN=usr/share/man/man1/tether-agent.1.gz
+BASH_COMPLETION=usr/share/bash-completion/completions/tether-agent
+DOCS=("$MAN" "$BASH_COMPLETION" usr/share/zsh/vendor-completions/_tether-agent
+    usr/share/fish/vendor_completions.d/tether-agent.fish)
+for f in "${DOCS[@]}"; do
+    [ "$(mode_of "$f")" = -rw-r--r-- ] && ok "$f 0644" || bad "$f mode $(mode_of "$f")"
+done
+# roff spells the flag max\-tasks.
+check "the man page is gzipped roff naming --max-tasks" \
+    bash -c "zcat '$WORK/root/$MAN' | grep -qF 'max\-tasks'"
+if command -v man >/dev/null; then
+    check "man -l renders the page with --max-tasks and check-config" \
+        bash -c "out=\"\$(MANWIDTH=100 man -l '$WORK/root/$MAN' 2>/dev/null)\" && grep -q -- '--max-tasks' <<<\"\$out\" && grep -q 'check-config' <<<\"\$out\""
+else
+    printf '  skip  man -l: man is not installed\n'
+fi
+# What `tether-agent check-config --max<TAB>` offers in bash.
+bash_completes() {
+    bash -c "source '$1'; COMP_WORDS=(tether-agent check-config --max); COMP_CWORD=2
+        _tether__agent tether-agent --max check-config; [ \"\${COMPREPLY[*]}\" = --max-tasks ]"
+}
+check "the bash completion completes check-config --max to --max-tasks" bash_completes "$WORK/root/$BASH_COMPLETION"
+check "the zsh completion is a #compdef for tether-agent" \
+    grep -qx '#compdef tether-agent' "$WORK/root/usr/share/zsh/vendor-completions/_tether-agent"
+check "the fish completion completes --max-tasks" \
+    grep -q 'complete -c tether-agent .*-l max-tasks' "$WORK/root/usr/share/fish/vendor_completions.d/tether-agent.fish"
+
+# tetherctl's package: the binary, a man page per command, completions that complete.
+dpkg-deb -x "$cli_deb" "$WORK/cli"
+cli_listing="$(dpkg-deb -c "$cli_deb")"
+CLI_BASH=usr/share/bash-completion/completions/tetherctl
+CLI_FILES=(usr/bin/tetherctl usr/share/man/man1/tetherctl.1.gz usr/share/man/man1/tetherctl-submit.1.gz
+    "$CLI_BASH" usr/share/zsh/vendor-completions/_tetherctl usr/share/fish/vendor_completions.d/tetherctl.fish)
+for f in "${CLI_FILES[@]}"; do
+    want=-rw-r--r--
+    [ "$f" = usr/bin/tetherctl ] && want=-rwxr-xr-x
+    got="$(awk -v p="./$f" '$NF == p {print $1}' <<<"$cli_listing")"
+    [ "$got" = "$want" ] && ok "tether-cli: $f $want" || bad "tether-cli: $f mode '$got'"
+done
+check "tether-cli: the packaged tetherctl runs" "$WORK/cli/usr/bin/tetherctl" --version
+check "tether-cli: tetherctl.1 names the provision command" \
+    bash -c "zcat '$WORK/cli/usr/share/man/man1/tetherctl.1.gz' | grep -q provision"
+cli_completes() { # what `tetherctl subm<TAB>` offers in bash
+    bash -c "source '$1'; COMP_WORDS=(tetherctl subm); COMP_CWORD=1
+        _tetherctl tetherctl subm tetherctl; [ \"\${COMPREPLY[*]}\" = submit ]"
+}
+check "tether-cli: the bash completion completes subm to submit" cli_completes "$WORK/cli/$CLI_BASH"
+
 # The shipped config has no keys (`tetherctl provision` writes them; without them the agent
 # refuses to start): it is checked as a provisioned board has it, the keys given as flags.
 PROVISIONED=("${PI_TEST_KEYS[@]}")
@@ -105,9 +161,11 @@ if [ "$mode" = unpack ]; then
 fi
 
 # --- install ---
-if dpkg-query -W -f='${Status}' tether-agent 2>/dev/null | grep -qv 'not-installed'; then
-    pi_die "a tether-agent package is already on this machine ($(dpkg-query -W -f='${Status}' tether-agent)); dpkg -P tether-agent first"
-fi
+for p in tether-agent tether-cli; do
+    if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -qv 'not-installed'; then
+        pi_die "a $p package is already on this machine ($(dpkg-query -W -f='${Status}' "$p")); dpkg -P $p first"
+    fi
+done
 getent passwd tether >/dev/null && pi_die "a user 'tether' already exists; this check would delete it on purge"
 getent passwd tether-task >/dev/null && pi_die "a user 'tether-task' already exists; this check would delete it on purge"
 
@@ -127,6 +185,15 @@ task_user_ok() {
         && ! id -nG tether-task | tr ' ' '\n' | grep -qx tether
 }
 owner() { stat -c '%U:%G %a' "$1"; }
+# Whether dpkg skips a path here (minimal images drop /usr/share/man with path-exclude).
+dpkg_excludes() {
+    local rule
+    for rule in $(sed -n 's/^path-exclude[= ]*//p' /etc/dpkg/dpkg.cfg.d/* 2>/dev/null); do
+        # shellcheck disable=SC2053
+        [[ "$1" == $rule ]] && return 0
+    done
+    return 1
+}
 
 dpkg -i "$deb" >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "dpkg -i failed"; }
 installed=1
@@ -143,7 +210,32 @@ check "dpkg knows the conffile" bash -c "dpkg-query -W -f='\${Conffiles}' tether
 check "the installed config passes check-config" /usr/bin/tether-agent check-config --config /etc/tether/agent.toml "${PROVISIONED[@]}"
 check "the agent user can read its config" \
     bash -c "command -v runuser >/dev/null && runuser -u tether -- /usr/bin/tether-agent check-config --config /etc/tether/agent.toml ${PROVISIONED[*]}"
+for f in "${DOCS[@]}"; do
+    if dpkg_excludes "/$f"; then
+        printf '  skip  /%s: dpkg on this machine is configured not to install it\n' "$f"
+    else
+        check "/$f installed" test -f "/$f"
+    fi
+done
+dpkg_excludes "/$BASH_COMPLETION" || check "the installed bash completion completes" bash_completes "/$BASH_COMPLETION"
 verify_unit /usr/lib/systemd/system/tether-agent.service
+
+# --- tetherctl: installed next to the agent, then purged ---
+dpkg -i "$cli_deb" >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "dpkg -i tether-cli failed"; }
+cli_installed=1
+check "tether-cli: /usr/bin/tetherctl --version" /usr/bin/tetherctl --version
+for f in "${CLI_FILES[@]}"; do
+    if dpkg_excludes "/$f"; then
+        printf '  skip  /%s: dpkg on this machine is configured not to install it\n' "$f"
+    else
+        check "tether-cli: /$f installed" test -f "/$f"
+    fi
+done
+dpkg_excludes "/$CLI_BASH" || check "tether-cli: the installed bash completion completes" cli_completes "/$CLI_BASH"
+dpkg -P tether-cli >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "dpkg -P tether-cli failed"; }
+cli_installed=0
+check "tether-cli: purged, no /usr/bin/tetherctl" test ! -e /usr/bin/tetherctl
+check "tether-cli: purged, the agent still installed" /usr/bin/tether-agent --version
 
 # --- upgrade: a newer version over a locally edited config and a journal ---
 sed -i 's/^id = .*/id = "checked-board"/' /etc/tether/agent.toml
@@ -166,6 +258,7 @@ dpkg -r tether-agent >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "d
 check "removed: status config-files" bash -c "dpkg-query -W -f='\${Status}' tether-agent | grep -qx 'deinstall ok config-files'"
 check "removed: no /usr/bin/tether-agent" test ! -e /usr/bin/tether-agent
 check "removed: no unit file" test ! -e /usr/lib/systemd/system/tether-agent.service
+check "removed: no man page or completions" bash -c "! ls /$MAN /$BASH_COMPLETION 2>/dev/null"
 check "removed: config kept" grep -qx 'id = "checked-board"' /etc/tether/agent.toml
 check "removed: journal kept" test -f /var/lib/tether/journal
 check "removed: user kept" getent passwd tether

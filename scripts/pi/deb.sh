@@ -8,8 +8,12 @@
 #   default: aarch64-unknown-linux-gnu (arm64) and arm-unknown-linux-musleabihf (armhf: the
 #   static ARMv6 build runs on every 32-bit Pi, Zero/1 included; when it cannot be built,
 #   armv7-unknown-linux-gnueabihf instead, whose postinst refuses an ARMv6 board).
-#   x86_64-unknown-linux-gnu gives the amd64 package that check-deb.sh installs here.
-# Writes target/debian/<target>/tether-agent_<version>_<arch>.deb and prints the paths.
+#   x86_64-unknown-linux-gnu gives the amd64 package that check-deb.sh installs here, and
+#   tether-cli's (tetherctl, for the operator's machine: amd64 only).
+# Writes target/debian/<target>/tether-agent_<version>_<arch>.deb (and tether-cli_*.deb) and
+# prints the paths. The man pages and shell completions in them are generated here, on the
+# build machine: the agent's from its flag table (tether-agent-docs, feature cli-docs: the
+# agent itself links no clap), tetherctl's by the built tetherctl.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -66,8 +70,35 @@ add_depends() {
     rm -rf "$tree"
 }
 
+# tetherctl's package: the release build, its man pages (one per command) and completions.
+cli_deb() {
+    local t="$1" out="$2" docs ctl shell
+    cargo build -q -p tether-cli --release --locked --target "$t" >&2 \
+        || pi_die "cannot build tetherctl for $t"
+    ctl="$PI_TARGET_DIR/$t/release/tetherctl"
+    # The assets' target/release/cli-docs/ is cargo-deb's name for this directory.
+    docs="$PI_TARGET_DIR/$t/release/cli-docs"
+    rm -rf "$docs"
+    mkdir -p "$docs"
+    "$ctl" man --dir "$docs" || pi_die "tetherctl cannot write its man pages"
+    gzip -9n "$docs"/*.1
+    for shell in bash zsh fish; do
+        "$ctl" completions "$shell" >"$docs/tetherctl.$shell" \
+            || pi_die "tetherctl cannot write its $shell completion"
+    done
+    CARGO_TARGET_DIR="$PI_TARGET_DIR" cargo deb -p tether-cli --target "$t" --no-build \
+        --no-strip --multiarch none -o "$out/" >&2
+    printf '%s\n' "$out"/tether-cli_*.deb
+}
+
 pi_apt binutils qemu-user || pi_die "cannot install binutils (readelf) and qemu-user"
 bash scripts/pi/build.sh "${targets[@]}" >&2 || true
+docs="$PI_TARGET_DIR/agent-docs"
+rm -rf "$docs"
+cargo run -q --locked -p tether-agent --features cli-docs --bin tether-agent-docs -- \
+    --dir "$docs" >/dev/null || pi_die "cannot generate the agent's man page and completions"
+# Debian ships man pages gzipped; -n keeps the package reproducible (no name, no time).
+gzip -9n "$docs/tether-agent.1"
 for t in "${targets[@]}"; do
     bin="$(pi_agent_path "$t")"
     if [ ! -x "$bin" ] && [ "$t" = arm-unknown-linux-musleabihf ]; then
@@ -84,6 +115,9 @@ for t in "${targets[@]}"; do
     # already stripped it (no cross strip needed).
     target_dir="$PI_TARGET_DIR"
     pi_is_build_std "$t" && target_dir="$PI_NIGHTLY_TARGET_DIR"
+    # The assets' target/release/agent-docs/ is cargo-deb's name for this directory.
+    rm -rf "$target_dir/$t/release/agent-docs"
+    cp -r "$docs" "$target_dir/$t/release/agent-docs"
     CARGO_TARGET_DIR="$target_dir" cargo deb -p tether-agent --target "$t" --no-build \
         --no-strip --multiarch none -o "$out/" >&2
     deb="$(ls "$out"/*.deb)"
@@ -100,4 +134,5 @@ for t in "${targets[@]}"; do
         || { rm -rf "$tree"; pi_die "the agent in $deb does not run or rejects its config"; }
     rm -rf "$tree"
     printf '%s\n' "$deb"
+    if [ "$t" = x86_64-unknown-linux-gnu ]; then cli_deb "$t" "$out"; fi
 done

@@ -3,10 +3,15 @@
 //! Building blocks the agent's main loop executes the core's actions with:
 //! [`journal`] (the durable, checksummed journal file), [`process`] (task processes, their
 //! output and their process groups), [`confine`] (the user, group and limits of tasks) and
-//! [`config`] (the TOML configuration and flag overrides). None of them decides anything; the decisions live in tether-core.
+//! [`config`] (the TOML configuration and flag overrides), [`flags`] (the command line: one
+//! table for the parser, the usage text and, with feature `cli-docs`, the man page and
+//! completions in `cli_docs`). None of them decides anything; the decisions live in tether-core.
 
+#[cfg(feature = "cli-docs")]
+pub mod cli_docs;
 pub mod config;
 pub mod confine;
+pub mod flags;
 pub mod journal;
 pub mod leftovers;
 pub mod mqtt;
