@@ -60,8 +60,19 @@ pub enum Output {
 pub enum Cmd {
     /// The master: epoch, broker, connection, counts.
     Status,
-    /// List agents with presence and availability.
-    Agents,
+    /// List agents with presence and availability, in id order (pages: `--after LAST_ID`).
+    Agents {
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        after: Option<String>,
+        /// Only agents with this presence (unknown, online, lost, stopped).
+        #[arg(long)]
+        presence: Option<String>,
+        /// Only agents that can take tasks now (`true`) or cannot (`false`).
+        #[arg(long)]
+        available: Option<bool>,
+    },
     /// Switch-over: `tetherctl agent disable pi-1` (no new tasks; what it runs finishes),
     /// `tetherctl agent enable pi-1`.
     Agent {
@@ -145,7 +156,12 @@ pub enum Cmd {
     /// The master's public keys (what agents list as `master_keys`).
     Keys,
     /// List API tokens (names and roles, never secrets).
-    Tokens,
+    Tokens {
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// Create or revoke API tokens (admin).
     Token {
         #[command(subcommand)]

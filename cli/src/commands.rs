@@ -28,7 +28,23 @@ pub(crate) fn run(api: &Api, command: Cmd, output: Output) -> Result<(), Failure
     };
     match command {
         Cmd::Status => show_answer(&api.get("/api/status")?, &status_table)?,
-        Cmd::Agents => show_answer(&api.get("/api/agents")?, &agents_table)?,
+        Cmd::Agents {
+            limit,
+            after,
+            presence,
+            available,
+        } => {
+            let path = with_query(
+                "/api/agents",
+                &[
+                    ("limit", limit.map(|l| l.to_string())),
+                    ("after", after),
+                    ("presence", presence),
+                    ("available", available.map(|a| a.to_string())),
+                ],
+            );
+            show_answer(&api.get(&path)?, &agents_table)?;
+        }
         Cmd::Agent { command } => {
             let (id, verb) = match &command {
                 AgentCmd::Disable { id } => (id, "disable"),
@@ -58,7 +74,10 @@ pub(crate) fn run(api: &Api, command: Cmd, output: Output) -> Result<(), Failure
             }
             Ok(())
         })?,
-        Cmd::Tokens => show_answer(&api.get("/api/tokens")?, &tokens_table)?,
+        Cmd::Tokens { limit, after } => {
+            let query = [("limit", limit.map(|l| l.to_string())), ("after", after)];
+            show_answer(&api.get(&with_query("/api/tokens", &query))?, &tokens_table)?;
+        }
         Cmd::Token {
             command: TokenCmd::Create { name, role },
         } => {
@@ -144,21 +163,12 @@ pub(crate) fn run(api: &Api, command: Cmd, output: Output) -> Result<(), Failure
             limit,
             after,
         } => {
-            let mut query = Vec::new();
-            if let Some(state) = state {
-                query.push(format!("state={state}"));
-            }
-            if let Some(limit) = limit {
-                query.push(format!("limit={limit}"));
-            }
-            if let Some(after) = after {
-                query.push(format!("after={after}"));
-            }
-            let path = if query.is_empty() {
-                "/api/tasks".to_owned()
-            } else {
-                format!("/api/tasks?{}", query.join("&"))
-            };
+            let query = [
+                ("state", state),
+                ("limit", limit.map(|l| l.to_string())),
+                ("after", after.map(|a| a.to_string())),
+            ];
+            let path = with_query("/api/tasks", &query);
             show_answer(&api.get(&path)?, &|out, v| {
                 writeln!(out, "{TASK_HEADER}")?;
                 for t in list(v) {
@@ -385,4 +395,47 @@ fn tokens_table(out: &mut dyn Write, v: &Value) -> io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `path?k=v&...` of the parameters that are set, each value percent-encoded.
+fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
+    let set: Vec<String> = params
+        .iter()
+        .filter_map(|(k, v)| Some(format!("{k}={}", percent(v.as_deref()?))))
+        .collect();
+    if set.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", set.join("&"))
+    }
+}
+
+/// Every byte but the URL's unreserved characters as `%XX`.
+fn percent(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_carry_only_what_is_set_and_encode_it() {
+        assert_eq!(with_query("/api/agents", &[("after", None)]), "/api/agents");
+        assert_eq!(
+            with_query(
+                "/api/agents",
+                &[("limit", Some("5".into())), ("after", Some("a&b c".into()))]
+            ),
+            "/api/agents?limit=5&after=a%26b%20c"
+        );
+    }
 }

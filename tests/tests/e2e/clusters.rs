@@ -237,6 +237,11 @@ async fn switch_over_a_member_with_tetherctl() {
     let table = ctl(&["agents"]);
     let row = table.lines().find(|l| l.starts_with("sw-a")).unwrap();
     assert!(row.contains(" no ") && row.contains(" yes "), "{table}");
+    let page = ctl(&["agents", "--available", "true", "--limit", "5"]);
+    assert!(
+        page.contains("sw-b") && !page.contains("sw-a"),
+        "a disabled agent is not available:\n{page}"
+    );
     let next = m.submit(&task(cluster("sw"), &["true"], json!({})));
     assert_eq!(attempt_agents(&m.wait_finished(next).await), ["sw-b"]);
 
