@@ -14,6 +14,9 @@
 //!
 //! Run with `scripts/bench-master.sh` (release binaries). Not a test: nothing is asserted.
 
+#[path = "../tests/master/plain_http.rs"]
+mod plain_http;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +29,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 use serde_json::{Value, json};
 use tether_master::broker::{pick_free_port, wait_for_listener};
-use tether_master::http;
 use tokio::sync::{Semaphore, mpsc};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -168,7 +170,7 @@ impl Master {
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let body = body.map(Value::to_string);
         let (status, text) =
-            http::request(&self.http, Some(&self.token), method, path, body.as_deref())
+            plain_http::request(&self.http, Some(&self.token), method, path, body.as_deref())
                 .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         assert!(
             (200..300).contains(&status),

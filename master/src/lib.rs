@@ -10,7 +10,6 @@
 //! - [`runtime`]: the `tether-master` loop over tokio, MQTT, the store and [`api`] (HTTP);
 //! - [`broker`]: the embedded rumqttd or an external broker, and client settings;
 //!   [`tls_listener`]: the embedded broker's TLS listener;
-//! - [`http`]: the tiny HTTP/1.1 client the tests and benchmarks use.
 //!
 //! Private: the signing key file and random keys (`keys`), who may connect to the embedded
 //! broker (`passwords`).
@@ -20,7 +19,6 @@ pub mod api_tls;
 pub mod broker;
 pub mod commit;
 pub mod core;
-pub mod http;
 mod keys;
 pub mod limits;
 pub mod model;

@@ -8,7 +8,6 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tether_core::message::{EventKind, Exit, Stream, TaskRef};
-use tether_master::http;
 
 use super::runtime::{FakeAgent, MasterProc};
 
@@ -193,7 +192,7 @@ async fn no_request_stops_the_master() {
     let mut created = Vec::new();
     for i in 0..requests {
         let (method, path, body) = request(&mut rng);
-        let answer = http::request(
+        let answer = crate::plain_http::request(
             &master.http,
             Some(&master.token),
             method,

@@ -8,7 +8,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_master::http;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
 use crate::runtime::{MasterProc, tetherctl_bin};
@@ -175,7 +174,7 @@ fn https_api_answers_trusting_clients_with_a_token_and_nothing_else() {
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 
     // Plain HTTP on the same port gets no answer from the API.
-    let plain = http::request(
+    let plain = crate::plain_http::request(
         &master.http,
         Some(&master.token),
         "GET",

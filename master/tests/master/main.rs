@@ -16,6 +16,7 @@ mod core_auth;
 mod core_rules;
 mod core_switchover;
 mod disk_full;
+mod plain_http;
 mod played;
 mod published;
 mod rig;

@@ -19,7 +19,6 @@ use tether_core::presence::{Presence, State};
 use tether_core::topic::{Topic, validate_id};
 use tether_core::wire::{self, Signer};
 use tether_master::broker::{BrokerAddr, ClientSettings, EmbeddedBroker};
-use tether_master::http;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
@@ -103,8 +102,14 @@ impl MasterProc {
     }
 
     pub(crate) fn call(&self, method: &str, path: &str, body: Option<String>) -> (u16, Value) {
-        let (status, text) =
-            http::request(&self.http, Some(&self.token), method, path, body.as_deref()).unwrap();
+        let (status, text) = crate::plain_http::request(
+            &self.http,
+            Some(&self.token),
+            method,
+            path,
+            body.as_deref(),
+        )
+        .unwrap();
         (status, serde_json::from_str(&text).unwrap())
     }
 
