@@ -73,6 +73,9 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
         .map_err(|e| RunError::Io("installing the SIGTERM handler".into(), e))?;
     // API answers wait for the commit of the batch that made them true.
     let mut pending = Vec::new();
+    // systemd's watchdog is fed from here, so a stuck loop (not only a dead process) restarts.
+    let watchdog = crate::notify::watchdog_period();
+    let mut ping = watchdog.map(|p| TokioInstant::now() + p);
     loop {
         let wake = core.poll_timeout().map(|t| clock.at(t));
         let probe = lp
@@ -90,6 +93,12 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
             }
             () = sleep_until(wake) => core.handle_timeout(clock.now()),
             () = sleep_until(probe) => lp.probe(),
+            () = sleep_until(ping) => {
+                if let Err(e) = crate::notify::notify("WATCHDOG=1") {
+                    warn!("cannot feed systemd's watchdog: {e}");
+                }
+                ping = watchdog.map(|p| TokioInstant::now() + p);
+            }
             _ = tokio::signal::ctrl_c() => { lp.stop(&mut core).await; break }
             _ = sigterm.recv() => { lp.stop(&mut core).await; break }
         }

@@ -282,11 +282,11 @@ fn api_tls_options_are_checked_at_start() {
         &data,
         &["--api-tls-cert".as_ref(), pki.server.0.as_os_str()],
     );
-    assert!(err.contains("--api-tls-cert needs --api-tls-key"), "{err}");
+    assert!(err.contains("api_tls_cert: needs api_tls_key"), "{err}");
     let err = start_fails(&data, &["--api-tls-key".as_ref(), pki.server.1.as_os_str()]);
-    assert!(err.contains("--api-tls-key needs --api-tls-cert"), "{err}");
+    assert!(err.contains("api_tls_key: needs api_tls_cert"), "{err}");
     let err = start_fails(&data, &["--api-client-ca".as_ref(), pki.ca.as_os_str()]);
-    assert!(err.contains("--api-client-ca needs"), "{err}");
+    assert!(err.contains("api_client_ca: needs"), "{err}");
 
     // A key in the certificate's place: the error names the file.
     let swapped = [

@@ -12,6 +12,7 @@ mod api_stream;
 mod broker_embedded;
 mod broker_mosquitto;
 mod broker_util;
+mod config_file;
 mod core_auth;
 mod core_rules;
 mod core_switchover;

@@ -1,0 +1,185 @@
+//! The layered settings checked and turned into the runtime's [`RunConfig`]: defaults applied,
+//! every value and every pair of settings that go together checked, all errors reported.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{ConfigError, Layered};
+use crate::api::Guard;
+use crate::api_tls::ApiTls;
+use crate::broker::BrokerAddr;
+use crate::limits::HEARTBEAT_PERIOD_MS;
+use crate::runtime::{ClientTlsFiles, RunConfig};
+use crate::tls_listener::TlsListen;
+
+const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1883);
+const DEFAULT_HTTP: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+const DEFAULT_PREFIX: &str = "tether";
+const DEFAULT_HEARTBEAT_PERIOD_MS: u64 = 10_000;
+
+impl Layered {
+    /// The configuration to run with, or every problem. `broker_password` is
+    /// `TETHER_BROKER_PASSWORD` (a secret stays out of the file and the command line).
+    pub fn resolve(&self, broker_password: Option<String>) -> Result<RunConfig, Vec<ConfigError>> {
+        let s = &self.settings;
+        let mut errors = Vec::new();
+        // `key` needs `other`: said in both directions' terms, for file keys and flags alike.
+        let mut needs = |key: &str, given: bool, other: &str, present: bool| {
+            if given && !present {
+                errors.push(self.error(key, format!("needs {other}")));
+            }
+        };
+        needs(
+            "broker_ca",
+            s.broker_ca.is_some(),
+            "broker",
+            s.broker.is_some(),
+        );
+        needs(
+            "broker_cert",
+            s.broker_cert.is_some(),
+            "broker_key",
+            s.broker_key.is_some(),
+        );
+        needs(
+            "broker_key",
+            s.broker_key.is_some(),
+            "broker_cert",
+            s.broker_cert.is_some(),
+        );
+        needs(
+            "broker_cert",
+            s.broker_cert.is_some(),
+            "broker_ca",
+            s.broker_ca.is_some(),
+        );
+        needs(
+            "broker_username",
+            s.broker_username.is_some(),
+            "broker",
+            s.broker.is_some(),
+        );
+        needs(
+            "broker_username",
+            s.broker_username.is_some(),
+            "TETHER_BROKER_PASSWORD",
+            broker_password.is_some(),
+        );
+        needs(
+            "tls_listen",
+            s.tls_listen.is_some(),
+            "tls_cert",
+            s.tls_cert.is_some(),
+        );
+        needs(
+            "tls_listen",
+            s.tls_listen.is_some(),
+            "tls_key",
+            s.tls_key.is_some(),
+        );
+        for (key, given) in [
+            ("tls_cert", s.tls_cert.is_some()),
+            ("tls_key", s.tls_key.is_some()),
+            ("tls_client_ca", s.tls_client_ca.is_some()),
+        ] {
+            needs(key, given, "tls_listen", s.tls_listen.is_some());
+        }
+        needs(
+            "api_tls_cert",
+            s.api_tls_cert.is_some(),
+            "api_tls_key",
+            s.api_tls_key.is_some(),
+        );
+        needs(
+            "api_tls_key",
+            s.api_tls_key.is_some(),
+            "api_tls_cert",
+            s.api_tls_cert.is_some(),
+        );
+        needs(
+            "api_client_ca",
+            s.api_client_ca.is_some(),
+            "api_tls_cert",
+            s.api_tls_cert.is_some(),
+        );
+
+        let data_dir = s.data_dir.clone();
+        if data_dir.is_none() {
+            errors.push(self.error(
+                "data_dir",
+                "not set (data_dir in the config file, --data-dir or TETHER_DATA_DIR)",
+            ));
+        }
+        if data_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            errors.push(self.error("data_dir", "is empty"));
+        }
+        let broker = match s.broker.as_deref().map(BrokerAddr::parse).transpose() {
+            Ok(b) => b,
+            Err(e) => {
+                let given = s.broker.as_deref().unwrap_or_default();
+                errors.push(self.error("broker", format!("`{given}`: {e}")));
+                None
+            }
+        };
+        if broker.as_ref().is_some_and(|b| b.tls) && s.broker_ca.is_none() {
+            errors.push(self.error("broker", "an mqtts:// broker needs broker_ca"));
+        }
+        if broker.as_ref().is_some_and(|b| !b.tls) && s.broker_ca.is_some() {
+            errors.push(self.error("broker_ca", "is for an mqtts:// broker only"));
+        }
+        let prefix = s.prefix.clone().unwrap_or_else(|| DEFAULT_PREFIX.into());
+        if prefix.is_empty() {
+            errors.push(self.error("prefix", "is empty"));
+        }
+        let period = s.heartbeat_period_ms.unwrap_or(DEFAULT_HEARTBEAT_PERIOD_MS);
+        if let Err(e) = HEARTBEAT_PERIOD_MS.check(period) {
+            errors.push(self.error("heartbeat_period_ms", e.to_string()));
+        }
+        if !errors.is_empty() {
+            errors.sort_by_key(|e| (e.line.is_none(), e.line));
+            return Err(errors);
+        }
+        Ok(RunConfig {
+            data_dir: data_dir.unwrap_or_default(),
+            listen: s.listen.unwrap_or(DEFAULT_LISTEN),
+            http: s.http.unwrap_or(DEFAULT_HTTP),
+            broker,
+            broker_config: s.broker_config.clone(),
+            prefix,
+            heartbeat_period: Duration::from_millis(period),
+            cancel_duplicates: s.cancel_duplicates.unwrap_or(false),
+            tls_listen: pair(&s.tls_cert, &s.tls_key).and_then(|(cert, key)| {
+                Some(TlsListen {
+                    addr: s.tls_listen?,
+                    cert,
+                    key,
+                    client_ca: s.tls_client_ca.clone(),
+                })
+            }),
+            broker_passwords: s.broker_passwords.clone(),
+            client_credentials: s.broker_username.clone().zip(broker_password),
+            client_tls: s.broker_ca.clone().map(|ca| ClientTlsFiles {
+                ca,
+                identity: pair(&s.broker_cert, &s.broker_key),
+            }),
+            signing_key: s.signing_key.clone(),
+            insecure_agents: s.insecure_agents.unwrap_or(false),
+            api_guard: Guard {
+                hosts: s.api_host.clone().unwrap_or_default(),
+                origins: s.api_origin.clone().unwrap_or_default(),
+            },
+            api_tls: pair(&s.api_tls_cert, &s.api_tls_key).map(|(cert, key)| ApiTls {
+                cert,
+                key,
+                client_ca: s.api_client_ca.clone(),
+            }),
+        })
+    }
+}
+
+fn pair(a: &Option<PathBuf>, b: &Option<PathBuf>) -> Option<(PathBuf, PathBuf)> {
+    a.clone().zip(b.clone())
+}
