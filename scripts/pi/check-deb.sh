@@ -3,12 +3,14 @@
 # conffile, the man page and shell completions (rendered, bash's run), the maintainer scripts
 # through install, upgrade (local config edits and the journal kept), remove (config, state
 # and user kept), reinstall and purge (all gone), `systemd-analyze verify` on the installed
-# unit; tetherctl's package (tether-cli: binary, man pages, completions) installed and purged.
+# unit; tetherctl's package (tether-cli: binary, man pages, completions) installed and purged;
+# the master's (tether-master: unit, conffile, user) through install, verify, upgrade, remove
+# (config and store kept) and purge (config, user and state gone).
 #
 # usage: scripts/pi/check-deb.sh [--unpack]
 #   As root with dpkg (CI), the package is installed on this machine and purged at the end
-#   (refused if a tether-agent or tether-cli package, or a `tether` user not made by it, is
-#   already there).
+#   (refused if a tether-agent, tether-cli or tether-master package, or a `tether` or
+#   `tether-master` user not made by it, is already there).
 #   Otherwise, or with --unpack, it is only unpacked (dpkg-deb -x) and its files checked.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -35,14 +37,18 @@ deb="$(grep '/tether-agent_[^/]*\.deb$' <<<"$debs")" || true
 cli_deb="$(grep '/tether-cli_[^/]*\.deb$' <<<"$debs")" || true
 [ -f "$deb" ] || pi_die "no tether-agent .deb from deb.sh"
 [ -f "$cli_deb" ] || pi_die "no tether-cli .deb from deb.sh"
+master_deb="$(grep '/tether-master_[^/]*\.deb$' <<<"$debs")" || true
+[ -f "$master_deb" ] || pi_die "no tether-master .deb from deb.sh"
 version="$(dpkg-deb -f "$deb" Version)"
 pi_say "checking $deb ($mode)"
 
 WORK="$(mktemp -d -t tether-deb.XXXXXX)"
 installed=0
 cli_installed=0
+master_installed=0
 cleanup() {
     if [ "$installed" = 1 ]; then dpkg -P tether-agent >/dev/null 2>&1 || true; fi
+    if [ "$master_installed" = 1 ]; then dpkg -P tether-master >/dev/null 2>&1 || true; fi
     if [ "$cli_installed" = 1 ]; then dpkg -P tether-cli >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
 }
@@ -119,6 +125,30 @@ cli_completes() { # what `tetherctl subm<TAB>` offers in bash
 }
 check "tether-cli: the bash completion completes subm to submit" cli_completes "$WORK/cli/$CLI_BASH"
 
+# The master's package: binary, unit, conffile, maintainer scripts; its config accepted.
+MASTER_UNIT=usr/lib/systemd/system/tether-master.service
+dpkg-deb -x "$master_deb" "$WORK/master"
+dpkg-deb -e "$master_deb" "$WORK/master-control"
+master_listing="$(dpkg-deb -c "$master_deb")"
+master_mode() { awk -v p="./$1" '$NF == p {print $1}' <<<"$master_listing"; }
+[ "$(master_mode usr/bin/tether-master)" = -rwxr-xr-x ] && ok "tether-master: usr/bin/tether-master 0755" || bad "tether-master: usr/bin/tether-master mode $(master_mode usr/bin/tether-master)"
+[ "$(master_mode etc/tether/master.toml)" = -rw-r----- ] && ok "tether-master: etc/tether/master.toml 0640" || bad "tether-master: etc/tether/master.toml mode $(master_mode etc/tether/master.toml)"
+check "tether-master: the unit is master/pkg/tether-master.service" cmp "$WORK/master/$MASTER_UNIT" master/pkg/tether-master.service
+check "tether-master: the config is master/pkg/master.toml" cmp "$WORK/master/etc/tether/master.toml" master/pkg/master.toml
+check "tether-master: conffiles lists /etc/tether/master.toml" grep -qx /etc/tether/master.toml "$WORK/master-control/conffiles"
+for s in postinst prerm postrm; do
+    check "tether-master: $s present, executable, passes sh -n" \
+        bash -c "test -x '$WORK/master-control/$s' && sh -n '$WORK/master-control/$s'"
+done
+check "tether-master: Depends names adduser | passwd and libc6" \
+    bash -c "dpkg-deb -f '$master_deb' Depends | grep -Eq '^libc6 \(>= 2\.[0-9]+\).*adduser \| passwd'"
+check "tether-master: the unit is Type=notify with a watchdog" \
+    bash -c "grep -qx Type=notify '$WORK/master/$MASTER_UNIT' && grep -q '^WatchdogSec=' '$WORK/master/$MASTER_UNIT'"
+check "tether-master: the packaged binary accepts the packaged config" \
+    "$WORK/master/usr/bin/tether-master" check-config --config "$WORK/master/etc/tether/master.toml"
+check "tether-master: the packaged config keeps the broker and the API on loopback" \
+    bash -c "grep -qx 'listen = \"127.0.0.1:1883\"' '$WORK/master/etc/tether/master.toml' && grep -qx 'http = \"127.0.0.1:8080\"' '$WORK/master/etc/tether/master.toml'"
+
 # The shipped config has no keys (`tetherctl provision` writes them; without them the agent
 # refuses to start): it is checked as a provisioned board has it, the keys given as flags.
 PROVISIONED=("${PI_TEST_KEYS[@]}")
@@ -152,6 +182,9 @@ if [ "$mode" = unpack ]; then
         sed "s#/usr/bin/tether-agent#$WORK/root/usr/bin/tether-agent#g" \
             "$WORK/root/usr/lib/systemd/system/tether-agent.service" >"$WORK/tether-agent.service"
         verify_unit "$WORK/tether-agent.service"
+        sed "s#/usr/bin/tether-master#$WORK/master/usr/bin/tether-master#g" \
+            "$WORK/master/$MASTER_UNIT" >"$WORK/tether-master.service"
+        verify_unit "$WORK/tether-master.service"
     else
         verify_unit none
     fi
@@ -161,12 +194,13 @@ if [ "$mode" = unpack ]; then
 fi
 
 # --- install ---
-for p in tether-agent tether-cli; do
+for p in tether-agent tether-cli tether-master; do
     if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -qv 'not-installed'; then
         pi_die "a $p package is already on this machine ($(dpkg-query -W -f='${Status}' "$p")); dpkg -P $p first"
     fi
 done
 getent passwd tether >/dev/null && pi_die "a user 'tether' already exists; this check would delete it on purge"
+getent passwd tether-master >/dev/null && pi_die "a user 'tether-master' already exists; this check would delete it on purge"
 getent passwd tether-task >/dev/null && pi_die "a user 'tether-task' already exists; this check would delete it on purge"
 
 user_ok() {
@@ -279,6 +313,9 @@ check "purged: no user tether" bash -c "! getent passwd tether"
 check "purged: no group tether" bash -c "! getent group tether"
 check "purged: no user tether-task" bash -c "! getent passwd tether-task"
 check "purged: no group tether-task" bash -c "! getent group tether-task"
+
+# shellcheck source-path=SCRIPTDIR source=check-deb-master.sh
+source "$(dirname "$0")/check-deb-master.sh"
 
 printf '%d passed, %d failed\n' $((checks - failures)) "$failures"
 [ "$failures" -eq 0 ]

@@ -9,9 +9,9 @@
 #   static ARMv6 build runs on every 32-bit Pi, Zero/1 included; when it cannot be built,
 #   armv7-unknown-linux-gnueabihf instead, whose postinst refuses an ARMv6 board).
 #   x86_64-unknown-linux-gnu gives the amd64 package that check-deb.sh installs here, and
-#   tether-cli's (tetherctl, for the operator's machine: amd64 only).
-# Writes target/debian/<target>/tether-agent_<version>_<arch>.deb (and tether-cli_*.deb) and
-# prints the paths. The man pages and shell completions in them are generated here, on the
+#   tether-cli's (tetherctl, for the operator's machine) and tether-master's (amd64 only).
+# Writes target/debian/<target>/tether-agent_<version>_<arch>.deb (and tether-cli_*.deb,
+# tether-master_*.deb) and prints the paths. The man pages and shell completions in them are generated here, on the
 # build machine: the agent's from its flag table (tether-agent-docs, feature cli-docs: the
 # agent itself links no clap), tetherctl's by the built tetherctl.
 set -euo pipefail
@@ -91,6 +91,25 @@ cli_deb() {
     printf '%s\n' "$out"/tether-cli_*.deb
 }
 
+# The master's package: the release build, its unit and default config (master/pkg/); the
+# packaged binary must accept the packaged config.
+master_deb() {
+    local t="$1" out="$2" bin deb tree
+    cargo build -q -p tether-master --release --locked --target "$t" >&2 \
+        || pi_die "cannot build tether-master for $t"
+    bin="$PI_TARGET_DIR/$t/release/tether-master"
+    CARGO_TARGET_DIR="$PI_TARGET_DIR" cargo deb -p tether-master --target "$t" --no-build \
+        --no-strip --multiarch none -o "$out/" >&2
+    deb="$(ls "$out"/tether-master_*.deb)"
+    add_depends "$deb" "$(shlib_depends "$bin")"
+    tree="$(mktemp -d)"
+    dpkg-deb -x "$deb" "$tree"
+    "$tree/usr/bin/tether-master" check-config --config "$tree/etc/tether/master.toml" >/dev/null \
+        || { rm -rf "$tree"; pi_die "the master in $deb does not run or rejects its config"; }
+    rm -rf "$tree"
+    printf '%s\n' "$deb"
+}
+
 pi_apt binutils qemu-user || pi_die "cannot install binutils (readelf) and qemu-user"
 bash scripts/pi/build.sh "${targets[@]}" >&2 || true
 docs="$PI_TARGET_DIR/agent-docs"
@@ -120,7 +139,7 @@ for t in "${targets[@]}"; do
     cp -r "$docs" "$target_dir/$t/release/agent-docs"
     CARGO_TARGET_DIR="$target_dir" cargo deb -p tether-agent --target "$t" --no-build \
         --no-strip --multiarch none -o "$out/" >&2
-    deb="$(ls "$out"/*.deb)"
+    deb="$(ls "$out"/tether-agent_*.deb)"
     add_depends "$deb" "$(shlib_depends "$bin")"
     arch="$(dpkg-deb -f "$deb" Architecture)"
     [ "$arch" = "$(pi_deb_arch "$t")" ] || pi_die "$deb is for $arch, expected $(pi_deb_arch "$t")"
@@ -134,5 +153,8 @@ for t in "${targets[@]}"; do
         || { rm -rf "$tree"; pi_die "the agent in $deb does not run or rejects its config"; }
     rm -rf "$tree"
     printf '%s\n' "$deb"
-    if [ "$t" = x86_64-unknown-linux-gnu ]; then cli_deb "$t" "$out"; fi
+    if [ "$t" = x86_64-unknown-linux-gnu ]; then
+        cli_deb "$t" "$out"
+        master_deb "$t" "$out"
+    fi
 done
