@@ -151,3 +151,45 @@ fn logs_carry_syslog_priorities_under_journald_or_are_json() {
         assert!(v["level"].is_string() && v["msg"].is_string(), "{v}");
     }
 }
+
+/// Under systemd (`Type=notify`): `READY=1` once it is ready, then `WATCHDOG=1` every half
+/// `WatchdogSec=` from its loop.
+#[test]
+fn tells_systemd_it_is_ready_and_feeds_the_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("notify");
+    let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    listener.set_read_timeout(Some(WAIT)).unwrap();
+    let config = dir.path().join("master.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "off")
+        .env("NOTIFY_SOCKET", &socket)
+        // 0.4 s: a ping every 0.2 s.
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // Read before asserting, so a failure still stops the master.
+    let got: Vec<Option<String>> = (0..3)
+        .map(|_| {
+            let n = listener.recv(&mut buf).ok()?;
+            Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    let want = ["READY=1", "WATCHDOG=1", "WATCHDOG=1"].map(|s| Some(s.to_owned()));
+    assert_eq!(got, want);
+}
