@@ -85,7 +85,11 @@ impl MasterHome {
         let o = &self.options;
         let listen = std::net::SocketAddr::new(o.listen_ip, self.mqtt_port.unwrap_or(0));
         let mut cmd = Command::new(bin);
+        // Only the flags here: no installed /etc/tether/master.toml, and not the cut tests'
+        // TETHER_BROKER selector (rumqttd|mosquitto|both), which is also --broker's variable.
         cmd.arg("run")
+            .args(["--config", "/dev/null"])
+            .env_remove("TETHER_BROKER")
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--listen", &listen.to_string(), "--http", "127.0.0.1:0"])
