@@ -128,7 +128,8 @@ impl Master {
         let data = dir.join(name);
         let log = dir.join(format!("{name}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
-            .args(["run", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(["run", "--config", "/dev/null", "--listen", "127.0.0.1:0"])
+            .args(["--http", "127.0.0.1:0"])
             .args(["--heartbeat-period-ms", "1000", "--data-dir"])
             .arg(&data)
             .env("RUST_LOG", "warn,rumqttd=off")

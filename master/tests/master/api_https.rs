@@ -256,6 +256,8 @@ fn start_fails(data: &Path, extra: &[&OsStr]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_tether-master"))
         .args([
             "run",
+            "--config",
+            "/dev/null",
             "--listen",
             "127.0.0.1:0",
             "--http",

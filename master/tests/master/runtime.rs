@@ -41,8 +41,10 @@ impl MasterProc {
     /// [`Self::start`] with more `run` options (e.g. `--api-tls-cert`). With HTTPS, `http` is
     /// the address of the ready line's `https=`.
     pub(crate) fn start_with(data: &Path, extra: &[&std::ffi::OsStr]) -> Self {
+        // `--config /dev/null`: these flags only, whatever /etc/tether/master.toml holds.
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
-            .args(["run", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(["run", "--config", "/dev/null", "--listen", "127.0.0.1:0"])
+            .args(["--http", "127.0.0.1:0"])
             .args(["--heartbeat-period-ms", "500", "--data-dir"])
             .arg(data)
             .args(extra)
@@ -652,7 +654,8 @@ fn signing_key_file_is_used_or_refused() {
         .public_key();
     let run = |data: &str| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
-            .args(["run", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(["run", "--config", "/dev/null", "--listen", "127.0.0.1:0"])
+            .args(["--http", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path().join(data))
             .arg("--signing-key")
