@@ -302,10 +302,6 @@ impl Layered {
         }
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// An error about `key`, at its line when the file gave it.
     fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
