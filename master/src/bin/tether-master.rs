@@ -79,6 +79,10 @@ enum Command {
         /// The master's heartbeat period in milliseconds (shorter while a task asks for it).
         #[arg(long, default_value_t = 10_000)]
         heartbeat_period_ms: u64,
+        /// How long finished tasks are kept, with their attempts, output and events: a number
+        /// with s, m, h or d (`90d`), or 0 to keep everything.
+        #[arg(long, default_value = "30d", value_name = "AGE")]
+        retain_history: String,
         /// When a rescheduled task's outcome is decided, cancel its other attempt.
         #[arg(long)]
         cancel_duplicates: bool,
@@ -140,7 +144,15 @@ fn main() -> ExitCode {
         api_tls_cert,
         api_tls_key,
         api_client_ca,
+        retain_history,
     } = Cli::parse().command;
+    let retain_history = match tether_master::runtime::parse_age(&retain_history) {
+        Ok(age) => age,
+        Err(e) => {
+            eprintln!("tether-master: --retain-history {e}");
+            return ExitCode::from(2);
+        }
+    };
     let broker = match broker.as_deref().map(BrokerAddr::parse).transpose() {
         Ok(b) => b,
         Err(e) => {
@@ -222,6 +234,7 @@ fn main() -> ExitCode {
             origins: api_origins,
         },
         api_tls,
+        retain_history,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

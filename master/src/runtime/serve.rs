@@ -57,6 +57,7 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
         clock,
         tokens,
         hub,
+        mut retention,
         _broker,
     } = ready;
     let mut lp = Loop {
@@ -90,6 +91,7 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
             }
             () = sleep_until(wake) => core.handle_timeout(clock.now()),
             () = sleep_until(probe) => lp.probe(),
+            () = sleep_until(retention.due()) => retention.pass(lp.store.as_ref()),
             _ = tokio::signal::ctrl_c() => { lp.stop(&mut core).await; break }
             _ = sigterm.recv() => { lp.stop(&mut core).await; break }
         }

@@ -34,6 +34,7 @@ pub(super) struct Ready {
     pub(super) bound: Bound,
     pub(super) clock: Clock,
     pub(super) tokens: SharedTokens,
+    pub(super) retention: super::retention::Retention,
     /// The embedded broker, kept for as long as the loop runs (rumqttd has no shutdown).
     pub(super) _broker: Option<EmbeddedBroker>,
 }
@@ -272,6 +273,7 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
         clock,
         tokens,
         hub,
+        retention: super::retention::Retention::new(config.retain_history),
         _broker: broker,
     })
 }

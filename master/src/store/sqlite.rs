@@ -30,9 +30,10 @@ use crate::model::{
     StoredEvent, Task, TaskId, TaskState,
 };
 use crate::store::schema::{MIGRATIONS, SCHEMA_VERSION};
-use crate::store::{Page, Result, Store, StoreError};
+use crate::store::{Page, Pruned, Result, Store, StoreError};
 
 mod access;
+mod prune;
 mod rows;
 
 use access::TOKEN_COLUMNS;
@@ -450,6 +451,10 @@ impl Store for SqliteStore {
         )?
         .into_iter()
         .collect()
+    }
+
+    fn prune_finished(&self, before_ms: u64, limit: u32) -> Result<Pruned> {
+        SqliteStore::prune_finished(self, before_ms, limit)
     }
 
     fn audit(&self, subject: &str) -> Result<Vec<AuditEntry>> {

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tether_core::message::{CommandBody, EventKind};
+use tether_core::message::EventKind;
 
 use super::runtime::{FakeAgent, MasterProc};
 
@@ -74,12 +74,7 @@ async fn full_disk_refuses_writes_and_loses_nothing() {
     let (status, v) = submit(&master, 0);
     assert_eq!(status, 201, "{v}");
     let first = v["id"].as_u64().unwrap();
-    let CommandBody::Start(spec) = agent
-        .command("Start", |c| matches!(c, CommandBody::Start(_)))
-        .await
-    else {
-        unreachable!()
-    };
+    let spec = agent.start().await;
 
     fill(fs.path());
     // SQLite may still have room in pages it already owns: submit until the disk refuses.
