@@ -49,6 +49,7 @@ pub struct Observed {
     attempts_started: u64,
     attempts_finished: u64,
     attempts_lost: u64,
+    commit_failures: u64,
 }
 
 impl Default for Observed {
@@ -61,6 +62,7 @@ impl Default for Observed {
             attempts_started: 0,
             attempts_finished: 0,
             attempts_lost: 0,
+            commit_failures: 0,
         }
     }
 }
@@ -69,6 +71,11 @@ impl Observed {
     /// One store transaction (a batch's commit), however long it took.
     pub fn commit_took(&mut self, d: Duration) {
         self.commit.observe(d);
+    }
+
+    /// A batch the store refused (nothing of it was published).
+    pub fn commit_failed(&mut self) {
+        self.commit_failures += 1;
     }
 
     /// An agent heartbeat, from its arrival off the broker connection to its batch's commit.
@@ -162,6 +169,11 @@ pub(super) fn render(s: Scrape<'_>, now: Instant) -> Result<String, ApiError> {
             "tether_attempts_lost_total",
             "Attempts given up since the master started (agent lost beyond the policy).",
             o.attempts_lost,
+        ),
+        (
+            "tether_store_commit_failures_total",
+            "Batches the store refused (a full disk, a lost database): nothing of them was published.",
+            o.commit_failures,
         ),
         (
             "tether_broker_messages_received_total",
@@ -329,15 +341,11 @@ pub(super) struct HealthAnswer {
     pub reason: Option<&'static str>,
 }
 
-/// Healthy: connected to the broker, and the store answers (a read; while it refuses
-/// writes, its probe write must succeed). The reasons are fixed words: a public route tells
-/// no addresses or errors.
+/// Healthy: connected to the broker, and the store takes writes: the loop has no refusal
+/// from its last commit, and the probe (a write that changes nothing, one small transaction)
+/// succeeds. The reasons are fixed words: a public route tells no addresses or errors.
 pub(super) fn health(core: &Master, store: &dyn Store, refusing: bool) -> HealthAnswer {
-    let store_ok = if refusing {
-        store.probe_write().is_ok()
-    } else {
-        store.epoch().is_ok()
-    };
+    let store_ok = !refusing && store.probe_write().is_ok();
     let reason = if !store_ok {
         Some("the store does not take writes")
     } else if !core.is_connected() {

@@ -243,6 +243,7 @@ impl Loop {
                 Ok(None)
             }
             Err(e) => {
+                self.observed.commit_failed();
                 let refusal = refusal(&e);
                 error!(
                     "cannot commit to the store: {e}; nothing of the batch is published, \

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::plain_http as http;
 use serde_json::json;
 use tether_core::message::{CommandBody, EventKind, Exit};
-use crate::plain_http as http;
 
 use super::broker_mosquitto::Mosquitto;
 use super::runtime::{FakeAgent, MasterProc};
