@@ -395,3 +395,33 @@ pub(super) async fn healthz(State(tx): Tx) -> Response {
         Err(e) => e.into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AttemptUpdate;
+
+    #[test]
+    fn attempts_are_counted_from_committed_changes() {
+        let mut o = Observed::default();
+        let attempt = |id, state| Change::Attempt {
+            id,
+            update: AttemptUpdate::to(state),
+        };
+        o.committed(&[
+            Change::NewAttempt {
+                id: 1,
+                task: 1,
+                agent: "pi-1".into(),
+            },
+            attempt(1, AttemptState::Running),
+            attempt(1, AttemptState::Finished),
+            attempt(2, AttemptState::Lost),
+            attempt(3, AttemptState::Rejected),
+        ]);
+        assert_eq!(
+            (o.attempts_started, o.attempts_finished, o.attempts_lost),
+            (1, 1, 1)
+        );
+    }
+}

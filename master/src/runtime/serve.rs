@@ -267,16 +267,16 @@ impl Loop {
             Qos::AtMostOnce => QoS::AtMostOnce,
             Qos::AtLeastOnce => QoS::AtLeastOnce,
         };
-        let sent = self
+        match self
             .client
-            .try_publish(p.topic.clone(), qos, p.retain, p.payload);
-        if sent.is_ok() {
-            self.observed.sent();
-        }
-        if let Err(e) = sent {
-            // Commands are retransmitted by the core; nothing is lost by dropping here.
-            self.dropped_publishes += 1;
-            warn!("publish to {} dropped: {e}", p.topic);
+            .try_publish(p.topic.clone(), qos, p.retain, p.payload)
+        {
+            Ok(()) => self.observed.sent(),
+            Err(e) => {
+                // Commands are retransmitted by the core; nothing is lost by dropping here.
+                self.dropped_publishes += 1;
+                warn!("publish to {} dropped: {e}", p.topic);
+            }
         }
     }
 
