@@ -152,7 +152,8 @@ impl Clock {
 
 /// What the MQTT event-loop task hands the loop.
 enum MqttInput {
-    Event(rumqttc::Event),
+    /// With when it came off the connection (a heartbeat's lag is measured from there).
+    Event(rumqttc::Event, TokioInstant),
     Down(rumqttc::ConnectionError),
 }
 

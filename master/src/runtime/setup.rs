@@ -194,7 +194,7 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
     tokio::spawn(async move {
         loop {
             let input = match eventloop.poll().await {
-                Ok(ev) => MqttInput::Event(ev),
+                Ok(ev) => MqttInput::Event(ev, TokioInstant::now()),
                 Err(e) => MqttInput::Down(e),
             };
             let down = matches!(input, MqttInput::Down(_));

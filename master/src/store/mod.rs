@@ -158,6 +158,9 @@ pub trait Store: Send {
 
     fn task(&self, id: TaskId) -> Result<Option<Task>>;
 
+    /// How many tasks are in each state (states with none left out), for `GET /metrics`.
+    fn task_counts(&self) -> Result<Vec<(TaskState, u64)>>;
+
     /// The attempts of one task, in id order.
     fn attempts(&self, task: TaskId) -> Result<Vec<Attempt>>;
 

@@ -372,6 +372,15 @@ impl Store for SqliteStore {
     }
 
     /// Every task, oldest first.
+    fn task_counts(&self) -> Result<Vec<(TaskState, u64)>> {
+        // `tasks_by_state` makes this an index walk, not a table scan.
+        self.collect(
+            "SELECT state, COUNT(*) FROM tasks GROUP BY state ORDER BY state",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
     fn tasks(&self, page: Page, state: Option<TaskState>) -> Result<Vec<Task>> {
         let after = i64::try_from(page.after.unwrap_or(0)).unwrap_or(i64::MAX);
         self.collect(

@@ -104,6 +104,15 @@ async fn full_disk_refuses_writes_and_loses_nothing() {
         master.child.try_wait().unwrap().is_none(),
         "the master exited"
     );
+    // The metrics count the refused commits (the refusal itself ends as soon as a probe
+    // write fits, so it is no steady signal on a full disk).
+    let (_, metrics) = master.get("/metrics");
+    let metrics = metrics.as_str().unwrap();
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tether_store_commit_failures_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(failures.is_some_and(|n| n >= 1), "{metrics}");
 
     // An event while the disk is full: either stored (room was left) or not acknowledged, in
     // which case the agent sends it again later, as a real agent's journal does.

@@ -6,6 +6,7 @@
 mod api_abuse;
 mod api_access;
 mod api_https;
+mod api_metrics;
 mod api_openapi;
 mod api_pages;
 mod api_stream;

@@ -110,7 +110,9 @@ impl MasterProc {
             body.as_deref(),
         )
         .unwrap();
-        (status, serde_json::from_str(&text).unwrap())
+        // `/metrics` is text; everything else is JSON.
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
     }
 
     /// Polls `path` until `f` accepts the answer.
