@@ -50,6 +50,7 @@ pub struct Observed {
     attempts_finished: u64,
     attempts_lost: u64,
     commit_failures: u64,
+    history_pruned: u64,
 }
 
 impl Default for Observed {
@@ -63,6 +64,7 @@ impl Default for Observed {
             attempts_finished: 0,
             attempts_lost: 0,
             commit_failures: 0,
+            history_pruned: 0,
         }
     }
 }
@@ -81,6 +83,11 @@ impl Observed {
     /// An agent heartbeat, from its arrival off the broker connection to its batch's commit.
     pub fn heartbeat_waited(&mut self, d: Duration) {
         self.heartbeat_lag.observe(d);
+    }
+
+    /// Finished tasks deleted by history retention.
+    pub fn pruned(&mut self, tasks: u64) {
+        self.history_pruned += tasks;
     }
 
     /// A message from the broker (any topic the master subscribes to).
@@ -174,6 +181,11 @@ pub(super) fn render(s: Scrape<'_>, now: Instant) -> Result<String, ApiError> {
             "tether_store_commit_failures_total",
             "Batches the store refused (a full disk, a lost database): nothing of them was published.",
             o.commit_failures,
+        ),
+        (
+            "tether_history_pruned_tasks_total",
+            "Finished tasks deleted by history retention (--retain-history) since the master started.",
+            o.history_pruned,
         ),
         (
             "tether_broker_messages_received_total",

@@ -59,7 +59,6 @@ pub fn parse_age(text: &str) -> Result<Option<Duration>, String> {
 pub(super) struct Retention {
     age: Option<Duration>,
     next: Instant,
-    pub(super) pruned_tasks: u64,
 }
 
 impl Retention {
@@ -67,7 +66,6 @@ impl Retention {
         Self {
             age,
             next: Instant::now() + FIRST,
-            pruned_tasks: 0,
         }
     }
 
@@ -76,13 +74,15 @@ impl Retention {
         self.age.map(|_| self.next)
     }
 
-    /// One batch; a store that fails is tried again at the next pass.
-    pub(super) fn pass(&mut self, store: &dyn Store) {
-        let Some(age) = self.age else { return };
+    /// One batch; how many tasks it deleted. A store that fails is tried again at the next
+    /// pass.
+    pub(super) fn pass(&mut self, store: &dyn Store) -> u64 {
+        let Some(age) = self.age else { return 0 };
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let before = now_ms.saturating_sub(age.as_millis() as u64);
+        let mut deleted = 0;
         let wait = match store.prune_finished(before, BATCH) {
             Ok(p) => {
                 if p.tasks > 0 || p.events > 0 {
@@ -93,7 +93,7 @@ impl Retention {
                         humanize(age)
                     );
                 }
-                self.pruned_tasks += p.tasks;
+                deleted = p.tasks;
                 if p.tasks == u64::from(BATCH) {
                     AGAIN
                 } else {
@@ -106,6 +106,7 @@ impl Retention {
             }
         };
         self.next = Instant::now() + wait;
+        deleted
     }
 }
 

@@ -97,7 +97,10 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
             }
             () = sleep_until(wake) => core.handle_timeout(clock.now()),
             () = sleep_until(probe) => lp.probe(),
-            () = sleep_until(retention.due()) => retention.pass(lp.store.as_ref()),
+            () = sleep_until(retention.due()) => {
+                let deleted = retention.pass(lp.store.as_ref());
+                lp.observed.pruned(deleted);
+            }
             _ = tokio::signal::ctrl_c() => { lp.stop(&mut core).await; break }
             _ = sigterm.recv() => { lp.stop(&mut core).await; break }
         }

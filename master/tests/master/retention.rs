@@ -1,6 +1,6 @@
 //! History retention in the running master: with `--retain-history 2s` a finished task is
-//! gone (404) within its age plus a pass interval, while an open one stays; a bad age stops
-//! the start with the reason.
+//! gone (404) within its age plus a pass interval, counted in `/metrics`, while an open one
+//! stays; a bad age stops the start with the reason.
 
 use std::ffi::OsStr;
 use std::process::Command;
@@ -54,6 +54,15 @@ async fn finished_tasks_are_deleted_after_their_age_and_open_ones_stay() {
         .map(|t| t["id"].as_u64().unwrap())
         .collect();
     assert_eq!(ids, [open]);
+    let (status, text) =
+        crate::plain_http::request(&master.http, Some(&master.token), "GET", "/metrics", None)
+            .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        text.lines()
+            .any(|l| l == "tether_history_pruned_tasks_total 1"),
+        "{text}"
+    );
 }
 
 #[test]
