@@ -239,7 +239,10 @@ impl Loop {
                 // Only a committed batch is announced.
                 self.hub.publish_committed(batch.changes(), core);
                 self.observed.committed(batch.changes());
-                if let Some(e) = self.refusing.take() {
+                // An empty batch wrote nothing: it proves nothing about the store.
+                if !batch.changes().is_empty()
+                    && let Some(e) = self.refusing.take()
+                {
                     info!("the store takes writes again (it refused: {})", e.message);
                 }
                 for p in publishes {
