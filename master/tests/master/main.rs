@@ -16,6 +16,7 @@ mod broker_util;
 mod core_auth;
 mod core_rules;
 mod core_switchover;
+mod dashboard;
 mod disk_full;
 mod plain_http;
 mod played;
