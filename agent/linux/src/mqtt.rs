@@ -226,6 +226,8 @@ async fn drive(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 acknowledged = true;
                 backoff.reset();
+                // What the probes learnt belongs to the outage that just ended.
+                reach = Reach::new(brokers.len());
                 NetEvent::Connected {
                     broker: brokers[current].to_string(),
                     session_present: ack.session_present,
