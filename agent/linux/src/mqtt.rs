@@ -30,7 +30,8 @@ pub enum NetEvent {
         topic: String,
         payload: Vec<u8>,
     },
-    /// The connection failed or dropped; the task is waiting `retry_in` before the next try.
+    /// The connection failed or dropped; the task waits `retry_in` before the next try (less
+    /// when a probe sees a broker come back, up to twice that while none answers them).
     Disconnected {
         error: String,
         retry_in: Duration,

@@ -115,19 +115,13 @@ pub async fn wait(
                 )
             });
         }
-        let mut back = None;
         while let Some(done) = probes.join_next().await {
             if let Ok((i, connected)) = done
                 && reach.probed(i, connected)
-                && back.is_none()
             {
-                back = Some(i);
-                // The rest are dropped (aborted) with the set.
-                break;
+                // The probes still running are aborted when the set drops.
+                return Some(i);
             }
-        }
-        if back.is_some() {
-            return back;
         }
         let next = round + period.mul_f64(jitter());
         let next = if reach.all_down() {
