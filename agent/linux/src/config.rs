@@ -8,7 +8,8 @@
 //! work_dir = "/var/lib/tether/work" # default working directory of tasks
 //! journal_max_bytes = 16777216
 //! drain_seconds = 30                # on a normal stop: how long to wait for tasks/acks
-//! reconnect_min_ms = 500
+//! reconnect_min_ms = 500            # first back-off, and the period of the TCP probes between
+//!                                   # attempts (crate::probe)
 //! reconnect_max_ms = 30000
 //! max_tasks = 16
 //! username = "pi-kitchen"           # optional broker credentials

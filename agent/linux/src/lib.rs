@@ -3,7 +3,8 @@
 //! Building blocks the agent's main loop executes the core's actions with:
 //! [`journal`] (the durable, checksummed journal file), [`process`] (task processes, their
 //! output and their process groups), [`confine`] (the user, group and limits of tasks) and
-//! [`config`] (the TOML configuration and flag overrides), [`flags`] (the command line: one
+//! [`config`] (the TOML configuration and flag overrides), [`mqtt`] and [`probe`] (the
+//! connection, its back-off and the probes that cut it short), [`flags`] (the command line: one
 //! table for the parser, the usage text and, with feature `cli-docs`, the man page and
 //! completions in `cli_docs`). None of them decides anything; the decisions live in tether-core.
 
@@ -15,5 +16,6 @@ pub mod flags;
 pub mod journal;
 pub mod leftovers;
 pub mod mqtt;
+pub mod probe;
 pub mod process;
 pub mod runtime;

@@ -3,7 +3,9 @@
 //! rumqttc reconnects whenever its event loop is polled again after an error, with no delay
 //! and always to the same broker. The connection task here owns the event loop, waits a capped
 //! exponential back-off with jitter between attempts, and moves to the next broker of the list
-//! after each failed attempt. The agent loop only sees [`NetEvent`]s.
+//! after each failed attempt. While it waits, [`crate::probe`] watches for a broker's path
+//! coming back and cuts the wait short when one does, so a long outage's grown back-off does
+//! not delay the results once the network returns. The agent loop only sees [`NetEvent`]s.
 
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 
 use crate::config::{Broker, Config};
+use crate::probe::{self, Reach};
 
 /// What the connection task reports to the agent loop.
 #[derive(Debug)]
@@ -27,7 +30,8 @@ pub enum NetEvent {
         topic: String,
         payload: Vec<u8>,
     },
-    /// The connection failed or dropped; the task is waiting `retry_in` before the next try.
+    /// The connection failed or dropped; the task waits `retry_in` before the next try (less
+    /// when a probe sees a broker come back, up to twice that while none answers them).
     Disconnected {
         error: String,
         retry_in: Duration,
@@ -68,12 +72,20 @@ impl Backoff {
             .saturating_mul(1u32 << self.failures.min(16))
             .min(self.max);
         self.failures = self.failures.saturating_add(1);
-        // xorshift64: jitter needs no cryptographic quality.
+        base.mul_f64(self.jitter()).min(self.max)
+    }
+
+    /// A factor in 0.5..1.5 (xorshift64: jitter needs no cryptographic quality).
+    pub fn jitter(&mut self) -> f64 {
         self.state ^= self.state << 13;
         self.state ^= self.state >> 7;
         self.state ^= self.state << 17;
-        let factor = 0.5 + (self.state % 1000) as f64 / 1000.0;
-        base.mul_f64(factor).min(self.max)
+        0.5 + (self.state % 1000) as f64 / 1000.0
+    }
+
+    /// The shortest wait, also the period of the probes between attempts.
+    pub fn min(&self) -> Duration {
+        self.min
     }
 }
 
@@ -209,11 +221,14 @@ async fn drive(
 ) {
     let mut current = 0usize;
     let mut acknowledged = false;
+    let mut reach = Reach::new(brokers.len());
     loop {
         let event = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 acknowledged = true;
                 backoff.reset();
+                // What the probes learnt belongs to the outage that just ended.
+                reach = Reach::new(brokers.len());
                 NetEvent::Connected {
                     broker: brokers[current].to_string(),
                     session_present: ack.session_present,
@@ -230,9 +245,9 @@ async fn drive(
                 let (why, refused) = describe(&e, acknowledged);
                 acknowledged = false;
                 let error = format!("{}: {why}", brokers[current]);
-                // Fail over: the next attempt goes to the next broker of the list.
+                // Fail over: the next attempt goes to the next broker of the list, or to the
+                // one whose path came back during the wait.
                 current = (current + 1) % brokers.len();
-                eventloop.mqtt_options = options(config, session, &brokers[current]);
                 if tx
                     .send(NetEvent::Disconnected {
                         error,
@@ -244,7 +259,14 @@ async fn drive(
                 {
                     return;
                 }
-                tokio::time::sleep(retry_in).await;
+                let period = backoff.min();
+                let back =
+                    probe::wait(&mut reach, brokers, retry_in, period, || backoff.jitter()).await;
+                if let Some(i) = back {
+                    current = i;
+                    log::info!("{}: reachable again, connecting now", brokers[i]);
+                }
+                eventloop.mqtt_options = options(config, session, &brokers[current]);
                 continue;
             }
         };

@@ -1,7 +1,8 @@
 //! Which role each route needs, and the middleware that checks the caller's bearer token.
 //!
-//! Fail closed: a route not named below needs `admin`. Only the dashboard page itself (which
-//! holds no data and asks for a token) is public.
+//! Fail closed: a route not named below needs `admin`. Public: the dashboard page itself
+//! (which holds no data and asks for a token) and `/healthz`, which load balancers and
+//! service checks reach without a token and which tells only `ok` and a fixed reason.
 
 use std::sync::{Arc, RwLock};
 
@@ -21,7 +22,7 @@ pub type SharedTokens = Arc<RwLock<Tokens>>;
 /// The role a request needs; `None` for the public dashboard page.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     let read = matches!(*method, Method::GET | Method::HEAD);
-    if read && path == "/" {
+    if read && (path == "/" || path == "/healthz") {
         return None;
     }
     let post = *method == Method::POST;
@@ -31,6 +32,9 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         ["", "api", "tokens", ..] => Role::Admin,
         // The API's shape is no secret, but it is the API's: same as every read.
         ["", "api", "openapi.json"] if read => Role::Viewer,
+        // Counts and states, no task content: a viewer token in Prometheus' scrape config
+        // (`authorization: {credentials_file: ...}`).
+        ["", "metrics"] if read => Role::Viewer,
         _ if read => Role::Viewer,
         ["", "api", "tasks"] | ["", "api", "tasks", _, "kill"] if post => Role::Operator,
         // Switch-over is day-to-day operation, like a kill.
@@ -96,6 +100,11 @@ mod tests {
     fn routes_need_the_role_of_what_they_do() {
         let r = |m: Method, p: &str| required_role(&m, p);
         assert_eq!(r(Method::GET, "/"), None);
+        assert_eq!(r(Method::GET, "/healthz"), None);
+        assert_eq!(r(Method::HEAD, "/healthz"), None);
+        assert_eq!(r(Method::POST, "/healthz"), Some(Role::Admin));
+        assert_eq!(r(Method::GET, "/metrics"), Some(Role::Viewer));
+        assert_eq!(r(Method::POST, "/metrics"), Some(Role::Admin));
         assert_eq!(r(Method::GET, "/api/tasks"), Some(Role::Viewer));
         assert_eq!(r(Method::GET, "/api/openapi.json"), Some(Role::Viewer));
         assert_eq!(r(Method::POST, "/api/openapi.json"), Some(Role::Admin));

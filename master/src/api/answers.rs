@@ -32,6 +32,10 @@ pub struct Context<'a> {
     pub by: &'a Caller,
     /// The live tokens, for the token routes' checks.
     pub tokens: &'a Tokens,
+    /// What the loop measured, for `/metrics`.
+    pub observed: &'a super::Observed,
+    /// Whether the store refuses writes (since a failed commit).
+    pub refusing: bool,
 }
 
 /// An answer, and the token change that takes effect once its batch is committed.
@@ -227,6 +231,8 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
         dropped_publishes,
         by,
         tokens,
+        observed,
+        refusing,
     } = cx;
     let audit = |core: &mut Master, action: &str, subject: String| {
         core.audit(AuditEntry {
@@ -249,6 +255,17 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
             dropped_publishes,
         }),
         ApiRequest::Keys => json(&KeysAnswer { master_keys }),
+        ApiRequest::Metrics => {
+            let scrape = super::metrics::Scrape {
+                core,
+                store: s,
+                observed,
+                dropped_publishes,
+                refusing,
+            };
+            Ok(Value::String(super::metrics::render(scrape, now)?))
+        }
+        ApiRequest::Health => json(&super::metrics::health(core, s, refusing)),
         ApiRequest::AgentKey { id, rotate } => {
             // A secret leaves the master only when it is made: once, to an admin.
             if core.agent_key(&id).is_some() && !rotate {

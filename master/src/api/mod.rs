@@ -26,7 +26,9 @@ mod access;
 pub mod answers;
 mod error;
 pub mod events;
+mod exposition;
 mod guard;
+mod metrics;
 mod openapi;
 mod pages;
 mod stream;
@@ -37,6 +39,7 @@ pub use answers::{Context, answer};
 pub use error::ApiError;
 pub use events::Hub;
 pub use guard::Guard;
+pub use metrics::Observed;
 pub use pages::NamePage;
 pub use tokens::{Caller, Tokens, hash_hex, new_secret};
 
@@ -89,6 +92,10 @@ pub enum ApiRequest {
     /// A new token (or a new secret for an existing name); the secret is in this answer only.
     CreateToken(TokenRequest),
     RevokeToken(String),
+    /// `GET /metrics`: the Prometheus exposition, as one JSON string.
+    Metrics,
+    /// `GET /healthz`: store and broker connection.
+    Health,
 }
 
 /// `POST /api/tokens` body.
@@ -143,6 +150,8 @@ pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard, tokens: SharedTokens, hu
     Router::new()
         .route("/", get(dashboard))
         .route("/api/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics::metrics))
+        .route("/healthz", get(metrics::healthz))
         .route("/api/status", get(status))
         .route("/api/agents", get(agents))
         .route("/api/agents/{id}/key", post(agent_key))

@@ -29,6 +29,8 @@ use crate::model::{
     info(title = "Tether master API", description = "Tasks on small Linux boards, over MQTT."),
     paths(
         super::openapi_json,
+        super::metrics::metrics,
+        super::metrics::healthz,
         super::status,
         super::agents,
         super::agent_key,
@@ -56,7 +58,7 @@ use crate::model::{
         ProfileRequest, PolicyOverrides, TaskPolicy, Task, Target, TaskState, Outcome, Attempt,
         AttemptState, AgentPresence, EventAnswer, AuditEntry, TaskAnswer, OutputAnswer,
         ChunkAnswer, Submit, Created, KillAnswer, Named, ApiToken, Role, TokenRequest,
-        TokenAnswer, RevokedAnswer, AgentSwitched,
+        TokenAnswer, RevokedAnswer, AgentSwitched, super::metrics::HealthAnswer,
     )),
     modifiers(&Shared),
 )]
@@ -84,6 +86,7 @@ impl Modify for Shared {
             let concrete = concrete(path);
             let ops = [
                 (Method::GET, &mut item.get),
+                (Method::HEAD, &mut item.head),
                 (Method::POST, &mut item.post),
                 (Method::DELETE, &mut item.delete),
                 (Method::PUT, &mut item.put),
@@ -108,6 +111,10 @@ fn concrete(template: &str) -> String {
 }
 
 fn describe(op: &mut Operation, method: &Method, path: &str) {
+    // One handler serves GET and HEAD; operation ids must still be unique.
+    if *method == Method::HEAD {
+        op.operation_id = op.operation_id.take().map(|id| format!("{id}_head"));
+    }
     let role = required_role(method, path);
     let who = role.map_or("public", |r| r.as_str());
     let line = match role {
@@ -129,7 +136,7 @@ fn describe(op: &mut Operation, method: &Method, path: &str) {
             "The token's role is too low, or the `Origin` is foreign.",
         ));
     }
-    if *method != Method::GET {
+    if *method != Method::GET && *method != Method::HEAD {
         errors.push((507, "The master's disk is full: nothing was changed."));
     }
     if op.request_body.is_some() {

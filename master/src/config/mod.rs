@@ -88,6 +88,10 @@ pub struct Settings {
     /// [default: 10000].
     #[arg(long, env = "TETHER_HEARTBEAT_PERIOD_MS", value_name = "MS")]
     pub heartbeat_period_ms: Option<u64>,
+    /// How long finished tasks are kept, with their attempts, output and events: a number
+    /// with s, m, h or d (`90d`), or 0 to keep everything [default: 30d].
+    #[arg(long, env = "TETHER_RETAIN_HISTORY", value_name = "AGE")]
+    pub retain_history: Option<String>,
     /// When a rescheduled task's outcome is decided, cancel its other attempt.
     // `=false` lets a flag or variable turn off what the file turned on.
     #[arg(long, env = "TETHER_CANCEL_DUPLICATES", num_args = 0..=1, require_equals = true,
@@ -287,6 +291,7 @@ impl Layered {
             broker_config,
             prefix,
             heartbeat_period_ms,
+            retain_history,
             cancel_duplicates,
             signing_key,
             insecure_agents,

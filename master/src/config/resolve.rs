@@ -10,7 +10,7 @@ use crate::api::Guard;
 use crate::api_tls::ApiTls;
 use crate::broker::BrokerAddr;
 use crate::limits::HEARTBEAT_PERIOD_MS;
-use crate::runtime::{ClientTlsFiles, RunConfig};
+use crate::runtime::{ClientTlsFiles, RunConfig, parse_age};
 use crate::tls_listener::TlsListen;
 
 const DEFAULT_LISTEN: SocketAddr =
@@ -19,6 +19,7 @@ const DEFAULT_HTTP: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 const DEFAULT_PREFIX: &str = "tether";
 const DEFAULT_HEARTBEAT_PERIOD_MS: u64 = 10_000;
+const DEFAULT_RETAIN_HISTORY: &str = "30d";
 
 impl Layered {
     /// The configuration to run with, or every problem. `broker_password` is
@@ -138,6 +139,14 @@ impl Layered {
         if let Err(e) = HEARTBEAT_PERIOD_MS.check(period) {
             errors.push(self.error("heartbeat_period_ms", e.to_string()));
         }
+        let retain = s
+            .retain_history
+            .as_deref()
+            .unwrap_or(DEFAULT_RETAIN_HISTORY);
+        let retain_history = parse_age(retain).unwrap_or_else(|e| {
+            errors.push(self.error("retain_history", e));
+            None
+        });
         if !errors.is_empty() {
             errors.sort_by_key(|e| (e.line.is_none(), e.line));
             return Err(errors);
@@ -176,6 +185,7 @@ impl Layered {
                 key,
                 client_ca: s.api_client_ca.clone(),
             }),
+            retain_history,
         })
     }
 }

@@ -80,6 +80,19 @@ fn a_value_out_of_range_names_its_key_and_line() {
 }
 
 #[test]
+fn a_bad_retention_names_its_line() {
+    let errors = layered("data_dir = \"/d\"\nretain_history = \"a while\"\n", &[])
+        .resolve(None)
+        .unwrap_err();
+    assert_eq!(errors[0].line, Some(2));
+    assert_eq!(errors[0].key.as_deref(), Some("retain_history"));
+    let config = layered("data_dir = \"/d\"\nretain_history = \"0\"\n", &[])
+        .resolve(None)
+        .unwrap();
+    assert_eq!(config.retain_history, None, "0 keeps everything");
+}
+
+#[test]
 fn settings_that_go_together_are_checked_for_the_file_too() {
     let errors = layered("data_dir = \"/d\"\ntls_listen = \"0.0.0.0:8883\"\n", &[])
         .resolve(None)
@@ -110,6 +123,11 @@ fn flags_override_the_file_and_the_file_overrides_defaults() {
     assert_eq!(config.prefix, "fleet");
     assert!(config.cancel_duplicates);
     assert_eq!(config.api_guard.hosts, ["a.example", "b.example"]);
+    assert_eq!(
+        config.retain_history.map(|d| d.as_secs()),
+        Some(30 * 86_400),
+        "the default"
+    );
 
     let config = layered(
         text,

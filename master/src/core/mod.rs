@@ -236,6 +236,7 @@ impl Master {
                 disabled: a.disabled,
                 silent_ms: now.saturating_duration_since(a.last_heard).as_millis(),
                 acked_seq: a.acked,
+                journal_seq: a.journal_seq,
                 attempts: self
                     .tasks
                     .values()

@@ -30,6 +30,7 @@ impl Master {
             return;
         }
         entry.last_heartbeat = Some((hb.incarnation, hb.counter));
+        entry.journal_seq = hb.last_seq;
         entry.heard(now);
         let acked = entry.acked;
         let stopped_here =

@@ -33,6 +33,9 @@ pub(super) struct AgentEntry {
     pub(super) last_heartbeat: LastHeartbeat,
     /// Every event up to here is stored; acknowledged cumulatively.
     pub(super) acked: u64,
+    /// The agent's latest event sequence, as its last fresh heartbeat said (0 until one):
+    /// above `acked`, events wait in its journal.
+    pub(super) journal_seq: u64,
     /// Stored events above `acked` (received across a gap).
     above: BTreeSet<u64>,
     /// An acknowledgement should go out after this input.
@@ -63,6 +66,7 @@ impl AgentEntry {
             online_since: now,
             last_heartbeat: None,
             acked: 0,
+            journal_seq: 0,
             above: BTreeSet::new(),
             ack_due: false,
             capacity: None,
@@ -84,6 +88,7 @@ impl AgentEntry {
             online_since: now,
             last_heartbeat: None,
             acked,
+            journal_seq: 0,
             above: above.into_iter().filter(|&s| s > acked).collect(),
             ack_due: false,
             capacity: None,

@@ -417,6 +417,8 @@ pub struct AgentView {
     /// Milliseconds since the master last heard from it (since the master started, if not since).
     pub silent_ms: u64,
     pub acked_seq: u64,
+    /// The latest sequence in its journal, as its last fresh heartbeat said.
+    pub journal_seq: u64,
     /// Open attempts on it.
     pub attempts: Vec<AttemptId>,
 }

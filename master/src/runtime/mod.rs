@@ -13,9 +13,11 @@
 //!   not acknowledged, and while the store refuses writes the API refuses them up front and
 //!   keeps serving reads. The first commit that succeeds ends that by itself.
 
+mod retention;
 mod serve;
 mod setup;
 
+pub use retention::parse_age;
 pub use setup::ADMIN_TOKEN_FILE;
 
 use std::io::{self, Write as _};
@@ -63,6 +65,8 @@ pub struct RunConfig {
     pub api_guard: api::Guard,
     /// HTTPS for the API (the listener then speaks only TLS).
     pub api_tls: Option<ApiTls>,
+    /// Finished tasks older than this are deleted with their history (`None`: kept forever).
+    pub retain_history: Option<StdDuration>,
 }
 
 /// The PEM files of the master's own TLS client.
@@ -148,7 +152,8 @@ impl Clock {
 
 /// What the MQTT event-loop task hands the loop.
 enum MqttInput {
-    Event(rumqttc::Event),
+    /// With when it came off the connection (a heartbeat's lag is measured from there).
+    Event(rumqttc::Event, TokioInstant),
     Down(rumqttc::ConnectionError),
 }
 

@@ -44,6 +44,10 @@ struct Loop {
     tokens: SharedTokens,
     /// Told each committed change, for the API's event streams.
     hub: Hub,
+    /// Latencies and counts for `/metrics`.
+    observed: api::Observed,
+    /// When each agent heartbeat of the batch arrived (at most one batch's inputs).
+    heartbeats: Vec<TokioInstant>,
 }
 
 pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
@@ -57,6 +61,7 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
         clock,
         tokens,
         hub,
+        mut retention,
         _broker,
     } = ready;
     let mut lp = Loop {
@@ -68,6 +73,8 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
         refusing: None,
         tokens,
         hub,
+        observed: api::Observed::default(),
+        heartbeats: Vec::new(),
     };
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| RunError::Io("installing the SIGTERM handler".into(), e))?;
@@ -98,6 +105,10 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
                     warn!("cannot feed systemd's watchdog: {e}");
                 }
                 ping = watchdog.map(|p| TokioInstant::now() + p);
+            }
+            () = sleep_until(retention.due()) => {
+                let deleted = retention.pass(lp.store.as_ref());
+                lp.observed.pruned(deleted);
             }
             _ = tokio::signal::ctrl_c() => { lp.stop(&mut core).await; break }
             _ = sigterm.recv() => { lp.stop(&mut core).await; break }
@@ -145,7 +156,7 @@ impl Loop {
     fn mqtt(&mut self, core: &mut Master, input: MqttInput) {
         let now = self.clock.now();
         match input {
-            MqttInput::Event(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+            MqttInput::Event(MqttEvent::Incoming(Packet::ConnAck(_)), _) => {
                 info!("connected to the broker at {}", self.bound.mqtt);
                 for filter in core.subscriptions() {
                     if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
@@ -154,10 +165,15 @@ impl Loop {
                 }
                 core.handle_connected(now);
             }
-            MqttInput::Event(MqttEvent::Incoming(Packet::Publish(p))) => {
+            MqttInput::Event(MqttEvent::Incoming(Packet::Publish(p)), at) => {
+                self.observed.received();
+                // The master subscribes to agents' topics only: a `heartbeat` leaf is an agent's.
+                if p.topic.ends_with("/heartbeat") {
+                    self.heartbeats.push(at);
+                }
                 core.handle_message(now, &p.topic, &p.payload);
             }
-            MqttInput::Event(_) => {}
+            MqttInput::Event(..) => {}
             MqttInput::Down(e) => {
                 if core.is_connected() {
                     warn!("broker connection lost: {e}");
@@ -192,6 +208,8 @@ impl Loop {
                         dropped_publishes: self.dropped_publishes,
                         by: &by,
                         tokens: &tokens,
+                        observed: &self.observed,
+                        refusing: self.refusing.is_some(),
                     },
                     self.clock.now(),
                     req,
@@ -216,11 +234,24 @@ impl Loop {
     /// the master.
     fn flush(&mut self, core: &mut Master) -> Result<Option<ApiError>, RunError> {
         let mut batch = crate::commit::Batch::drain(core);
-        match batch.commit(self.store.as_ref()) {
+        let started = TokioInstant::now();
+        let committed = batch.commit(self.store.as_ref());
+        let done = TokioInstant::now();
+        if !batch.changes().is_empty() {
+            self.observed.commit_took(done - started);
+        }
+        for at in self.heartbeats.drain(..) {
+            self.observed.heartbeat_waited(done - at);
+        }
+        match committed {
             Ok(publishes) => {
                 // Only a committed batch is announced.
                 self.hub.publish_committed(batch.changes(), core);
-                if let Some(e) = self.refusing.take() {
+                self.observed.committed(batch.changes());
+                // An empty batch wrote nothing: it proves nothing about the store.
+                if !batch.changes().is_empty()
+                    && let Some(e) = self.refusing.take()
+                {
                     info!("the store takes writes again (it refused: {})", e.message);
                 }
                 for p in publishes {
@@ -229,6 +260,7 @@ impl Loop {
                 Ok(None)
             }
             Err(e) => {
+                self.observed.commit_failed();
                 let refusal = refusal(&e);
                 error!(
                     "cannot commit to the store: {e}; nothing of the batch is published, \
@@ -252,13 +284,16 @@ impl Loop {
             Qos::AtMostOnce => QoS::AtMostOnce,
             Qos::AtLeastOnce => QoS::AtLeastOnce,
         };
-        if let Err(e) = self
+        match self
             .client
             .try_publish(p.topic.clone(), qos, p.retain, p.payload)
         {
-            // Commands are retransmitted by the core; nothing is lost by dropping here.
-            self.dropped_publishes += 1;
-            warn!("publish to {} dropped: {e}", p.topic);
+            Ok(()) => self.observed.sent(),
+            Err(e) => {
+                // Commands are retransmitted by the core; nothing is lost by dropping here.
+                self.dropped_publishes += 1;
+                warn!("publish to {} dropped: {e}", p.topic);
+            }
         }
     }
 

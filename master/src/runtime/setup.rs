@@ -34,6 +34,7 @@ pub(super) struct Ready {
     pub(super) bound: Bound,
     pub(super) clock: Clock,
     pub(super) tokens: SharedTokens,
+    pub(super) retention: super::retention::Retention,
     /// The embedded broker, kept for as long as the loop runs (rumqttd has no shutdown).
     pub(super) _broker: Option<EmbeddedBroker>,
 }
@@ -193,7 +194,7 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
     tokio::spawn(async move {
         loop {
             let input = match eventloop.poll().await {
-                Ok(ev) => MqttInput::Event(ev),
+                Ok(ev) => MqttInput::Event(ev, TokioInstant::now()),
                 Err(e) => MqttInput::Down(e),
             };
             let down = matches!(input, MqttInput::Down(_));
@@ -272,6 +273,7 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
         clock,
         tokens,
         hub,
+        retention: super::retention::Retention::new(config.retain_history),
         _broker: broker,
     })
 }

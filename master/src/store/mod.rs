@@ -158,6 +158,9 @@ pub trait Store: Send {
 
     fn task(&self, id: TaskId) -> Result<Option<Task>>;
 
+    /// How many tasks are in each state (states with none left out), for `GET /metrics`.
+    fn task_counts(&self) -> Result<Vec<(TaskState, u64)>>;
+
     /// The attempts of one task, in id order.
     fn attempts(&self, task: TaskId) -> Result<Vec<Attempt>>;
 
@@ -172,4 +175,17 @@ pub trait Store: Send {
 
     /// What was changed through the API on `subject` (`task/7`), oldest first.
     fn audit(&self, subject: &str) -> Result<Vec<AuditEntry>>;
+
+    /// History retention: deletes at most `limit` finished tasks last changed before
+    /// `before_ms` (Unix ms), oldest first, with their attempts, output, events and audit
+    /// entries, and as many old acknowledged events that name no attempt; one transaction.
+    /// Task and attempt ids are never handed out again.
+    fn prune_finished(&self, before_ms: u64, limit: u32) -> Result<Pruned>;
+}
+
+/// What one [`Store::prune_finished`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub tasks: u64,
+    pub events: u64,
 }

@@ -30,9 +30,10 @@ use crate::model::{
     StoredEvent, Task, TaskId, TaskState,
 };
 use crate::store::schema::{MIGRATIONS, SCHEMA_VERSION};
-use crate::store::{Page, Result, Store, StoreError};
+use crate::store::{Page, Pruned, Result, Store, StoreError};
 
 mod access;
+mod prune;
 mod rows;
 
 use access::TOKEN_COLUMNS;
@@ -371,6 +372,15 @@ impl Store for SqliteStore {
     }
 
     /// Every task, oldest first.
+    fn task_counts(&self) -> Result<Vec<(TaskState, u64)>> {
+        // `tasks_by_state` makes this an index walk, not a table scan.
+        self.collect(
+            "SELECT state, COUNT(*) FROM tasks GROUP BY state ORDER BY state",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
     fn tasks(&self, page: Page, state: Option<TaskState>) -> Result<Vec<Task>> {
         let after = i64::try_from(page.after.unwrap_or(0)).unwrap_or(i64::MAX);
         self.collect(
@@ -450,6 +460,10 @@ impl Store for SqliteStore {
         )?
         .into_iter()
         .collect()
+    }
+
+    fn prune_finished(&self, before_ms: u64, limit: u32) -> Result<Pruned> {
+        SqliteStore::prune_finished(self, before_ms, limit)
     }
 
     fn audit(&self, subject: &str) -> Result<Vec<AuditEntry>> {

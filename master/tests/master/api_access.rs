@@ -29,6 +29,10 @@ fn raw(http: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &st
 /// Every route, what it needs, and a body that is valid enough to get past the check.
 pub(super) const ROUTES: &[(&str, &str, Option<&str>, &str)] = &[
     ("GET", "/api/openapi.json", Some("viewer"), ""),
+    ("GET", "/metrics", Some("viewer"), ""),
+    // For load balancers: public, and it tells only ok and a fixed reason.
+    ("GET", "/healthz", None, ""),
+    ("HEAD", "/healthz", None, ""),
     ("GET", "/api/status", Some("viewer"), ""),
     ("GET", "/api/agents", Some("viewer"), ""),
     ("GET", "/api/keys", Some("viewer"), ""),

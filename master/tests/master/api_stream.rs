@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
-use tether_core::message::{CommandBody, EventKind, Exit, Stream};
+use tether_core::message::{EventKind, Exit, Stream};
 
 use super::runtime::{FakeAgent, MasterProc};
 
@@ -161,12 +161,7 @@ async fn output_follows_as_bytes_and_events_show_the_states_in_order() {
     assert_eq!(status, 201, "{v}");
     let id = v["id"].as_u64().unwrap();
     let mut agent = agent;
-    let CommandBody::Start(spec) = agent
-        .command("Start", |c| matches!(c, CommandBody::Start(_)))
-        .await
-    else {
-        unreachable!()
-    };
+    let spec = agent.start().await;
     let task = spec.task;
     let follow = Events::open(&master, &format!("/api/tasks/{id}/output?follow=1"), &[]);
     agent.event(1, EventKind::Accepted { task }).await;
@@ -299,12 +294,7 @@ async fn a_client_behind_the_kept_notices_is_told_lagged_and_streams_are_capped(
     let (status, v) = master.post("/api/tasks", json!({ "agent": "pi-1", "argv": ["yes"] }));
     assert_eq!(status, 201, "{v}");
     let id = v["id"].as_u64().unwrap();
-    let CommandBody::Start(spec) = agent
-        .command("Start", |c| matches!(c, CommandBody::Start(_)))
-        .await
-    else {
-        unreachable!()
-    };
+    let spec = agent.start().await;
     let task = spec.task;
     agent.event(1, EventKind::Accepted { task }).await;
     // More output notices than the master keeps (1024), one byte each.

@@ -13,14 +13,14 @@ use tether_master::broker::{BrokerAddr, pick_free_port, wait_for_listener};
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
 /// A mosquitto process on a free loopback port, killed when dropped (also on test failure).
-struct Mosquitto {
+pub(crate) struct Mosquitto {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
-    fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         if !Path::new(MOSQUITTO).exists() {
             eprintln!("SKIPPED: {MOSQUITTO} is not installed (apt-get install mosquitto)");
             return None;

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tether_core::message::{CommandBody, EventKind};
+use tether_core::message::EventKind;
 
 use super::runtime::{FakeAgent, MasterProc};
 
@@ -74,12 +74,7 @@ async fn full_disk_refuses_writes_and_loses_nothing() {
     let (status, v) = submit(&master, 0);
     assert_eq!(status, 201, "{v}");
     let first = v["id"].as_u64().unwrap();
-    let CommandBody::Start(spec) = agent
-        .command("Start", |c| matches!(c, CommandBody::Start(_)))
-        .await
-    else {
-        unreachable!()
-    };
+    let spec = agent.start().await;
 
     fill(fs.path());
     // SQLite may still have room in pages it already owns: submit until the disk refuses.
@@ -109,6 +104,15 @@ async fn full_disk_refuses_writes_and_loses_nothing() {
         master.child.try_wait().unwrap().is_none(),
         "the master exited"
     );
+    // The metrics count the refused commits (the refusal itself ends as soon as a probe
+    // write fits, so it is no steady signal on a full disk).
+    let (_, metrics) = master.get("/metrics");
+    let metrics = metrics.as_str().unwrap();
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tether_store_commit_failures_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(failures.is_some_and(|n| n >= 1), "{metrics}");
 
     // An event while the disk is full: either stored (room was left) or not acknowledged, in
     // which case the agent sends it again later, as a real agent's journal does.

@@ -1,6 +1,6 @@
-//! One JSON request to the master's plain-HTTP API, for the tests and the benchmark (which
-//! includes this file): any method, an optional bearer token, the status and body whatever the
-//! status.
+//! One JSON request to the master's plain-HTTP API, for the master's tests and benchmark and
+//! the tether-tests harness (which include this file): any method, an optional bearer token,
+//! the status and body whatever the status.
 
 use std::time::Duration;
 

@@ -112,7 +112,9 @@ impl MasterProc {
             body.as_deref(),
         )
         .unwrap();
-        (status, serde_json::from_str(&text).unwrap())
+        // `/metrics` is text; everything else is JSON.
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
     }
 
     /// Polls `path` until `f` accepts the answer.
@@ -290,6 +292,17 @@ impl FakeAgent {
         .await
     }
 
+    /// Waits for the next Start and gives its task spec.
+    pub(crate) async fn start(&mut self) -> tether_core::message::TaskSpec {
+        match self
+            .command("Start", |c| matches!(c, CommandBody::Start(_)))
+            .await
+        {
+            CommandBody::Start(spec) => spec,
+            _ => unreachable!("only a Start matches"),
+        }
+    }
+
     async fn publish(&self, leaf: &str, retain: bool, payload: Vec<u8>) {
         let topic = self.topic(leaf);
         self.client
@@ -436,12 +449,7 @@ async fn task_round_trip_api_cli_and_kill9_restart() {
     );
     assert!(ok, "{err}");
     let id: u64 = out.trim().parse().unwrap();
-    let CommandBody::Start(spec) = agent
-        .command("Start", |c| matches!(c, CommandBody::Start(_)))
-        .await
-    else {
-        unreachable!()
-    };
+    let spec = agent.start().await;
     let task = spec.task;
     assert_eq!(task.task, id);
     // Who submitted it is in its history.

@@ -1,7 +1,8 @@
 //! The store on real files, through the [`Store`] trait on the production path: batches of the
 //! core's [`Change`]s applied, the snapshot loaded, and the reads the HTTP API makes. Round
 //! trips, idempotent events by (agent, seq), ids that never go back, reopening, all-or-nothing
-//! batches, paging and typed refusals of bad input are one suite generic over the backend
+//! batches, paging, typed refusals of bad input and history retention (`store_retention.rs`)
+//! are one suite generic over the backend
 //! ([`suite!`]: a backend runs it by adding one line). Migration, the newer-schema refusal and
 //! deleted rows are SQLite's own (`store_sqlite.rs`).
 
@@ -16,8 +17,10 @@ use tether_master::model::{
 };
 use tether_master::store::{Page, SqliteStore, Store, StoreError};
 
+use crate::store_retention::finished_history_is_pruned;
+
 /// Opens (creating if needed) the backend's database at a place named by `path`.
-type Open = fn(&Path) -> Result<Box<dyn Store>, StoreError>;
+pub(crate) type Open = fn(&Path) -> Result<Box<dyn Store>, StoreError>;
 
 fn sqlite(path: &Path) -> Result<Box<dyn Store>, StoreError> {
     Ok(Box::new(SqliteStore::open(path)?))
@@ -38,6 +41,7 @@ macro_rules! suite {
                 tasks_are_paged_by_id,
                 the_epoch_only_grows,
                 bad_input_is_a_typed_error,
+                finished_history_is_pruned,
             );
         }
     )*};

@@ -226,7 +226,8 @@ fn log_files(dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 fn get(http: &str, token: &str, path: &str) -> Option<Value> {
-    let (status, body) = tether_master::http::request(http, Some(token), "GET", path, None).ok()?;
+    let (status, body) =
+        crate::harness::plain_http::request(http, Some(token), "GET", path, None).ok()?;
     if status != 200 {
         return None;
     }

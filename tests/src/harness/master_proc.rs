@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use super::plain_http;
 use serde_json::Value;
-use tether_master::http;
 
 use super::WAIT;
 use super::bins;
@@ -188,7 +188,7 @@ impl ReadyLine {
 /// An HTTP call that did not give the expected answer.
 #[derive(Debug)]
 pub enum ApiError {
-    Http(http::HttpError),
+    Http(ureq::Error),
     Status(u16, String),
     NotJson(String),
 }
@@ -287,7 +287,7 @@ impl MasterProcess {
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ApiError> {
         let body = body.map(Value::to_string);
         let (status, text) =
-            http::request(&self.http, Some(&self.token), method, path, body.as_deref())
+            plain_http::request(&self.http, Some(&self.token), method, path, body.as_deref())
                 .map_err(ApiError::Http)?;
         if !(200..300).contains(&status) {
             return Err(ApiError::Status(status, text));

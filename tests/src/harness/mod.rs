@@ -25,6 +25,9 @@ pub mod child;
 pub mod fleet;
 pub mod master;
 pub mod master_proc;
+/// The master tests' one-request HTTP client, shared rather than copied.
+#[path = "../../../master/tests/master/plain_http.rs"]
+pub(crate) mod plain_http;
 pub mod procs;
 pub mod tempdir;
 

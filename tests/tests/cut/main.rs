@@ -9,4 +9,5 @@ mod continue_and_reconcile;
 mod kill_on_loss;
 mod master_down;
 mod reconnect;
+mod reconnect_bench;
 mod soak;
