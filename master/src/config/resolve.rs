@@ -28,84 +28,51 @@ impl Layered {
         let s = &self.settings;
         let mut errors = Vec::new();
         // `key` needs `other`: said in both directions' terms, for file keys and flags alike.
-        let mut needs = |key: &str, given: bool, other: &str, present: bool| {
+        let (broker, cert, key, ca) = (
+            s.broker.is_some(),
+            s.broker_cert.is_some(),
+            s.broker_key.is_some(),
+            s.broker_ca.is_some(),
+        );
+        let (user, password) = (s.broker_username.is_some(), broker_password.is_some());
+        let (listen, tls_cert, tls_key) = (
+            s.tls_listen.is_some(),
+            s.tls_cert.is_some(),
+            s.tls_key.is_some(),
+        );
+        let (api_cert, api_key) = (s.api_tls_cert.is_some(), s.api_tls_key.is_some());
+        // (key, given, the key it needs, that one given)
+        let needs = [
+            ("broker_ca", ca, "broker", broker),
+            ("broker_cert", cert, "broker_key", key),
+            ("broker_key", key, "broker_cert", cert),
+            ("broker_cert", cert, "broker_ca", ca),
+            ("broker_username", user, "broker", broker),
+            ("broker_username", user, "TETHER_BROKER_PASSWORD", password),
+            ("tls_listen", listen, "tls_cert", tls_cert),
+            ("tls_listen", listen, "tls_key", tls_key),
+            ("tls_cert", tls_cert, "tls_listen", listen),
+            ("tls_key", tls_key, "tls_listen", listen),
+            (
+                "tls_client_ca",
+                s.tls_client_ca.is_some(),
+                "tls_listen",
+                listen,
+            ),
+            ("api_tls_cert", api_cert, "api_tls_key", api_key),
+            ("api_tls_key", api_key, "api_tls_cert", api_cert),
+            (
+                "api_client_ca",
+                s.api_client_ca.is_some(),
+                "api_tls_cert",
+                api_cert,
+            ),
+        ];
+        for (key, given, other, present) in needs {
             if given && !present {
                 errors.push(self.error(key, format!("needs {other}")));
             }
-        };
-        needs(
-            "broker_ca",
-            s.broker_ca.is_some(),
-            "broker",
-            s.broker.is_some(),
-        );
-        needs(
-            "broker_cert",
-            s.broker_cert.is_some(),
-            "broker_key",
-            s.broker_key.is_some(),
-        );
-        needs(
-            "broker_key",
-            s.broker_key.is_some(),
-            "broker_cert",
-            s.broker_cert.is_some(),
-        );
-        needs(
-            "broker_cert",
-            s.broker_cert.is_some(),
-            "broker_ca",
-            s.broker_ca.is_some(),
-        );
-        needs(
-            "broker_username",
-            s.broker_username.is_some(),
-            "broker",
-            s.broker.is_some(),
-        );
-        needs(
-            "broker_username",
-            s.broker_username.is_some(),
-            "TETHER_BROKER_PASSWORD",
-            broker_password.is_some(),
-        );
-        needs(
-            "tls_listen",
-            s.tls_listen.is_some(),
-            "tls_cert",
-            s.tls_cert.is_some(),
-        );
-        needs(
-            "tls_listen",
-            s.tls_listen.is_some(),
-            "tls_key",
-            s.tls_key.is_some(),
-        );
-        for (key, given) in [
-            ("tls_cert", s.tls_cert.is_some()),
-            ("tls_key", s.tls_key.is_some()),
-            ("tls_client_ca", s.tls_client_ca.is_some()),
-        ] {
-            needs(key, given, "tls_listen", s.tls_listen.is_some());
         }
-        needs(
-            "api_tls_cert",
-            s.api_tls_cert.is_some(),
-            "api_tls_key",
-            s.api_tls_key.is_some(),
-        );
-        needs(
-            "api_tls_key",
-            s.api_tls_key.is_some(),
-            "api_tls_cert",
-            s.api_tls_cert.is_some(),
-        );
-        needs(
-            "api_client_ca",
-            s.api_client_ca.is_some(),
-            "api_tls_cert",
-            s.api_tls_cert.is_some(),
-        );
 
         let data_dir = s.data_dir.clone();
         if data_dir.is_none() {

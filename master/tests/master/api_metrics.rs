@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::plain_http as http;
 use serde_json::json;
-use tether_core::message::{CommandBody, EventKind, Exit};
+use tether_core::message::CommandBody;
 
 use super::broker_mosquitto::Mosquitto;
 use super::runtime::{FakeAgent, MasterProc};
@@ -140,15 +140,7 @@ async fn metrics_follow_a_task_and_pass_promtool() {
     let pending = scrape(&master);
     assert_eq!(value(&pending, succeeded), Some(0.0), "{pending}");
     assert_eq!(value(&pending, "tether_attempts_started_total"), Some(1.0));
-    agent.event(1, EventKind::Accepted { task }).await;
-    agent.event(2, EventKind::Started { task, pid: 9 }).await;
-    let finished = EventKind::Finished {
-        task,
-        exit: Exit::Code(0),
-        cause: None,
-        output_dropped: 0,
-    };
-    agent.event(3, finished).await;
+    agent.succeed(1, task).await;
     agent
         .command("Ack 3", |c| matches!(c, CommandBody::Ack { up_to: 3 }))
         .await;

@@ -7,7 +7,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use tether_core::message::{EventKind, Exit};
 
 use crate::runtime::{FakeAgent, MasterProc};
 
@@ -63,15 +62,7 @@ async fn the_dashboard_signs_in_and_shows_the_fleet() {
     assert_eq!(status, 201, "{v}");
     let id = v["id"].as_u64().unwrap();
     let task = agent.start().await.task;
-    agent.event(1, EventKind::Accepted { task }).await;
-    agent.event(2, EventKind::Started { task, pid: 9 }).await;
-    let finished = EventKind::Finished {
-        task,
-        exit: Exit::Code(0),
-        cause: None,
-        output_dropped: 0,
-    };
-    agent.event(3, finished).await;
+    agent.succeed(1, task).await;
     master.wait_for(&format!("/api/tasks/{id}"), "succeeded", |v| {
         v["task"]["state"] == "succeeded"
     });

@@ -6,7 +6,6 @@ use std::ffi::OsStr;
 use std::process::Command;
 
 use serde_json::json;
-use tether_core::message::{EventKind, Exit};
 
 use crate::runtime::{FakeAgent, MasterProc};
 
@@ -21,15 +20,7 @@ async fn finished_tasks_are_deleted_after_their_age_and_open_ones_stay() {
     assert_eq!(status, 201, "{v}");
     let done = v["id"].as_u64().unwrap();
     let task = agent.start().await.task;
-    agent.event(1, EventKind::Accepted { task }).await;
-    agent.event(2, EventKind::Started { task, pid: 9 }).await;
-    let finished = EventKind::Finished {
-        task,
-        exit: Exit::Code(0),
-        cause: None,
-        output_dropped: 0,
-    };
-    agent.event(3, finished).await;
+    agent.succeed(1, task).await;
     master.wait_for(&format!("/api/tasks/{done}"), "succeeded", |v| {
         v["task"]["state"] == "succeeded"
     });

@@ -303,6 +303,21 @@ impl FakeAgent {
         }
     }
 
+    /// Reports `task` accepted, started and exited 0, as events `first`, `first + 1` and
+    /// `first + 2`.
+    pub(crate) async fn succeed(&self, first: u64, task: TaskRef) {
+        self.event(first, EventKind::Accepted { task }).await;
+        self.event(first + 1, EventKind::Started { task, pid: 9 })
+            .await;
+        let finished = EventKind::Finished {
+            task,
+            exit: tether_core::message::Exit::Code(0),
+            cause: None,
+            output_dropped: 0,
+        };
+        self.event(first + 2, finished).await;
+    }
+
     async fn publish(&self, leaf: &str, retain: bool, payload: Vec<u8>) {
         let topic = self.topic(leaf);
         self.client
