@@ -105,7 +105,7 @@ Where to look (in another shell):
   mosquitto_sub -h ${mqtt%:*} -p ${mqtt##*:} -t 'tether/#' -F '%t %x' | $bin/tetherctl decode
   curl -s -H "Authorization: Bearer \$(cat $TETHER_TOKEN_FILE)" http://$http/api/security
                                        # messages refused as unauthentic, per agent
-  dashboard: http://$http/
+  dashboard: http://$http/  (sign in with the token in $work/master/admin.token)
   logs: $work/master.log $work/agent.log
 EOF
 
