@@ -113,13 +113,15 @@ impl AgentHome {
             }
             None => Command::new(bin),
         };
-        // Always a file of our own: without `--config` the agent reads /etc/tether/agent.toml
-        // when it exists (a machine with the package installed), and would run the tests'
-        // tasks as that file's task user.
-        let path = self.dir.join("agent.toml");
-        let text = o.config_toml.as_deref().unwrap_or("");
-        std::fs::write(&path, text).expect("agent config");
-        cmd.arg("--config").arg(path);
+        // Always a file: without `--config` the agent reads /etc/tether/agent.toml when it
+        // exists (a machine with the package installed), and would run the tests' tasks as
+        // that file's task user. A test may name its own (a provisioned one) in `extra_args`.
+        if !o.extra_args.iter().any(|a| a == "--config") {
+            let path = self.dir.join("agent.toml");
+            let text = o.config_toml.as_deref().unwrap_or("");
+            std::fs::write(&path, text).expect("agent config");
+            cmd.arg("--config").arg(path);
+        }
         cmd.arg("--id").arg(&o.id);
         for b in &o.brokers {
             cmd.arg("--broker").arg(b);
