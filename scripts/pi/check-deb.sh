@@ -219,6 +219,17 @@ task_user_ok() {
         && ! id -nG tether-task | tr ' ' '\n' | grep -qx tether
 }
 owner() { stat -c '%U:%G %a' "$1"; }
+check_installed() { # check_installed LABEL_PREFIX FILE...: each installed, unless dpkg skips it
+    local prefix=$1 f
+    shift
+    for f in "$@"; do
+        if dpkg_excludes "/$f"; then
+            printf '  skip  /%s: dpkg on this machine is configured not to install it\n' "$f"
+        else
+            check "${prefix}/$f installed" test -f "/$f"
+        fi
+    done
+}
 # Whether dpkg skips a path here (minimal images drop /usr/share/man with path-exclude).
 dpkg_excludes() {
     local rule
@@ -244,13 +255,7 @@ check "dpkg knows the conffile" bash -c "dpkg-query -W -f='\${Conffiles}' tether
 check "the installed config passes check-config" /usr/bin/tether-agent check-config --config /etc/tether/agent.toml "${PROVISIONED[@]}"
 check "the agent user can read its config" \
     bash -c "command -v runuser >/dev/null && runuser -u tether -- /usr/bin/tether-agent check-config --config /etc/tether/agent.toml ${PROVISIONED[*]}"
-for f in "${DOCS[@]}"; do
-    if dpkg_excludes "/$f"; then
-        printf '  skip  /%s: dpkg on this machine is configured not to install it\n' "$f"
-    else
-        check "/$f installed" test -f "/$f"
-    fi
-done
+check_installed "" "${DOCS[@]}"
 dpkg_excludes "/$BASH_COMPLETION" || check "the installed bash completion completes" bash_completes "/$BASH_COMPLETION"
 verify_unit /usr/lib/systemd/system/tether-agent.service
 
@@ -258,13 +263,7 @@ verify_unit /usr/lib/systemd/system/tether-agent.service
 dpkg -i "$cli_deb" >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "dpkg -i tether-cli failed"; }
 cli_installed=1
 check "tether-cli: /usr/bin/tetherctl --version" /usr/bin/tetherctl --version
-for f in "${CLI_FILES[@]}"; do
-    if dpkg_excludes "/$f"; then
-        printf '  skip  /%s: dpkg on this machine is configured not to install it\n' "$f"
-    else
-        check "tether-cli: /$f installed" test -f "/$f"
-    fi
-done
+check_installed "tether-cli: " "${CLI_FILES[@]}"
 dpkg_excludes "/$CLI_BASH" || check "tether-cli: the installed bash completion completes" cli_completes "/$CLI_BASH"
 dpkg -P tether-cli >"$WORK/dpkg.log" 2>&1 || { cat "$WORK/dpkg.log"; pi_die "dpkg -P tether-cli failed"; }
 cli_installed=0

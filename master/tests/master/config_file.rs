@@ -2,17 +2,17 @@
 //! overrides the file and a flag the variable; the log formats journald and collectors read.
 //! Ports are 0, every wait is bounded.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
+
+use crate::runtime::ReadyThenStop;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Runs the master until its ready line (or `WAIT`), then kills it: the line and its stderr.
+/// Runs the master with `config` until its ready line, then kills it: the line and its stderr.
 fn ready_line(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
+    Command::new(env!("CARGO_BIN_EXE_tether-master"))
         .arg("run")
         .arg("--config")
         .arg(config)
@@ -20,21 +20,21 @@ fn ready_line(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, St
         .env_remove("JOURNAL_STREAM")
         .env("RUST_LOG", "info,rumqttd=off")
         .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(WAIT).unwrap_or_default();
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    (line, String::from_utf8_lossy(&out.stderr).into_owned())
+        .spawn_ready_then_stop()
+}
+
+/// `master.toml` in `dir`: its data directory there, both listeners on free loopback ports.
+fn minimal_config(dir: &Path) -> std::path::PathBuf {
+    let config = dir.join("master.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n",
+            dir.join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    config
 }
 
 fn http_of(line: &str) -> String {
@@ -128,15 +128,7 @@ fn a_bad_file_stops_run_and_check_config_names_each_line() {
 #[test]
 fn logs_carry_syslog_priorities_under_journald_or_are_json() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("master.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n",
-            dir.path().join("data").display().to_string()
-        ),
-    )
-    .unwrap();
+    let config = minimal_config(dir.path());
     let (line, err) = ready_line(&config, &[], &[("JOURNAL_STREAM", "8:1234")]);
     assert!(!line.is_empty(), "{err}");
     assert!(!err.is_empty());
@@ -160,15 +152,7 @@ fn tells_systemd_it_is_ready_and_feeds_the_watchdog() {
     let socket = dir.path().join("notify");
     let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
     listener.set_read_timeout(Some(WAIT)).unwrap();
-    let config = dir.path().join("master.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n",
-            dir.path().join("data").display().to_string()
-        ),
-    )
-    .unwrap();
+    let config = minimal_config(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
         .arg("run")
         .arg("--config")

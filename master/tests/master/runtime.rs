@@ -375,6 +375,33 @@ fn encode(msg: &Message) -> Vec<u8> {
 
 /// `tetherctl` is another package's binary (tether-cli), so cargo does not build it for these
 /// tests: built here once, beside `tether-master`, in the same profile.
+/// Runs a `tether-master` command until its first stdout line (the ready line, or nothing
+/// within [`WAIT`]), then kills it: that line and its stderr.
+pub(crate) trait ReadyThenStop {
+    fn spawn_ready_then_stop(&mut self) -> (String, String);
+}
+
+impl ReadyThenStop for Command {
+    fn spawn_ready_then_stop(&mut self) -> (String, String) {
+        let mut child = self
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).unwrap_or_default();
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        (line, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 pub(crate) fn tetherctl_bin() -> &'static std::path::Path {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
@@ -676,7 +703,7 @@ fn signing_key_file_is_used_or_refused() {
         .unwrap()
         .public_key();
     let run = |data: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
+        Command::new(env!("CARGO_BIN_EXE_tether-master"))
             .args(["run", "--config", "/dev/null", "--listen", "127.0.0.1:0"])
             .args(["--http", "127.0.0.1:0"])
             .arg("--data-dir")
@@ -684,21 +711,7 @@ fn signing_key_file_is_used_or_refused() {
             .arg("--signing-key")
             .arg(&key_file)
             .env("RUST_LOG", "off")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(WAIT).unwrap_or_default();
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        (line, String::from_utf8_lossy(&out.stderr).into_owned())
+            .spawn_ready_then_stop()
     };
     let (line, _) = run("a");
     let key = line
