@@ -49,6 +49,9 @@ pub const PUBLISH_MAX: usize = 400;
 /// Heartbeat period before the master has announced its own.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
 const MIN_PERIOD: Duration = Duration::from_millis(100);
+/// How long after a gap in contact the master's heartbeats are answered early, and how soon.
+const REJOIN_WINDOW: Duration = Duration::from_secs(2);
+const REJOIN_ANSWER_DELAY: Duration = Duration::from_millis(100);
 /// Linux EACCES: a held order whose program the allowlist no longer allows ends as a spawn
 /// failure with it (the protocol's spawn failures carry Linux errno values).
 const EACCES: i32 = 13;
@@ -200,6 +203,8 @@ pub struct Agent<const TASKS: usize, const SEEN: usize> {
     master_period: Duration,
     master_presence: Option<Presence>,
     next_heartbeat: Option<Instant>,
+    /// Until when master heartbeats are answered early ([`Agent::rejoining`]).
+    rejoin_until: Option<Instant>,
     /// Our heartbeats so far (this incarnation), and the master heartbeat they echo.
     heartbeats: u32,
     echo: Option<Echo>,
@@ -271,6 +276,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             master_period: DEFAULT_PERIOD,
             master_presence: None,
             next_heartbeat: None,
+            rejoin_until: None,
             heartbeats: 0,
             echo: None,
             echo_owed: true,
@@ -641,6 +647,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                             return;
                         };
                         self.persist_high_water(moved);
+                        let rejoining = self.rejoining(now);
                         self.contact(now);
                         if self.master_epoch != Some(hb.epoch) {
                             self.echo_owed = true;
@@ -652,7 +659,12 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                         // Answer in the same wake-up when ours is due within half a period: an
                         // idle agent then wakes about once per period, not twice.
                         let half = self.heartbeat_period() / 2;
-                        if core::mem::take(&mut self.echo_owed)
+                        if rejoining {
+                            self.echo_owed = false;
+                            let answer = now.saturating_add(REJOIN_ANSWER_DELAY);
+                            self.next_heartbeat =
+                                Some(self.next_heartbeat.map_or(answer, |t| t.min(answer)));
+                        } else if core::mem::take(&mut self.echo_owed)
                             || self
                                 .next_heartbeat
                                 .is_some_and(|t| t <= now.saturating_add(half))
@@ -1091,6 +1103,19 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     }
 
     // ----- liveness -----
+
+    /// Back from a gap in contact (a freeze, a cut, the master away), the master's heartbeats
+    /// are answered shortly, not at our next period, for a little while: the master then sees
+    /// within a round trip that we are here. Shortly, not at once: a backlog of heartbeats
+    /// queued during a freeze drains first, and the answer echoes the newest (the master
+    /// answers a stale echo with an early heartbeat of its own, which we answer too).
+    fn rejoining(&mut self, now: Instant) -> bool {
+        let expected = self.master_period.max(self.heartbeat_period());
+        if now > self.last_contact.saturating_add(expected + expected / 2) {
+            self.rejoin_until = Some(now.saturating_add(REJOIN_WINDOW));
+        }
+        self.rejoin_until.is_some_and(|t| now <= t)
+    }
 
     fn contact(&mut self, now: Instant) {
         self.last_contact = self.last_contact.max(now);

@@ -688,3 +688,49 @@ fn a_held_order_no_longer_allowed_after_a_restart_never_starts() {
     fresh.run_until(t(60_000));
     assert_eq!(spawns(&fresh.take_actions()), vec![kept.task]);
 }
+
+/// The heartbeats the agent published among `actions`, with the master counter each echoes.
+fn echoed(actions: &[Action]) -> Vec<Option<u64>> {
+    let key = [9; 32];
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Publish { topic, payload, .. } if topic.ends_with("/heartbeat") => {
+                match wire::decode_verified(payload, topic, tether_core::auth::Verifier::Agent(&key))
+                {
+                    Ok(Message::AgentHeartbeat(hb)) => Some(hb.echo.map(|e| e.counter)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn after_a_gap_in_contact_the_newest_master_heartbeat_is_answered_shortly() {
+    let mut rig = Rig::new();
+    rig.agent.handle_connected(t(0));
+    // In step with the master (both at 1 s): one heartbeat of ours per period.
+    for i in 0..=10 {
+        rig.master_heartbeat(t(i * 1_000 + 300));
+        rig.run_until(t(i * 1_000 + 1_299));
+    }
+    assert!(echoed(&rig.take_actions()).len() <= 12);
+    // Frozen for a minute: a backlog of two heartbeats arrives at once on resuming; the answer
+    // comes 100 ms later and echoes the newest, whatever our own timer said.
+    rig.agent.handle_timeout(t(70_000));
+    rig.drain(t(70_000));
+    rig.take_actions();
+    rig.master_heartbeat(t(70_000));
+    rig.master_heartbeat(t(70_001));
+    let newest = rig.counter;
+    rig.run_until(t(70_099));
+    assert_eq!(echoed(&rig.take_actions()), vec![]);
+    rig.run_until(t(70_101));
+    assert_eq!(echoed(&rig.take_actions()), vec![Some(newest)]);
+    // The master's early answer to a stale echo is answered shortly too, within the window.
+    rig.master_heartbeat(t(70_600));
+    rig.run_until(t(70_700));
+    assert_eq!(echoed(&rig.take_actions()), vec![Some(rig.counter)]);
+}

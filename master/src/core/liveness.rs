@@ -23,6 +23,10 @@ use crate::model::AgentPresence;
 /// shortest period an agent accepts.
 const MAX_REMEMBERED: usize = 1024;
 
+/// The soonest a heartbeat pulled forward by an agent's news follows the previous one: a
+/// fleet coming back at once causes at most two broadcasts a second.
+const EARLY_HEARTBEAT_GAP: Duration = Duration::from_millis(500);
+
 /// The master heartbeats sent recently, with when and at which period.
 #[derive(Debug, Default)]
 pub(super) struct SentHeartbeats {
@@ -35,6 +39,10 @@ impl SentHeartbeats {
             self.sent.pop_front();
         }
         self.sent.push_back((counter, now, period));
+    }
+
+    fn last_sent(&self) -> Option<Instant> {
+        self.sent.back().map(|&(_, at, _)| at)
     }
 
     /// Forgets heartbeats no echo can still make fresh.
@@ -110,6 +118,7 @@ impl Master {
     pub(super) fn agent_silence(&mut self, now: Instant) {
         let silence = self.silence();
         let mut changes = Vec::new();
+        let mut verdicts = Vec::new();
         for (id, a) in &mut self.agents {
             if due(a.silence_deadline(silence), now) {
                 info!(
@@ -117,6 +126,7 @@ impl Master {
                     silence.as_millis()
                 );
                 a.presence = AgentPresence::Lost;
+                verdicts.extend(a.incarnation.map(|inc| (id.clone(), inc)));
                 changes.push(Change::Agent {
                     id: id.clone(),
                     incarnation: a.incarnation,
@@ -128,6 +138,20 @@ impl Master {
         for c in changes {
             self.persist(c);
         }
+        for (id, incarnation) in verdicts {
+            self.publish_lost_verdict(&id, incarnation);
+        }
+    }
+
+    /// Sends the next heartbeat as soon as the gap allows: an agent heard from again answers
+    /// it at once, and that answer is what makes the agent available.
+    pub(super) fn heartbeat_soon(&mut self, now: Instant) {
+        let earliest = self
+            .sent_heartbeats
+            .last_sent()
+            .map_or(now, |at| at.saturating_add(EARLY_HEARTBEAT_GAP))
+            .max(now);
+        self.next_heartbeat = self.next_heartbeat.min(earliest);
     }
 }
 

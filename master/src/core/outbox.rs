@@ -70,13 +70,44 @@ impl Master {
     /// Queues the master's (already signed) presence text, retained.
     pub(super) fn publish_presence(&mut self, text: &[u8]) {
         if let Ok(topic) = Topic::MasterPresence.build(&self.config.prefix) {
-            self.actions.push_back(Action::Publish(Publish {
-                topic: topic.as_str().to_owned(),
-                payload: text.to_vec(),
-                qos: Qos::AtLeastOnce,
-                retain: true,
-            }));
+            self.publish_retained(topic.as_str(), text);
         }
+    }
+
+    /// Writes `offline <incarnation> lost` on agent `id`'s retained presence, tagged with that
+    /// agent's key as its own will is. A broker may keep a silent agent's session open (rumqttd
+    /// enforces the keepalive only while nothing at all crosses the link, and the master's
+    /// heartbeats keep crossing it), so the will reaches the topic only when the link returns:
+    /// without this, every reader of presence saw a dead board as online. An agent that is in
+    /// fact alive reads this on its own presence topic and says again that it is online.
+    pub(super) fn publish_lost_verdict(&mut self, id: &str, incarnation: u32) {
+        if !self.connected {
+            return;
+        }
+        let Ok(agent) = validate_id(id) else { return };
+        let Ok(topic) = Topic::AgentPresence(agent).build(&self.config.prefix) else {
+            return;
+        };
+        let signer = match self.agent_keys.get(id) {
+            Some(key) => Signer::Agent(key),
+            None if self.config.insecure_agents => Signer::Insecure,
+            None => return,
+        };
+        let verdict = Presence {
+            state: State::Lost,
+            incarnation,
+        }
+        .render_signed(topic.as_str(), signer);
+        self.publish_retained(topic.as_str(), verdict.as_bytes());
+    }
+
+    fn publish_retained(&mut self, topic: &str, payload: &[u8]) {
+        self.actions.push_back(Action::Publish(Publish {
+            topic: topic.to_owned(),
+            payload: payload.to_vec(),
+            qos: Qos::AtLeastOnce,
+            retain: true,
+        }));
     }
 
     pub(super) fn persist(&mut self, change: Change) {

@@ -24,9 +24,15 @@ impl Master {
             .agents
             .entry(id.to_owned())
             .or_insert_with(|| AgentEntry::new(now));
-        if !fresh || !liveness::newer(entry.last_heartbeat, hb) {
+        let newer = liveness::newer(entry.last_heartbeat, hb);
+        if !fresh || !newer {
             // A recording, or one sent before the agent heard our latest: not a sign of life.
             self.stats.stale_heartbeats += 1;
+            if newer {
+                // An agent back from a freeze or a cut echoes an old heartbeat: a new one now
+                // lets it prove it is alive within a round trip, not a period.
+                self.heartbeat_soon(now);
+            }
             return;
         }
         entry.last_heartbeat = Some((hb.incarnation, hb.counter));

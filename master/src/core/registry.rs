@@ -186,10 +186,6 @@ impl Master {
             PresenceEffect::Unchanged => {}
             PresenceEffect::Changed => {
                 info!("agent {id}: {}", p.render());
-                if p.state == State::Online {
-                    // Its answer, echoing this heartbeat, is what makes it available.
-                    self.next_heartbeat = now;
-                }
                 let change = Change::Agent {
                     id: id.to_owned(),
                     incarnation: entry.incarnation,
@@ -197,6 +193,10 @@ impl Master {
                     heard: p.state == State::Online,
                 };
                 self.persist(change);
+                if p.state == State::Online {
+                    // Its answer, echoing this heartbeat, is what makes it available.
+                    self.heartbeat_soon(now);
+                }
             }
         }
     }

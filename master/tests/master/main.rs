@@ -15,6 +15,7 @@ mod broker_mosquitto;
 mod broker_util;
 mod config_file;
 mod core_auth;
+mod core_presence;
 mod core_rules;
 mod core_switchover;
 mod dashboard;
