@@ -8,6 +8,7 @@ mod clusters;
 mod continue_and_reconcile;
 mod kill_on_loss;
 mod master_down;
+mod presence_bench;
 mod reconnect;
 mod reconnect_bench;
 mod soak;
