@@ -696,8 +696,11 @@ fn echoed(actions: &[Action]) -> Vec<Option<u64>> {
         .iter()
         .filter_map(|a| match a {
             Action::Publish { topic, payload, .. } if topic.ends_with("/heartbeat") => {
-                match wire::decode_verified(payload, topic, tether_core::auth::Verifier::Agent(&key))
-                {
+                match wire::decode_verified(
+                    payload,
+                    topic,
+                    tether_core::auth::Verifier::Agent(&key),
+                ) {
                     Ok(Message::AgentHeartbeat(hb)) => Some(hb.echo.map(|e| e.counter)),
                     _ => None,
                 }

@@ -78,7 +78,12 @@ struct Watcher {
 impl Watcher {
     fn start(broker: SocketAddr, topic: &str) -> Option<Self> {
         let child = Command::new("mosquitto_sub")
-            .args(["-h", &broker.ip().to_string(), "-p", &broker.port().to_string()])
+            .args([
+                "-h",
+                &broker.ip().to_string(),
+                "-p",
+                &broker.port().to_string(),
+            ])
             .args(["-i", "presence-bench", "-t", topic])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -167,16 +172,25 @@ async fn bench(broker: BrokerKind) {
     // A pulled cable.
     let cut = world.cut(0);
     let offline = watcher.wait(cut, "offline", bound.max(plan.cut)).await;
-    let left = plan.cut.saturating_sub(Duration::from_millis(unix_ms() - cut));
+    let left = plan
+        .cut
+        .saturating_sub(Duration::from_millis(unix_ms() - cut));
     tokio::time::sleep(left).await;
     let restored = world.restore(0);
-    let back = watcher.wait(restored, "online", Duration::from_secs(60)).await;
+    let back = watcher
+        .wait(restored, "online", Duration::from_secs(60))
+        .await;
     world
-        .wait_agent(&agent, "available after the cut", |a| a["available"] == true)
+        .wait_agent(&agent, "available after the cut", |a| {
+            a["available"] == true
+        })
         .await;
     let mut tl = Timeline::new(format!("presence after a {:?} cut ({run})", plan.cut));
     tl.t0("cable pulled", cut);
-    tl.row("master: agent unavailable", world.unavailable_seen(&agent, cut));
+    tl.row(
+        "master: agent unavailable",
+        world.unavailable_seen(&agent, cut),
+    );
     tl.row("retained presence offline (mosquitto_sub)", offline);
     tl.row("cable plugged back", Some(restored));
     tl.row("retained presence online again", back);
@@ -185,8 +199,12 @@ async fn bench(broker: BrokerKind) {
     // A frozen process.
     let frozen = unix_ms();
     world.agent_proc(0).signal(libc::SIGSTOP);
-    let frozen_offline = watcher.wait(frozen, "offline", bound.max(plan.freeze)).await;
-    let left = plan.freeze.saturating_sub(Duration::from_millis(unix_ms() - frozen));
+    let frozen_offline = watcher
+        .wait(frozen, "offline", bound.max(plan.freeze))
+        .await;
+    let left = plan
+        .freeze
+        .saturating_sub(Duration::from_millis(unix_ms() - frozen));
     tokio::time::sleep(left).await;
     let resumed = unix_ms();
     world.agent_proc(0).signal(libc::SIGCONT);
@@ -201,10 +219,15 @@ async fn bench(broker: BrokerKind) {
             yes
         })
         .await;
-    let online_again = watcher.wait(resumed, "online", Duration::from_secs(30)).await;
+    let online_again = watcher
+        .wait(resumed, "online", Duration::from_secs(30))
+        .await;
     let mut tl = Timeline::new(format!("presence after a {:?} freeze ({run})", plan.freeze));
     tl.t0("SIGSTOP", frozen);
-    tl.row("master: agent unavailable", world.unavailable_seen(&agent, frozen));
+    tl.row(
+        "master: agent unavailable",
+        world.unavailable_seen(&agent, frozen),
+    );
     tl.row("retained presence offline (mosquitto_sub)", frozen_offline);
     tl.row("SIGCONT", Some(resumed));
     tl.row("retained presence online again", online_again);
@@ -222,10 +245,16 @@ async fn bench(broker: BrokerKind) {
         will_due.as_secs_f64(),
         silence.as_secs_f64(),
     );
-    assert!(offline.is_some(), "{run}: presence never read offline after the cut");
+    assert!(
+        offline.is_some(),
+        "{run}: presence never read offline after the cut"
+    );
     assert!(
         frozen_offline.is_some(),
         "{run}: presence never read offline during the freeze"
     );
-    assert!(back.is_some() && online_again.is_some(), "{run}: never online again");
+    assert!(
+        back.is_some() && online_again.is_some(),
+        "{run}: never online again"
+    );
 }
