@@ -18,6 +18,7 @@ mod core_auth;
 mod core_rules;
 mod core_switchover;
 mod dashboard;
+mod pg_cluster;
 mod disk_full;
 mod plain_http;
 mod played;
