@@ -34,6 +34,8 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     Sqlite(rusqlite::Error),
     Postgres(::postgres::Error),
+    /// The database did not answer in time (or its thread is gone): treated as unreachable.
+    Unanswered(String),
     /// The database was written by a newer Tether; this binary knows schema versions up to
     /// `known`.
     NewerSchema {
@@ -60,6 +62,7 @@ impl fmt::Display for StoreError {
                 Some(db) => write!(f, "PostgreSQL error {}: {}", db.code().code(), db.message()),
                 None => write!(f, "PostgreSQL unreachable: {e}"),
             },
+            Self::Unanswered(why) => write!(f, "PostgreSQL unreachable: {why}"),
             Self::NewerSchema { found, known } => write!(
                 f,
                 "database schema version {found} is newer than this master knows ({known}); \
@@ -107,8 +110,10 @@ impl StoreError {
     /// The database server cannot be reached (not started, stopped, connection lost): the
     /// store reconnects by itself, and the same call may succeed later.
     pub fn is_unreachable(&self) -> bool {
-        let Self::Postgres(e) = self else {
-            return false;
+        let e = match self {
+            Self::Postgres(e) => e,
+            Self::Unanswered(_) => return true,
+            _ => return false,
         };
         match e.code() {
             // Class 08 is "connection exception"; 57P0x are shutdowns and start-ups.
@@ -125,7 +130,10 @@ impl StoreError {
     /// The database itself failed (not the input): the master refuses writes meanwhile and
     /// retries, as opposed to a refusal of one change.
     pub fn is_database(&self) -> bool {
-        matches!(self, Self::Sqlite(_) | Self::Postgres(_))
+        matches!(
+            self,
+            Self::Sqlite(_) | Self::Postgres(_) | Self::Unanswered(_)
+        )
     }
 }
 

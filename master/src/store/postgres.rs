@@ -30,7 +30,10 @@ use crate::store::{Page, Pruned, Result, Store, StoreError, location};
 
 mod prune;
 mod reads;
+mod thread;
 mod write;
+
+pub use thread::{CALL_TIMEOUT, PostgresStore};
 
 /// How long connecting may take before the call fails as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,25 +42,14 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The advisory lock key migrations hold ("tether" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7465_7468_6572;
 
-/// The master's PostgreSQL database. One connection, opened again when lost; `Send`, not
-/// `Sync`, like [`super::SqliteStore`].
-pub struct PostgresStore {
+/// One connection, opened again when lost; lives on the store thread ([`PostgresStore`]).
+struct Connection {
     config: postgres::Config,
-    /// What logs may show of the URL (no password).
-    shown: String,
     client: RefCell<Option<Client>>,
 }
 
-impl std::fmt::Debug for PostgresStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PostgresStore({})", self.shown)
-    }
-}
-
-impl PostgresStore {
-    /// Connects to the database at `url` (`postgres://user:pass@host:port/db`, or
-    /// `postgres:///db?host=/run/postgresql` for a unix socket) and migrates it.
-    pub fn open(url: &str) -> Result<Self> {
+impl Connection {
+    fn open(url: &str) -> Result<Self> {
         let mut config: postgres::Config = url.parse().map_err(|e| {
             StoreError::Invalid(format!(
                 "not a PostgreSQL URL ({}): {e}",
@@ -71,7 +63,6 @@ impl PostgresStore {
             .application_name("tether-master");
         let store = Self {
             config,
-            shown: location::redact(url),
             client: RefCell::new(None),
         };
         store.with(migrate)?;
@@ -128,8 +119,7 @@ impl PostgresStore {
         })
     }
 
-    /// One agent's stored events in sequence order (as [`super::SqliteStore::events`]).
-    pub fn events(&self, agent: &str) -> Result<Vec<StoredEvent>> {
+    fn events(&self, agent: &str) -> Result<Vec<StoredEvent>> {
         self.with(|c| reads::events_of(c, agent))
     }
 }
@@ -179,7 +169,7 @@ fn decode<T>(rows: Vec<Row>, f: fn(&Row) -> Result<T>) -> Result<Vec<T>> {
     rows.iter().map(f).collect()
 }
 
-impl Store for PostgresStore {
+impl Store for Connection {
     fn apply(&self, changes: &[Change]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());

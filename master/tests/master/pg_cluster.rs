@@ -84,12 +84,24 @@ impl PgCluster {
             "initdb",
             cluster
                 .command("initdb")
-                .args(["-A", "trust", "-U", "tether", "-E", "UTF8", "--locale=C", "-N"])
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "tether",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "-N",
+                ])
                 .arg("-D")
                 .arg(&data)
                 .output(),
         );
-        let mut options = format!("-k {} -c listen_addresses=''", cluster.socket_dir().display());
+        let mut options = format!(
+            "-k {} -c listen_addresses=''",
+            cluster.socket_dir().display()
+        );
         if fast {
             options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
@@ -144,8 +156,13 @@ impl PgCluster {
         );
     }
 
-    /// The URL of database `name`, created if missing.
+    /// The URL of database `name`, created if missing. (On a thread of its own: the
+    /// synchronous client may not run inside the async tests' runtime.)
     pub(crate) fn database(&self, name: &str) -> String {
+        std::thread::scope(|s| s.spawn(|| self.create_database(name)).join().unwrap())
+    }
+
+    fn create_database(&self, name: &str) -> String {
         let url = |db: &str| {
             format!(
                 "postgresql://tether@localhost/{db}?host={}",
@@ -190,7 +207,13 @@ pub(crate) fn open(path: &Path) -> Result<Box<dyn Store>, StoreError> {
     let name: String = path
         .to_string_lossy()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     let name = format!("t{}", &name[name.len().saturating_sub(40)..]);
     let url = CLUSTER.with(|c| {
