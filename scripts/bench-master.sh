@@ -5,7 +5,9 @@
 #   - tasks per second end to end with `true` vs the raw fork/exec rate of `true`;
 #   - kill -9 of a cluster's active member to the next task started on the next member;
 #   - the master's idle VmRSS/VmHWM with one agent.
-# Usage: scripts/bench-master.sh [SECTION...]   (sections: rss broker tasks failover)
+#   - tasks per second and master RSS on SQLite and on PostgreSQL, side by side (stores).
+# Usage: scripts/bench-master.sh [SECTION...]   (sections: rss broker tasks failover stores;
+# --smoke: a short stores run)
 # Needs /usr/sbin/mosquitto for the broker reference. BENCH_LOGS=1 prints the process logs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

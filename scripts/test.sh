@@ -22,7 +22,7 @@ fi
 
 step "the master's core and model import no storage crate"
 # The core decides and the model describes; only master/src/store/ knows a database.
-if grep -rnE '\b(rusqlite|tokio_postgres|sqlx)\b|crate::store\b|crate::persist\b' \
+if grep -rnE '(rusqlite|postgres|tokio_postgres|sqlx)|crate::store\b|crate::persist\b' \
     master/src/core master/src/model; then
     echo "master/src/core or master/src/model imports a storage crate or the store" >&2
     exit 1
@@ -30,6 +30,12 @@ fi
 
 step "tests (TETHER_SIM_SEEDS=${TETHER_SIM_SEEDS:-default})"
 cargo test --workspace --locked
+
+# The benchmark's stores section, short: both backends end to end, so it cannot rot unseen
+# (scripts/bench-master.sh stores runs it in full, in release).
+step "benchmark smoke: tasks/s and RSS on SQLite and PostgreSQL (a few tasks)"
+cargo build -p tether-agent --bins --locked
+cargo test -p tether-master --bench measure --locked -- stores --smoke
 
 # Only with its feature: the agent's own build links no clap (binary size on a Pi Zero).
 step "tether-agent's man page and completions agree with its parser (feature cli-docs)"

@@ -11,11 +11,14 @@
 //!    first member is killed with kill -9: time from the kill to the first task started on
 //!    the next member, and how many tasks went to the dead member meanwhile.
 //! 4. The master's idle VmRSS/VmHWM after 10 s with one agent (mosquitto's next to it).
+//! 5. Tasks per second and RSS on SQLite and on PostgreSQL (`measure/stores.rs`).
 //!
 //! Run with `scripts/bench-master.sh` (release binaries). Not a test: nothing is asserted.
 
 #[path = "../tests/master/plain_http.rs"]
 mod plain_http;
+#[path = "measure/stores.rs"]
+mod stores;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -36,7 +39,9 @@ const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const PAYLOAD: usize = 1024;
 
 fn main() {
-    // `cargo bench` passes `--bench`; anything else is a filter of sections.
+    // `cargo bench` passes `--bench`; `--smoke` makes the stores section short; anything
+    // else is a filter of sections.
+    let smoke = std::env::args().any(|a| a == "--smoke");
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -60,6 +65,9 @@ fn main() {
     }
     if run("failover") {
         failover(work.path(), &mut table);
+    }
+    if run("stores") {
+        stores::stores(work.path(), smoke, &mut table);
     }
     println!("\n{:<52} {:>22}  reference (same run)", "measure", "value");
     println!("{}", "-".repeat(110));
@@ -125,6 +133,11 @@ struct Master {
 
 impl Master {
     fn start(dir: &Path, name: &str) -> Master {
+        Self::start_with(dir, name, &[])
+    }
+
+    /// [`Master::start`] with more `run` options (e.g. `--store`).
+    fn start_with(dir: &Path, name: &str, extra: &[&std::ffi::OsStr]) -> Master {
         let data = dir.join(name);
         let log = dir.join(format!("{name}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
@@ -132,6 +145,10 @@ impl Master {
             .args(["--http", "127.0.0.1:0"])
             .args(["--heartbeat-period-ms", "1000", "--data-dir"])
             .arg(&data)
+            // Loopback only, agents without provisioned keys: the benchmark measures the
+            // store and the broker, not the MAC checks.
+            .arg("--insecure-agents")
+            .args(extra)
             .env("RUST_LOG", "warn,rumqttd=off")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -226,6 +243,7 @@ fn start_agent(dir: &Path, id: &str, broker: &str) -> Proc {
     let log = dir.join(format!("{id}.log"));
     let child = Command::new(agent_bin())
         .args(["--id", id, "--broker", broker, "--drain-seconds", "2"])
+        .args(["--config", "/dev/null", "--insecure-unauthenticated"])
         .arg("--state-dir")
         .arg(home.join("state"))
         .arg("--work-dir")
@@ -603,13 +621,40 @@ fn tasks_per_second(dir: &Path, table: &mut Vec<(String, String, String)>) {
     let _agent = start_agent(dir, "bench-tasks", &master.mqtt);
     master.wait_available("bench-tasks");
     let body = json!({ "agent": "bench-tasks", "argv": ["true"] });
+    let (done, failed, submitted) = end_to_end_timed(&master, &body, N);
+    let rate = N as f64 / done.as_secs_f64();
+    let best = serial.max(parallel);
+    table.push((
+        format!("tasks/s end to end ({N} x true, 1 agent)"),
+        format!("{rate:.0}/s"),
+        format!(
+            "fork/exec of true {serial:.0}/s serial, {parallel:.0}/s on {cores} threads: {:.0} % of the best (goal >= 80 %)",
+            100.0 * rate / best
+        ),
+    ));
+    table.push((
+        "  of which submitting (4 HTTP clients), failures".into(),
+        format!("{}, {failed}", ms(submitted)),
+        String::new(),
+    ));
+}
+
+/// Submits `n` tasks from four HTTP clients and waits until all finished: the time from the
+/// first submission to the last finish, and how many did not succeed.
+fn end_to_end(master: &Master, body: &Value, n: usize) -> (Duration, usize) {
+    let (done, failed, _) = end_to_end_timed(master, body, n);
+    (done, failed)
+}
+
+/// [`end_to_end`], with the time the submissions took.
+fn end_to_end_timed(master: &Master, body: &Value, n: usize) -> (Duration, usize, Duration) {
     let start = Instant::now();
     // Four submitters: the API answers after each commit, so one would measure round trips.
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
-                for _ in 0..N / 4 {
-                    master.submit(&body);
+                for _ in 0..n / 4 {
+                    master.submit(body);
                 }
             });
         }
@@ -631,24 +676,10 @@ fn tasks_per_second(dir: &Path, table: &mut Vec<(String, String, String)>) {
                 })
                 .count();
             let failed = tasks.iter().filter(|t| t["state"] != "succeeded").count();
-            (finished == N).then_some((start.elapsed(), failed))
+            (finished == n).then_some((start.elapsed(), failed))
         },
     );
-    let rate = N as f64 / done.as_secs_f64();
-    let best = serial.max(parallel);
-    table.push((
-        format!("tasks/s end to end ({N} x true, 1 agent)"),
-        format!("{rate:.0}/s"),
-        format!(
-            "fork/exec of true {serial:.0}/s serial, {parallel:.0}/s on {cores} threads: {:.0} % of the best (goal >= 80 %)",
-            100.0 * rate / best
-        ),
-    ));
-    table.push((
-        "  of which submitting (4 HTTP clients), failures".into(),
-        format!("{}, {failed}", ms(submitted)),
-        String::new(),
-    ));
+    (done, failed, submitted)
 }
 
 // ----- 3. fail-over -----

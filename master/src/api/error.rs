@@ -79,6 +79,8 @@ impl From<StoreError> for ApiError {
         let status = match e {
             StoreError::NotFound { .. } => 404,
             StoreError::Invalid(_) => 422,
+            // The database server is down or out of reach: worth retrying.
+            _ if e.is_unreachable() => 503,
             _ => 500,
         };
         Self::new(status, e.to_string())

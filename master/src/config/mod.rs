@@ -36,6 +36,10 @@ pub struct Settings {
     /// Where the database lives (created if missing).
     #[arg(long, env = "TETHER_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The store: a SQLite file path, or postgres://user[:password]@host[:port]/db (or
+    /// postgres:///db?host=/run/postgresql for a unix socket) [default: <data_dir>/master.db].
+    #[arg(long, env = "TETHER_STORE", value_name = "PATH|URL")]
+    pub store: Option<String>,
     /// Address of the embedded MQTT broker (port 0: any free port) [default: 127.0.0.1:1883].
     #[arg(long, env = "TETHER_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -276,6 +280,7 @@ impl Layered {
         overlay!(
             config,
             data_dir,
+            store,
             listen,
             http,
             broker,

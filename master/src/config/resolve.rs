@@ -11,6 +11,7 @@ use crate::api_tls::ApiTls;
 use crate::broker::BrokerAddr;
 use crate::limits::HEARTBEAT_PERIOD_MS;
 use crate::runtime::{ClientTlsFiles, RunConfig, parse_age};
+use crate::store::StoreLocation;
 use crate::tls_listener::TlsListen;
 
 const DEFAULT_LISTEN: SocketAddr =
@@ -84,6 +85,13 @@ impl Layered {
         if data_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
             errors.push(self.error("data_dir", "is empty"));
         }
+        let store = match s.store.as_deref().map(StoreLocation::parse).transpose() {
+            Ok(store) => store,
+            Err(e) => {
+                errors.push(self.error("store", e));
+                None
+            }
+        };
         let broker = match s.broker.as_deref().map(BrokerAddr::parse).transpose() {
             Ok(b) => b,
             Err(e) => {
@@ -118,8 +126,10 @@ impl Layered {
             errors.sort_by_key(|e| (e.line.is_none(), e.line));
             return Err(errors);
         }
+        let data_dir = data_dir.unwrap_or_default();
         Ok(RunConfig {
-            data_dir: data_dir.unwrap_or_default(),
+            store: store.unwrap_or_else(|| StoreLocation::in_data_dir(&data_dir)),
+            data_dir,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
             http: s.http.unwrap_or(DEFAULT_HTTP),
             broker,

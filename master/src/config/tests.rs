@@ -203,3 +203,27 @@ fn the_packaged_config_is_valid() {
     assert_eq!(config.listen.to_string(), "127.0.0.1:1883");
     assert_eq!(config.http.to_string(), "127.0.0.1:8080");
 }
+
+#[test]
+fn the_store_is_a_path_or_a_postgres_url_and_its_password_is_never_shown() {
+    use crate::store::StoreLocation;
+    let config = layered("data_dir = \"/d\"\n", &[]).resolve(None).unwrap();
+    assert_eq!(config.store, StoreLocation::Sqlite("/d/master.db".into()));
+    let url = "postgres://tether:s3cret@db:5432/tether";
+    let config = layered("data_dir = \"/d\"\n", &["--store", url])
+        .resolve(None)
+        .unwrap();
+    assert_eq!(config.store, StoreLocation::Postgres(url.into()));
+    assert!(!format!("{config:?}").contains("s3cret"));
+    let errors = layered(
+        "data_dir = \"/d\"\nstore = \"postgres://u:s3cret@h/db?port=many\"\n",
+        &[],
+    )
+    .resolve(None)
+    .unwrap_err();
+    assert_eq!(
+        (errors[0].line, errors[0].key.as_deref()),
+        (Some(2), Some("store"))
+    );
+    assert!(!errors[0].to_string().contains("s3cret"), "{}", errors[0]);
+}

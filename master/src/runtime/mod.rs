@@ -31,13 +31,15 @@ use tokio::time::Instant as TokioInstant;
 use crate::api;
 use crate::api_tls::ApiTls;
 use crate::broker::{BrokerAddr, BrokerError};
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreLocation};
 use crate::tls_listener::TlsListen;
 
 /// How `tether-master run` was asked to run.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub data_dir: PathBuf,
+    /// The store (default: `master.db` in the data directory).
+    pub store: StoreLocation,
     /// Where the embedded broker listens (port 0: a free port).
     pub listen: SocketAddr,
     pub http: SocketAddr,

@@ -40,6 +40,9 @@ struct Loop {
     dropped_publishes: u64,
     /// Why the store refuses writes, while it does: write requests get this at once.
     refusing: Option<ApiError>,
+    /// The core holds changes the store did not take and could not be rebuilt from it (the
+    /// database was unreachable): nothing it makes is committed or published until it is.
+    stale: bool,
     /// The tokens the API accepts; changed here only after the change is committed.
     tokens: SharedTokens,
     /// Told each committed change, for the API's event streams.
@@ -71,6 +74,7 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
         clock,
         dropped_publishes: 0,
         refusing: None,
+        stale: false,
         tokens,
         hub,
         observed: api::Observed::default(),
@@ -99,7 +103,7 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
                 pending.push(lp.api(&mut core, asked));
             }
             () = sleep_until(wake) => core.handle_timeout(clock.now()),
-            () = sleep_until(probe) => lp.probe(),
+            () = sleep_until(probe) => lp.probe(&mut core)?,
             () = sleep_until(ping) => {
                 if let Err(e) = crate::notify::notify("WATCHDOG=1") {
                     warn!("cannot feed systemd's watchdog: {e}");
@@ -234,6 +238,11 @@ impl Loop {
     /// the master.
     fn flush(&mut self, core: &mut Master) -> Result<Option<ApiError>, RunError> {
         let mut batch = crate::commit::Batch::drain(core);
+        if self.stale && !self.rebuild(core)? {
+            // What a stale core decided rests on changes that were never stored: dropped
+            // with it (agents resend what was not acknowledged).
+            return Ok(self.refusing.clone());
+        }
         let started = TokioInstant::now();
         let committed = batch.commit(self.store.as_ref());
         let done = TokioInstant::now();
@@ -266,9 +275,9 @@ impl Loop {
                     "cannot commit to the store: {e}; nothing of the batch is published, \
                      the core is rebuilt from the store, agents resend what was not acknowledged"
                 );
-                let snapshot = self.store.load().map_err(RunError::Store)?;
-                core.recover(snapshot, self.clock.now());
-                if matches!(e, StoreError::Sqlite(_)) {
+                self.stale = true;
+                self.rebuild(core)?;
+                if e.is_database() {
                     if self.refusing.is_none() {
                         warn!("refusing API writes until the store takes them again");
                     }
@@ -299,11 +308,41 @@ impl Loop {
 
     /// Tries a write while the store refuses them, so the master carries on by itself once
     /// space is free even when nothing else writes.
-    fn probe(&mut self) {
+    fn probe(&mut self, core: &mut Master) -> Result<(), RunError> {
+        if self.stale && !self.rebuild(core)? {
+            return Ok(());
+        }
         if self.store.probe_write().is_ok() {
             if let Some(e) = self.refusing.take() {
                 info!("the store takes writes again (it refused: {})", e.message);
             }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds a stale core from the store. `Ok(false)` while the store is unreachable
+    /// (tried again by the next flush or probe); any other failure to read it stops the
+    /// master.
+    fn rebuild(&mut self, core: &mut Master) -> Result<bool, RunError> {
+        match self.store.load() {
+            Ok(snapshot) => {
+                core.recover(snapshot, self.clock.now());
+                if std::mem::take(&mut self.stale) {
+                    info!("the store is reachable again: the core is rebuilt from it");
+                }
+                Ok(true)
+            }
+            Err(e) if e.is_unreachable() => {
+                if self.refusing.is_none() {
+                    warn!("the store is unreachable ({e}); retrying every {PROBE_EVERY:?}");
+                }
+                self.refusing = Some(ApiError::new(
+                    503,
+                    format!("the store is unreachable; nothing was changed ({e})"),
+                ));
+                Ok(false)
+            }
+            Err(e) => Err(RunError::Store(e)),
         }
     }
 
@@ -322,12 +361,17 @@ impl Loop {
 
 /// What a write request of a batch that could not be committed is told.
 fn refusal(e: &StoreError) -> ApiError {
-    if e.is_full() {
+    if e.is_unreachable() {
+        ApiError::new(
+            503,
+            format!("the store is unreachable; nothing was changed ({e})"),
+        )
+    } else if e.is_full() {
         ApiError::new(
             507,
             format!("the master's disk is full; nothing was changed ({e})"),
         )
-    } else if matches!(e, StoreError::Sqlite(_)) {
+    } else if e.is_database() {
         ApiError::new(
             503,
             format!("the store refuses writes; nothing was changed ({e})"),

@@ -19,7 +19,7 @@ use crate::core::{Config, Master};
 use crate::keys;
 use crate::model::{ApiToken, Role};
 use crate::passwords::{self, Passwords, Verdict};
-use crate::store::{SqliteStore, Store};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreLocation};
 use crate::tls_listener;
 
 /// A master ready to serve: what the loop owns.
@@ -52,8 +52,13 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| RunError::Io(format!("creating {}", config.data_dir.display()), e))?;
-    let store: Box<dyn Store> =
-        Box::new(SqliteStore::open(config.data_dir.join("master.db")).map_err(RunError::Store)?);
+    let store: Box<dyn Store> = match &config.store {
+        StoreLocation::Sqlite(path) => Box::new(SqliteStore::open(path).map_err(RunError::Store)?),
+        StoreLocation::Postgres(url) => {
+            Box::new(PostgresStore::open(url).map_err(RunError::Store)?)
+        }
+    };
+    info!("store: {}", config.store);
     let snapshot = store.load().map_err(RunError::Store)?;
     let tokens = api_tokens(store.as_ref(), &config.data_dir)?;
 

@@ -3,8 +3,11 @@
 //! from, count epochs, and the reads the HTTP API serves). [`StoreError`] is every backend's
 //! failure.
 //!
-//! - [`sqlite`]: the SQLite backend, [`SqliteStore`];
-//! - [`schema`]: its tables and migrations.
+//! - [`location`]: where the store is, [`StoreLocation`] (a file or a `postgres://` URL);
+//! - [`sqlite`]: the SQLite backend, [`SqliteStore`] (the default);
+//! - [`postgres`]: the PostgreSQL backend, [`PostgresStore`];
+//! - [`schema`]: both backends' tables and migrations, version for version;
+//! - `rows`: the column lists and row decoders both share.
 
 use std::fmt;
 
@@ -14,9 +17,15 @@ use crate::model::{
     StoredEvent, Task, TaskId, TaskState,
 };
 
+mod checks;
+pub mod location;
+pub mod postgres;
+mod rows;
 pub mod schema;
 pub mod sqlite;
 
+pub use location::StoreLocation;
+pub use postgres::PostgresStore;
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
 
@@ -24,6 +33,9 @@ pub use sqlite::SqliteStore;
 #[derive(Debug)]
 pub enum StoreError {
     Sqlite(rusqlite::Error),
+    Postgres(::postgres::Error),
+    /// The database did not answer in time (or its thread is gone): treated as unreachable.
+    Unanswered(String),
     /// The database was written by a newer Tether; this binary knows schema versions up to
     /// `known`.
     NewerSchema {
@@ -45,6 +57,12 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(e) => write!(f, "database error: {e}"),
+            Self::Postgres(e) => match e.as_db_error() {
+                // The server's message without its detail lines (they may quote row values).
+                Some(db) => write!(f, "PostgreSQL error {}: {}", db.code().code(), db.message()),
+                None => write!(f, "PostgreSQL unreachable: {e}"),
+            },
+            Self::Unanswered(why) => write!(f, "PostgreSQL unreachable: {why}"),
             Self::NewerSchema { found, known } => write!(
                 f,
                 "database schema version {found} is newer than this master knows ({known}); \
@@ -61,6 +79,7 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Sqlite(e) => Some(e),
+            Self::Postgres(e) => Some(e),
             _ => None,
         }
     }
@@ -72,10 +91,49 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl From<::postgres::Error> for StoreError {
+    fn from(e: ::postgres::Error) -> Self {
+        Self::Postgres(e)
+    }
+}
+
 impl StoreError {
     /// The disk (or the database's size limit) is full: writes fail until space is freed.
     pub fn is_full(&self) -> bool {
-        matches!(self, Self::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+        match self {
+            Self::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            Self::Postgres(e) => e.code() == Some(&::postgres::error::SqlState::DISK_FULL),
+            _ => false,
+        }
+    }
+
+    /// The database server cannot be reached (not started, stopped, connection lost): the
+    /// store reconnects by itself, and the same call may succeed later.
+    pub fn is_unreachable(&self) -> bool {
+        let e = match self {
+            Self::Postgres(e) => e,
+            Self::Unanswered(_) => return true,
+            _ => return false,
+        };
+        match e.code() {
+            // Class 08 is "connection exception"; 57P0x are shutdowns and start-ups.
+            Some(code) => code.code().starts_with("08") || code.code().starts_with("57P0"),
+            None => {
+                use std::error::Error as _;
+                e.is_closed()
+                    || e.source().is_some_and(|s| s.is::<std::io::Error>())
+                    || e.to_string().contains("timeout")
+            }
+        }
+    }
+
+    /// The database itself failed (not the input): the master refuses writes meanwhile and
+    /// retries, as opposed to a refusal of one change.
+    pub fn is_database(&self) -> bool {
+        matches!(
+            self,
+            Self::Sqlite(_) | Self::Postgres(_) | Self::Unanswered(_)
+        )
     }
 }
 

@@ -1,7 +1,8 @@
-//! The SQLite schema: the migrations in order, and the version this binary writes.
-//! [`super::sqlite`] applies them when it opens a database.
+//! Both backends' schemas: the migrations in order, step for step (migration N is the same
+//! change on SQLite and on PostgreSQL), and the version this binary writes.
+//! [`super::sqlite`] and [`super::postgres`] apply them when they open a database.
 
-/// Schema migrations; version N means the first N have been applied.
+/// SQLite's migrations; version N means the first N have been applied.
 pub const MIGRATIONS: &[&str] = &[
     // 1: initial schema.
     "
@@ -143,3 +144,147 @@ pub const MIGRATIONS: &[&str] = &[
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// PostgreSQL's migrations, one per SQLite migration. Integers are BIGINT (the model's are
+/// unsigned: the store checks them both ways); ids come from the core, and `id_marks` keeps
+/// the highest ever stored so ids of pruned rows are not issued again (SQLite's
+/// `sqlite_sequence`).
+pub const PG_MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    r#"
+    CREATE TABLE agents (
+        id                TEXT PRIMARY KEY NOT NULL,
+        incarnation       BIGINT,
+        presence          TEXT NOT NULL DEFAULT 'unknown',
+        last_heartbeat_ms BIGINT,
+        last_seq_acked    BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE clusters (
+        name   TEXT PRIMARY KEY NOT NULL,
+        mode   TEXT NOT NULL CHECK (mode IN ('round-robin', 'fixed-priority')),
+        cursor BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE cluster_members (
+        cluster  TEXT NOT NULL REFERENCES clusters(name) ON DELETE CASCADE,
+        position BIGINT NOT NULL,
+        agent_id TEXT NOT NULL,
+        PRIMARY KEY (cluster, position),
+        UNIQUE (cluster, agent_id)
+    );
+    CREATE TABLE profiles (
+        name                 TEXT PRIMARY KEY NOT NULL,
+        on_disconnect        TEXT NOT NULL CHECK (on_disconnect IN ('kill', 'continue')),
+        heartbeat_period_ms  BIGINT NOT NULL,
+        heartbeat_timeout_ms BIGINT NOT NULL,
+        grace_ms             BIGINT NOT NULL,
+        max_run_ms           BIGINT NOT NULL,
+        output_cap           BIGINT NOT NULL,
+        retries              BIGINT NOT NULL,
+        lost_after_ms        BIGINT
+    );
+    CREATE TABLE tasks (
+        id                   BIGINT PRIMARY KEY,
+        target_kind          TEXT NOT NULL CHECK (target_kind IN ('agent', 'cluster')),
+        target               TEXT NOT NULL,
+        argv                 TEXT NOT NULL,
+        env                  TEXT NOT NULL,
+        cwd                  TEXT NOT NULL,
+        profile              TEXT,
+        on_disconnect        TEXT NOT NULL CHECK (on_disconnect IN ('kill', 'continue')),
+        heartbeat_period_ms  BIGINT NOT NULL,
+        heartbeat_timeout_ms BIGINT NOT NULL,
+        grace_ms             BIGINT NOT NULL,
+        max_run_ms           BIGINT NOT NULL,
+        output_cap           BIGINT NOT NULL,
+        retries              BIGINT NOT NULL,
+        lost_after_ms        BIGINT,
+        start_at_ms          BIGINT,
+        state                TEXT NOT NULL,
+        outcome              TEXT,
+        created_ms           BIGINT NOT NULL,
+        updated_ms           BIGINT NOT NULL
+    );
+    CREATE INDEX tasks_by_state ON tasks(state);
+    CREATE TABLE attempts (
+        id             BIGINT PRIMARY KEY,
+        task_id        BIGINT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        agent_id       TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        pid            BIGINT,
+        exit           TEXT,
+        kill_cause     TEXT,
+        output_dropped BIGINT NOT NULL DEFAULT 0,
+        created_ms     BIGINT NOT NULL,
+        started_ms     BIGINT,
+        finished_ms    BIGINT
+    );
+    CREATE INDEX attempts_by_task ON attempts(task_id);
+    CREATE INDEX attempts_by_agent ON attempts(agent_id);
+    CREATE TABLE events (
+        agent_id    TEXT NOT NULL,
+        seq         BIGINT NOT NULL,
+        attempt     BIGINT,
+        kind        TEXT NOT NULL,
+        json        TEXT NOT NULL,
+        received_ms BIGINT NOT NULL,
+        UNIQUE (agent_id, seq)
+    );
+    CREATE INDEX events_by_attempt ON events(attempt);
+    CREATE TABLE output (
+        attempt_id BIGINT NOT NULL REFERENCES attempts(id) ON DELETE CASCADE,
+        stream     TEXT NOT NULL CHECK (stream IN ('stdout', 'stderr')),
+        "offset"   BIGINT NOT NULL,
+        bytes      BYTEA NOT NULL,
+        PRIMARY KEY (attempt_id, stream, "offset")
+    );
+    CREATE TABLE id_marks (
+        name TEXT PRIMARY KEY NOT NULL,
+        id   BIGINT NOT NULL
+    );
+    INSERT INTO id_marks (name, id) VALUES ('tasks', 0), ('attempts', 0);
+    "#,
+    // 2: kill requests outlive a master restart.
+    "
+    CREATE TABLE kill_requests (
+        task_id BIGINT PRIMARY KEY NOT NULL REFERENCES tasks(id) ON DELETE CASCADE
+    );
+    ",
+    // 3: authentication: the epoch row and each agent's MAC key.
+    "
+    CREATE TABLE master_epoch (
+        id    BIGINT PRIMARY KEY CHECK (id = 1),
+        epoch BIGINT NOT NULL
+    );
+    INSERT INTO master_epoch (id, epoch) VALUES (1, 0);
+    CREATE TABLE agent_keys (
+        agent_id   TEXT PRIMARY KEY NOT NULL,
+        key        BYTEA NOT NULL CHECK (length(key) = 32),
+        created_ms BIGINT NOT NULL
+    );
+    ",
+    // 4: API tokens and the audit trail (its ids from a sequence: never reused).
+    "
+    CREATE TABLE api_tokens (
+        name       TEXT PRIMARY KEY NOT NULL,
+        role       TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+        hash       TEXT NOT NULL UNIQUE,
+        created_ms BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        revoked_ms BIGINT
+    );
+    CREATE TABLE audit (
+        id      BIGSERIAL PRIMARY KEY,
+        at_ms   BIGINT NOT NULL,
+        who     TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        subject TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_subject ON audit (subject, id);
+    ",
+    // 5: switch-over: a disabled agent gets no new work.
+    "
+    ALTER TABLE agents ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1));
+    ",
+];
+
+const _: () = assert!(MIGRATIONS.len() == PG_MIGRATIONS.len());

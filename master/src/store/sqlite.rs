@@ -17,18 +17,17 @@
 //! each change.
 
 use std::cell::Cell;
-use std::fmt;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use tether_core::topic::validate_id;
 
 use crate::core::{Change, Snapshot};
 use crate::model::{
     Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, ClusterMode, OutputChunk, Profile,
     StoredEvent, Task, TaskId, TaskState,
 };
+use crate::store::checks::now_ms;
 use crate::store::schema::{MIGRATIONS, SCHEMA_VERSION};
 use crate::store::{Page, Pruned, Result, Store, StoreError};
 
@@ -36,13 +35,13 @@ mod access;
 mod prune;
 mod rows;
 
-use access::TOKEN_COLUMNS;
 mod write;
 
-use rows::{
-    AGENT_COLUMNS, ATTEMPT_COLUMNS, PROFILE_COLUMNS, TASK_COLUMNS, agent_row, attempt_row,
-    event_row, parse_stream, profile_row, task_row,
+use crate::store::rows::{
+    AGENT_COLUMNS, ATTEMPT_COLUMNS, AUDIT_COLUMNS, EVENT_COLUMNS, PROFILE_COLUMNS, TASK_COLUMNS,
+    TOKEN_COLUMNS, parse_stream,
 };
+use rows::{agent_row, attempt_row, audit_row, event_row, profile_row, task_row, token_row};
 
 /// How long a write waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -153,11 +152,12 @@ impl SqliteStore {
     /// what the master was seen to commit.
     pub fn events(&self, agent: &str) -> Result<Vec<StoredEvent>> {
         self.collect(
-            "SELECT agent_id, seq, attempt, kind, json, received_ms FROM events
-             WHERE agent_id = ?1 ORDER BY seq",
+            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE agent_id = ?1 ORDER BY seq"),
             [agent],
             event_row,
-        )
+        )?
+        .into_iter()
+        .collect()
     }
 
     // --- reads for the snapshot ---
@@ -348,7 +348,9 @@ impl Store for SqliteStore {
             &format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY id"),
             [],
             agent_row,
-        )
+        )?
+        .into_iter()
+        .collect()
     }
 
     fn clusters(&self) -> Result<Vec<Cluster>> {
@@ -420,11 +422,14 @@ impl Store for SqliteStore {
     /// The events naming one attempt, by agent and sequence.
     fn attempt_events(&self, attempt: AttemptId) -> Result<Vec<StoredEvent>> {
         self.collect(
-            "SELECT agent_id, seq, attempt, kind, json, received_ms FROM events
-             WHERE attempt = ?1 ORDER BY agent_id, seq",
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE attempt = ?1 ORDER BY agent_id, seq"
+            ),
             [attempt],
             event_row,
-        )
+        )?
+        .into_iter()
+        .collect()
     }
 
     /// An attempt's output chunks: stdout first, each stream in offset order.
@@ -456,7 +461,7 @@ impl Store for SqliteStore {
         self.collect(
             &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY name"),
             [],
-            access::token_row,
+            token_row,
         )?
         .into_iter()
         .collect()
@@ -468,10 +473,12 @@ impl Store for SqliteStore {
 
     fn audit(&self, subject: &str) -> Result<Vec<AuditEntry>> {
         self.collect(
-            "SELECT at_ms, who, action, subject FROM audit WHERE subject = ?1 ORDER BY id",
+            &format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE subject = ?1 ORDER BY id"),
             [subject],
-            access::audit_row,
-        )
+            audit_row,
+        )?
+        .into_iter()
+        .collect()
     }
 }
 
@@ -495,42 +502,6 @@ impl Drop for Rollback<'_> {
                 .depth
                 .set(self.store.depth.get().saturating_sub(1));
         }
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn check_id(what: &str, id: &str) -> Result<()> {
-    validate_id(id)
-        .map(drop)
-        .map_err(|_| StoreError::Invalid(format!("{what} '{id}': {}", IdRule)))
-}
-
-struct IdRule;
-
-impl fmt::Display for IdRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("must be 1-32 characters of [A-Za-z0-9._-]")
-    }
-}
-
-fn found(changed: usize, what: &'static str, key: impl fmt::Display) -> Result<()> {
-    if changed == 0 {
-        Err(not_found(what, key))
-    } else {
-        Ok(())
-    }
-}
-
-fn not_found(what: &'static str, key: impl fmt::Display) -> StoreError {
-    StoreError::NotFound {
-        what,
-        key: key.to_string(),
     }
 }
 

@@ -4,7 +4,8 @@
 //! batches, paging, typed refusals of bad input and history retention (`store_retention.rs`)
 //! are one suite generic over the backend
 //! ([`suite!`]: a backend runs it by adding one line). Migration, the newer-schema refusal and
-//! deleted rows are SQLite's own (`store_sqlite.rs`).
+//! deleted rows are SQLite's own (`store_sqlite.rs`). The PostgreSQL backend runs the same suite on a throwaway
+//! cluster (`pg_cluster.rs`).
 
 use std::path::Path;
 
@@ -26,11 +27,12 @@ fn sqlite(path: &Path) -> Result<Box<dyn Store>, StoreError> {
     Ok(Box::new(SqliteStore::open(path)?))
 }
 
-/// One `#[test]` per case of the suite, in a module per backend.
+/// One `#[test]` per case of the suite, in a module per backend; `$runs` says whether the
+/// backend can run here (and why not).
 macro_rules! suite {
-    ($($backend:ident => $open:expr),* $(,)?) => {$(
+    ($($backend:ident => $open:expr, if $runs:expr),* $(,)?) => {$(
         mod $backend {
-            suite!(@cases $open;
+            suite!(@cases $open, $runs;
                 fresh_store_is_empty,
                 tasks_and_attempts_round_trip,
                 agents_clusters_profiles_round_trip,
@@ -45,15 +47,20 @@ macro_rules! suite {
             );
         }
     )*};
-    (@cases $open:expr; $($case:ident),* $(,)?) => {$(
+    (@cases $open:expr, $runs:expr; $($case:ident),* $(,)?) => {$(
         #[test]
         fn $case() {
-            super::$case($open);
+            if $runs() {
+                super::$case($open);
+            }
         }
     )*};
 }
 
-suite!(sqlite => super::sqlite);
+suite!(
+    sqlite => super::sqlite, if || true,
+    postgres => crate::pg_cluster::open, if crate::pg_cluster::available,
+);
 
 pub(crate) fn db() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,12 +1,11 @@
 //! API tokens and the audit trail in SQLite.
 
-use rusqlite::{Row, params};
+use rusqlite::params;
 
-use super::{SqliteStore, check_id};
-use crate::model::{ApiToken, AuditEntry, Role};
-use crate::store::{Result, StoreError};
-
-pub(super) const TOKEN_COLUMNS: &str = "name, role, hash, created_ms, created_by, revoked_ms";
+use super::SqliteStore;
+use crate::model::{ApiToken, AuditEntry};
+use crate::store::Result;
+use crate::store::checks::check_id;
 
 impl SqliteStore {
     /// Creates, replaces (same name: a new secret) or revokes a token.
@@ -37,28 +36,4 @@ impl SqliteStore {
         )?;
         Ok(())
     }
-}
-
-pub(super) fn token_row(r: &Row<'_>) -> rusqlite::Result<Result<ApiToken>> {
-    let role: String = r.get(1)?;
-    let Some(role) = Role::parse(&role) else {
-        return Ok(Err(StoreError::Corrupt(format!("token role '{role}'"))));
-    };
-    Ok(Ok(ApiToken {
-        name: r.get(0)?,
-        role,
-        hash: r.get(2)?,
-        created_ms: r.get::<_, i64>(3)? as u64,
-        created_by: r.get(4)?,
-        revoked_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-    }))
-}
-
-pub(super) fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
-    Ok(AuditEntry {
-        at_ms: r.get::<_, i64>(0)? as u64,
-        who: r.get(1)?,
-        action: r.get(2)?,
-        subject: r.get(3)?,
-    })
 }

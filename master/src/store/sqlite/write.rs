@@ -3,16 +3,19 @@
 //! first and refuses it with a typed [`StoreError`].
 
 use rusqlite::params;
-use tether_core::message::{Stream, TaskRef};
+use tether_core::message::Stream;
 
-use super::rows::{PROFILE_COLUMNS, stream_str, to_json};
-use super::{SqliteStore, check_id, found, not_found, now_ms};
+use super::SqliteStore;
 use crate::core::Change;
 use crate::model::{
     AgentPresence, AttemptId, AttemptState, AttemptUpdate, Cluster, NewTask, Outcome, Profile,
-    TaskId, TaskState, build_spec, event_kind, on_disconnect_str,
+    TaskId, TaskState, event_kind, on_disconnect_str,
 };
-use crate::store::{Result, StoreError};
+use crate::store::Result;
+use crate::store::checks::{
+    check_attempt, check_cluster, check_id, check_task, found, not_found, now_ms,
+};
+use crate::store::rows::{PROFILE_COLUMNS, stream_str, to_json};
 
 impl SqliteStore {
     /// One change of a batch; `now` stamps what the change does not time itself.
@@ -107,16 +110,7 @@ impl SqliteStore {
 
     /// Inserts or replaces a cluster, members in the given order.
     fn put_cluster(&self, cluster: &Cluster) -> Result<()> {
-        check_id("cluster name", &cluster.name)?;
-        for (i, member) in cluster.members.iter().enumerate() {
-            check_id("cluster member", member)?;
-            if cluster.members[..i].contains(member) {
-                return Err(StoreError::Invalid(format!(
-                    "cluster '{}' lists member '{member}' twice",
-                    cluster.name
-                )));
-            }
-        }
+        check_cluster(cluster)?;
         self.atomically(|s| {
             s.conn.execute(
                 "INSERT INTO clusters (name, mode, cursor) VALUES (?1, ?2, ?3)
@@ -173,22 +167,7 @@ impl SqliteStore {
     /// [`crate::core::Snapshot::next_task`]), in `state`. Refuses what no agent would accept
     /// (the agent's own `TaskSpec::validate` rules and the wire's size limits).
     fn insert_task_with_id(&self, id: TaskId, task: &NewTask, state: TaskState) -> Result<()> {
-        if id == 0 || i64::try_from(id).is_err() {
-            return Err(StoreError::Invalid(format!("task id {id} out of range")));
-        }
-        check_id(&format!("{} name", task.target.kind()), task.target.name())?;
-        task.policy.validate()?;
-        build_spec(
-            TaskRef {
-                task: id,
-                attempt: 0,
-            },
-            &task.argv,
-            &task.env,
-            &task.cwd,
-            &task.policy,
-            task.start_at_ms,
-        )?;
+        check_task(id, task)?;
         let now = now_ms();
         let p = &task.policy;
         self.conn.execute(
@@ -240,10 +219,7 @@ impl SqliteStore {
     /// A new attempt under an id the caller chose, in state `sent`. An unknown task is
     /// [`StoreError::NotFound`], not a bare foreign-key failure.
     fn insert_attempt(&self, id: AttemptId, task: TaskId, agent: &str) -> Result<()> {
-        check_id("agent id", agent)?;
-        if id == 0 || i64::try_from(id).is_err() {
-            return Err(StoreError::Invalid(format!("attempt id {id} out of range")));
-        }
+        check_attempt(id, agent)?;
         if !self.exists("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1)", task)? {
             return Err(not_found("task", task));
         }

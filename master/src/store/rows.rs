@@ -1,0 +1,207 @@
+//! What both backends share about rows: the column lists the queries select, JSON columns,
+//! the word enums as TEXT, and one decoder per table over [`Columns`], which each backend's
+//! row type implements. Integers are stored signed (PostgreSQL has no unsigned types) and
+//! checked on the way back.
+
+use serde::{Deserialize, Serialize};
+use tether_core::message::Stream;
+
+use crate::model::{
+    Agent, AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, Profile, Role, StoredEvent,
+    Target, Task, TaskPolicy, TaskState, parse_on_disconnect,
+};
+use crate::store::{Result, StoreError};
+
+pub(crate) const TASK_COLUMNS: &str = "id, target_kind, target, argv, env, cwd, profile, on_disconnect, \
+    heartbeat_period_ms, heartbeat_timeout_ms, grace_ms, max_run_ms, output_cap, retries, \
+    lost_after_ms, start_at_ms, state, outcome, created_ms, updated_ms";
+
+pub(crate) const ATTEMPT_COLUMNS: &str = "id, task_id, agent_id, state, pid, exit, kill_cause, \
+    output_dropped, created_ms, started_ms, finished_ms";
+
+pub(crate) const AGENT_COLUMNS: &str =
+    "id, incarnation, presence, last_heartbeat_ms, last_seq_acked, disabled";
+
+pub(crate) const PROFILE_COLUMNS: &str = "name, on_disconnect, heartbeat_period_ms, heartbeat_timeout_ms, \
+    grace_ms, max_run_ms, output_cap, retries, lost_after_ms";
+
+pub(crate) const TOKEN_COLUMNS: &str = "name, role, hash, created_ms, created_by, revoked_ms";
+
+pub(crate) const EVENT_COLUMNS: &str = "agent_id, seq, attempt, kind, json, received_ms";
+
+pub(crate) const AUDIT_COLUMNS: &str = "at_ms, who, action, subject";
+
+/// One result row of either backend, read by column index.
+pub(crate) trait Columns {
+    fn opt_i64(&self, i: usize) -> Result<Option<i64>>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>>;
+
+    fn text(&self, i: usize) -> Result<String> {
+        self.opt_text(i)?
+            .ok_or_else(|| StoreError::Corrupt(format!("column {i} is NULL")))
+    }
+
+    /// An integer column as the model's type (a negative or too large value is corrupt).
+    fn opt_int<T: TryFrom<i64>>(&self, i: usize) -> Result<Option<T>> {
+        self.opt_i64(i)?
+            .map(|v| {
+                T::try_from(v)
+                    .map_err(|_| StoreError::Corrupt(format!("column {i}: {v} out of range")))
+            })
+            .transpose()
+    }
+
+    fn int<T: TryFrom<i64>>(&self, i: usize) -> Result<T> {
+        self.opt_int(i)?
+            .ok_or_else(|| StoreError::Corrupt(format!("column {i} is NULL")))
+    }
+
+    fn flag(&self, i: usize) -> Result<bool> {
+        Ok(self.int::<i64>(i)? != 0)
+    }
+
+    /// A word enum stored as TEXT.
+    fn word<T>(&self, i: usize, what: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+        let text = self.text(i)?;
+        parse(&text).ok_or_else(|| StoreError::Corrupt(format!("unknown {what} '{text}'")))
+    }
+}
+
+/// A model integer as the signed value both backends store.
+pub(crate) fn signed(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{v} is out of range")))
+}
+
+pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Invalid(format!("not serializable: {e}")))
+}
+
+pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(what: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(crate) fn stream_str(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    }
+}
+
+pub(crate) fn parse_stream(text: &str) -> Option<Stream> {
+    match text {
+        "stdout" => Some(Stream::Stdout),
+        "stderr" => Some(Stream::Stderr),
+        _ => None,
+    }
+}
+
+pub(crate) fn agent(r: &impl Columns) -> Result<Agent> {
+    Ok(Agent {
+        id: r.text(0)?,
+        incarnation: r.opt_int(1)?,
+        presence: r.word(2, "presence", AgentPresence::parse)?,
+        last_heartbeat_ms: r.opt_int(3)?,
+        last_seq_acked: r.int(4)?,
+        disabled: r.flag(5)?,
+    })
+}
+
+/// Reads the policy columns starting at `first` (on_disconnect .. lost_after_ms).
+fn policy_at(r: &impl Columns, first: usize) -> Result<TaskPolicy> {
+    Ok(TaskPolicy {
+        on_disconnect: r.word(first, "on_disconnect", parse_on_disconnect)?,
+        heartbeat_period_ms: r.int(first + 1)?,
+        heartbeat_timeout_ms: r.int(first + 2)?,
+        grace_ms: r.int(first + 3)?,
+        max_run_ms: r.int(first + 4)?,
+        output_cap: r.int(first + 5)?,
+        retries: r.int(first + 6)?,
+        lost_after_ms: r.opt_int(first + 7)?,
+    })
+}
+
+pub(crate) fn profile(r: &impl Columns) -> Result<Profile> {
+    Ok(Profile {
+        name: r.text(0)?,
+        policy: policy_at(r, 1)?,
+    })
+}
+
+pub(crate) fn task(r: &impl Columns) -> Result<Task> {
+    let name = r.text(2)?;
+    let target = match r.text(1)?.as_str() {
+        "agent" => Target::Agent(name),
+        "cluster" => Target::Cluster(name),
+        other => return Err(StoreError::Corrupt(format!("task target kind '{other}'"))),
+    };
+    Ok(Task {
+        id: r.int(0)?,
+        target,
+        argv: from_json("task argv", &r.text(3)?)?,
+        env: from_json("task env", &r.text(4)?)?,
+        cwd: r.text(5)?,
+        profile: r.opt_text(6)?,
+        policy: policy_at(r, 7)?,
+        start_at_ms: r.opt_int(15)?,
+        state: r.word(16, "task state", TaskState::parse)?,
+        outcome: r
+            .opt_text(17)?
+            .map(|o| from_json("task outcome", &o))
+            .transpose()?,
+        created_ms: r.int(18)?,
+        updated_ms: r.int(19)?,
+    })
+}
+
+pub(crate) fn attempt(r: &impl Columns) -> Result<Attempt> {
+    Ok(Attempt {
+        id: r.int(0)?,
+        task_id: r.int(1)?,
+        agent_id: r.text(2)?,
+        state: r.word(3, "attempt state", AttemptState::parse)?,
+        pid: r.opt_int(4)?,
+        exit: r
+            .opt_text(5)?
+            .map(|e| from_json("attempt exit", &e))
+            .transpose()?,
+        kill_cause: r
+            .opt_text(6)?
+            .map(|c| from_json("attempt kill cause", &c))
+            .transpose()?,
+        output_dropped: r.int(7)?,
+        created_ms: r.int(8)?,
+        started_ms: r.opt_int(9)?,
+        finished_ms: r.opt_int(10)?,
+    })
+}
+
+pub(crate) fn event(r: &impl Columns) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        agent_id: r.text(0)?,
+        seq: r.int(1)?,
+        attempt: r.opt_int(2)?,
+        kind: r.text(3)?,
+        json: r.text(4)?,
+        received_ms: r.int(5)?,
+    })
+}
+
+pub(crate) fn token(r: &impl Columns) -> Result<ApiToken> {
+    Ok(ApiToken {
+        name: r.text(0)?,
+        role: r.word(1, "token role", Role::parse)?,
+        hash: r.text(2)?,
+        created_ms: r.int(3)?,
+        created_by: r.text(4)?,
+        revoked_ms: r.opt_int(5)?,
+    })
+}
+
+pub(crate) fn audit(r: &impl Columns) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        at_ms: r.int(0)?,
+        who: r.text(1)?,
+        action: r.text(2)?,
+        subject: r.text(3)?,
+    })
+}
