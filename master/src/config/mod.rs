@@ -270,12 +270,17 @@ impl Layered {
         let mut top = flags;
         // A value given on top replaces the file's, and the file's line no longer applies.
         macro_rules! overlay {
-            ($($field:ident),* $(,)?) => {$(
-                if let Some(v) = top.$field.take() {
-                    merged.$field = Some(v);
-                    lines.remove(stringify!($field));
-                }
-            )*};
+            ($($field:ident),* $(,)?) => {
+                // Every setting is listed: one left out is a compile error here, not a flag
+                // that silently loses to the file.
+                let Settings { $($field: _),* } = &top;
+                $(
+                    if let Some(v) = top.$field.take() {
+                        merged.$field = Some(v);
+                        lines.remove(stringify!($field));
+                    }
+                )*
+            };
         }
         overlay!(
             config,
