@@ -35,6 +35,7 @@ use crate::message::{
     AgentHeartbeat, AgentId, Command, CommandBody, Echo, Event, EventKind, Exit, HEARTBEAT_TASKS,
     KillCause, Message, OUTPUT_CHUNK, RejectReason, Stream, TaskRef, TaskSpec,
 };
+use crate::millis;
 use crate::policy::OnDisconnect;
 use crate::presence::{MAX_PRESENCE, Presence, State};
 use crate::topic::{MAX_PREFIX, Topic, TopicBuf, TopicError, validate_id, validate_prefix};
@@ -48,10 +49,10 @@ pub const SEND_WINDOW: u64 = 32;
 pub const PUBLISH_MAX: usize = 400;
 /// Heartbeat period before the master has announced its own.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
-const MIN_PERIOD: Duration = Duration::from_millis(100);
+const MIN_PERIOD: Duration = millis::duration(100);
 /// How long after a gap in contact the master's heartbeats are answered early, and how soon.
 const REJOIN_WINDOW: Duration = Duration::from_secs(2);
-const REJOIN_ANSWER_DELAY: Duration = Duration::from_millis(100);
+const REJOIN_ANSWER_DELAY: Duration = millis::duration(100);
 /// Linux EACCES: a held order whose program the allowlist no longer allows ends as a spawn
 /// failure with it (the protocol's spawn failures carry Linux errno values).
 const EACCES: i32 = 13;
@@ -410,7 +411,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     pub fn heartbeat_period(&self) -> Duration {
         self.slots
             .iter()
-            .map(|s| Duration::from_millis(s.spec.policy.heartbeat_period_ms))
+            .map(|s| millis::duration(s.spec.policy.heartbeat_period_ms))
             .fold(self.master_period, Duration::min)
             .max(MIN_PERIOD)
     }
@@ -654,7 +655,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                         }
                         self.master_epoch = Some(hb.epoch);
                         self.echo = Some(hb.echo());
-                        self.master_period = Duration::from_millis(hb.period_ms).max(MIN_PERIOD);
+                        self.master_period = millis::duration(hb.period_ms).max(MIN_PERIOD);
                         self.rearm_heartbeat(now);
                         // Answer in the same wake-up when ours is due within half a period: an
                         // idle agent then wakes about once per period, not twice.
@@ -997,7 +998,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             return;
         }
         let task = self.slots[i].spec.task;
-        let grace = Duration::from_millis(self.slots[i].spec.policy.grace_ms);
+        let grace = millis::duration(self.slots[i].spec.policy.grace_ms);
         self.slots[i].kill = Some((cause, Some(now.saturating_add(grace))));
         self.push_event(now, EventKind::Terminating { task, cause });
         self.push(Action::Signal {
@@ -1030,7 +1031,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                 let policy = &slot.spec.policy;
                 let lost = (policy.on_disconnect == OnDisconnect::Kill).then(|| {
                     let since = self.last_contact.max(started);
-                    since.saturating_add(Duration::from_millis(policy.heartbeat_timeout_ms))
+                    since.saturating_add(millis::duration(policy.heartbeat_timeout_ms))
                 });
                 [lost, self.max_run_deadline(slot), self.stopping]
                     .into_iter()
@@ -1046,7 +1047,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             return None;
         };
         let max_run = slot.spec.policy.max_run_ms;
-        (max_run > 0).then(|| started.saturating_add(Duration::from_millis(max_run)))
+        (max_run > 0).then(|| started.saturating_add(millis::duration(max_run)))
     }
 
     /// When the attempt should start, on the monotonic clock (at once without a start time or
@@ -1056,9 +1057,9 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             return Instant::MIN;
         };
         if start >= ms {
-            at.saturating_add(Duration::from_millis(start - ms))
+            at.saturating_add(millis::duration(start - ms))
         } else {
-            at.saturating_sub(Duration::from_millis(ms - start))
+            at.saturating_sub(millis::duration(ms - start))
         }
     }
 

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod broker_addr;
 pub mod journal;
 pub mod message;
+pub mod millis;
 pub mod policy;
 pub mod presence;
 pub mod topic;

@@ -82,7 +82,7 @@ pub fn validate_heartbeat(period_ms: u64, timeout_ms: u64) -> Result<(), PolicyE
     if timeout_ms % period_ms != 0 {
         return Err(PolicyError::TimeoutNotMultipleOfPeriod);
     }
-    if timeout_ms < 2 * period_ms {
+    if timeout_ms < period_ms.saturating_mul(2) {
         return Err(PolicyError::TimeoutBelowTwoPeriods);
     }
     Ok(())
