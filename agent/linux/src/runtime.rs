@@ -281,7 +281,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// keepalive timer wakes the board only every other period; the broker still fires the will
 /// 3 periods into a silent link (our own heartbeat timeouts decide what happens to tasks).
 fn keep_alive(period: tether_core::Duration) -> Duration {
-    Duration::from_millis(2 * period.as_millis())
+    Duration::from_millis(period.as_millis().saturating_mul(2))
         .clamp(Duration::from_secs(5), Duration::from_secs(600))
 }
 
