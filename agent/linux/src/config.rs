@@ -12,6 +12,8 @@
 //!                                   # attempts (crate::probe)
 //! reconnect_max_ms = 30000
 //! max_tasks = 16
+//! metrics_file = "/var/lib/prometheus/node-exporter/tether-agent.prom"  # optional: figures
+//!                                   # for node_exporter's textfile collector (crate::textfile)
 //! username = "pi-kitchen"           # optional broker credentials
 //! password = "..."
 //! tls_ca_file = "/etc/tether/ca.pem"        # required by mqtts:// brokers: the CA that signed
@@ -117,6 +119,8 @@ pub struct Config {
     pub username: Option<String>,
     pub password: Option<String>,
     pub max_tasks: u32,
+    /// Where the figures for node_exporter's textfile collector go, if anywhere.
+    pub metrics_file: Option<PathBuf>,
     pub tasks: TasksConfig,
     /// Set when a broker is `mqtts://`.
     pub tls: Option<Tls>,
@@ -169,6 +173,7 @@ impl fmt::Debug for Config {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("max_tasks", &self.max_tasks)
+            .field("metrics_file", &self.metrics_file)
             .field("tasks", &self.tasks)
             .field("tls", &self.tls)
             .field(
@@ -359,6 +364,7 @@ struct Builder {
     username: Option<At<String>>,
     password: Option<At<String>>,
     max_tasks: Option<At<u32>>,
+    metrics_file: Option<At<PathBuf>>,
     tasks: TasksConfig,
     tls_ca_file: Option<At<PathBuf>>,
     tls_cert_file: Option<At<PathBuf>>,
@@ -408,6 +414,7 @@ impl Builder {
             "username" => self.username = at(nonempty(string(key, v)?, key)?, v),
             "password" => self.password = at(string(key, v)?, v),
             "max_tasks" => self.max_tasks = at(max_tasks_value(integer(key, v)?, key)?, v),
+            "metrics_file" => self.metrics_file = at(metrics_file_value(string(key, v)?, key)?, v),
             "tls_ca_file" => self.tls_ca_file = at(path_value(string(key, v)?, key)?, v),
             "tls_cert_file" => self.tls_cert_file = at(path_value(string(key, v)?, key)?, v),
             "tls_key_file" => self.tls_key_file = at(path_value(string(key, v)?, key)?, v),
@@ -620,6 +627,7 @@ impl Builder {
             username: self.username.map(|a| a.value),
             password: self.password.map(|a| a.value),
             max_tasks: self.max_tasks.map_or(DEFAULT_MAX_TASKS, |a| a.value),
+            metrics_file: self.metrics_file.map(|a| a.value),
             tasks: self.tasks,
             tls,
             auth: auth.unwrap_or(Auth::Insecure),
@@ -846,6 +854,18 @@ fn path_value(s: String, key: &str) -> Result<PathBuf, String> {
         return Err(format!("`{key}` must not be empty"));
     }
     Ok(PathBuf::from(s))
+}
+
+/// node_exporter's textfile collector reads only `*.prom` files.
+fn metrics_file_value(s: String, key: &str) -> Result<PathBuf, String> {
+    let path = path_value(s, key)?;
+    if path.extension().is_some_and(|e| e == "prom") {
+        Ok(path)
+    } else {
+        Err(format!(
+            "`{key}` must name a `.prom` file (node_exporter's textfile collector reads only those)"
+        ))
+    }
 }
 
 fn nonempty(s: String, key: &str) -> Result<String, String> {

@@ -4,7 +4,8 @@
 //! [`journal`] (the durable, checksummed journal file), [`process`] (task processes, their
 //! output and their process groups), [`confine`] (the user, group and limits of tasks) and
 //! [`config`] (the TOML configuration and flag overrides), [`mqtt`] and [`probe`] (the
-//! connection, its back-off and the probes that cut it short), [`flags`] (the command line: one
+//! connection, its back-off and the probes that cut it short), [`textfile`] (the figures for
+//! node_exporter's textfile collector), [`flags`] (the command line: one
 //! table for the parser, the usage text and, with feature `cli-docs`, the man page and
 //! completions in `cli_docs`). None of them decides anything; the decisions live in tether-core.
 
@@ -19,3 +20,4 @@ pub mod mqtt;
 pub mod probe;
 pub mod process;
 pub mod runtime;
+pub mod textfile;

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{debug, error, info, warn};
 use rumqttc::{AsyncClient, QoS};
-use tether_core::agent::{Action, Agent, Signal};
+use tether_core::agent::{Action, Agent, Phase, Signal};
 use tether_core::journal::{self as records, JournalLevel, JournalRecord};
 use tether_core::message::TaskRef;
 use tether_core::wire;
@@ -26,6 +26,7 @@ use crate::journal::{Journal, JournalError};
 use crate::leftovers::Leftovers;
 use crate::mqtt::{self, NetEvent, Session};
 use crate::process::{self, ProcessEvent, Supervisor, TaskCommand};
+use crate::textfile::{Figures, Textfile};
 
 /// Attempts held or running at once, at most (the config's `max_tasks` may lower it).
 pub const TASKS: usize = 32;
@@ -121,6 +122,7 @@ struct Runtime {
     /// Highest journal position appended and not yet synced.
     unsynced: Option<u64>,
     client: AsyncClient,
+    metrics: Option<Textfile>,
 }
 
 /// Creates the tasks' default working directory when missing, owned by the task user when
@@ -226,7 +228,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         groups_changed: false,
         unsynced: None,
         client,
+        metrics: None,
     };
+    rt.metrics = rt
+        .config
+        .metrics_file
+        .clone()
+        .map(|path| Textfile::new(path, &rt.config.id));
     rt.report_level();
     rt.execute()?;
 
@@ -259,6 +267,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             rt.run_actions()?;
         }
         rt.execute()?;
+        rt.write_metrics();
     }
     info!(
         "stopped: {} events left unacknowledged in the journal",
@@ -286,6 +295,29 @@ fn keep_alive(period: tether_core::Duration) -> Duration {
 }
 
 impl Runtime {
+    /// The figures for node_exporter, when configured (written only when they changed).
+    fn write_metrics(&mut self) {
+        let Some(file) = self.metrics.as_mut() else {
+            return;
+        };
+        let mut figures = Figures {
+            connected: self.agent.is_connected(),
+            journal_bytes: self.journal.len_bytes(),
+            journal_max_bytes: self.config.journal_max_bytes,
+            backlog: self.agent.last_seq().saturating_sub(self.agent.acked_seq()),
+            stats: self.agent.stats(),
+            ..Figures::default()
+        };
+        for (_, phase) in self.agent.tasks() {
+            match phase {
+                Phase::Held => figures.tasks_held += 1,
+                Phase::Running { .. } => figures.tasks_running += 1,
+                _ => figures.tasks_starting += 1,
+            }
+        }
+        file.update(std::time::Instant::now(), &figures);
+    }
+
     fn stop(&mut self) {
         info!("stop requested: draining for up to {:?}", self.config.drain);
         let drain = tether_core::Duration::from_millis(self.config.drain.as_millis() as u64);

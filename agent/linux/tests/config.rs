@@ -1,6 +1,6 @@
 //! The agent's configuration file: defaults, every error with its line, flag overrides.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tether_agent::config::{
@@ -669,4 +669,14 @@ fn keys_are_required_unless_insecure_is_explicit() {
     )
     .unwrap();
     assert!(matches!(c.auth, Auth::Keys { ref master, .. } if master.keys().len() == 2));
+}
+
+#[test]
+fn metrics_file_must_be_a_prom_file() {
+    let ok = check_config("id = \"a\"\nbrokers = [\"b:1\"]\nmetrics_file = \"/run/t/a.prom\"\n")
+        .unwrap();
+    assert_eq!(ok.metrics_file.as_deref(), Some(Path::new("/run/t/a.prom")));
+    let errs = errors("id = \"a\"\nbrokers = [\"b:1\"]\nmetrics_file = \"/run/t/a.txt\"\n");
+    assert_eq!(where_(&errs), vec![(Some(3), Some("metrics_file"))]);
+    assert!(errs[0].message.contains(".prom"), "{}", errs[0]);
 }
