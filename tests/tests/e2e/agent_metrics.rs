@@ -50,11 +50,10 @@ async fn figures_for_node_exporter_pass_promtool_and_follow_the_agent() {
     let dir = TempDir::new("agent-metrics").unwrap();
     let path = dir.join("tether-agent.prom");
     let config = format!("metrics_file = \"{}\"\n", path.display());
-    let (master, _home, mut agent) =
-        scripted_pair(&broker, "metrics", Duration::from_secs(1), |o| {
-            o.config_toml = Some(config)
-        })
-        .await;
+    let (master, _home, agent) = scripted_pair(&broker, "metrics", Duration::from_secs(1), |o| {
+        o.config_toml = Some(config)
+    })
+    .await;
     let id = format!("metrics-{}", broker.kind());
     let connected = format!("tether_agent_connected{{agent=\"{id}\"}} 1");
     let text = wait_text(&path, "connected", |t| t.contains(&connected)).await;
