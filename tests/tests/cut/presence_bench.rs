@@ -119,6 +119,15 @@ impl Watcher {
             .map(|(at, _)| *at)
     }
 
+    /// Through a silence of `length` that began at `since`: when the presence read offline
+    /// (waited for at most the longer of the silence and `bound`), once the silence is over.
+    async fn ride_out(&self, since: u64, length: Duration, bound: Duration) -> Option<u64> {
+        let offline = self.wait(since, "offline", bound.max(length)).await;
+        let elapsed = Duration::from_millis(unix_ms().saturating_sub(since));
+        tokio::time::sleep(length.saturating_sub(elapsed)).await;
+        offline
+    }
+
     /// Waits (bounded) for such a line.
     async fn wait(&self, since: u64, prefix: &str, within: Duration) -> Option<u64> {
         let deadline = tokio::time::Instant::now() + within;
@@ -130,6 +139,20 @@ impl Watcher {
         }
         None
     }
+}
+
+/// The timeline of a silence that began at `start`: when the master and the retained presence
+/// said the agent was gone.
+fn silenced(world: &World, title: &str, start: (&str, u64), offline: Option<u64>) -> Timeline {
+    let mut tl = Timeline::new(title);
+    tl.t0(start.0, start.1);
+    let agent = &world.agents[0].id;
+    tl.row(
+        "master: agent unavailable",
+        world.unavailable_seen(agent, start.1),
+    );
+    tl.row("retained presence offline (mosquitto_sub)", offline);
+    tl
 }
 
 impl Drop for Watcher {
@@ -171,11 +194,7 @@ async fn bench(broker: BrokerKind) {
 
     // A pulled cable.
     let cut = world.cut(0);
-    let offline = watcher.wait(cut, "offline", bound.max(plan.cut)).await;
-    let left = plan
-        .cut
-        .saturating_sub(Duration::from_millis(unix_ms() - cut));
-    tokio::time::sleep(left).await;
+    let offline = watcher.ride_out(cut, plan.cut, bound).await;
     let restored = world.restore(0);
     let back = watcher
         .wait(restored, "online", Duration::from_secs(60))
@@ -185,13 +204,8 @@ async fn bench(broker: BrokerKind) {
             a["available"] == true
         })
         .await;
-    let mut tl = Timeline::new(format!("presence after a {:?} cut ({run})", plan.cut));
-    tl.t0("cable pulled", cut);
-    tl.row(
-        "master: agent unavailable",
-        world.unavailable_seen(&agent, cut),
-    );
-    tl.row("retained presence offline (mosquitto_sub)", offline);
+    let title = format!("presence after a {:?} cut ({run})", plan.cut);
+    let mut tl = silenced(&world, &title, ("cable pulled", cut), offline);
     tl.row("cable plugged back", Some(restored));
     tl.row("retained presence online again", back);
     tl.print();
@@ -199,13 +213,7 @@ async fn bench(broker: BrokerKind) {
     // A frozen process.
     let frozen = unix_ms();
     world.agent_proc(0).signal(libc::SIGSTOP);
-    let frozen_offline = watcher
-        .wait(frozen, "offline", bound.max(plan.freeze))
-        .await;
-    let left = plan
-        .freeze
-        .saturating_sub(Duration::from_millis(unix_ms() - frozen));
-    tokio::time::sleep(left).await;
+    let frozen_offline = watcher.ride_out(frozen, plan.freeze, bound).await;
     let resumed = unix_ms();
     world.agent_proc(0).signal(libc::SIGCONT);
     // Polled here (every 100 ms), not through the observer, whose round may lag the answer.
@@ -222,13 +230,8 @@ async fn bench(broker: BrokerKind) {
     let online_again = watcher
         .wait(resumed, "online", Duration::from_secs(30))
         .await;
-    let mut tl = Timeline::new(format!("presence after a {:?} freeze ({run})", plan.freeze));
-    tl.t0("SIGSTOP", frozen);
-    tl.row(
-        "master: agent unavailable",
-        world.unavailable_seen(&agent, frozen),
-    );
-    tl.row("retained presence offline (mosquitto_sub)", frozen_offline);
+    let title = format!("presence after a {:?} freeze ({run})", plan.freeze);
+    let mut tl = silenced(&world, &title, ("SIGSTOP", frozen), frozen_offline);
     tl.row("SIGCONT", Some(resumed));
     tl.row("retained presence online again", online_again);
     tl.row("master: agent available again", available);
