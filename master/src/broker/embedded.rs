@@ -131,9 +131,40 @@ fn probe(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok()
 }
 
-/// A port on `ip` that was free a moment ago (bound to port 0, then released).
+/// A port on `ip` that was free a moment ago, for a listener (rumqttd, mosquitto) that cannot
+/// bind port 0 and say which port it got. Picked at random below the kernel's ephemeral range
+/// when there is room: a port from that range (what binding port 0 gives) can be taken by any
+/// outgoing connection between this check and the real bind, which busy test runs saw happen.
 pub fn pick_free_port(ip: IpAddr) -> io::Result<SocketAddr> {
+    let low = ephemeral_low().unwrap_or(32768);
+    if low > 11024 {
+        let span = u64::from(low - 11024);
+        for _ in 0..64 {
+            let port = 10240 + (random() % span) as u16;
+            if let Ok(l) = TcpListener::bind(SocketAddr::new(ip, port)) {
+                return l.local_addr();
+            }
+        }
+    }
     TcpListener::bind(SocketAddr::new(ip, 0))?.local_addr()
+}
+
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`).
+fn ephemeral_low() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
+}
+
+/// A random number from the standard library's per-process hash keys (no crate for this).
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 /// Waits until something accepts TCP connections on `addr`, at most `timeout`. Returns
