@@ -28,8 +28,29 @@ fn load(args: &Args) -> Result<config::Config, String> {
     }
 }
 
+/// Installs the logger (`RUST_LOG`, default `info`). Under journald (`$JOURNAL_STREAM` set, as
+/// systemd sets it for the unit's output) each line starts with its syslog priority instead
+/// of a time stamp, so `journalctl -p warning` finds the agent's warnings.
+fn init_logging() {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.format(|buf, record| {
+            use std::io::Write as _;
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{priority}>{}: {}", record.target(), record.args())
+        });
+    }
+    builder.init();
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging();
     let args = match flags::parse(std::env::args().skip(1)) {
         Ok(Parsed::Args(args)) => args,
         Ok(Parsed::Help) => {
