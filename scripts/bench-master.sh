@@ -7,7 +7,7 @@
 #   - the master's idle VmRSS/VmHWM with one agent.
 #   - tasks per second and master RSS on SQLite and on PostgreSQL, side by side (stores).
 # Usage: scripts/bench-master.sh [SECTION...]   (sections: rss broker tasks failover stores;
-# --smoke: a short stores run)
+# --smoke: every section short, failing unless each figure is produced)
 # Needs /usr/sbin/mosquitto for the broker reference. BENCH_LOGS=1 prints the process logs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -31,11 +31,13 @@ fi
 step "tests (TETHER_SIM_SEEDS=${TETHER_SIM_SEEDS:-default})"
 cargo test --workspace --locked
 
-# The benchmark's stores section, short: both backends end to end, so it cannot rot unseen
-# (scripts/bench-master.sh stores runs it in full, in release).
-step "benchmark smoke: tasks/s and RSS on SQLite and PostgreSQL (a few tasks)"
-cargo build -p tether-agent --bins --locked
-cargo test -p tether-master --bench measure --locked -- stores --smoke
+# Every benchmark, short, so none rots unseen: each figure must be produced, its value is not
+# judged (scripts/bench-master.sh and scripts/measure-agent.sh run them in full, in release).
+step "benchmark smoke: the master's measurements (brokers, tasks/s, fail-over, RSS, stores)"
+cargo build -p tether-agent -p tether-master --bins --locked
+cargo test -p tether-master --bench measure --locked -- --smoke
+step "benchmark smoke: the idle agent (RSS, wake-ups, bytes per heartbeat) next to mosquitto_sub"
+MEASURE_SMOKE=1 bash scripts/measure-agent.sh
 
 # Only with its feature: the agent's own build links no clap (binary size on a Pi Zero).
 step "tether-agent's man page and completions agree with its parser (feature cli-docs)"

@@ -300,17 +300,18 @@ fn status_table(out: &mut dyn Write, v: &Value) -> io::Result<()> {
 fn agents_table(out: &mut dyn Write, v: &Value) -> io::Result<()> {
     writeln!(
         out,
-        "{:<20} {:<9} {:<9} {:<8} {:>9}  ATTEMPTS",
-        "AGENT", "PRESENCE", "AVAILABLE", "DISABLED", "SILENT"
+        "{:<20} {:<9} {:<9} {:<8} {:<8} {:>9}  ATTEMPTS",
+        "AGENT", "PRESENCE", "AVAILABLE", "DISABLED", "JOURNAL", "SILENT"
     )?;
     for a in list(v) {
         writeln!(
             out,
-            "{:<20} {:<9} {:<9} {:<8} {:>8.1}s  {}",
+            "{:<20} {:<9} {:<9} {:<8} {:<8} {:>8.1}s  {}",
             text(&a["id"]),
             text(&a["presence"]),
             yes(&a["available"]),
             yes(&a["disabled"]),
+            a["journal"].as_str().unwrap_or("-"),
             a["silent_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
             a["attempts"]
         )?;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tether_core::auth::{MasterKeys, SigningKey, Verifier};
 use tether_core::message::{
-    Command, CommandBody, Event, EventKind, Message, StrList, Stream, TaskRef, TaskSpec,
+    Command, CommandBody, Event, EventKind, Message, Report, StrList, Stream, TaskRef, TaskSpec,
 };
 use tether_core::policy::Policy;
 use tether_core::wire::{self, MAX_MESSAGE};
@@ -24,6 +24,7 @@ fn start() -> Message {
     Message::Command(Command {
         epoch: 7,
         counter: 12_345,
+        journal: 0x5eed_f00d,
         body: CommandBody::Start(TaskSpec {
             task: TaskRef {
                 task: 42,
@@ -40,17 +41,20 @@ fn start() -> Message {
 }
 
 fn output_event() -> Message {
-    Message::Event(Event {
-        seq: 1_000,
-        at_unix_ms: 1_700_000_000_000,
-        kind: EventKind::Output {
-            task: TaskRef {
-                task: 42,
-                attempt: 43,
+    Message::Event(Report {
+        journal: 0x5eed_f00d,
+        event: Event {
+            seq: 1_000,
+            at_unix_ms: 1_700_000_000_000,
+            kind: EventKind::Output {
+                task: TaskRef {
+                    task: 42,
+                    attempt: 43,
+                },
+                stream: Stream::Stdout,
+                offset: 0,
+                data: heapless::Vec::from_slice(&[b'x'; 200]).expect("fits"),
             },
-            stream: Stream::Stdout,
-            offset: 0,
-            data: heapless::Vec::from_slice(&[b'x'; 200]).expect("fits"),
         },
     })
 }

@@ -33,7 +33,7 @@ use crate::auth::{AgentKey, MasterKeys, ReplayGuard, Verifier};
 use crate::journal::{JournalLevel, JournalRecord};
 use crate::message::{
     AgentHeartbeat, AgentId, Command, CommandBody, Echo, Event, EventKind, Exit, HEARTBEAT_TASKS,
-    KillCause, Message, OUTPUT_CHUNK, RejectReason, Stream, TaskRef, TaskSpec,
+    KillCause, Message, OUTPUT_CHUNK, RejectReason, Report, Stream, TaskRef, TaskSpec,
 };
 use crate::millis;
 use crate::policy::OnDisconnect;
@@ -64,6 +64,9 @@ pub struct Config<'a> {
     pub prefix: &'a str,
     /// New at every process start (random); tells a stale will from the live connection.
     pub incarnation: u32,
+    /// The identity a new journal gets (random, not 0). A journal that has one keeps it: its
+    /// `Identity` record, restored, replaces this.
+    pub journal: u32,
     pub auth: Auth,
 }
 
@@ -93,6 +96,10 @@ pub enum Append {
     MasterCounter {
         epoch: u32,
         counter: u64,
+    },
+    /// The journal's identity, written once when it had none.
+    Identity {
+        journal: u32,
     },
 }
 
@@ -172,6 +179,8 @@ pub struct Stats {
     pub lost_actions: u64,
     /// Journaled orders that did not fit `TASKS` at restore (only if `TASKS` shrank).
     pub unrestored_orders: u64,
+    /// Authentic commands dropped because they named another journal of this agent.
+    pub other_journal: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +200,9 @@ pub struct Agent<const TASKS: usize, const SEEN: usize> {
     id: AgentId,
     prefix: String<MAX_PREFIX>,
     incarnation: u32,
+    journal: u32,
+    /// The journal had its identity: restored from it, or appended at restore.
+    journal_named: bool,
     topics: Topics,
     auth: Auth,
     replay: ReplayGuard,
@@ -266,6 +278,8 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             id,
             prefix: String::try_from(p).map_err(|_| TopicError::InvalidPrefix)?,
             incarnation: config.incarnation,
+            journal: config.journal.max(1),
+            journal_named: false,
             topics,
             auth: config.auth,
             replay: ReplayGuard::new(),
@@ -315,6 +329,11 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.incarnation
     }
 
+    /// The identity of the journal this agent's events are numbered in.
+    pub fn journal(&self) -> u32 {
+        self.journal
+    }
+
     /// Topics to subscribe to (QoS 1) after every connect.
     pub fn subscriptions(&self) -> [&str; 4] {
         [
@@ -357,8 +376,12 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         event: &Event,
         buf: &'b mut [u8],
     ) -> Result<&'b [u8], EncodeError> {
+        let report = Report {
+            journal: self.journal,
+            event: event.clone(),
+        };
         wire::encode_for(
-            &Message::Event(event.clone()),
+            &Message::Event(report),
             &self.topics.event,
             self.signer(),
             buf,
@@ -472,6 +495,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                 epoch: *epoch,
                 counter: *counter,
             },
+            Append::Identity { journal } => JournalRecord::Identity { journal: *journal },
         };
         crate::journal::encode(&record, buf)
     }
@@ -479,6 +503,9 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     /// The records that rebuild this agent's state, for compaction: write these, then every
     /// journaled event with a sequence above [`Agent::acked_seq`], in order.
     pub fn snapshot(&self, mut emit: impl FnMut(&JournalRecord)) {
+        emit(&JournalRecord::Identity {
+            journal: self.journal,
+        });
         emit(&JournalRecord::Acked {
             up_to: self.acked_seq,
         });
@@ -567,6 +594,12 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                     self.replay = ReplayGuard::restored(*epoch, *counter);
                 }
             }
+            JournalRecord::Identity { journal } => {
+                if !self.journal_named && *journal != 0 {
+                    self.journal = *journal;
+                    self.journal_named = true;
+                }
+            }
         }
     }
 
@@ -574,6 +607,11 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     /// reported lost (never started again); held orders wait for their time, unless the
     /// allowlist no longer allows their program (then they end as a spawn failure, EACCES).
     pub fn finish_restore(&mut self, now: Instant) {
+        if !core::mem::replace(&mut self.journal_named, true) {
+            // A new journal (or one from before identities): named before anything else lands.
+            let journal = self.journal;
+            self.append(Append::Identity { journal });
+        }
         self.durable_seq = self.next_seq - 1;
         self.sent_seq = self.acked_seq;
         self.last_event = (0, self.durable_seq);
@@ -626,6 +664,10 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         match Topic::parse(&self.prefix, topic) {
             Ok(Topic::AgentCommand(id)) if id == self.id => {
                 match wire::decode_verified(payload, topic, self.verifier()) {
+                    Ok(Message::Command(cmd)) if !self.for_this_journal(&cmd) => {
+                        self.stats.other_journal += 1;
+                        self.bad_command(now, DecodeError::OtherJournal);
+                    }
                     Ok(Message::Command(cmd)) => {
                         match self.replay.accept_command(cmd.epoch, cmd.counter) {
                             Ok(moved) => {
@@ -919,6 +961,13 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
 
     /// A bad command is counted at once and reported coalesced: the first at once, the rest
     /// with the next heartbeat (at most one event per period), so junk cannot fill the journal.
+    /// Whether a command is meant for this journal. Before the master has heard one (0) it may
+    /// start and kill, never acknowledge: an acknowledgement numbers events of one journal.
+    fn for_this_journal(&self, cmd: &Command) -> bool {
+        cmd.journal == self.journal
+            || (cmd.journal == 0 && !matches!(cmd.body, CommandBody::Ack { .. }))
+    }
+
     fn bad_command(&mut self, now: Instant, error: DecodeError) {
         self.stats.bad_commands += 1;
         self.count_rejection(error);
@@ -1148,6 +1197,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.heartbeats = self.heartbeats.saturating_add(1);
         let hb = AgentHeartbeat {
             incarnation: self.incarnation,
+            journal: self.journal,
             counter: self.heartbeats,
             echo: self.echo,
             last_seq: self.next_seq - 1,

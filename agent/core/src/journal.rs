@@ -32,6 +32,10 @@ pub enum JournalRecord {
     /// The master's highest command counter accepted, in its epoch: after a restart nothing at
     /// or below it is accepted again (replay protection).
     MasterCounter { epoch: u32, counter: u64 },
+    /// The journal's identity (random, not 0), written first in a new journal and kept by
+    /// compaction; sent with every event and heartbeat, so the master tells a replaced journal
+    /// (a re-flashed board, a restored backup) from the one it knew.
+    Identity { journal: u32 },
 }
 
 /// Whether the journal may take more records.

@@ -143,6 +143,10 @@ pub struct Command {
     /// The master's incarnation; with `counter` it orders commands (replay protection rests on it).
     pub epoch: u32,
     pub counter: u64,
+    /// The agent journal the master believes it is talking to ([`Report::journal`]; 0 before
+    /// it has heard one). An agent drops a command for another journal: a start or an
+    /// acknowledgement meant for a wiped journal must not act on its successor.
+    pub journal: u32,
     pub body: CommandBody,
 }
 
@@ -246,7 +250,17 @@ pub enum Stream {
     Stderr,
 }
 
-/// Agent to master: one journaled event, numbered by the agent's journal sequence.
+/// Agent to master: one journaled event, as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The identity of the journal that numbered the event (random, never 0, made when the
+    /// journal was): a re-flashed board or a restored backup starts another journal, and its
+    /// sequence numbers mean nothing next to the old one's.
+    pub journal: u32,
+    pub event: Event,
+}
+
+/// One journaled event, numbered by the agent's journal sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
@@ -323,6 +337,8 @@ pub struct Echo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentHeartbeat {
     pub incarnation: u32,
+    /// The journal `last_seq` counts in ([`Report::journal`]).
+    pub journal: u32,
     /// This incarnation's heartbeats, counted from 1.
     pub counter: u32,
     /// The newest master heartbeat this agent counted as contact (none yet: `None`).
@@ -341,6 +357,6 @@ pub struct AgentHeartbeat {
 pub enum Message {
     Command(Command),
     MasterHeartbeat(MasterHeartbeat),
-    Event(Event),
+    Event(Report),
     AgentHeartbeat(AgentHeartbeat),
 }

@@ -13,7 +13,7 @@ use crate::auth::{self, AgentKey, MAC_LEN, SIGNATURE_LEN, SigningKey, Verifier};
 use crate::message::Message;
 
 /// The one version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Largest payload accepted or produced, envelope included.
 pub const MAX_MESSAGE: usize = 2048;
 const HEADER: usize = 2;
@@ -76,6 +76,8 @@ pub enum DecodeError {
     Replayed,
     /// The master holds no key for the agent named by the topic.
     UnknownAgent,
+    /// Authentic, but for another journal of this agent (one that was wiped or replaced).
+    OtherJournal,
 }
 
 impl core::fmt::Display for DecodeError {
@@ -109,6 +111,9 @@ impl core::fmt::Display for DecodeError {
             }
             Self::Replayed => f.write_str("replayed: counter already seen or epoch too old"),
             Self::UnknownAgent => f.write_str("unknown agent: no key is provisioned for it"),
+            Self::OtherJournal => {
+                f.write_str("for another journal of this agent (its state was wiped or restored)")
+            }
         }
     }
 }
@@ -291,6 +296,7 @@ mod tests {
         Message::Command(Command {
             epoch: 7,
             counter: 42,
+            journal: 0x5eed,
             body: CommandBody::Start(TaskSpec {
                 task: TaskRef {
                     task: 3,
@@ -390,10 +396,10 @@ mod tests {
 
     #[test]
     fn oversized_bounded_field_is_rejected() {
-        // A hand-made Output event whose data claims more than OUTPUT_CHUNK bytes.
+        // A hand-made Output event (journal 5) whose data claims more than OUTPUT_CHUNK bytes.
         let mut bytes = heapless::Vec::<u8, 1024>::new();
         bytes
-            .extend_from_slice(&[PROTOCOL_VERSION, 0, 2, 1, 0, 3, 1, 1, 0, 0])
+            .extend_from_slice(&[PROTOCOL_VERSION, 0, 2, 5, 1, 0, 3, 1, 1, 0, 0])
             .unwrap();
         bytes.extend_from_slice(&[0xA0, 0x04]).unwrap(); // varint 544 > OUTPUT_CHUNK
         bytes.extend_from_slice(&[0u8; 544]).unwrap();

@@ -18,6 +18,8 @@ const OTHER_CMD: &str = "tether/agent/pi-2/cmd";
 const HB: &str = "tether/master/heartbeat";
 const MASTER_PRESENCE: &str = "tether/master/presence";
 const AGENT_KEY: [u8; 32] = [9; 32];
+/// The identity of the test agent's journal; the master's commands name it.
+const JOURNAL: u32 = 0x7e57;
 
 fn t(ms: u64) -> Instant {
     Instant::from_millis(ms)
@@ -51,6 +53,7 @@ impl Rig {
             id: "pi-1",
             prefix: "tether",
             incarnation: 0xabcd,
+            journal: JOURNAL,
             auth,
         };
         let mut agent = TestAgent::new(config, t(0)).unwrap();
@@ -72,6 +75,7 @@ impl Rig {
             id: "pi-1",
             prefix: "tether",
             incarnation: 0xabce,
+            journal: JOURNAL + 1,
             auth: keys(),
         };
         let mut agent = TestAgent::new(config, now).unwrap();
@@ -167,6 +171,7 @@ fn start(epoch: u32, counter: u64, attempt: u64) -> Message {
     Message::Command(Command {
         epoch,
         counter,
+        journal: JOURNAL,
         body: CommandBody::Start(spec(attempt, OnDisconnect::Kill)),
     })
 }
@@ -268,6 +273,7 @@ fn replayed_command_is_refused() {
     let kill = Message::Command(Command {
         epoch: 1,
         counter: 6,
+        journal: JOURNAL,
         body: CommandBody::Kill {
             task: spec(1, OnDisconnect::Kill).task,
         },
@@ -506,7 +512,10 @@ fn what_the_agent_publishes_carries_its_mac() {
     let topic = rig.agent.event_topic();
     assert_eq!(
         wire::decode_verified(bytes, topic, Verifier::Agent(&key)),
-        Ok(Message::Event(event))
+        Ok(Message::Event(Report {
+            journal: JOURNAL,
+            event
+        }))
     );
     // Bound to its topic: the same bytes do not verify as another agent's event.
     assert_eq!(

@@ -394,6 +394,7 @@ fn nothing_is_spawned_or_sent_before_it_is_durable() {
     let msg = Message::Command(Command {
         epoch: 1,
         counter: 1,
+        journal: rig::JOURNAL,
         body: CommandBody::Start(s.clone()),
     });
     let mut buf = [0u8; wire::MAX_MESSAGE];

@@ -93,8 +93,9 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A fresh incarnation per process start, from the kernel's random pool.
-fn incarnation() -> u32 {
+/// A fresh random number (an incarnation per process start, a new journal's identity), from
+/// the kernel's random pool.
+fn random_u32() -> u32 {
     let mut bytes = [0u8; 4];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
@@ -154,7 +155,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     std::fs::create_dir_all(&config.state_dir)?;
     work_dir(&config.work_dir, confinement.identity)?;
     let clock = Clock(tokio::time::Instant::now());
-    let inc = incarnation();
+    let inc = random_u32();
     if config.auth == tether_core::agent::Auth::Insecure {
         warn!(
             "INSECURE: running without keys (insecure_unauthenticated); any client of the broker \
@@ -165,6 +166,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         id: &config.id,
         prefix: &config.prefix,
         incarnation: inc,
+        journal: random_u32(),
         auth: config.auth.clone(),
     };
     let mut agent =
@@ -200,8 +202,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let acked = agent.acked_seq();
     unacked.retain(|seq, _| *seq > acked);
     info!(
-        "agent {} (incarnation {inc:08x}): journal {} bytes, {} events to report",
+        "agent {} (incarnation {inc:08x}): journal {:08x}, {} bytes, {} events to report",
         config.id,
+        agent.journal(),
         journal.len_bytes(),
         unacked.len()
     );

@@ -3,6 +3,31 @@
 
 use super::*;
 
+/// Messages per run: the full counts, or a few for the smoke.
+struct Counts {
+    latency: u64,
+    rate: u64,
+    flood: u64,
+}
+
+impl Counts {
+    fn new(smoke: bool) -> Self {
+        if smoke {
+            Self {
+                latency: 50,
+                rate: 500,
+                flood: 500,
+            }
+        } else {
+            Self {
+                latency: 2_000,
+                rate: 20_000,
+                flood: 20_000,
+            }
+        }
+    }
+}
+
 /// Figures for one broker.
 struct BrokerFigures {
     rate: f64,
@@ -19,14 +44,15 @@ struct BrokerFigures {
     flood_received: u64,
 }
 
-pub(super) async fn brokers(dir: &Path, table: &mut Vec<(String, String, String)>) {
+pub(super) async fn brokers(dir: &Path, smoke: bool, table: &mut Vec<(String, String, String)>) {
+    let n = Counts::new(smoke);
     let master = Master::start(dir, "broker-master");
     let mqtt: SocketAddr = master.mqtt.parse().expect("mqtt addr");
-    let rumqttd = broker_figures(mqtt, "embedded rumqttd").await;
+    let rumqttd = broker_figures(mqtt, "embedded rumqttd", &n).await;
     let Some(mosq) = start_mosquitto(dir) else {
         return;
     };
-    let mosquitto = broker_figures(mosq.addr, "mosquitto").await;
+    let mosquitto = broker_figures(mosq.addr, "mosquitto", &n).await;
     drop(mosq.proc);
     drop(master);
     let rows = [
@@ -160,7 +186,7 @@ fn payload(seq: u64, base: Instant) -> Vec<u8> {
     p
 }
 
-async fn broker_figures(addr: SocketAddr, name: &str) -> BrokerFigures {
+async fn broker_figures(addr: SocketAddr, name: &str, n: &Counts) -> BrokerFigures {
     eprintln!("measuring {name} at {addr}");
     let base = Instant::now();
     let since = move |sent_ns: u64| base.elapsed().saturating_sub(Duration::from_nanos(sent_ns));
@@ -169,7 +195,7 @@ async fn broker_figures(addr: SocketAddr, name: &str) -> BrokerFigures {
     let mut sub = connect(addr, "bench-lat-sub", Some("bench/lat")).await;
     let publ = connect(addr, "bench-lat-pub", None).await;
     let mut lat = Vec::new();
-    for seq in 0..2000u64 {
+    for seq in 0..n.latency {
         publ.client
             .publish("bench/lat", QoS::AtLeastOnce, false, payload(seq, base))
             .await
@@ -195,7 +221,7 @@ async fn broker_figures(addr: SocketAddr, name: &str) -> BrokerFigures {
 
     // Throughput with at most WINDOW messages published and not yet delivered.
     const WINDOW: usize = 64;
-    const N: u64 = 20_000;
+    let rate_n = n.rate;
     let mut sub = connect(addr, "bench-rate-sub", Some("bench/rate")).await;
     let publ = connect(addr, "bench-rate-pub", None).await;
     let window = Arc::new(Semaphore::new(WINDOW));
@@ -214,14 +240,14 @@ async fn broker_figures(addr: SocketAddr, name: &str) -> BrokerFigures {
                 last_seq.store(seq, Ordering::Relaxed);
                 let _ = lat_tx.send(since(sent));
                 window.add_permits(1);
-                if seq == N - 1 {
+                if seq == rate_n - 1 {
                     break;
                 }
             }
         })
     };
     let start = Instant::now();
-    for seq in 0..N {
+    for seq in 0..rate_n {
         // A lost message never returns its permit: wait at most briefly and go on.
         if let Ok(Ok(p)) = tokio::time::timeout(Duration::from_millis(500), window.acquire()).await
         {
@@ -242,10 +268,10 @@ async fn broker_figures(addr: SocketAddr, name: &str) -> BrokerFigures {
     load.sort();
 
     // An unbounded flood: the publisher does not wait for the subscriber.
-    const FLOOD: u64 = 20_000;
+    let flood = n.flood;
     let mut sub = connect(addr, "bench-flood-sub", Some("bench/flood")).await;
     let publ = connect(addr, "bench-flood-pub", None).await;
-    for seq in 0..FLOOD {
+    for seq in 0..flood {
         publ.client
             .publish("bench/flood", QoS::AtLeastOnce, false, payload(seq, base))
             .await
@@ -256,14 +282,14 @@ async fn broker_figures(addr: SocketAddr, name: &str) -> BrokerFigures {
         tokio::time::timeout(Duration::from_secs(2), sub.received.recv()).await
     {
         flood_received += 1;
-        if seq == FLOOD - 1 {
+        if seq == flood - 1 {
             break;
         }
     }
 
     BrokerFigures {
         rate: got as f64 / elapsed.as_secs_f64(),
-        windowed_lost: N - got,
+        windowed_lost: rate_n - got,
         p50: pct(&lat, 0.50),
         p99: pct(&lat, 0.99),
         max: lat.last().copied().unwrap_or_default(),
@@ -271,7 +297,7 @@ async fn broker_figures(addr: SocketAddr, name: &str) -> BrokerFigures {
         over_40ms_at,
         load_p50: pct(&load, 0.50),
         load_p99: pct(&load, 0.99),
-        flood_sent: FLOOD,
+        flood_sent: flood,
         flood_received,
     }
 }

@@ -1,8 +1,9 @@
 //! Which role each route needs, and the middleware that checks the caller's bearer token.
 //!
-//! Fail closed: a route not named below needs `admin`. Public: the dashboard page itself
-//! (which holds no data and asks for a token) and `/healthz`, which load balancers and
-//! service checks reach without a token and which tells only `ok` and a fixed reason.
+//! Fail closed: a route not named below needs `admin`. Public: the dashboard page and its
+//! files under `/ui/` (fixed text compiled in, no data: the page asks for a token), and
+//! `/healthz`, which load balancers and service checks reach without a token and which tells
+//! only `ok` and a fixed reason.
 
 use std::sync::{Arc, RwLock};
 
@@ -19,10 +20,10 @@ use crate::model::Role;
 /// them after it has stored the change).
 pub type SharedTokens = Arc<RwLock<Tokens>>;
 
-/// The role a request needs; `None` for the public dashboard page.
+/// The role a request needs; `None` for the public dashboard files and `/healthz`.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     let read = matches!(*method, Method::GET | Method::HEAD);
-    if read && (path == "/" || path == "/healthz") {
+    if read && (path == "/" || path == "/healthz" || path.starts_with("/ui/")) {
         return None;
     }
     let post = *method == Method::POST;
@@ -101,6 +102,9 @@ mod tests {
         let r = |m: Method, p: &str| required_role(&m, p);
         assert_eq!(r(Method::GET, "/"), None);
         assert_eq!(r(Method::GET, "/healthz"), None);
+        assert_eq!(r(Method::GET, "/ui/app.js"), None);
+        assert_eq!(r(Method::POST, "/ui/app.js"), Some(Role::Admin));
+        assert_eq!(r(Method::GET, "/api/whoami"), Some(Role::Viewer));
         assert_eq!(r(Method::HEAD, "/healthz"), None);
         assert_eq!(r(Method::POST, "/healthz"), Some(Role::Admin));
         assert_eq!(r(Method::GET, "/metrics"), Some(Role::Viewer));

@@ -59,6 +59,13 @@ pub struct TokenAnswer {
     pub token: String,
 }
 
+/// `GET /api/whoami`: who the caller's token is.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    pub name: String,
+    pub role: Role,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RevokedAnswer {
     pub name: String,
@@ -100,6 +107,8 @@ pub struct SecurityAnswer<'a> {
 pub struct AgentAnswer<'a> {
     pub id: String,
     pub incarnation: Option<String>,
+    /// The journal its events are numbered in (hex); another one after a re-flash or restore.
+    pub journal: Option<String>,
     pub presence: AgentPresence,
     pub available: bool,
     pub disabled: bool,
@@ -316,6 +325,7 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
                     keyed: core.agent_key(&v.id).is_some(),
                     security: core.security().get(&v.id),
                     incarnation: v.incarnation.map(|i| format!("{i:08x}")),
+                    journal: v.journal.map(|j| format!("{j:08x}")),
                     id: v.id,
                     presence: v.presence,
                     available: v.available,

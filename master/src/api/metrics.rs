@@ -327,8 +327,18 @@ fn core_counters(t: &mut Text, core: &Master) {
     for (name, help, n) in [
         (
             "tether_journal_behind_total",
-            "Heartbeats whose journal is behind what the master stored (a wiped agent).",
+            "Heartbeats whose journal is behind what the master stored of it (cut short on disk).",
             stats.journal_behind,
+        ),
+        (
+            "tether_journals_replaced_total",
+            "Agents that came back with another journal (state wiped, re-flashed, restored).",
+            stats.journals_replaced,
+        ),
+        (
+            "tether_other_journal_events_total",
+            "Events naming a journal other than their agent's current one, dropped unacknowledged.",
+            stats.other_journal_events,
         ),
         (
             "tether_bad_commands_reported_total",

@@ -12,7 +12,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Html;
 use axum::routing::{delete, get, post};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +23,7 @@ use error::ErrorBody;
 
 mod access;
 pub mod answers;
+mod dashboard;
 mod error;
 pub mod events;
 mod exposition;
@@ -148,11 +148,13 @@ type Reply = Result<(StatusCode, axum::Json<Value>), ApiError>;
 pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard, tokens: SharedTokens, hub: Hub) -> Router {
     let guard = std::sync::Arc::new(guard);
     Router::new()
-        .route("/", get(dashboard))
+        .route("/", get(dashboard::index))
+        .route("/ui/{file}", get(dashboard::file))
         .route("/api/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(metrics::healthz))
         .route("/api/status", get(status))
+        .route("/api/whoami", get(whoami))
         .route("/api/agents", get(agents))
         .route("/api/agents/{id}/key", post(agent_key))
         .route("/api/agents/{id}/disable", post(disable_agent))
@@ -207,8 +209,15 @@ type Tx = State<mpsc::Sender<Envelope>>;
 /// The caller, put there by the token check.
 type By = Extension<Caller>;
 
-async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("../../static/index.html"))
+/// `GET /api/whoami`: the calling token's name and role, so the dashboard shows an operator's
+/// controls only to operators (the routes refuse them to viewers anyway).
+#[utoipa::path(get, path = "/api/whoami", tag = "master",
+    responses((status = 200, description = "The calling token's name and role.", body = answers::WhoAmI)))]
+async fn whoami(Extension(by): By) -> axum::Json<answers::WhoAmI> {
+    axum::Json(answers::WhoAmI {
+        name: by.name,
+        role: by.role,
+    })
 }
 
 /// `GET /api/openapi.json`: this API described, derived from the handlers and their types.

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 use super::answers::{
     AgentAnswer, AgentKeyAnswer, AgentSwitched, ChunkAnswer, ClusterDefined, Created, EventAnswer,
     KeysAnswer, KillAnswer, Named, OutputAnswer, RevokedAnswer, SecurityAnswer, StatusAnswer,
-    TaskAnswer, TokenAnswer,
+    TaskAnswer, TokenAnswer, WhoAmI,
 };
 use super::error::ErrorBody;
 use super::{KeyRequest, TokenRequest, required_role};
@@ -32,6 +32,7 @@ use crate::model::{
         super::metrics::metrics,
         super::metrics::healthz,
         super::status,
+        super::whoami,
         super::agents,
         super::agent_key,
         super::disable_agent,
@@ -58,7 +59,7 @@ use crate::model::{
         ProfileRequest, PolicyOverrides, TaskPolicy, Task, Target, TaskState, Outcome, Attempt,
         AttemptState, AgentPresence, EventAnswer, AuditEntry, TaskAnswer, OutputAnswer,
         ChunkAnswer, Submit, Created, KillAnswer, Named, ApiToken, Role, TokenRequest,
-        TokenAnswer, RevokedAnswer, AgentSwitched, super::metrics::HealthAnswer,
+        TokenAnswer, RevokedAnswer, AgentSwitched, WhoAmI, super::metrics::HealthAnswer,
     )),
     modifiers(&Shared),
 )]

@@ -17,12 +17,13 @@ pub(super) fn due(at: Option<Instant>, now: Instant) -> bool {
 
 impl AgentEntry {
     /// When an online agent stops being available for new tasks: `silence` after it was last
-    /// heard.
+    /// heard. An incarnation no fresh heartbeat has proven yet is not available.
     pub(super) fn unavailable_at(&self, silence: Duration) -> Option<Instant> {
-        (self.presence == AgentPresence::Online).then(|| self.last_heard.saturating_add(silence))
+        (self.presence == AgentPresence::Online && self.proven == self.incarnation)
+            .then(|| self.last_heard.saturating_add(silence))
     }
 
-    /// Online and heard from within `silence`.
+    /// Online, proven by a heartbeat, and heard from within `silence`.
     pub(super) fn available(&self, now: Instant, silence: Duration) -> bool {
         self.unavailable_at(silence).is_some_and(|at| now < at)
     }

@@ -50,9 +50,7 @@ impl Master {
         }
         let mut agents = BTreeMap::new();
         for (a, above) in snap.agents {
-            let mut entry =
-                AgentEntry::restored(a.incarnation, a.presence, a.last_seq_acked, above, now);
-            entry.disabled = a.disabled;
+            let entry = AgentEntry::restored(&a, above, now);
             agents.insert(a.id, entry);
         }
         let mut tasks = BTreeMap::new();
@@ -214,7 +212,8 @@ impl Master {
             .agents
             .iter_mut()
             .filter_map(|(id, a)| {
-                (std::mem::take(&mut a.ack_due) && a.acked > 0).then(|| (id.clone(), a.acked))
+                let up_to = a.agent_seq(a.acked);
+                (std::mem::take(&mut a.ack_due) && up_to > 0).then(|| (id.clone(), up_to))
             })
             .collect();
         for (id, up_to) in owed {

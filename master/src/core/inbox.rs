@@ -19,8 +19,8 @@ impl Master {
         self.advance(now);
         match Topic::parse(&self.config.prefix, topic) {
             Ok(Topic::AgentEvent(id)) => match self.decode_from(&id, topic, payload) {
-                Ok(Message::Event(event)) => match limits::check_event(&event) {
-                    Ok(()) => self.handle_event(now, &id, event),
+                Ok(Message::Event(report)) => match limits::check_event(&report.event) {
+                    Ok(()) => self.handle_event(now, &id, report),
                     Err(e) => self.bad(topic, &e.reason),
                 },
                 Ok(_) => self.bad(topic, "not an event"),

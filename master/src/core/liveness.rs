@@ -193,6 +193,7 @@ mod tests {
     fn heartbeats_must_count_up_within_an_incarnation() {
         let hb = |incarnation, counter| AgentHeartbeat {
             incarnation,
+            journal: 1,
             counter,
             echo: None,
             last_seq: 0,

@@ -55,6 +55,7 @@
 mod deadlines;
 mod dispatch;
 mod inbox;
+mod journals;
 mod liveness;
 mod outbox;
 mod outcomes;
@@ -237,6 +238,7 @@ impl Master {
                 silent_ms: now.saturating_duration_since(a.last_heard).as_millis(),
                 acked_seq: a.acked,
                 journal_seq: a.journal_seq,
+                journal: a.journal,
                 attempts: self
                     .tasks
                     .values()

@@ -40,9 +40,11 @@ impl Master {
             return;
         };
         self.counter += 1;
+        let journal = self.agents.get(agent).and_then(|a| a.journal).unwrap_or(0);
         let msg = Message::Command(Command {
             epoch: self.config.epoch,
             counter: self.counter,
+            journal,
             body,
         });
         self.publish(topic.as_str(), &msg, Qos::AtLeastOnce, false);

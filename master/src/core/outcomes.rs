@@ -6,20 +6,34 @@
 
 use log::{info, warn};
 use tether_core::Instant;
-use tether_core::message::{Event, EventKind, Exit, KillCause, RejectReason, TaskRef};
+use tether_core::message::{EventKind, Exit, KillCause, RejectReason, Report, TaskRef};
 
 use super::deadlines::due;
-use super::registry::{AgentEntry, Seq};
+use super::journals::Named;
+use super::registry::Seq;
 use super::{Change, Master};
 use crate::model::{AttemptId, AttemptState, AttemptUpdate, Outcome, TaskId, TaskState};
 
 impl Master {
-    /// An agent event: stored once by (agent, seq), then applied to its attempt.
-    pub(super) fn handle_event(&mut self, now: Instant, id: &str, event: Event) {
-        let entry = self
-            .agents
-            .entry(id.to_owned())
-            .or_insert_with(|| AgentEntry::new(now));
+    /// An agent event: stored once by (agent, seq), then applied to its attempt. Its sequence
+    /// is renumbered into the master's sequence for the agent ([`super::journals`]).
+    pub(super) fn handle_event(&mut self, now: Instant, id: &str, report: Report) {
+        if self.event_journal(now, id, report.journal) == Named::Other {
+            return;
+        }
+        let Some(entry) = self.agents.get_mut(id) else {
+            return;
+        };
+        let mut event = report.event;
+        event.seq = entry.stored_seq(event.seq);
+        if let Err(e) = crate::limits::storable("seq", event.seq) {
+            self.stats.bad_messages += 1;
+            warn!("agent {id}: event dropped: {}", e.reason);
+            return;
+        }
+        let Some(entry) = self.agents.get_mut(id) else {
+            return;
+        };
         let seq = entry.receive(event.seq);
         let up_to = entry.acked;
         match seq {

@@ -36,9 +36,16 @@ impl Master {
             return;
         }
         entry.last_heartbeat = Some((hb.incarnation, hb.counter));
-        entry.journal_seq = hb.last_seq;
+        entry.proven = Some(hb.incarnation);
         entry.heard(now);
+        self.heartbeat_journal(now, id, hb.journal);
+        let Some(entry) = self.agents.get_mut(id) else {
+            return;
+        };
+        let last_seq = entry.stored_seq(hb.last_seq);
+        entry.journal_seq = last_seq;
         let acked = entry.acked;
+        let acked_here = entry.agent_seq(acked);
         let stopped_here =
             entry.presence == AgentPresence::Stopped && entry.incarnation == Some(hb.incarnation);
         if !stopped_here
@@ -59,16 +66,21 @@ impl Master {
             };
             self.persist(change);
         }
-        if hb.last_seq < acked {
+        if last_seq < acked {
             self.stats.journal_behind += 1;
             warn!(
-                "agent {id}: journal at seq {} but the master stored up to {acked}; \
-                 was its state directory wiped?",
-                hb.last_seq
+                "agent {id}: journal at seq {} but the master stored up to {}; \
+                 was it cut short on disk?",
+                hb.last_seq, acked_here
             );
+            // Rewound or not, the next heartbeat reconciles.
+            self.journal_behind(now, id, hb);
             return;
         }
-        if hb.last_seq > acked {
+        if let Some(entry) = self.agents.get_mut(id) {
+            entry.behind_since = None;
+        }
+        if last_seq > acked {
             // Its events are still coming: judge what it holds once they are stored.
             return;
         }

@@ -31,6 +31,10 @@ pub(super) struct AgentEntry {
     /// When presence last turned online: the agent has a silence from then to prove it.
     pub(super) online_since: Instant,
     pub(super) last_heartbeat: LastHeartbeat,
+    /// The incarnation a fresh heartbeat proved (restored: the stored one). A new incarnation
+    /// is not given work on its presence alone: its first heartbeat names its journal, and a
+    /// start sent before would name the journal of the process that went away.
+    pub(super) proven: Option<u32>,
     /// Every event up to here is stored; acknowledged cumulatively.
     pub(super) acked: u64,
     /// The agent's latest event sequence, as its last fresh heartbeat said (0 until one):
@@ -45,6 +49,14 @@ pub(super) struct AgentEntry {
     capacity: Option<(Option<u32>, usize)>,
     /// Switched over by an operator: no new attempts go there (persisted).
     pub(super) disabled: bool,
+    /// The journal its events are numbered in, once named ([`super::journals`]).
+    pub(super) journal: Option<u32>,
+    /// The master's number for that journal's sequence 0.
+    pub(super) seq_base: u64,
+    /// The master's heartbeat counter when a fresh heartbeat first said the journal is behind
+    /// what was stored: a heartbeat answering a later one and still behind proves a rewound
+    /// journal ([`super::journals`]).
+    pub(super) behind_since: Option<u64>,
 }
 
 /// What a presence message did.
@@ -65,34 +77,41 @@ impl AgentEntry {
             last_heard: now,
             online_since: now,
             last_heartbeat: None,
+            proven: None,
             acked: 0,
             journal_seq: 0,
             above: BTreeSet::new(),
             ack_due: false,
             capacity: None,
             disabled: false,
+            journal: None,
+            seq_base: 0,
+            behind_since: None,
         }
     }
 
     pub(super) fn restored(
-        incarnation: Option<u32>,
-        presence: AgentPresence,
-        acked: u64,
+        stored: &crate::model::Agent,
         above: impl IntoIterator<Item = u64>,
         now: Instant,
     ) -> Self {
+        let acked = stored.last_seq_acked;
         let mut entry = Self {
-            incarnation,
-            presence,
+            incarnation: stored.incarnation,
+            presence: stored.presence,
             last_heard: now,
             online_since: now,
             last_heartbeat: None,
+            proven: stored.incarnation,
             acked,
             journal_seq: 0,
             above: above.into_iter().filter(|&s| s > acked).collect(),
             ack_due: false,
             capacity: None,
-            disabled: false,
+            disabled: stored.disabled,
+            journal: stored.journal,
+            seq_base: stored.seq_base,
+            behind_since: None,
         };
         entry.advance();
         entry
@@ -161,6 +180,21 @@ impl AgentEntry {
         }
     }
 
+    /// Numbers `journal`'s events after its sequence `carried` above everything stored from
+    /// now on (the sequences up to `carried` are copies of stored events); returns the new base.
+    pub(super) fn start_journal(&mut self, journal: u32, carried: u64) -> u64 {
+        let top = self.above.last().copied().unwrap_or(0).max(self.acked);
+        let base = top.saturating_sub(carried);
+        self.journal = Some(journal);
+        self.seq_base = base;
+        self.acked = top;
+        self.journal_seq = top;
+        self.above.clear();
+        self.ack_due = false;
+        self.behind_since = None;
+        base
+    }
+
     fn advance(&mut self) {
         while self.above.remove(&(self.acked + 1)) {
             self.acked += 1;
@@ -225,8 +259,45 @@ mod tests {
     }
 
     #[test]
+    fn a_new_journal_is_numbered_above_everything_stored() {
+        let mut a = AgentEntry::new(Instant::MIN);
+        for seq in [1, 2, 5] {
+            a.receive(seq);
+        }
+        assert_eq!(a.acked, 2);
+        assert_eq!(a.start_journal(0xbeef, 0), 5);
+        assert_eq!((a.acked, a.journal, a.seq_base), (5, Some(0xbeef), 5));
+        assert_eq!(a.receive(a.stored_seq(1)), Seq::New { advanced: true });
+        assert_eq!(a.acked, 6);
+        assert_eq!(a.agent_seq(a.acked), 1);
+        assert_eq!(
+            a.receive(5),
+            Seq::Duplicate,
+            "the old journal's numbers stay taken"
+        );
+    }
+
+    #[test]
+    fn a_rewound_journal_continues_above_everything_stored() {
+        let mut a = AgentEntry::new(Instant::MIN);
+        for seq in 1..=9 {
+            a.receive(seq);
+        }
+        // Restored from a backup taken at its sequence 4: 1..=4 are stored already.
+        assert_eq!(a.start_journal(0xbeef, 4), 5);
+        assert_eq!(a.agent_seq(a.acked), 4);
+        assert_eq!(a.receive(a.stored_seq(3)), Seq::Duplicate);
+        assert_eq!(a.receive(a.stored_seq(5)), Seq::New { advanced: true });
+        assert_eq!(a.acked, 10);
+    }
+
+    #[test]
     fn restored_gap_is_kept() {
-        let a = AgentEntry::restored(None, AgentPresence::Unknown, 4, [6, 7, 3], Instant::MIN);
+        let stored = crate::model::Agent {
+            last_seq_acked: 4,
+            ..crate::model::Agent::new("pi-1")
+        };
+        let a = AgentEntry::restored(&stored, [6, 7, 3], Instant::MIN);
         assert_eq!(a.acked, 4);
         let mut a = a;
         assert_eq!(a.receive(6), Seq::Duplicate);

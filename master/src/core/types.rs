@@ -107,6 +107,13 @@ pub enum Change {
         offset: u64,
         data: Vec<u8>,
     },
+    /// The agent's events are numbered in `journal` from now on, its sequence `s` stored as
+    /// `seq_base + s`; everything up to `seq_base` counts as acknowledged.
+    AgentJournal {
+        agent: String,
+        journal: u32,
+        seq_base: u64,
+    },
     /// Events up to `up_to` are stored: the acknowledgement may go out.
     Acked {
         agent: String,
@@ -419,6 +426,8 @@ pub struct AgentView {
     pub acked_seq: u64,
     /// The latest sequence in its journal, as its last fresh heartbeat said.
     pub journal_seq: u64,
+    /// The identity of its journal (a new one after a re-flash or a wiped state directory).
+    pub journal: Option<u32>,
     /// Open attempts on it.
     pub attempts: Vec<AttemptId>,
 }
@@ -431,9 +440,13 @@ pub struct Stats {
     pub stale_wills: u64,
     pub duplicate_events: u64,
     pub bad_commands_reported: u64,
-    /// Heartbeats whose `last_seq` is below what the master acknowledged: the agent lost its
-    /// journal (state directory wiped?) and its new events collide with old sequence numbers.
+    /// Heartbeats whose `last_seq` is below what the master acknowledged in the same journal
+    /// (a journal cut short on disk).
     pub journal_behind: u64,
+    /// Agents that came back with another journal (wiped, re-flashed, restored).
+    pub journals_replaced: u64,
+    /// Events naming a journal other than their agent's current one: dropped unacknowledged.
+    pub other_journal_events: u64,
     /// Agent heartbeats not taken as a sign of life: recorded ones published again, or ones
     /// sent before the agent heard the master's latest (normal right after an outage).
     pub stale_heartbeats: u64,

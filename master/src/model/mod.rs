@@ -290,6 +290,11 @@ pub struct Agent {
     pub last_seq_acked: u64,
     /// Switched over by an operator: no new work; what it runs finishes.
     pub disabled: bool,
+    /// The identity of the agent's journal, once heard.
+    pub journal: Option<u32>,
+    /// The master's event number for that journal's sequence 0 (the master numbers an agent's
+    /// events in one sequence across its journals).
+    pub seq_base: u64,
 }
 
 impl Agent {
@@ -302,6 +307,8 @@ impl Agent {
             last_heartbeat_ms: None,
             last_seq_acked: 0,
             disabled: false,
+            journal: None,
+            seq_base: 0,
         }
     }
 }
@@ -358,6 +365,12 @@ pub enum Outcome {
     },
     /// The agent was lost longer than the policy allows.
     AgentLost {
+        attempt: AttemptId,
+    },
+    /// The agent came back with another journal (its state directory wiped, a re-flash, a
+    /// restored backup) while the attempt was open: the attempt's process ended with the agent
+    /// that ran it, and the new journal knows nothing of it.
+    JournalReplaced {
         attempt: AttemptId,
     },
     /// Refused by the agent; `reason` is for people.

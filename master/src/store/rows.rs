@@ -20,7 +20,7 @@ pub(crate) const ATTEMPT_COLUMNS: &str = "id, task_id, agent_id, state, pid, exi
     output_dropped, created_ms, started_ms, finished_ms";
 
 pub(crate) const AGENT_COLUMNS: &str =
-    "id, incarnation, presence, last_heartbeat_ms, last_seq_acked, disabled";
+    "id, incarnation, presence, last_heartbeat_ms, last_seq_acked, disabled, journal, seq_base";
 
 pub(crate) const PROFILE_COLUMNS: &str = "name, on_disconnect, heartbeat_period_ms, heartbeat_timeout_ms, \
     grace_ms, max_run_ms, output_cap, retries, lost_after_ms";
@@ -103,6 +103,8 @@ pub(crate) fn agent(r: &impl Columns) -> Result<Agent> {
         last_heartbeat_ms: r.opt_int(3)?,
         last_seq_acked: r.int(4)?,
         disabled: r.flag(5)?,
+        journal: r.opt_int(6)?,
+        seq_base: r.int(7)?,
     })
 }
 

@@ -140,6 +140,12 @@ pub const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE agents ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1));
     ",
+    // 6: journal identities. The agent names its journal; the master numbers the agent's
+    // events in one sequence across journals, from `seq_base` for the current one.
+    "
+    ALTER TABLE agents ADD COLUMN journal INTEGER CHECK (journal BETWEEN 1 AND 4294967295);
+    ALTER TABLE agents ADD COLUMN seq_base INTEGER NOT NULL DEFAULT 0 CHECK (seq_base >= 0);
+    ",
 ];
 
 /// The schema version this binary writes.
@@ -284,6 +290,11 @@ pub const PG_MIGRATIONS: &[&str] = &[
     // 5: switch-over: a disabled agent gets no new work.
     "
     ALTER TABLE agents ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1));
+    ",
+    // 6: journal identities.
+    "
+    ALTER TABLE agents ADD COLUMN journal BIGINT CHECK (journal BETWEEN 1 AND 4294967295);
+    ALTER TABLE agents ADD COLUMN seq_base BIGINT NOT NULL DEFAULT 0 CHECK (seq_base >= 0);
     ",
 ];
 

@@ -150,7 +150,12 @@ fn request(rng: &mut SmallRng) -> (&'static str, String, Option<String>) {
         _ => {
             // Malformed: truncated, wrong types, not JSON at all.
             let mut body = submit(rng).to_string();
-            body.truncate(rng.random_range(0..body.len().max(1)));
+            // Cut on a character boundary: the text may hold multi-byte characters.
+            let mut cut = rng.random_range(0..body.len().max(1));
+            while !body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body.truncate(cut);
             ("POST", "/api/tasks".into(), Some(body))
         }
     }

@@ -34,6 +34,8 @@ pub(super) const ROUTES: &[(&str, &str, Option<&str>, &str)] = &[
     ("GET", "/healthz", None, ""),
     ("HEAD", "/healthz", None, ""),
     ("GET", "/api/status", Some("viewer"), ""),
+    // Who the token is: the dashboard shows operators' controls to operators only.
+    ("GET", "/api/whoami", Some("viewer"), ""),
     ("GET", "/api/agents", Some("viewer"), ""),
     ("GET", "/api/keys", Some("viewer"), ""),
     ("GET", "/api/security", Some("viewer"), ""),
@@ -76,7 +78,10 @@ pub(super) const ROUTES: &[(&str, &str, Option<&str>, &str)] = &[
         r#"{"name":"x","role":"viewer"}"#,
     ),
     ("DELETE", "/api/tokens/nobody", Some("admin"), ""),
+    // The dashboard: fixed files, no data (the page asks for a token).
     ("GET", "/", None, ""),
+    ("GET", "/ui/app.js", None, ""),
+    ("GET", "/ui/style.css", None, ""),
 ];
 
 const ROLES: &[&str] = &["viewer", "operator", "admin"];

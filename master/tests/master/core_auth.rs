@@ -5,7 +5,7 @@
 
 use tether_core::Duration;
 use tether_core::auth::{AgentKey, MasterKeys, SigningKey, Verifier};
-use tether_core::message::{AgentHeartbeat, Echo, Event, EventKind, Message, TaskRef};
+use tether_core::message::{AgentHeartbeat, Echo, Event, EventKind, Message, Report, TaskRef};
 use tether_core::presence::{Presence, State};
 use tether_core::wire::{self, DecodeError, Signer};
 use tether_master::core::{Config, Master, RequestError, Submit};
@@ -78,6 +78,7 @@ fn presence(state: State, incarnation: u32) -> Presence {
 fn heartbeat(counter: u32, echo: Option<Echo>) -> Message {
     Message::AgentHeartbeat(AgentHeartbeat {
         incarnation: 1,
+        journal: 1,
         counter,
         echo,
         last_seq: 0,
@@ -88,13 +89,16 @@ fn heartbeat(counter: u32, echo: Option<Echo>) -> Message {
 }
 
 fn accepted(seq: u64) -> Message {
-    Message::Event(Event {
-        seq,
-        at_unix_ms: 0,
-        kind: EventKind::Accepted {
-            task: TaskRef {
-                task: 1,
-                attempt: 1,
+    Message::Event(Report {
+        journal: 1,
+        event: Event {
+            seq,
+            at_unix_ms: 0,
+            kind: EventKind::Accepted {
+                task: TaskRef {
+                    task: 1,
+                    attempt: 1,
+                },
             },
         },
     })

@@ -37,6 +37,7 @@ fn heartbeat_echoing(h: &mut Rig, echo: Option<tether_core::message::Echo>) {
     h.heartbeats += 1;
     let hb = Message::AgentHeartbeat(AgentHeartbeat {
         incarnation: 1,
+        journal: h.journal,
         counter: h.heartbeats,
         echo,
         last_seq: 0,

@@ -4,7 +4,9 @@
 
 use tether_core::Duration;
 use tether_core::auth::{MasterKeys, Verifier};
-use tether_core::message::{Event, EventKind, Exit, KillCause, Message, RejectReason, TaskRef};
+use tether_core::message::{
+    Event, EventKind, Exit, KillCause, Message, RejectReason, Report, TaskRef,
+};
 use tether_core::policy::{OnDisconnect, PolicyError};
 use tether_core::presence::{Presence, State};
 use tether_core::wire;
@@ -177,10 +179,13 @@ fn an_ack_follows_the_persisted_event_in_its_batch() {
     let ev = h.mac(
         "pi-1",
         "event",
-        &Message::Event(Event {
-            seq: 1,
-            at_unix_ms: 0,
-            kind: EventKind::Accepted { task },
+        &Message::Event(Report {
+            journal: h.journal,
+            event: Event {
+                seq: 1,
+                at_unix_ms: 0,
+                kind: EventKind::Accepted { task },
+            },
         }),
     );
     h.m.handle_message(h.now, "tether/agent/pi-1/event", &ev);

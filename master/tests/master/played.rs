@@ -5,7 +5,7 @@
 use tether_core::Duration;
 use tether_core::auth::{AgentKey, SigningKey};
 use tether_core::message::{
-    AgentHeartbeat, Command, CommandBody, Event, EventKind, Exit, Message, TaskRef,
+    AgentHeartbeat, Command, CommandBody, Event, EventKind, Exit, Message, Report, TaskRef,
 };
 use tether_core::policy::OnDisconnect;
 use tether_core::presence::{Presence, State};
@@ -71,6 +71,7 @@ impl Rig {
         self.heartbeats += 1;
         let hb = Message::AgentHeartbeat(AgentHeartbeat {
             incarnation: inc,
+            journal: self.journal,
             counter: self.heartbeats,
             echo: published::echo(&self.out, P),
             last_seq,
@@ -83,10 +84,13 @@ impl Rig {
     }
 
     pub(crate) fn event(&mut self, agent: &str, seq: u64, kind: EventKind) {
-        let ev = Message::Event(Event {
-            seq,
-            at_unix_ms: 1_700_000_000_000,
-            kind,
+        let ev = Message::Event(Report {
+            journal: self.journal,
+            event: Event {
+                seq,
+                at_unix_ms: 1_700_000_000_000,
+                kind,
+            },
         });
         let bytes = self.mac(agent, "event", &ev);
         self.deliver(&format!("{P}/agent/{agent}/event"), &bytes);

@@ -17,6 +17,9 @@ pub(crate) struct Rig {
     pub(crate) out: Vec<Publish>,
     /// Heartbeats the simulated agents sent (one count for all: each only has to grow).
     pub(crate) heartbeats: u32,
+    /// The journal the simulated agents name in their heartbeats and events (a re-flash
+    /// changes it).
+    pub(crate) journal: u32,
 }
 
 impl Rig {
@@ -37,6 +40,7 @@ impl Rig {
             _dir: dir,
             out: Vec::new(),
             heartbeats: 0,
+            journal: 1,
         };
         setup(&mut rig);
         rig.m.handle_connected(now);

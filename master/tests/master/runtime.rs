@@ -13,7 +13,7 @@ use rumqttc::{AsyncClient, Event as MqttEvent, Packet, QoS};
 use serde_json::{Value, json};
 use tether_core::auth::{AgentKey, MasterKeys, Verifier, parse_hex};
 use tether_core::message::{
-    AgentHeartbeat, CommandBody, Echo, Event, EventKind, Exit, Message, Stream, TaskRef,
+    AgentHeartbeat, CommandBody, Echo, Event, EventKind, Exit, Message, Report, Stream, TaskRef,
 };
 use tether_core::presence::{Presence, State};
 use tether_core::topic::{Topic, validate_id};
@@ -144,6 +144,9 @@ impl Drop for MasterProc {
 }
 
 /// The test's agent: a rumqttc connection with Tether's options.
+/// The journal every fake agent names (each keeps its journal across restarts).
+const FAKE_JOURNAL: u32 = 0xf00d;
+
 pub(crate) struct FakeAgent {
     id: String,
     inc: u32,
@@ -318,6 +321,17 @@ impl FakeAgent {
         self.event(first + 2, finished).await;
     }
 
+    /// Says goodbye as a draining agent does: presence `stopped`, retained.
+    pub(crate) async fn stop(&self) {
+        let stopped = Presence {
+            state: State::Stopped,
+            incarnation: self.inc,
+        }
+        .render_signed(&self.topic("presence"), Signer::Agent(&self.key));
+        self.publish("presence", true, stopped.as_bytes().to_vec())
+            .await;
+    }
+
     async fn publish(&self, leaf: &str, retain: bool, payload: Vec<u8>) {
         let topic = self.topic(leaf);
         self.client
@@ -335,6 +349,7 @@ impl FakeAgent {
             .expect("event loop alive");
         let hb = Message::AgentHeartbeat(AgentHeartbeat {
             incarnation: self.inc,
+            journal: FAKE_JOURNAL,
             counter: self.heartbeats.fetch_add(1, Ordering::Relaxed) + 1,
             echo,
             last_seq,
@@ -347,10 +362,18 @@ impl FakeAgent {
     }
 
     pub(crate) async fn event(&self, seq: u64, kind: EventKind) {
-        let ev = Message::Event(Event {
-            seq,
-            at_unix_ms: 0,
-            kind,
+        self.event_at(seq, 0, kind).await;
+    }
+
+    /// An event that happened at `at_unix_ms` by the agent's clock (0: the agent has none).
+    pub(crate) async fn event_at(&self, seq: u64, at_unix_ms: u64, kind: EventKind) {
+        let ev = Message::Event(Report {
+            journal: FAKE_JOURNAL,
+            event: Event {
+                seq,
+                at_unix_ms,
+                kind,
+            },
         });
         let bytes = self.mac(&ev, "event");
         self.publish("event", false, bytes).await;
@@ -623,6 +646,7 @@ fn decode_reads_mosquitto_sub_lines() {
     let dir = tempfile::tempdir().unwrap();
     let hb = encode(&Message::AgentHeartbeat(AgentHeartbeat {
         incarnation: 7,
+        journal: 9,
         counter: 12,
         echo: Some(Echo {
             epoch: 3,

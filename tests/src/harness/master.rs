@@ -13,7 +13,7 @@
 //! - lets a test wait, bounded, for a condition on all it has received ([`ScriptedMaster::wait_for`]).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -257,6 +257,8 @@ struct Sender {
     topics: Topics,
     epoch: u32,
     counter: AtomicU64,
+    /// The agent's journal, as its latest heartbeat or event named it (0 before one).
+    journal: AtomicU32,
     period: Duration,
     key: SigningKey,
     agent_key: AgentKey,
@@ -268,6 +270,7 @@ impl Sender {
         let msg = Message::Command(Command {
             epoch: self.epoch,
             counter: self.counter.fetch_add(1, Ordering::Relaxed),
+            journal: self.journal.load(Ordering::Relaxed),
             body,
         });
         self.sign(&msg, &self.topics.cmd)
@@ -343,6 +346,7 @@ impl Sender {
             let mut seen = shared.lock();
             match self.verified(topic, payload) {
                 Some(Message::AgentHeartbeat(hb)) => {
+                    self.journal.store(hb.journal, Ordering::Relaxed);
                     seen.heartbeats += 1;
                     seen.last_heartbeat = Some(hb);
                 }
@@ -352,7 +356,9 @@ impl Sender {
             {
                 let mut seen = shared.lock();
                 match self.verified(topic, payload) {
-                    Some(Message::Event(event)) => {
+                    Some(Message::Event(report)) => {
+                        self.journal.store(report.journal, Ordering::Relaxed);
+                        let event = report.event;
                         if let EventKind::Accepted { task } | EventKind::Rejected { task, .. } =
                             event.kind
                         {
@@ -435,6 +441,7 @@ impl ScriptedMaster {
             topics,
             epoch,
             counter: AtomicU64::new(1),
+            journal: AtomicU32::new(0),
             period,
             key: crate::keys::master(),
             agent_key: crate::keys::agent(agent_id),

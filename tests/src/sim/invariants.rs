@@ -7,8 +7,10 @@
 //! 1. An attempt is spawned at most once, across agent crashes and restarts.
 //! 2. Every event an agent journaled durably reaches the master exactly once in effect: after
 //!    healing, the master's store (deduplicated by agent and sequence) equals the ledger's
-//!    durable events of that agent, gap-free from 1. Never an event that was not durable, never
-//!    two different events under one sequence. An agent whose disk was lost is excluded.
+//!    durable events of that agent's current journal, gap-free from 1, numbered from the
+//!    master's base for that journal. Never an event that was not durable, never two different
+//!    events under one sequence. An agent whose disk was lost starts a new journal: what it
+//!    journals after the loss is held to the same rule (what was on the lost disk is gone).
 //! 3. A `kill` task gets SIGTERM (cause `MasterLost`) no earlier than its heartbeat timeout
 //!    after the later of the agent's last master contact and the task's start, and no later
 //!    than that plus a tick; a terminated task that is still alive gets SIGKILL no earlier than
@@ -129,7 +131,9 @@ pub struct SignalRecord {
 #[derive(Debug, Clone)]
 pub struct Ledger {
     spawns: BTreeMap<TaskRef, Vec<(usize, Instant)>>,
+    /// Per agent, the events of its current journal.
     durable: Vec<BTreeMap<u64, Event>>,
+    /// Agents that lost a disk: invariant 1 does not hold their earlier spawns against them.
     excluded: Vec<bool>,
     signals: BTreeMap<TaskRef, Vec<SignalRecord>>,
 }
@@ -144,9 +148,11 @@ impl Ledger {
         }
     }
 
-    /// Agent `i` lost its disk: from now on invariants 1 and 2 say nothing about it.
-    pub fn exclude(&mut self, i: usize) {
+    /// Agent `i` lost its disk: its next journal is a new one, and invariant 1 no longer
+    /// holds its spawns against each other.
+    pub fn lose_journal(&mut self, i: usize) {
         self.excluded[i] = true;
+        self.durable[i].clear();
     }
 
     pub fn is_excluded(&self, i: usize) -> bool {
@@ -161,7 +167,7 @@ impl Ledger {
         self.signals.get(&task).map_or(&[], Vec::as_slice)
     }
 
-    /// Every event agent `i` ever made durable, by sequence.
+    /// Every event agent `i` made durable in its current journal, by sequence.
     pub fn durable(&self, i: usize) -> &BTreeMap<u64, Event> {
         &self.durable[i]
     }
@@ -201,9 +207,6 @@ impl Ledger {
         let JournalRecord::Event(event) = record else {
             return Ok(());
         };
-        if self.excluded[i] {
-            return Ok(());
-        }
         match self.durable[i].get(&event.seq) {
             Some(old) if *old != event => Err(Violation::new(
                 Invariant::EventsDelivered,
@@ -225,18 +228,26 @@ impl Ledger {
         self.signals.entry(task).or_default().push(record);
     }
 
-    /// Invariant 2 for agent `i`: `store` is what the master holds.
+    /// Invariant 2 for agent `i`: `store` is what the master holds, and the current journal's
+    /// sequence `s` is its `base + s` (events at or below `base` are of earlier journals).
     pub fn check_delivered(
         &self,
         i: usize,
         store: &BTreeMap<u64, Event>,
+        base: u64,
         now: Instant,
     ) -> Result<(), Violation> {
-        if self.excluded[i] {
-            return Ok(());
-        }
         let durable = &self.durable[i];
         let fail = |detail: String| Err(Violation::new(Invariant::EventsDelivered, now, detail));
+        let store: BTreeMap<u64, Event> = store
+            .range(base + 1..)
+            .map(|(&s, e)| {
+                let mut e = e.clone();
+                e.seq = s - base;
+                (s - base, e)
+            })
+            .collect();
+        let store = &store;
         for (seq, event) in store {
             match durable.get(seq) {
                 None => {
@@ -307,7 +318,7 @@ mod tests {
             attempt: 2,
         };
         assert!(l.on_spawn(1, other, t0).is_ok());
-        l.exclude(1);
+        l.lose_journal(1);
         assert!(l.on_spawn(1, other, t0).is_ok());
         assert_eq!(l.spawns(other).len(), 2);
     }
@@ -337,19 +348,40 @@ mod tests {
         l.on_durable(0, &b1, now).unwrap();
         l.on_durable(0, &b2, now).unwrap();
         let mut store = BTreeMap::from([(1, e1.clone())]);
-        assert!(l.check_delivered(0, &store, now).is_err(), "seq 2 missing");
+        assert!(
+            l.check_delivered(0, &store, 0, now).is_err(),
+            "seq 2 missing"
+        );
         store.insert(2, e2.clone());
-        assert!(l.check_delivered(0, &store, now).is_ok());
+        assert!(l.check_delivered(0, &store, 0, now).is_ok());
         let (e3, _) = event(3, EventKind::Accepted { task: T });
         store.insert(3, e3);
         assert!(
-            l.check_delivered(0, &store, now).is_err(),
+            l.check_delivered(0, &store, 0, now).is_err(),
             "never durable, yet at the master"
         );
         store.remove(&3);
-        store.insert(2, e1);
-        assert!(l.check_delivered(0, &store, now).is_err(), "wrong content");
-        l.exclude(0);
-        assert!(l.check_delivered(0, &BTreeMap::new(), now).is_ok());
+        store.insert(2, e1.clone());
+        assert!(
+            l.check_delivered(0, &store, 0, now).is_err(),
+            "wrong content"
+        );
+        store.insert(2, e2.clone());
+
+        // The disk is lost: the new journal counts from 1 again, stored above the base.
+        l.lose_journal(0);
+        assert!(
+            l.check_delivered(0, &store, 2, now).is_ok(),
+            "nothing new yet"
+        );
+        l.on_durable(0, &b1, now).unwrap();
+        assert!(
+            l.check_delivered(0, &store, 2, now).is_err(),
+            "written after the loss, not at the master"
+        );
+        let mut renumbered = e1;
+        renumbered.seq = 3;
+        store.insert(3, renumbered);
+        assert!(l.check_delivered(0, &store, 2, now).is_ok());
     }
 }

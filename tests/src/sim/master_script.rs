@@ -6,6 +6,9 @@
 //! for that attempt, sends kill commands until the attempt's `Finished` arrives, stores events
 //! deduplicated by (agent, seq), acknowledges the contiguous prefix it has stored, and records
 //! what it learned about each attempt. What it stores survives its crashes (its database).
+//! An agent's events are numbered in one sequence across its journals, as the master does: a
+//! new journal's events are stored above everything stored before, and the orders and kills
+//! of the journal it replaced are given up (they died with it).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -72,6 +75,11 @@ pub struct MasterScript {
     kills: Vec<(usize, TaskRef)>,
     stores: Vec<BTreeMap<u64, Event>>,
     contiguous: Vec<u64>,
+    /// Per agent: its current journal (0 before one was heard) and the store's sequence for
+    /// that journal's event 0; journals it replaced.
+    journals: Vec<u32>,
+    bases: Vec<u64>,
+    retired: BTreeSet<(usize, u32)>,
     ack_due: BTreeSet<usize>,
     attempts: BTreeMap<TaskRef, AttemptView>,
     conflicts: Vec<(usize, String)>,
@@ -97,6 +105,9 @@ impl MasterScript {
             kills: Vec::new(),
             stores: vec![BTreeMap::new(); n],
             contiguous: vec![0; n],
+            journals: vec![0; n],
+            bases: vec![0; n],
+            retired: BTreeSet::new(),
             ack_due: BTreeSet::new(),
             attempts: BTreeMap::new(),
             conflicts: Vec::new(),
@@ -133,6 +144,11 @@ impl MasterScript {
     /// Events stored for agent `i`, by sequence.
     pub fn store(&self, i: usize) -> &BTreeMap<u64, Event> {
         &self.stores[i]
+    }
+
+    /// The store's sequence for event 0 of agent `i`'s current journal.
+    pub fn seq_base(&self, i: usize) -> u64 {
+        self.bases[i]
     }
 
     /// The highest sequence up to which agent `i`'s events are stored without a gap.
@@ -277,7 +293,7 @@ impl MasterScript {
             return;
         }
         for agent in std::mem::take(&mut self.ack_due) {
-            let up_to = self.contiguous[agent];
+            let up_to = self.contiguous[agent] - self.bases[agent];
             if up_to > 0 {
                 self.stats.acks_sent += 1;
                 self.send_command(net, agent, CommandBody::Ack { up_to }, now);
@@ -331,6 +347,7 @@ impl MasterScript {
         let cmd = Message::Command(Command {
             epoch: self.epoch,
             counter: self.counter,
+            journal: self.journals[agent],
             body,
         });
         let Ok(id) = tether_core::topic::validate_id(&self.agents[agent]) else {
@@ -346,8 +363,10 @@ impl MasterScript {
     }
 
     fn handle_message(&mut self, topic: &str, payload: &[u8]) {
-        let Ok(Topic::AgentEvent(id)) = Topic::parse(&self.prefix, topic) else {
-            // Heartbeats and presence: nothing the script needs.
+        let (Ok(Topic::AgentEvent(id)) | Ok(Topic::AgentHeartbeat(id))) =
+            Topic::parse(&self.prefix, topic)
+        else {
+            // Presence: nothing the script needs.
             return;
         };
         let Some(agent) = self.agents.iter().position(|a| *a == id.as_str()) else {
@@ -355,12 +374,31 @@ impl MasterScript {
             return;
         };
         let key = crate::keys::agent(&self.agents[agent]);
-        let Ok(Message::Event(event)) =
-            wire::decode_verified(payload, topic, Verifier::Agent(&key))
-        else {
-            self.stats.bad_messages += 1;
-            return;
+        let report = match wire::decode_verified(payload, topic, Verifier::Agent(&key)) {
+            Ok(Message::Event(report)) => report,
+            // A heartbeat names the agent's journal, as the master's does: a re-flashed agent
+            // that sends no event is still known to count in a new journal.
+            Ok(Message::AgentHeartbeat(hb)) => {
+                if self.journals[agent] != hb.journal
+                    && !self.retired.contains(&(agent, hb.journal))
+                {
+                    self.new_journal(agent, hb.journal);
+                }
+                return;
+            }
+            _ => {
+                self.stats.bad_messages += 1;
+                return;
+            }
         };
+        if self.retired.contains(&(agent, report.journal)) {
+            return;
+        }
+        if self.journals[agent] != report.journal {
+            self.new_journal(agent, report.journal);
+        }
+        let mut event = report.event;
+        event.seq += self.bases[agent];
         self.stats.events += 1;
         self.ack_due.insert(agent);
         if let Some(old) = self.stores[agent].get(&event.seq) {
@@ -382,6 +420,24 @@ impl MasterScript {
             c += 1;
         }
         self.contiguous[agent] = c;
+    }
+
+    /// Agent `agent` names another journal: number its events above everything stored, give up
+    /// what was sent to the one it replaced.
+    fn new_journal(&mut self, agent: usize, journal: u32) {
+        let old = std::mem::replace(&mut self.journals[agent], journal);
+        if old == 0 {
+            return;
+        }
+        self.retired.insert((agent, old));
+        let last = self.stores[agent].last_key_value().map_or(0, |(s, _)| *s);
+        let base = last.max(self.contiguous[agent]);
+        self.bases[agent] = base;
+        self.contiguous[agent] = base;
+        for o in self.orders.iter_mut().filter(|o| o.agent == agent) {
+            o.answered = true;
+        }
+        self.kills.retain(|(a, _)| *a != agent);
     }
 
     fn learn(&mut self, agent: usize, event: &Event) {
@@ -492,6 +548,10 @@ impl SimMaster for MasterScript {
 
     fn store(&self, i: usize) -> &BTreeMap<u64, Event> {
         &self.stores[i]
+    }
+
+    fn seq_base(&self, i: usize) -> u64 {
+        self.bases[i]
     }
 
     fn contiguous(&self, i: usize) -> u64 {

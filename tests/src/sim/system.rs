@@ -111,6 +111,9 @@ pub struct RealMaster {
     decided: BTreeMap<TaskId, (TaskState, Option<Outcome>, Instant)>,
     stored: Vec<BTreeMap<u64, Event>>,
     contiguous: Vec<u64>,
+    /// Per agent, the journal the master numbers its events in, and that journal's base (as
+    /// the master committed them).
+    journals: Vec<(u32, u64)>,
     conflicts: Vec<(usize, String)>,
     /// When the master core last heard from each agent (its restart counts, as in the core), at
     /// the latest: the core counts only fresh heartbeats and new events, this every message.
@@ -159,6 +162,7 @@ impl RealMaster {
             decided: BTreeMap::new(),
             stored: vec![BTreeMap::new(); n],
             contiguous: vec![0; n],
+            journals: vec![(0, 0); n],
             conflicts: Vec::new(),
             heard: vec![Instant::MIN; n],
             seen: vec![None; n],
@@ -319,6 +323,16 @@ impl RealMaster {
             self.stats.commits += 1;
         }
         for change in batch.changes() {
+            if let Change::AgentJournal {
+                agent,
+                journal,
+                seq_base,
+            } = change
+                && let Some(i) = self.index(agent)
+            {
+                self.journals[i] = (*journal, *seq_base);
+                self.contiguous[i] = self.contiguous[i].max(*seq_base);
+            }
             if let Change::Event { agent, event } = change
                 && let Some(i) = self.index(agent)
             {
@@ -456,11 +470,15 @@ impl RealMaster {
                 let Some(i) = self.index(id.as_str()) else {
                     return;
                 };
-                let Ok(Message::Event(event)) = wire::decode(payload) else {
+                let Ok(Message::Event(report)) = wire::decode(payload) else {
                     return;
                 };
                 self.heard[i] = self.heard[i].max(now);
-                if let Some(old) = self.stored[i].get(&event.seq)
+                let (journal, base) = self.journals[i];
+                let mut event = report.event;
+                event.seq += base;
+                if report.journal == journal
+                    && let Some(old) = self.stored[i].get(&event.seq)
                     && *old != event
                 {
                     let what = format!(
@@ -732,6 +750,10 @@ impl SimMaster for RealMaster {
 
     fn contiguous(&self, i: usize) -> u64 {
         self.contiguous[i]
+    }
+
+    fn seq_base(&self, i: usize) -> u64 {
+        self.journals[i].1
     }
 
     fn conflicts(&self) -> &[(usize, String)] {

@@ -163,8 +163,10 @@ pub trait SimMaster {
     fn check(&mut self, _agents: &Observed<'_>, _now: Instant) -> Result<(), Violation> {
         Ok(())
     }
-    /// Events stored for agent `i`, by sequence.
+    /// Events stored for agent `i`, by the master's sequence.
     fn store(&self, i: usize) -> &BTreeMap<u64, Event>;
+    /// The master's sequence for event 0 of agent `i`'s current journal.
+    fn seq_base(&self, i: usize) -> u64;
     /// Agent `i`'s events are stored without a gap up to here.
     fn contiguous(&self, i: usize) -> u64;
     /// Two different events received under one (agent, seq), with the agent.
@@ -480,10 +482,7 @@ impl<M: SimMaster> World<M> {
                 return Ok(self.now());
             }
             if self.now() >= deadline {
-                for i in 0..self.nodes.len() {
-                    self.ledger
-                        .check_delivered(i, self.master.store(i), self.now())?;
-                }
+                self.check_delivered()?;
                 let mut why = format!(
                     "not healed {} after the faults ended: master connected {}, {}",
                     secs(Instant::from_ticks(max.as_ticks())),
@@ -509,8 +508,12 @@ impl<M: SimMaster> World<M> {
     /// Invariant 2 now, for every agent.
     pub fn check_delivered(&self) -> Result<(), Violation> {
         for i in 0..self.nodes.len() {
-            self.ledger
-                .check_delivered(i, self.master.store(i), self.now())?;
+            self.ledger.check_delivered(
+                i,
+                self.master.store(i),
+                self.master.seq_base(i),
+                self.now(),
+            )?;
         }
         Ok(())
     }
@@ -602,12 +605,7 @@ impl<M: SimMaster> World<M> {
             procs: self.nodes.iter().map(|n| &n.procs).collect(),
         };
         self.master.check(&observed, now)?;
-        if let Some((_, c)) = self
-            .master
-            .conflicts()
-            .iter()
-            .find(|(i, _)| !self.ledger.is_excluded(*i))
-        {
+        if let Some((_, c)) = self.master.conflicts().first() {
             return Err(Violation::new(Invariant::EventsDelivered, now, c.clone()));
         }
         Ok(())
@@ -905,7 +903,7 @@ impl<M: SimMaster> World<M> {
             Append::Order(task) => {
                 node.accepted_at.insert(*task, now);
             }
-            Append::Spawning(_) | Append::MasterCounter { .. } => {}
+            Append::Spawning(_) | Append::MasterCounter { .. } | Append::Identity { .. } => {}
             Append::Event(event) => {
                 node.unacked.insert(event.seq, event.clone());
                 let id = node.id.clone();
@@ -1192,7 +1190,7 @@ impl<M: SimMaster> World<M> {
         node.accepted_at.clear();
         if lose_disk {
             node.disk.lose();
-            self.ledger.exclude(i);
+            self.ledger.lose_journal(i);
         } else {
             node.disk.crash();
         }
@@ -1201,12 +1199,14 @@ impl<M: SimMaster> World<M> {
     /// A new agent process: replays the durable journal and connects.
     fn start_agent(&mut self, i: usize, now: Instant) -> Result<(), Violation> {
         let incarnation = self.rng.next_u64() as u32;
+        let journal = self.rng.next_u64() as u32;
         let node = &mut self.nodes[i];
         let model = |what: String| Violation::new(Invariant::Model, now, what);
         let config = Config {
             id: &node.id,
             prefix: &self.config.prefix,
             incarnation,
+            journal,
             auth: crate::keys::agent_auth(&node.id),
         };
         let mut agent = SimAgent::new(config, now)
@@ -1268,14 +1268,12 @@ impl<M: SimMaster> World<M> {
         }
         self.nodes.iter().enumerate().all(|(i, n)| {
             let Some(agent) = &n.agent else { return false };
-            if self.ledger.is_excluded(i) {
-                return true;
-            }
             let durable = self.ledger.durable(i);
             let last = durable.last_key_value().map_or(0, |(s, _)| *s);
+            let base = self.master.seq_base(i);
             agent.is_connected()
-                && self.master.contiguous(i) == last
-                && self.master.store(i).len() == durable.len()
+                && self.master.contiguous(i) == base + last
+                && self.master.store(i).range(base + 1..).count() == durable.len()
                 && agent.acked_seq() >= last
                 && agent.durable_seq() == agent.last_seq()
         })

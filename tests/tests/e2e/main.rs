@@ -12,5 +12,6 @@ mod master_down;
 mod master_slow_subscriber;
 mod mosquitto_acl;
 mod provision;
+mod reflash;
 mod security;
 mod tls;

@@ -125,9 +125,9 @@ fn classify(topic: &str, payload: &[u8]) -> Item {
         ));
     }
     match wire::decode(payload) {
-        Ok(Message::Event(e)) => Item::Event {
-            seq: e.seq,
-            finished: matches!(e.kind, EventKind::Finished { .. }),
+        Ok(Message::Event(r)) => Item::Event {
+            seq: r.event.seq,
+            finished: matches!(r.event.kind, EventKind::Finished { .. }),
         },
         _ => Item::Other,
     }

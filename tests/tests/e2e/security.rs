@@ -13,7 +13,8 @@ use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use serde_json::json;
 use tether_core::auth::SigningKey;
 use tether_core::message::{
-    AgentHeartbeat, Command, CommandBody, Event, EventKind, Exit, KillCause, Message, TaskRef,
+    AgentHeartbeat, Command, CommandBody, Event, EventKind, Exit, KillCause, Message, Report,
+    TaskRef,
 };
 use tether_core::presence::{Presence, State};
 use tether_core::wire;
@@ -113,6 +114,7 @@ fn forged_start(epoch: u32, counter: u64, task: u64, marker: &Path) -> Message {
     Message::Command(Command {
         epoch,
         counter,
+        journal: 0,
         body: CommandBody::Start(spec),
     })
 }
@@ -234,13 +236,16 @@ async fn intruder_is_refused(external: Option<&TestBroker>) {
     let sec_b_secret: [u8; 32] =
         tether_core::auth::parse_hex(&master.kept_key("sec-b").expect("sec-b provisioned"))
             .unwrap();
-    let event = Message::Event(Event {
-        seq: 999,
-        at_unix_ms: 0,
-        kind: EventKind::Accepted {
-            task: TaskRef {
-                task: 777,
-                attempt: 777,
+    let event = Message::Event(Report {
+        journal: 1,
+        event: Event {
+            seq: 999,
+            at_unix_ms: 0,
+            kind: EventKind::Accepted {
+                task: TaskRef {
+                    task: 777,
+                    attempt: 777,
+                },
             },
         },
     });
@@ -253,6 +258,7 @@ async fn intruder_is_refused(external: Option<&TestBroker>) {
         .await;
     let heartbeat = Message::AgentHeartbeat(AgentHeartbeat {
         incarnation: 1,
+        journal: 1,
         counter: 1,
         echo: None,
         last_seq: 0,

@@ -29,12 +29,15 @@ pub(crate) fn own_presence(text: &str) -> Vec<u8> {
 }
 
 pub(crate) const PRESENCE: &str = "tether/agent/pi-1/presence";
+/// The identity of the rig agent's journal; commands name it.
+pub(crate) const JOURNAL: u32 = 0x7e57;
 
 pub(crate) fn config(incarnation: u32) -> Config<'static> {
     Config {
         id: "pi-1",
         prefix: "tether",
         incarnation,
+        journal: JOURNAL,
         auth: Auth::Keys {
             master: MasterKeys::from_keys(&[master_key().public_key()]).unwrap(),
             agent: [9; 32],
@@ -86,6 +89,7 @@ impl Rig {
         let msg = Message::Command(Command {
             epoch: 1,
             counter: self.counter,
+            journal: JOURNAL,
             body,
         });
         let mut buf = [0u8; wire::MAX_MESSAGE];

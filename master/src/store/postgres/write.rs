@@ -54,6 +54,21 @@ pub(super) fn apply_one(tx: Tx<'_, '_>, change: &Change, now: u64) -> Result<()>
             )?;
             Ok(())
         }
+        Change::AgentJournal {
+            agent,
+            journal,
+            seq_base,
+        } => {
+            check_id("agent id", agent)?;
+            tx.execute(
+                "INSERT INTO agents (id, journal, seq_base, last_seq_acked) VALUES ($1, $2, $3, $3)
+                 ON CONFLICT (id) DO UPDATE SET journal = excluded.journal,
+                     seq_base = excluded.seq_base,
+                     last_seq_acked = GREATEST(agents.last_seq_acked, excluded.seq_base)",
+                &[agent, &i64::from(*journal), &signed(*seq_base)?],
+            )?;
+            Ok(())
+        }
         Change::AgentDisabled { agent, disabled } => {
             check_id("agent id", agent)?;
             tx.execute(

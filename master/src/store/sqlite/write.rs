@@ -36,6 +36,11 @@ impl SqliteStore {
                 data,
             } => self.append_output(*attempt, *stream, *offset, data),
             Change::Acked { agent, up_to } => self.set_last_acked_seq(agent, *up_to),
+            Change::AgentJournal {
+                agent,
+                journal,
+                seq_base,
+            } => self.set_agent_journal(agent, *journal, *seq_base),
             Change::AgentDisabled { agent, disabled } => self.set_agent_disabled(agent, *disabled),
             Change::NewTask { id, task, state } => self.insert_task_with_id(*id, task, *state),
             Change::TaskState { id, state, outcome } => {
@@ -82,6 +87,19 @@ impl SqliteStore {
              ON CONFLICT(id) DO UPDATE
                  SET last_seq_acked = max(last_seq_acked, excluded.last_seq_acked)",
             params![agent, seq],
+        )?;
+        Ok(())
+    }
+
+    /// Records the journal `agent`'s events are numbered in from now on.
+    fn set_agent_journal(&self, agent: &str, journal: u32, seq_base: u64) -> Result<()> {
+        check_id("agent id", agent)?;
+        self.conn.execute(
+            "INSERT INTO agents (id, journal, seq_base, last_seq_acked) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT(id) DO UPDATE SET journal = excluded.journal,
+                 seq_base = excluded.seq_base,
+                 last_seq_acked = max(last_seq_acked, excluded.seq_base)",
+            params![agent, journal, seq_base],
         )?;
         Ok(())
     }
