@@ -84,6 +84,17 @@ impl BrokerConfig {
         self.listener.listen = addr;
     }
 
+    /// The router's connection limit (`router.max_connections`): a connection beyond it is
+    /// closed before its CONNACK.
+    pub fn set_max_connections(&mut self, n: usize) {
+        self.rest.router.max_connections = n;
+    }
+
+    /// The router's connection limit.
+    pub fn max_connections(&self) -> usize {
+        self.rest.router.max_connections
+    }
+
     /// Decides who may connect (rumqttd calls it with client id, user name and password).
     pub fn set_auth_handler<F, O>(&mut self, auth: F)
     where

@@ -85,6 +85,12 @@ pub struct Settings {
     /// broker-config/rumqttd.toml).
     #[arg(long, env = "TETHER_BROKER_CONFIG", value_name = "PATH")]
     pub broker_config: Option<PathBuf>,
+    /// Most MQTT connections the embedded broker holds at once (agents, the master's own,
+    /// tetherctl and debugging clients); a connection beyond it is closed before its CONNACK
+    /// and the agent retries with back-off [default: the broker config's
+    /// router.max_connections, 10000 built in].
+    #[arg(long, env = "TETHER_BROKER_MAX_CONNECTIONS", value_name = "N")]
+    pub broker_max_connections: Option<usize>,
     /// Topic prefix [default: tether].
     #[arg(long, env = "TETHER_PREFIX")]
     pub prefix: Option<String>,
@@ -299,6 +305,7 @@ impl Layered {
             tls_key,
             tls_client_ca,
             broker_config,
+            broker_max_connections,
             prefix,
             heartbeat_period_ms,
             retain_history,

@@ -21,6 +21,11 @@ const DEFAULT_HTTP: SocketAddr =
 const DEFAULT_PREFIX: &str = "tether";
 const DEFAULT_HEARTBEAT_PERIOD_MS: u64 = 10_000;
 const DEFAULT_RETAIN_HISTORY: &str = "30d";
+/// The embedded broker's connection limit: room for the master's own connection and one
+/// more, and at most what rumqttd's router preallocates without a second thought (its slots
+/// are reserved up front: about 1 KB of address space each, touched only when used).
+const MIN_BROKER_CONNECTIONS: usize = 2;
+const MAX_BROKER_CONNECTIONS: usize = 200_000;
 
 impl Layered {
     /// The configuration to run with, or every problem. `broker_password` is
@@ -106,6 +111,23 @@ impl Layered {
         if broker.as_ref().is_some_and(|b| !b.tls) && s.broker_ca.is_some() {
             errors.push(self.error("broker_ca", "is for an mqtts:// broker only"));
         }
+        if let Some(n) = s.broker_max_connections {
+            if !(MIN_BROKER_CONNECTIONS..=MAX_BROKER_CONNECTIONS).contains(&n) {
+                errors.push(self.error(
+                    "broker_max_connections",
+                    format!(
+                        "must be from {MIN_BROKER_CONNECTIONS} (the master's own connection and \
+                         one more) to {MAX_BROKER_CONNECTIONS}, found {n}"
+                    ),
+                ));
+            }
+            if broker.is_some() {
+                errors.push(self.error(
+                    "broker_max_connections",
+                    "is for the embedded broker: an external broker sets its own limit",
+                ));
+            }
+        }
         let prefix = s.prefix.clone().unwrap_or_else(|| DEFAULT_PREFIX.into());
         if prefix.is_empty() {
             errors.push(self.error("prefix", "is empty"));
@@ -134,6 +156,7 @@ impl Layered {
             http: s.http.unwrap_or(DEFAULT_HTTP),
             broker,
             broker_config: s.broker_config.clone(),
+            broker_max_connections: s.broker_max_connections,
             prefix,
             heartbeat_period: Duration::from_millis(period),
             cancel_duplicates: s.cancel_duplicates.unwrap_or(false),

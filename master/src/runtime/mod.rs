@@ -47,6 +47,8 @@ pub struct RunConfig {
     pub broker: Option<BrokerAddr>,
     /// A rumqttd configuration file instead of the built-in one.
     pub broker_config: Option<PathBuf>,
+    /// The embedded broker's connection limit, over its configuration's.
+    pub broker_max_connections: Option<usize>,
     pub prefix: String,
     pub heartbeat_period: StdDuration,
     pub cancel_duplicates: bool,

@@ -86,6 +86,9 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
             }
             .map_err(RunError::Broker)?;
             broker_config.set_listen(config.listen);
+            if let Some(n) = config.broker_max_connections {
+                broker_config.set_max_connections(n);
+            }
             if let Some(path) = &config.broker_passwords {
                 let passwords = Arc::new(
                     Passwords::load(path)

@@ -5,6 +5,7 @@ mod agent_faults;
 mod agent_hardening;
 mod agent_metrics;
 mod agent_tasks;
+mod broker_crowd;
 mod broker_passwords;
 mod cli;
 mod clusters;
