@@ -198,6 +198,11 @@ pub(super) fn render(s: Scrape<'_>, now: Instant) -> Result<String, ApiError> {
             o.sent,
         ),
         (
+            "tether_broker_refused_connections_total",
+            "Connections the embedded broker refused (its limit, broker_max_connections, reached; or a client id it cannot take); 0 with an external broker.",
+            crate::broker::refused_connections(),
+        ),
+        (
             "tether_publishes_dropped_total",
             "Publishes the MQTT client could not queue (commands are retransmitted).",
             s.dropped_publishes,

@@ -61,6 +61,7 @@ impl EmbeddedBroker {
 
         let (done_tx, done_rx) = mpsc::channel::<String>();
         let rumqttd_config = config.to_rumqttd();
+        let limit = config.max_connections();
         let thread = thread::Builder::new()
             .name("tether-broker".into())
             .spawn(move || {
@@ -86,6 +87,7 @@ impl EmbeddedBroker {
                 Err(mpsc::TryRecvError::Empty) => {}
             }
             if probe(addr) {
+                watch_refusals(limit)?;
                 return Ok(Self { addr, thread });
             }
             if Instant::now() >= deadline {
@@ -115,6 +117,42 @@ impl EmbeddedBroker {
     pub fn is_running(&self) -> bool {
         !self.thread.is_finished()
     }
+}
+
+/// Connections the embedded broker refused since this process started: its limit reached,
+/// or a client id it cannot take (an MQTT wildcard or `/` in it).
+pub fn refused_connections() -> u64 {
+    rumqttd::refused_connections()
+}
+
+/// How often the refusals are summed up in the log: once a minute at most, however many
+/// (a fleet reconnecting into a full broker refuses thousands a second).
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs, once per [`REFUSALS_LOGGED_EVERY`], how many connections the broker refused since
+/// the last line, if any. A thread of its own: one wake-up a minute, nothing to share.
+fn watch_refusals(limit: usize) -> Result<(), BrokerError> {
+    thread::Builder::new()
+        .name("tether-broker-refusals".into())
+        .spawn(move || {
+            let mut logged = refused_connections();
+            loop {
+                thread::sleep(REFUSALS_LOGGED_EVERY);
+                let now = refused_connections();
+                if now > logged {
+                    log::warn!(
+                        "the embedded broker refused {} connections in the last {} s: its limit \
+                         of {limit} connections (broker_max_connections) was reached, or client \
+                         ids held + # / or $",
+                        now - logged,
+                        REFUSALS_LOGGED_EVERY.as_secs()
+                    );
+                    logged = now;
+                }
+            }
+        })
+        .map(drop)
+        .map_err(BrokerError::Spawn)
 }
 
 fn probe(addr: SocketAddr) -> bool {

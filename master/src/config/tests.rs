@@ -227,3 +227,39 @@ fn the_store_is_a_path_or_a_postgres_url_and_its_password_is_never_shown() {
     );
     assert!(!errors[0].to_string().contains("s3cret"), "{}", errors[0]);
 }
+
+#[test]
+fn the_broker_connection_limit_is_checked_at_its_line() {
+    let config = layered("data_dir = \"/d\"\nbroker_max_connections = 5000\n", &[])
+        .resolve(None)
+        .unwrap();
+    assert_eq!(config.broker_max_connections, Some(5000));
+    for (value, why) in [
+        ("1", "must be from 2"),
+        ("200001", "to 200000, found 200001"),
+    ] {
+        let errors = layered(
+            &format!("data_dir = \"/d\"\nbroker_max_connections = {value}\n"),
+            &[],
+        )
+        .resolve(None)
+        .unwrap_err();
+        let text = errors[0].to_string();
+        assert!(
+            text.starts_with("line 2: broker_max_connections: "),
+            "{text}"
+        );
+        assert!(text.contains(why), "{text}");
+    }
+    let errors = layered(
+        "data_dir = \"/d\"\nbroker = \"mqtt://127.0.0.1:1883\"\nbroker_max_connections = 10\n",
+        &[],
+    )
+    .resolve(None)
+    .unwrap_err();
+    assert!(
+        errors[0].to_string().contains("is for the embedded broker"),
+        "{}",
+        errors[0]
+    );
+}

@@ -192,6 +192,22 @@ fn assert_master_up(master: &MasterProcess, when: &str) {
     );
 }
 
+/// `tether_broker_refused_connections_total` from the master's `/metrics`.
+fn refused_in_metrics(master: &MasterProcess) -> u64 {
+    let text = ureq::get(format!("http://{}/metrics", master.http))
+        .header("Authorization", format!("Bearer {}", master.token))
+        .call()
+        .expect("GET /metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("tether_broker_refused_connections_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no tether_broker_refused_connections_total in:\n{text}"))
+        as u64
+}
+
 /// A task on `agent` runs to its end.
 async fn agent_runs_a_task(master: &MasterProcess, agent: &str, when: &str) {
     let id = master.submit(&task(json!({ "agent": agent }), &["true"], json!({})));
@@ -233,6 +249,12 @@ async fn crowd_keeps_the_master_up(master: &MasterProcess, dialer: &Dialer, agen
         still.len()
     );
     assert_master_up(master, "after the refused ids came back");
+    let counted = refused_in_metrics(master);
+    assert!(
+        counted >= 2 * refused.len() as u64,
+        "/metrics counts {counted} refusals; {} refused twice",
+        refused.len()
+    );
 
     // Room for three: clients that vanish before their CONNACK must not keep it.
     accepted.truncate(accepted.len().saturating_sub(3));

@@ -30,6 +30,12 @@ pub use self::router::shared_subs::Strategy;
 mod link;
 pub mod protocol;
 mod router;
+
+/// Tether: connections the router refused since the process started (no free slot, or a
+/// client id it drops), for the embedding application's logs and metrics.
+pub fn refused_connections() -> u64 {
+    router::REFUSED_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
 mod segments;
 mod server;
 

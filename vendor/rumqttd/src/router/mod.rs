@@ -15,6 +15,10 @@ use crate::{
     ConnectionId, Filter, RouterId, Topic,
 };
 
+/// Tether: see `crate::refused_connections`.
+pub(crate) static REFUSED_CONNECTIONS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 mod alertlog;
 mod connection;
 mod graveyard;

@@ -273,6 +273,7 @@ impl Router {
         let client_id = outgoing.client_id.clone();
         if let Err(err) = validate_clientid(&client_id) {
             error!("Invalid client_id: {}", err);
+            super::REFUSED_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         };
 
@@ -295,6 +296,7 @@ impl Router {
 
         if self.connections.len() >= self.config.max_connections {
             error!("no space for new connection");
+            super::REFUSED_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // let ack = ConnectionAck::Failure("No space for new connection".to_owned());
             // let message = Notification::ConnectionAck(ack);
             return;
