@@ -9,6 +9,24 @@ use super::tempdir::TempDir;
 
 pub const OPENSSL: &str = "openssl";
 
+/// The master's TLS listener flags (port 0) for `server`, requiring client certificates from
+/// `client_ca` when given.
+pub fn master_tls_listener(server: &CertPair, client_ca: Option<&Path>) -> Vec<String> {
+    let arg = |p: &Path| p.to_string_lossy().into_owned();
+    let mut args = vec![
+        "--tls-listen".into(),
+        "127.0.0.1:0".into(),
+        "--tls-cert".into(),
+        arg(&server.cert),
+        "--tls-key".into(),
+        arg(&server.key),
+    ];
+    if let Some(ca) = client_ca {
+        args.extend(["--tls-client-ca".into(), arg(ca)]);
+    }
+    args
+}
+
 /// A certificate and its key.
 #[derive(Debug, Clone)]
 pub struct CertPair {

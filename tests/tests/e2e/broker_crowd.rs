@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tether_tests::harness::agent::{AgentHome, AgentOptions, AgentProcess};
-use tether_tests::harness::certs::Pki;
+use tether_tests::harness::certs::{Pki, master_tls_listener};
 use tether_tests::harness::fleet::task;
 use tether_tests::harness::master_proc::{MasterHome, MasterOptions, MasterProcess, task_state};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -325,14 +325,7 @@ async fn a_crowd_over_tls_does_not_stop_the_master() {
     let pki = Pki::new("crowd");
     let server = pki.server();
     let arg = |p: &Path| p.to_string_lossy().into_owned();
-    let (_home, master) = start_master(vec![
-        "--tls-listen".into(),
-        "127.0.0.1:0".into(),
-        "--tls-cert".into(),
-        arg(&server.cert),
-        "--tls-key".into(),
-        arg(&server.key),
-    ]);
+    let (_home, master) = start_master(master_tls_listener(&server, None));
     let mqtts = master.mqtts.clone().expect("mqtts= in the ready line");
     let (_agent_home, _agent) = start_agent(
         &master,

@@ -12,7 +12,7 @@ use tether_master::broker::pick_free_port;
 use tether_tests::harness::agent::{AgentHome, AgentOptions, AgentProcess};
 use tether_tests::harness::bins::binary;
 use tether_tests::harness::broker::{MOSQUITTO, Mosquitto};
-use tether_tests::harness::certs::{CertPair, Pki};
+use tether_tests::harness::certs::{CertPair, Pki, master_tls_listener as tls_listener};
 use tether_tests::harness::fleet::task;
 use tether_tests::harness::master_proc::{
     ApiError, MasterHome, MasterOptions, MasterProcess, task_state,
@@ -26,23 +26,6 @@ fn set_mode(path: &Path, mode: u32) {
 
 fn arg(p: &Path) -> String {
     p.to_string_lossy().into_owned()
-}
-
-/// The master's TLS listener flags (port 0) for `server`, requiring client certificates from
-/// `client_ca` when given.
-fn tls_listener(server: &CertPair, client_ca: Option<&Path>) -> Vec<String> {
-    let mut args = vec![
-        "--tls-listen".into(),
-        "127.0.0.1:0".into(),
-        "--tls-cert".into(),
-        arg(&server.cert),
-        "--tls-key".into(),
-        arg(&server.key),
-    ];
-    if let Some(ca) = client_ca {
-        args.extend(["--tls-client-ca".into(), arg(ca)]);
-    }
-    args
 }
 
 fn start_master(extra_args: Vec<String>) -> (MasterHome, MasterProcess) {
