@@ -186,10 +186,16 @@ impl Master {
 
     /// `tether-master run` on loopback with `args` (nothing insecure unless they say so).
     fn launch(dir: &Path, name: &str, args: &[&std::ffi::OsStr]) -> Master {
+        Self::launch_at(dir, name, "127.0.0.1:0", args)
+    }
+
+    /// [`Master::launch`] with the embedded broker on `listen` (a restart on the same port),
+    /// on the data directory of the first launch under `name`.
+    fn launch_at(dir: &Path, name: &str, listen: &str, args: &[&std::ffi::OsStr]) -> Master {
         let data = dir.join(name);
         let log = dir.join(format!("{name}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_tether-master"))
-            .args(["run", "--config", "/dev/null", "--listen", "127.0.0.1:0"])
+            .args(["run", "--config", "/dev/null", "--listen", listen])
             .args(["--http", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
             .args(args)

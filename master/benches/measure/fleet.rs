@@ -6,7 +6,11 @@
 //!      agents' own CPU and, on mosquitto, the broker's;
 //!    - the time until the API shows a kill -9'd agent unavailable;
 //!    - submit-to-started latency p50/p99 of `true` at a steady rate spread over the fleet;
-//!    - the SQLite store's growth per 100,000 finished tasks.
+//!    - the SQLite store's growth per 100,000 finished tasks;
+//!    - the master killed (-9) and started again on the same port and store, as systemd
+//!      restarts it: the time until the fleet is available again and the master's CPU and
+//!      peak RSS through that reconnect storm (on the embedded broker, where the storm hits
+//!      the master's own broker).
 //!
 //!    Sizes from `TETHER_BENCH_FLEET` (comma-separated agent counts, default 1000); the smoke
 //!    runs 200 agents at a 1 s period. These are real agent processes, not an in-process
@@ -118,7 +122,9 @@ fn run(dir: &Path, n: usize, plan: &Plan, mosquitto: Option<&Mosquitto>, table: 
         args.push("--broker".as_ref());
         args.push(url.as_ref());
     }
-    let master = Master::launch(dir, &name, &args);
+    let mut master = Master::launch(dir, &name, &args);
+    // Before any agent: what the fleet adds is measured from here.
+    let rss_alone = master.proc.status("VmRSS");
     let broker = external.clone().unwrap_or_else(|| master.mqtt.clone());
 
     let ids: Vec<String> = (0..n).map(|i| format!("{name}-{i}")).collect();
@@ -217,6 +223,34 @@ fn run(dir: &Path, n: usize, plan: &Plan, mosquitto: Option<&Mosquitto>, table: 
     latencies.sort();
     let grown = store_bytes(&master).saturating_sub(before);
     let per_100k = grown as f64 * 100_000.0 / total.max(1) as f64 / 1e6;
+
+    // The master dies and systemd starts it again (2 s later in the unit): every agent
+    // reconnects into the new master's broker at once, each after its own jittered back-off.
+    let storm = mosquitto.is_none().then(|| {
+        let listen = master.mqtt.clone();
+        master.proc.kill9();
+        std::thread::sleep(Duration::from_secs(2));
+        let restart = Instant::now();
+        master = Master::launch_at(dir, &name, &listen, &args);
+        let cpu0 = cpu_time(master.proc.pid());
+        let deadline = Instant::now() + WAIT + Duration::from_millis(20 * n as u64);
+        let mut seen = 0;
+        while seen < n - 1 {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {seen} of {} agents back after the master's restart",
+                n - 1
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            seen = available_count(&master);
+        }
+        let took = restart.elapsed();
+        (
+            took,
+            pct_of_core(cpu_time(master.proc.pid()) - cpu0, took),
+            master.proc.status("VmHWM"),
+        )
+    });
     for a in &mut agents {
         a.kill9();
     }
@@ -246,8 +280,8 @@ fn run(dir: &Path, n: usize, plan: &Plan, mosquitto: Option<&Mosquitto>, table: 
         label("master VmRSS idle"),
         format!("{rss} kB"),
         format!(
-            "{:.1} kB per agent (goal at 10,000: <= 300 MB)",
-            rss as f64 / n as f64
+            "{:.1} kB per agent over the master alone ({rss_alone} kB) (goal at 10,000: <= 300 MB)",
+            rss.saturating_sub(rss_alone) as f64 / n as f64
         ),
     ));
     table.push((
@@ -270,6 +304,16 @@ fn run(dir: &Path, n: usize, plan: &Plan, mosquitto: Option<&Mosquitto>, table: 
             latencies.len()
         ),
     ));
+    if let Some((took, cpu, hwm)) = storm {
+        table.push((
+            label("master kill -9 + restart: fleet back"),
+            format!("{:.1} s", took.as_secs_f64()),
+            format!(
+                "from the restart, {} agents; master {cpu:.0} % of a core meanwhile, peak RSS {hwm} kB",
+                n - 1
+            ),
+        ));
+    }
     table.push((
         label("SQLite store growth per 100,000 tasks"),
         format!("{per_100k:.1} MB"),
