@@ -14,6 +14,36 @@ pub enum LogFormat {
     Json,
 }
 
+/// The exit code of a master whose embedded broker panicked (EX_SOFTWARE).
+pub const BROKER_PANIC_EXIT: i32 = 70;
+
+/// Panics go to the log like every other line (with a backtrace when `RUST_BACKTRACE` asks).
+/// A panic on one of the embedded broker's threads then stops the master with
+/// [`BROKER_PANIC_EXIT`]: its router or listener gone, the master would look alive and reach
+/// no agent. systemd starts it again (`Restart=on-failure`, 2 s later) and the agents come back
+/// with their jittered back-off. Release builds abort on any panic after this hook.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => format!("\n{backtrace}"),
+            _ => String::new(),
+        };
+        if crate::broker::is_broker_thread(name) {
+            log::error!(
+                "the embedded broker's thread '{name}' {info}; the master stops \
+                 (exit {BROKER_PANIC_EXIT}) to be started again with a new broker{backtrace}"
+            );
+            log::logger().flush();
+            std::process::exit(BROKER_PANIC_EXIT);
+        }
+        log::error!("thread '{name}' {info}{backtrace}");
+        log::logger().flush();
+    }));
+}
+
 /// Installs the logger; `RUST_LOG` filters (default `info`, rumqttd's own logs off).
 pub fn init(format: LogFormat) {
     let mut builder = env_logger::Builder::from_env(

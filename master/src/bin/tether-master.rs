@@ -84,6 +84,7 @@ fn report(errors: &[ConfigError]) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    logging::install_panic_hook();
     let settings = match cli.command {
         Command::CheckConfig { settings } => {
             return match load(settings) {

@@ -61,9 +61,14 @@ impl EmbeddedBroker {
 
         let (done_tx, done_rx) = mpsc::channel::<String>();
         let rumqttd_config = config.to_rumqttd();
+        let _ = BROKER_THREADS.set(vec![
+            BROKER_THREAD.to_owned(),
+            format!("router-{}", rumqttd_config.id),
+            config.listener().name.clone(),
+        ]);
         let limit = config.max_connections();
         let thread = thread::Builder::new()
-            .name("tether-broker".into())
+            .name(BROKER_THREAD.into())
             .spawn(move || {
                 let mut broker = rumqttd::Broker::new(rumqttd_config);
                 // `start` blocks while its listener threads run; it returns when they all end,
@@ -117,6 +122,21 @@ impl EmbeddedBroker {
     pub fn is_running(&self) -> bool {
         !self.thread.is_finished()
     }
+}
+
+/// The thread that runs rumqttd's `start`.
+const BROKER_THREAD: &str = "tether-broker";
+
+/// The names of the embedded broker's threads: ours, rumqttd's router and its listener (which
+/// also runs every connection's task). Set when the broker starts.
+static BROKER_THREADS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Whether `name` is one of the embedded broker's threads: a panic there leaves the master
+/// without its broker (see the master's panic hook in `logging`).
+pub fn is_broker_thread(name: &str) -> bool {
+    BROKER_THREADS
+        .get()
+        .is_some_and(|names| names.iter().any(|n| n == name))
 }
 
 /// Connections the embedded broker refused since this process started: its limit reached,

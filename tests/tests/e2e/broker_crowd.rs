@@ -122,12 +122,14 @@ fn connect_packet(client_id: &str) -> Vec<u8> {
     packet(0x10, &body)
 }
 
-/// SUBSCRIBE (packet id 1) to `filter` at QoS 0.
-fn subscribe_packet(filter: &str) -> Vec<u8> {
+/// SUBSCRIBE (packet id 1) to `filters` at QoS 0.
+fn subscribe_packet(filters: &[&str]) -> Vec<u8> {
     let mut body = vec![0x00, 0x01];
-    body.extend((filter.len() as u16).to_be_bytes());
-    body.extend(filter.as_bytes());
-    body.push(0x00);
+    for filter in filters {
+        body.extend((filter.len() as u16).to_be_bytes());
+        body.extend(filter.as_bytes());
+        body.push(0x00);
+    }
     packet(0x82, &body)
 }
 
@@ -293,7 +295,7 @@ async fn crowd_keeps_the_master_up(master: &MasterProcess, dialer: &Dialer, agen
     // A topic starting with a multi-byte character, published beside a subscription (0.20
     // panicked the router thread on it).
     if let Some(io) = got_in.first_mut() {
-        io.write_all(&subscribe_packet("x"))
+        io.write_all(&subscribe_packet(&["x"]))
             .await
             .expect("subscribe");
         io.write_all(&publish_packet("é/t", b"1"))
@@ -339,4 +341,39 @@ async fn a_crowd_over_tls_does_not_stop_the_master() {
         tls: Some(TlsConnector::from(Arc::new(config))),
     };
     crowd_keeps_the_master_up(&master, &dialer, "crowd-tls").await;
+}
+
+/// If the broker panics anyway, the master says so and stops, for systemd to start it again:
+/// it does not run on with a dead broker. Debug builds only: the one panic left that a client
+/// can reach is a `debug_assert!` in rumqttd's router (one SUBSCRIBE naming `t` and
+/// `$share/g/t`; vendor/rumqttd/PATCHED.md), which release builds do not check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_panic_stops_the_master_with_its_reason() {
+    if !cfg!(debug_assertions) {
+        eprintln!("SKIPPED: needs the debug build's assertion in rumqttd's router");
+        return;
+    }
+    let (_home, mut master) = start_master(Vec::new());
+    let dialer = Dialer {
+        addr: master.mqtt.clone(),
+        tls: None,
+    };
+    let Answer::Accepted(mut io) = dialer.connect("trips-the-router").await else {
+        panic!("refused with room in the broker");
+    };
+    io.write_all(&subscribe_packet(&["t", "$share/g/t"]))
+        .await
+        .expect("subscribe");
+    io.flush().await.expect("flush");
+    let status = master
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("the master runs on without its router:\n{}", master.log()));
+    assert_eq!(status.code(), Some(70), "{}", master.log());
+    let log = master.log();
+    assert!(
+        log.contains("the embedded broker's thread 'router-0' panicked at")
+            && log.contains("the master stops (exit 70)"),
+        "{log}"
+    );
 }
