@@ -69,9 +69,16 @@ ci_disk_report() {
     kill "$CI_DISK_WATCH" 2>/dev/null || true
     peak=$(sort -n "$TETHER_REPORT_DIR/disk.kb" | tail -n 1)
     now=$(df -Pk . | awk 'NR == 2 { print $3 }')
-    printf 'disk: peak %s MB over the start, %s MB over it after the clean-up\n' \
+    printf 'disk in use: peak %s MB over the start, %s MB over it after the clean-up\n' \
         "$(((peak - CI_DISK_START) / 1024))" "$(((now - CI_DISK_START) / 1024))" \
         | tee -a "$TETHER_REPORT_DIR/disk.txt"
+}
+
+# The build output's size just before it goes: target/ only grows during a run, so this is
+# its peak, whatever else the machine's disk was doing meanwhile (df's figures include it).
+ci_build_size() {
+    printf 'build output at the end of the run (its peak): %s MB under target/\n' \
+        "$(($(du -sk target 2>/dev/null | cut -f1) / 1024))" >>"$TETHER_REPORT_DIR/disk.txt"
 }
 
 # At exit, pass or fail: the build output goes (kept: test-report/ with each step's log, the

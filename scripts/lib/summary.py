@@ -173,7 +173,7 @@ def main():
     print(f"  {clock(total):>6}  total")
     disk = report / "disk.txt"
     if disk.exists():
-        for line in disk.read_text(errors="replace").splitlines()[-1:]:
+        for line in disk.read_text(errors="replace").splitlines()[-2:]:
             print(f"  {line}")
     for name, msg in flaky:
         print(f"FLAKY (failed, then passed on its retry): {name}")
