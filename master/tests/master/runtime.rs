@@ -428,6 +428,11 @@ impl ReadyThenStop for Command {
 pub(crate) fn tetherctl_bin() -> &'static std::path::Path {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
+        // scripts/test.sh builds it once for every test process (each asking cargo again
+        // would rebuild it with this package's features, minutes on two cores).
+        if let Some(path) = std::env::var_os("TETHER_TETHERCTL_BIN") {
+            return path.into();
+        }
         let master = std::path::Path::new(env!("CARGO_BIN_EXE_tether-master"));
         let release = master.parent().is_some_and(|d| d.ends_with("release"));
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
