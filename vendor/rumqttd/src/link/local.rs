@@ -99,6 +99,26 @@ impl<'a> LinkBuilder<'a> {
     }
 
     pub fn build(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, event, link_rx, buffers) = self.connect_event();
+        router_tx.send((0, event))?;
+        link_rx.recv()?;
+        Self::linked(router_tx, link_rx, buffers)
+    }
+
+    /// Tether: [`LinkBuilder::build`] for a connection task, which must not block its thread
+    /// while the router answers: rumqttd serves a listener's connections on one thread, and a
+    /// blocking wait for each CONNECT's answer stalled every other connection's I/O and
+    /// admitted a fleet at the pace of the router's passes (about 30 connections a second
+    /// with 4,000 connected).
+    pub async fn build_async(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, event, link_rx, buffers) = self.connect_event();
+        router_tx.send_async((0, event)).await?;
+        link_rx.recv_async().await?;
+        Self::linked(router_tx, link_rx, buffers)
+    }
+
+    /// The connection as the router takes it, and what the router answers through.
+    fn connect_event(self) -> (Sender<(ConnectionId, Event)>, Event, Receiver<()>, Buffers) {
         // Connect to router
         // Local connections to the router shall have access to all subscriptions
         let mut connection = Connection::new(
@@ -121,10 +141,20 @@ impl<'a> LinkBuilder<'a> {
             incoming,
             outgoing,
         };
+        (
+            self.router_tx,
+            event,
+            link_rx,
+            (incoming_data_buffer, outgoing_data_buffer),
+        )
+    }
 
-        self.router_tx.send((0, event))?;
-
-        link_rx.recv()?;
+    /// After the router's answer: the link, or why the router refused it.
+    fn linked(
+        router_tx: Sender<(ConnectionId, Event)>,
+        link_rx: Receiver<()>,
+        (incoming_data_buffer, outgoing_data_buffer): Buffers,
+    ) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
         let notification = outgoing_data_buffer.lock().pop_front().unwrap();
 
         // Right now link identifies failure with dropped rx in router,
@@ -134,11 +164,17 @@ impl<'a> LinkBuilder<'a> {
             _message => return Err(LinkError::NotConnectionAck),
         };
 
-        let tx = LinkTx::new(id, self.router_tx.clone(), incoming_data_buffer);
-        let rx = LinkRx::new(id, self.router_tx, link_rx, outgoing_data_buffer);
+        let tx = LinkTx::new(id, router_tx.clone(), incoming_data_buffer);
+        let rx = LinkRx::new(id, router_tx, link_rx, outgoing_data_buffer);
         Ok((tx, rx, notification))
     }
 }
+
+/// Tether: a connection's incoming and outgoing buffers, shared with the router.
+type Buffers = (
+    Arc<Mutex<VecDeque<Packet>>>,
+    Arc<Mutex<VecDeque<Notification>>>,
+);
 
 pub struct LinkTx {
     pub(crate) connection_id: ConnectionId,
