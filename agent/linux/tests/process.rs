@@ -335,13 +335,22 @@ async fn child_sees_only_stdio_descriptors() {
         env: vec![],
         cwd: PathBuf::from("/"),
     };
-    // spawn returns once exec succeeded: the table seen now is the task's own.
+    // spawn returns once exec succeeded, but the task's dynamic loader then opens its
+    // libraries (as fd 3, seen in a CI run) and closes them again: wait, bounded, for the
+    // table a running task keeps. A leaked descriptor never goes away.
     let pid = sup.spawn(8, &cmd).unwrap();
-    let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
-        .collect();
-    fds.sort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let fds = loop {
+        let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+            .collect();
+        fds.sort();
+        if fds == [0, 1, 2] || std::time::Instant::now() >= deadline {
+            break fds;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
     assert!(signal_group(pid, Signal::Kill).unwrap());
     let run = collect(&mut rx, 8).await;
