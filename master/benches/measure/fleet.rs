@@ -90,6 +90,23 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_nanos(ns)
 }
 
+/// Polls `count` every `every` until it reaches `n`, within the time a fleet of `n` may take
+/// (the harness's wait plus 20 ms an agent).
+fn wait_count(what: &str, n: usize, every: Duration, count: impl Fn() -> usize) {
+    let start = Instant::now();
+    let deadline = start + WAIT + Duration::from_millis(20 * n as u64);
+    let mut seen = 0;
+    while seen < n {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {seen} of {n} after {:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(every);
+        seen = count();
+    }
+}
+
 /// Established TCP connections to local port `port`, from `ss` (iproute2).
 fn established(port: &str) -> usize {
     let out = Command::new("ss")
@@ -165,19 +182,11 @@ fn run(dir: &Path, n: usize, plan: &Plan, mosquitto: Option<&Mosquitto>, table: 
             start_agent_with(dir, id, &broker, &auth)
         })
         .collect();
-    let deadline = Instant::now() + WAIT + Duration::from_millis(20 * n as u64);
     // Polling a large fleet's list is work for the master too: not too often.
     let every = Duration::from_millis(if n > 100 { 1000 } else { 200 });
-    let mut seen = 0;
-    while seen < n {
-        assert!(
-            Instant::now() < deadline,
-            "{name}: {seen} of {n} agents available after {:?}",
-            join_start.elapsed()
-        );
-        std::thread::sleep(every);
-        seen = available_count(&master);
-    }
+    wait_count(&format!("{name}: agents available"), n, every, || {
+        available_count(&master)
+    });
     let joined = join_start.elapsed();
 
     // Idle: heartbeats and presence only.
@@ -256,17 +265,12 @@ fn run(dir: &Path, n: usize, plan: &Plan, mosquitto: Option<&Mosquitto>, table: 
         // are back at once: count the broker's established connections instead (the
         // agents' and the master's own).
         let port = listen.rsplit_once(':').map_or("", |(_, p)| p).to_owned();
-        let deadline = Instant::now() + WAIT + Duration::from_millis(20 * n as u64);
-        let mut seen = 0;
-        while seen < n {
-            assert!(
-                Instant::now() < deadline,
-                "{name}: {seen} of {n} connections (the agents' and the master's) back after \
-                 the master's restart"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-            seen = established(&port);
-        }
+        wait_count(
+            &format!("{name}: connections back after the master's restart"),
+            n,
+            Duration::from_millis(100),
+            || established(&port),
+        );
         let took = restart.elapsed();
         (
             took,

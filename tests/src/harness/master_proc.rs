@@ -251,6 +251,21 @@ impl MasterProcess {
         options.master_keys = vec![self.public_key.clone()];
     }
 
+    /// Starts agent `id` of this master (its keys provisioned) at `broker`, with more flags.
+    pub fn start_agent(
+        &self,
+        id: &str,
+        broker: &str,
+        extra_args: &[&str],
+    ) -> (super::agent::AgentHome, super::agent::AgentProcess) {
+        let mut options = super::agent::AgentOptions::new(id, broker);
+        self.provision(&mut options);
+        options.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        let mut home = super::agent::AgentHome::new(options);
+        let process = home.start();
+        (home, process)
+    }
+
     /// The key provisioning handed out for `id` (through [`Self::provision`] or recorded with
     /// [`Self::keep_key`]).
     pub fn kept_key(&self, id: &str) -> Option<String> {

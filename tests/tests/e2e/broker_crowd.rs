@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use tether_master::broker::{BrokerConfig, EmbeddedBroker};
-use tether_tests::harness::agent::{AgentHome, AgentOptions, AgentProcess};
 use tether_tests::harness::certs::{Pki, master_tls_listener};
 use tether_tests::harness::fleet::task;
 use tether_tests::harness::master_proc::{MasterHome, MasterOptions, MasterProcess, task_state};
@@ -165,20 +164,6 @@ fn start_master(extra_args: Vec<String>) -> (MasterHome, MasterProcess) {
     (home, master)
 }
 
-fn start_agent(
-    master: &MasterProcess,
-    id: &str,
-    broker: &str,
-    more: &[String],
-) -> (AgentHome, AgentProcess) {
-    let mut options = AgentOptions::new(id, broker);
-    master.provision(&mut options);
-    options.extra_args = more.to_vec();
-    let mut home = AgentHome::new(options);
-    let process = home.start();
-    (home, process)
-}
-
 /// The master is running and answers on its API.
 fn assert_master_up(master: &MasterProcess, when: &str) {
     // Signal 0 only asks whether the process exists.
@@ -316,7 +301,7 @@ async fn crowd_keeps_the_master_up(master: &MasterProcess, dialer: &Dialer, agen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_beyond_the_limit_does_not_stop_the_master() {
     let (_home, master) = start_master(Vec::new());
-    let (_agent_home, _agent) = start_agent(&master, "crowd-agent", &master.mqtt, &[]);
+    let (_agent_home, _agent) = master.start_agent("crowd-agent", &master.mqtt, &[]);
     let dialer = Dialer {
         addr: master.mqtt.clone(),
         tls: None,
@@ -331,11 +316,10 @@ async fn a_crowd_over_tls_does_not_stop_the_master() {
     let arg = |p: &Path| p.to_string_lossy().into_owned();
     let (_home, master) = start_master(master_tls_listener(&server, None));
     let mqtts = master.mqtts.clone().expect("mqtts= in the ready line");
-    let (_agent_home, _agent) = start_agent(
-        &master,
+    let (_agent_home, _agent) = master.start_agent(
         "crowd-tls",
         &format!("mqtts://{mqtts}"),
-        &["--tls-ca-file".into(), arg(&pki.ca.cert)],
+        &["--tls-ca-file", &arg(&pki.ca.cert)],
     );
     let config = tether_tls::client_config_from_files(&pki.ca.cert, None).expect("client config");
     let dialer = Dialer {

@@ -11,10 +11,9 @@ use std::path::Path;
 use std::process::Command;
 
 use tether_master::broker::pick_free_port;
-use tether_tests::harness::agent::{AgentHome, AgentOptions, AgentProcess};
 use tether_tests::harness::bins::binary;
 use tether_tests::harness::broker::{MOSQUITTO, Mosquitto, readable_by_mosquitto};
-use tether_tests::harness::master_proc::{MasterHome, MasterOptions, MasterProcess};
+use tether_tests::harness::master_proc::{MasterHome, MasterOptions};
 use tether_tests::harness::tempdir::TempDir;
 
 const MOSQUITTO_PASSWD: &str = "/usr/bin/mosquitto_passwd";
@@ -29,21 +28,6 @@ fn mosquitto_passwd(options: &[&str], file: &Path, user: &str, password: &str) {
         .status()
         .expect("mosquitto_passwd runs");
     assert!(status.success(), "mosquitto_passwd {options:?} {user}");
-}
-
-/// An agent `id` of `master` (its keys) at `broker`, with more flags.
-fn start_agent(
-    master: &MasterProcess,
-    id: &str,
-    broker: &str,
-    more: &[&str],
-) -> (AgentHome, AgentProcess) {
-    let mut options = AgentOptions::new(id, broker);
-    master.provision(&mut options);
-    options.extra_args = more.iter().map(|s| s.to_string()).collect();
-    let mut home = AgentHome::new(options);
-    let process = home.start();
-    (home, process)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,8 +102,8 @@ async fn one_password_file_serves_mosquitto_and_the_embedded_broker() {
 
     // A wrong password: refused by both, and neither connection counts.
     let wrong = ["--username", "pw-a", "--password", "not-the-password"];
-    let (_h1, to_master) = start_agent(&master, "pw-a", &master.mqtt, &wrong);
-    let (_h2, to_mosquitto) = start_agent(&master, "pw-a", &at_mosquitto, &wrong);
+    let (_h1, to_master) = master.start_agent("pw-a", &master.mqtt, &wrong);
+    let (_h2, to_mosquitto) = master.start_agent("pw-a", &at_mosquitto, &wrong);
     for agent in [&to_master, &to_mosquitto] {
         agent
             .wait_log(&["connect refused", "username or password"])
@@ -140,8 +124,8 @@ async fn one_password_file_serves_mosquitto_and_the_embedded_broker() {
     drop((to_master, to_mosquitto));
 
     // The provisioned config, password and all: admitted by both.
-    let (_h3, to_master) = start_agent(&master, "pw-a", &master.mqtt, &["--config", &config]);
-    let (_h4, to_mosquitto) = start_agent(&master, "pw-a", &at_mosquitto, &["--config", &config]);
+    let (_h3, to_master) = master.start_agent("pw-a", &master.mqtt, &["--config", &config]);
+    let (_h4, to_mosquitto) = master.start_agent("pw-a", &at_mosquitto, &["--config", &config]);
     master.wait_available("pw-a").await;
     to_mosquitto
         .wait_log(&["connected to", &at_mosquitto])
@@ -150,7 +134,7 @@ async fn one_password_file_serves_mosquitto_and_the_embedded_broker() {
 
     // The `$6$` line works with the embedded broker too; nothing in the file is in clear.
     let old = ["--username", "pw-old", "--password", "old-secret"];
-    let (_h5, _old) = start_agent(&master, "pw-old", &master.mqtt, &old);
+    let (_h5, _old) = master.start_agent("pw-old", &master.mqtt, &old);
     master.wait_available("pw-old").await;
     assert!(!master.log().contains("in clear"), "{}", master.log());
     drop(to_master);
