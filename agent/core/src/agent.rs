@@ -30,7 +30,7 @@ use heapless::{Deque, String, Vec};
 
 use crate::allowlist::Allowlist;
 use crate::auth::{AgentKey, MasterKeys, ReplayGuard, Verifier};
-use crate::journal::{JournalLevel, JournalRecord};
+use crate::journal::{JournalLevel, JournalRecord, JournalUsage};
 use crate::message::{
     AgentHeartbeat, AgentId, Command, CommandBody, Echo, Event, EventKind, Exit, HEARTBEAT_TASKS,
     KillCause, Message, OUTPUT_CHUNK, RejectReason, Report, Stream, TaskRef, TaskSpec,
@@ -38,7 +38,7 @@ use crate::message::{
 use crate::millis;
 use crate::policy::OnDisconnect;
 use crate::presence::{MAX_PRESENCE, Presence, State};
-use crate::topic::{MAX_PREFIX, Topic, TopicBuf, TopicError, validate_id, validate_prefix};
+use crate::topic::{MAX_PREFIX, QoS, Topic, TopicBuf, TopicError, validate_id, validate_prefix};
 use crate::wire::{self, DecodeError, EncodeError, Signer};
 
 /// Actions one input can cause, at most (see the const assertion in [`Agent::new`]).
@@ -47,6 +47,13 @@ pub const ACTION_QUEUE: usize = 80;
 pub const SEND_WINDOW: u64 = 32;
 /// Largest payload the agent publishes itself (heartbeats, presence).
 pub const PUBLISH_MAX: usize = 400;
+/// Journaled events are published at this QoS ([`Action::Send`]).
+pub const EVENT_QOS: QoS = QoS::AtLeastOnce;
+/// The MQTT keepalive is this many heartbeat periods, within these bounds (see
+/// [`Agent::keepalive`]).
+const KEEPALIVE_PERIODS: u32 = 2;
+const KEEPALIVE_MIN: Duration = Duration::from_secs(5);
+const KEEPALIVE_MAX: Duration = Duration::from_secs(600);
 /// Heartbeat period before the master has announced its own.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
 const MIN_PERIOD: Duration = millis::duration(100);
@@ -108,15 +115,20 @@ pub enum Action {
     Publish {
         topic: TopicBuf,
         payload: Vec<u8, PUBLISH_MAX>,
+        qos: QoS,
         retain: bool,
     },
     /// Append to the journal; call [`Agent::handle_journaled`] with `lsn` (or a later one) once
     /// it is durable (fsync). Appends are numbered in order; group commit is welcome.
     Append { lsn: u64, record: Append },
-    /// Publish the journaled events `from..=to` (QoS 1) on the event topic.
+    /// Publish the journaled events `from..=to` ([`EVENT_QOS`]) on the event topic.
     Send { from: u64, to: u64 },
-    /// The master has every event up to `up_to`: the journal may drop them (compaction).
+    /// The master has every event up to `up_to`: the runtime forgets them (a later
+    /// [`Action::Compact`] drops them from the journal).
     Acked { up_to: u64 },
+    /// Rewrite the journal as [`Agent::snapshot`] plus the unacknowledged events, then report
+    /// the new size with [`Agent::handle_journal_usage`].
+    Compact,
     /// Start the attempt's process ([`Agent::task_spec`] has argv, env, cwd); report with
     /// `handle_process_started` or `handle_spawn_failed`.
     Spawn(TaskRef),
@@ -245,6 +257,9 @@ pub struct Agent<const TASKS: usize, const SEEN: usize> {
     ack_deadline: Option<Instant>,
     journal_level: JournalLevel,
     journal_bytes: u64,
+    /// `acked_seq` at the last compaction asked for: compacting again only pays off once the
+    /// master has acknowledged more.
+    compacted_at: Option<u64>,
 
     stopping: Option<Instant>,
     /// The drain deadline passed: what remains waits on processes, not on time.
@@ -311,6 +326,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             ack_deadline: None,
             journal_level: JournalLevel::Normal,
             journal_bytes: 0,
+            compacted_at: None,
             stopping: None,
             drain_expired: false,
             stopped: false,
@@ -334,20 +350,24 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.journal
     }
 
-    /// Topics to subscribe to (QoS 1) after every connect.
-    pub fn subscriptions(&self) -> [&str; 4] {
+    /// Topics to subscribe to after every connect, with their QoS. The master's heartbeats are
+    /// QoS 0: one a broker queued while the agent was away is stale and must not count as
+    /// contact with the master.
+    pub fn subscriptions(&self) -> [(&str, QoS); 4] {
         [
-            &self.topics.cmd,
-            &self.topics.master_heartbeat,
-            &self.topics.master_presence,
-            &self.topics.presence,
+            (&self.topics.cmd, QoS::AtLeastOnce),
+            (&self.topics.master_heartbeat, QoS::AtMostOnce),
+            (&self.topics.master_presence, QoS::AtLeastOnce),
+            (&self.topics.presence, QoS::AtLeastOnce),
         ]
     }
 
-    /// Subscribe to this one at QoS 0: a heartbeat a broker queued while the agent was away is
-    /// stale and must not count as contact with the master.
-    pub fn master_heartbeat_topic(&self) -> &str {
-        &self.topics.master_heartbeat
+    /// The MQTT keepalive to connect with: two heartbeat periods, so heartbeats keep the link
+    /// busy and pings are rare (the client's timer wakes the board only every other period),
+    /// while the broker still fires the will three periods into a silent link. The agent's own
+    /// heartbeat timeouts, not the keepalive, decide what happens to tasks.
+    pub fn keepalive(&self) -> Duration {
+        (self.heartbeat_period() * KEEPALIVE_PERIODS).clamp(KEEPALIVE_MIN, KEEPALIVE_MAX)
     }
 
     pub fn event_topic(&self) -> &str {
@@ -821,10 +841,20 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.maybe_stop(now);
     }
 
-    /// The journal's fill level and size, after appends and compactions.
-    pub fn handle_journal_level(&mut self, level: JournalLevel, bytes: u64) {
-        self.journal_level = level;
-        self.journal_bytes = bytes;
+    /// The journal's size after appends, syncs and compactions: sets the level (drop output,
+    /// refuse starts) and asks for a compaction ([`Action::Compact`]) when one pays off.
+    pub fn handle_journal_usage(&mut self, usage: JournalUsage) {
+        self.journal_level = usage.level(self.max_tasks);
+        self.journal_bytes = usage.bytes;
+        if usage.worth_compacting(self.journal_level) && self.compacted_at < Some(self.acked_seq) {
+            self.compacted_at = Some(self.acked_seq);
+            self.push(Action::Compact);
+        }
+    }
+
+    /// The journal level in force.
+    pub fn journal_level(&self) -> JournalLevel {
+        self.journal_level
     }
 
     /// A normal stop: refuse new tasks, let running ones finish for up to `drain`, then
@@ -1183,6 +1213,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.push(Action::Publish {
             topic,
             payload,
+            qos: QoS::AtLeastOnce,
             retain: true,
         });
     }
@@ -1214,6 +1245,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             self.push(Action::Publish {
                 topic,
                 payload,
+                qos: QoS::AtMostOnce,
                 retain: false,
             });
         }

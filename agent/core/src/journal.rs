@@ -49,6 +49,59 @@ pub enum JournalLevel {
     Full,
 }
 
+/// Output is dropped once the journal is filled beyond this share (numerator, denominator).
+const DROP_OUTPUT_FILL: (u64, u64) = (3, 4);
+/// Results of this many tasks beyond the ones that may run fit in the reserve.
+const RESERVE_MARGIN: u64 = 4;
+/// A compaction pays off once the reclaimable part is at least this share of the journal...
+const COMPACT_SHARE: (u64, u64) = (1, 2);
+/// ... and at least this large (a rewrite is not free on an SD card).
+const COMPACT_MIN_BYTES: u64 = 64 * 1024;
+/// Under pressure a compaction pays off for this share of the cap.
+const PRESSED_COMPACT_SHARE: u64 = 8;
+
+/// The journal's size as the runtime measured it, after appends, syncs and compactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JournalUsage {
+    /// Bytes the journal holds on disk, framing included.
+    pub bytes: u64,
+    /// The configured cap.
+    pub max_bytes: u64,
+    /// Bytes (framing included) of the unacknowledged events, which a compaction keeps.
+    pub unacked_bytes: u64,
+}
+
+impl JournalUsage {
+    /// The level for an agent that runs up to `max_tasks` attempts at once: room must stay for
+    /// each one's result (and its `Spawning` record), plus a margin.
+    pub fn level(&self, max_tasks: usize) -> JournalLevel {
+        let reserve = (max_tasks as u64 + RESERVE_MARGIN) * 2 * MAX_RECORD as u64;
+        let free = self.max_bytes.saturating_sub(self.bytes);
+        if free < reserve {
+            JournalLevel::Full
+        } else if self.bytes.saturating_mul(DROP_OUTPUT_FILL.1)
+            > self.max_bytes.saturating_mul(DROP_OUTPUT_FILL.0)
+        {
+            JournalLevel::DropOutput
+        } else {
+            JournalLevel::Normal
+        }
+    }
+
+    /// Whether rewriting the journal as a snapshot plus the unacknowledged events pays off at
+    /// this level. Under pressure it compacts for less: a journal capped near its minimum never
+    /// reaches the normal threshold and would stay full after the master acknowledged it all.
+    pub fn worth_compacting(&self, level: JournalLevel) -> bool {
+        let reclaimable = self.bytes.saturating_sub(self.unacked_bytes);
+        let worth_it = reclaimable.saturating_mul(COMPACT_SHARE.1)
+            >= self.bytes.saturating_mul(COMPACT_SHARE.0)
+            && reclaimable > COMPACT_MIN_BYTES;
+        let pressed =
+            level != JournalLevel::Normal && reclaimable >= self.max_bytes / PRESSED_COMPACT_SHARE;
+        worth_it || pressed
+    }
+}
+
 /// Encodes a record into `buf`, returning the used prefix.
 pub fn encode<'b>(record: &JournalRecord, buf: &'b mut [u8]) -> Result<&'b [u8], DecodeError> {
     postcard::to_slice(record, buf)

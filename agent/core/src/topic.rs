@@ -24,6 +24,15 @@ pub const DEFAULT_PREFIX: &str = "tether";
 
 pub type TopicBuf = String<MAX_TOPIC>;
 
+/// The MQTT delivery guarantee a publish or subscription asks for. Commands, events and
+/// presence need QoS 1 (at least once; exactly-once is the protocol's own, by attempt ids and
+/// sequence numbers); heartbeats are QoS 0, since a late heartbeat is worse than none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QoS {
+    AtMostOnce,
+    AtLeastOnce,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicError {
     /// Empty, too long, or containing `+`, `#`, NUL or (in an id) `/`.

@@ -6,7 +6,7 @@ use rig::*;
 use tether_core::Duration;
 use tether_core::agent::{Action, Append, Phase, Signal};
 use tether_core::allowlist::Allowlist;
-use tether_core::journal::{self, JournalLevel};
+use tether_core::journal::{self, JournalLevel, JournalUsage};
 use tether_core::message::*;
 use tether_core::policy::{OnDisconnect, PolicyError};
 use tether_core::wire;
@@ -240,7 +240,11 @@ fn refusals_are_explicit_events() {
     let mut bad = spec(6, OnDisconnect::Kill);
     bad.policy.heartbeat_timeout_ms = 1_500;
     rig.command(t(0), CommandBody::Start(bad));
-    rig.agent.handle_journal_level(JournalLevel::Full, 1 << 20);
+    rig.agent.handle_journal_usage(JournalUsage {
+        bytes: 1 << 20,
+        max_bytes: 1 << 20,
+        unacked_bytes: 1 << 20,
+    });
     let events = rig.events();
     assert!(events.contains(&EventKind::Rejected {
         task: spec(5, OnDisconnect::Kill).task,
@@ -568,4 +572,49 @@ fn after_a_gap_in_contact_the_newest_master_heartbeat_is_answered_shortly() {
     rig.master_heartbeat(t(70_600));
     rig.run_until(t(70_700));
     assert_eq!(echoed(&rig.take_actions()), vec![Some(rig.counter)]);
+}
+
+#[test]
+fn journal_usage_sets_the_level_and_asks_for_compaction_once_per_acknowledgement() {
+    let mut rig = Rig::new();
+    let max = 4 << 20;
+    let usage = |bytes, unacked_bytes| JournalUsage {
+        bytes,
+        max_bytes: max,
+        unacked_bytes,
+    };
+    let compacts = |rig: &mut Rig| {
+        rig.drain(t(1_000));
+        rig.take_actions()
+            .iter()
+            .filter(|a| matches!(a, Action::Compact))
+            .count()
+    };
+    // Small and all live: nothing to do.
+    rig.agent.handle_journal_usage(usage(100 << 10, 100 << 10));
+    assert_eq!(rig.agent.journal_level(), JournalLevel::Normal);
+    assert_eq!(compacts(&mut rig), 0);
+    // Mostly acknowledged and large enough: one compaction, not one per report.
+    rig.agent.handle_journal_usage(usage(1 << 20, 10 << 10));
+    assert_eq!(compacts(&mut rig), 1);
+    rig.agent.handle_journal_usage(usage(1 << 20, 10 << 10));
+    assert_eq!(compacts(&mut rig), 0, "nothing newly acknowledged");
+    // Beyond three quarters: output is dropped; at the reserve: starts are refused.
+    rig.agent
+        .handle_journal_usage(usage(max * 7 / 8, max * 7 / 8));
+    assert_eq!(rig.agent.journal_level(), JournalLevel::DropOutput);
+    rig.agent
+        .handle_journal_usage(usage(max - 1024, max - 1024));
+    assert_eq!(rig.agent.journal_level(), JournalLevel::Full);
+    // Under pressure an eighth of the cap reclaimable is enough, once the master acknowledged
+    // more.
+    let s = spec(1, OnDisconnect::Continue);
+    rig.command(t(10), CommandBody::Start(s));
+    rig.agent.handle_connected(t(20));
+    rig.run_until(t(200));
+    rig.command(t(300), CommandBody::Ack { up_to: 1 });
+    rig.take_actions();
+    rig.agent
+        .handle_journal_usage(usage(max - 1024, max - 1024 - max / 8));
+    assert_eq!(compacts(&mut rig), 1);
 }

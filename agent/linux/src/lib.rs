@@ -1,6 +1,7 @@
 //! tether-agent: the Linux runtime around tether-core.
 //!
-//! Building blocks the agent's main loop executes the core's actions with:
+//! [`executor`] carries out the core's actions through a host interface: [`runtime`] is that
+//! host on Linux, and the simulation in `tests/` is another. Building blocks of the Linux host:
 //! [`journal`] (the durable, checksummed journal file), [`process`] (task processes, their
 //! output and their process groups), [`confine`] (the user, group and limits of tasks) and
 //! [`config`] (the TOML configuration and flag overrides), [`mqtt`] and [`probe`] (the
@@ -13,6 +14,7 @@
 pub mod cli_docs;
 pub mod config;
 pub mod confine;
+pub mod executor;
 pub mod flags;
 pub mod journal;
 pub mod leftovers;

@@ -30,6 +30,11 @@
 //! 7. A task's outcome is decided once: never reported succeeded twice, never changed after.
 //! 8. A new attempt never goes to an agent whose latest presence (of its latest incarnation)
 //!    is its will, or its stop.
+//!
+//! And for the journal, whatever its cap:
+//!
+//! 9. No record is lost to a full journal: output is dropped first, then new starts are
+//!    refused, so results always fit.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,6 +57,7 @@ pub enum Invariant {
     KillMarkedFailed,
     OneOutcome,
     FailoverSkipsLost,
+    JournalKeepsResults,
     /// The simulation itself misbehaved (stuck clock, undecodable record, lost action): not an
     /// agent guarantee, but a run that cannot be trusted.
     Model,
@@ -75,6 +81,9 @@ impl fmt::Display for Invariant {
             Self::OneOutcome => "7: a task's outcome is decided once",
             Self::FailoverSkipsLost => {
                 "8: fail-over never dispatches to an agent whose will arrived"
+            }
+            Self::JournalKeepsResults => {
+                "9: a full journal drops output and refuses starts, never loses a record"
             }
             Self::Model => "model: the simulation itself",
         })

@@ -7,8 +7,9 @@
 //! - [`client`]: a model of rumqttc's event loop, for the owners of connections.
 //! - [`net`]: all of them wired together, driven by [`Net::step`].
 //! - [`clock`] and [`trace`]: the step loop's clock and its record of recent steps.
-//! - [`world`]: agent cores with their [`disk`]s and [`procs`], a scripted master
-//!   ([`master_script`]) and the net, stepped together and checked against [`invariants`].
+//! - [`world`]: agents (tether-agent's executor around the core, hosted by [`agent_host`] over
+//!   their [`disk`]s and [`procs`]), a scripted master ([`master_script`]) and the net, stepped
+//!   together; [`oracle`] checks what each agent did against [`invariants`].
 //! - [`system`]: the same world with the real master core and its SQLite store.
 //!
 //! Every component is sans-IO: `handle_*` inputs with an explicit `now`, `poll_*` outputs,
@@ -45,6 +46,7 @@
 //! }
 //! ```
 
+pub mod agent_host;
 pub mod broker;
 pub mod client;
 pub mod clock;
@@ -54,6 +56,7 @@ pub mod link;
 pub mod master_script;
 pub mod mqtt;
 pub mod net;
+pub mod oracle;
 pub mod procs;
 pub mod rng;
 pub mod sweep;

@@ -2,8 +2,8 @@
 //! command fully describes its process: `sim run=<ms> out=<chunks> term=<ms>|ignore [fail]`
 //! (`fail`: the executable cannot be started, ENOENT).
 //!
-//! A spawn is confirmed after a small random delay; the task writes its output chunks spread
-//! over its run time and exits with code 0. SIGTERM ends it a little later (or never, for
+//! A spawn answers at once, as fork/exec does: a pid, or the errno for `fail`. The task writes
+//! its output chunks spread over its run time and exits with code 0. SIGTERM ends it a little later (or never, for
 //! `term=ignore`); SIGKILL ends it at once. The processes die with the agent (systemd kills
 //! the whole control group), so a crash simply forgets them.
 
@@ -12,8 +12,6 @@ use std::collections::{BTreeMap, VecDeque};
 use tether_core::agent::Signal;
 use tether_core::message::{Exit, MAX_ARGV, StrList, Stream, TaskRef};
 use tether_core::{Duration, Instant};
-
-use super::rng::Rng;
 
 /// How a task answers SIGTERM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,10 +89,6 @@ impl Program {
 /// What a process tells its agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcEvent {
-    Started {
-        task: TaskRef,
-        pid: u32,
-    },
     Output {
         task: TaskRef,
         stream: Stream,
@@ -104,19 +98,14 @@ pub enum ProcEvent {
         task: TaskRef,
         exit: Exit,
     },
-    SpawnFailed {
-        task: TaskRef,
-        errno: i32,
-    },
 }
 
 /// The life of one process, for the invariants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcInfo {
     pub pid: u32,
-    pub spawned: Instant,
-    /// When the agent was told it runs.
-    pub started: Option<Instant>,
+    /// When it was spawned (and the agent told it runs).
+    pub started: Instant,
     pub terminated: Option<Instant>,
     pub killed: Option<Instant>,
 }
@@ -125,7 +114,6 @@ pub struct ProcInfo {
 struct Proc {
     info: ProcInfo,
     program: Program,
-    start_due: Instant,
     outputs: VecDeque<Instant>,
     next_chunk: u32,
     exit: Option<(Instant, Exit)>,
@@ -133,9 +121,6 @@ struct Proc {
 
 impl Proc {
     fn next_due(&self) -> Instant {
-        if self.info.started.is_none() {
-            return self.start_due;
-        }
         let exit = self.exit.map_or(Instant::MAX, |(t, _)| t);
         self.outputs.front().map_or(exit, |&t| t.min(exit))
     }
@@ -144,67 +129,67 @@ impl Proc {
 #[derive(Debug, Clone)]
 pub struct Procs {
     procs: BTreeMap<TaskRef, Proc>,
-    spawn_delay: (Duration, Duration),
     next_pid: u32,
-    rng: Rng,
+}
+
+impl Default for Procs {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Procs {
-    pub fn new(spawn_delay: (Duration, Duration), rng: Rng) -> Self {
+    pub fn new() -> Self {
         Self {
             procs: BTreeMap::new(),
-            spawn_delay,
             next_pid: 100,
-            rng,
         }
     }
 
-    pub fn spawn(&mut self, task: TaskRef, program: Program, now: Instant) {
-        let delay = self.rng.range_ms(
-            self.spawn_delay.0.as_millis(),
-            self.spawn_delay.1.as_millis(),
-        );
+    /// Starts the program now: its pid, or the errno it cannot be started with.
+    pub fn spawn(&mut self, task: TaskRef, program: Program, now: Instant) -> Result<u32, i32> {
+        if program.fails {
+            return Err(SPAWN_ERRNO);
+        }
         self.next_pid += 1;
+        let run = program.run;
+        let n = u64::from(program.outputs);
+        let outputs = (1..=n)
+            .map(|k| now.saturating_add(Duration::from_ticks(run.as_ticks() * k / (n + 1))))
+            .collect();
         self.procs.insert(
             task,
             Proc {
                 info: ProcInfo {
                     pid: self.next_pid,
-                    spawned: now,
-                    started: None,
+                    started: now,
                     terminated: None,
                     killed: None,
                 },
                 program,
-                start_due: now.saturating_add(delay),
-                outputs: VecDeque::new(),
+                outputs,
                 next_chunk: 0,
-                exit: None,
+                exit: Some((now.saturating_add(run), Exit::Code(0))),
             },
         );
+        Ok(self.next_pid)
     }
 
     pub fn signal(&mut self, task: TaskRef, signal: Signal, now: Instant) {
         let Some(p) = self.procs.get_mut(&task) else {
             return;
         };
-        // A signal before the process runs takes effect as it starts.
-        let at = if p.info.started.is_some() {
-            now
-        } else {
-            p.start_due
-        };
         let end = match signal {
             Signal::Terminate => {
                 p.info.terminated.get_or_insert(now);
                 match p.program.on_term {
-                    OnTerm::Exit(d) => Some((at.saturating_add(d), Exit::Signal(15))),
+                    OnTerm::Exit(d) => Some((now.saturating_add(d), Exit::Signal(15))),
                     OnTerm::Ignore => None,
                 }
             }
             Signal::Kill => {
                 p.info.killed.get_or_insert(now);
-                Some((at, Exit::Signal(9)))
+                Some((now, Exit::Signal(9)))
             }
         };
         if let Some((t, exit)) = end
@@ -226,36 +211,6 @@ impl Procs {
             .iter_mut()
             .filter(|(_, p)| p.next_due() <= now)
             .min_by_key(|(_, p)| p.next_due())?;
-        if p.info.started.is_none() && p.program.fails {
-            self.procs.remove(&task);
-            return Some(ProcEvent::SpawnFailed {
-                task,
-                errno: SPAWN_ERRNO,
-            });
-        }
-        if p.info.started.is_none() {
-            // Stepped to exactly its due time, so `now` is when it starts.
-            let at = now;
-            p.info.started = Some(at);
-            let run = p.program.run;
-            let n = u64::from(p.program.outputs);
-            for k in 1..=n {
-                let off = Duration::from_ticks(run.as_ticks() * k / (n + 1));
-                p.outputs.push_back(at.saturating_add(off));
-            }
-            let natural = (at.saturating_add(run), Exit::Code(0));
-            p.exit = Some(match p.exit {
-                // Signalled before it ran.
-                Some((t, e)) if t < natural.0 => (t.max(at), e),
-                _ => natural,
-            });
-            let exit_at = p.exit.map_or(at, |(t, _)| t);
-            p.outputs.retain(|&o| o < exit_at);
-            return Some(ProcEvent::Started {
-                task,
-                pid: p.info.pid,
-            });
-        }
         if let Some(&t) = p.outputs.front()
             && p.exit.is_none_or(|(e, _)| t <= e)
         {
@@ -332,21 +287,18 @@ mod tests {
 
     #[test]
     fn runs_outputs_and_exits() {
-        let mut p = Procs::new(
-            (Duration::from_millis(5), Duration::from_millis(5)),
-            Rng::new(1),
-        );
+        let mut p = Procs::new();
         let prog = Program {
             outputs: 2,
             ..Program::new(Duration::from_secs(3))
         };
-        p.spawn(T, prog, Instant::from_secs(0));
+        assert_eq!(p.spawn(T, prog, Instant::from_secs(0)), Ok(101));
         let ev = run_all(&mut p, Instant::from_secs(10));
-        assert_eq!(ev.len(), 4);
-        assert!(matches!(ev[0].1, ProcEvent::Started { .. }));
-        assert_eq!(ev[3].0, Instant::from_millis(3_005));
+        assert_eq!(ev.len(), 3);
+        assert!(matches!(ev[0].1, ProcEvent::Output { .. }));
+        assert_eq!(ev[2].0, Instant::from_millis(3_000));
         assert_eq!(
-            ev[3].1,
+            ev[2].1,
             ProcEvent::Exited {
                 task: T,
                 exit: Exit::Code(0)
@@ -357,15 +309,24 @@ mod tests {
 
     #[test]
     fn ignoring_sigterm_needs_sigkill() {
-        let mut p = Procs::new(
-            (Duration::from_millis(1), Duration::from_millis(1)),
-            Rng::new(1),
-        );
+        let mut p = Procs::new();
         let prog = Program {
             on_term: OnTerm::Ignore,
             ..Program::new(Duration::from_secs(100))
         };
-        p.spawn(T, prog, Instant::from_secs(0));
+        assert!(p.spawn(T, prog, Instant::from_secs(0)).is_ok());
+        let failing = Program {
+            fails: true,
+            ..prog
+        };
+        let other = TaskRef {
+            task: 2,
+            attempt: 2,
+        };
+        assert_eq!(
+            p.spawn(other, failing, Instant::from_secs(0)),
+            Err(SPAWN_ERRNO)
+        );
         run_all(&mut p, Instant::from_secs(1));
         p.signal(T, Signal::Terminate, Instant::from_secs(2));
         assert!(run_all(&mut p, Instant::from_secs(50)).is_empty());

@@ -691,10 +691,10 @@ impl SimMaster for RealMaster {
                 let contact = agents.agents[i].map(|a| secs(a.last_contact()));
                 return fail(format!(
                     "attempt {} of task {} marked failed while pi-{i} runs it untouched \
-                     (started {:?}, the master last heard pi-{i} at {}, pi-{i} last heard the master at {contact:?})",
+                     (started {}, the master last heard pi-{i} at {}, pi-{i} last heard the master at {contact:?})",
                     task.attempt,
                     task.task,
-                    info.started.map(secs),
+                    secs(info.started),
                     secs(self.heard[i]),
                 ));
             }

@@ -6,9 +6,10 @@
 //! (`World::new`), or the real master core with its SQLite store in [`super::system`]
 //! (`World::with_master`). The agent side is the same for both.
 //!
-//! The world is the agent runtime of the simulation: it executes each core's actions as
-//! `tether-agent` does (journal appends, group fsync, publishes, spawns, signals, compaction)
-//! and feeds back what happens (connections, messages, durability, process life, timers).
+//! Each agent is tether-agent's own [`Executor`] around the core, with the binary's capacities
+//! and defaults, hosted by [`SimHost`] (what stays a model is listed there). The world feeds
+//! each executor its inputs (connections, messages, durability, process life, timers) and hands
+//! what it did to the [`oracle`](super::oracle), which checks it.
 //!
 //! ```text
 //! let mut w = World::new(WorldConfig::new(seed, 1).replay("TETHER_SIM_SEED={seed} cargo test ..."));
@@ -22,29 +23,29 @@
 //! `handle_wall_clock` at every start.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fmt::{self, Write as _};
 
-use tether_core::agent::{Action, Agent, Append, Config, Phase, Signal};
-use tether_core::journal::{self, JournalRecord};
-use tether_core::message::{Event, EventKind, KillCause, StrList, TaskRef, TaskSpec};
+use tether_agent::config::{DEFAULT_JOURNAL_MAX_BYTES, DEFAULT_MAX_TASKS};
+use tether_agent::executor::{CoreAgent, Executor, Settings};
+use tether_core::agent::Config;
+use tether_core::message::{Event, StrList, TaskRef, TaskSpec};
 use tether_core::policy::{OnDisconnect, Policy};
-use tether_core::wire;
 use tether_core::{Duration, Instant};
 
+use super::agent_host::SimHost;
 use super::broker::BrokerConfig;
 use super::client::{ClientConfig, ClientEvent};
 use super::clock::{Clock, Timeline};
 use super::disk::Disk;
-use super::invariants::{Invariant, Ledger, SignalRecord, TICK, Violation, secs};
+use super::invariants::{Invariant, Ledger, SignalRecord, Violation, secs};
 use super::link::{Fault, LinkConfig};
-use super::master_script::{MasterScript, keepalive_s};
+use super::master_script::MasterScript;
 use super::mqtt::{QoS, Will};
 use super::net::{ClientKey, Net};
+use super::oracle::{AgentView, AgentWatch};
 use super::procs::{ProcEvent, Procs, Program};
 use super::rng::Rng;
-
-/// The agent core as the simulation runs it.
-pub type SimAgent = Agent<16, 64>;
 
 /// Unix milliseconds at virtual time zero.
 pub const WALL0_MS: u64 = 1_700_000_000_000;
@@ -66,10 +67,9 @@ pub struct WorldConfig {
     pub master_period: Duration,
     /// Each journal append is durable `min..=max` after it is written.
     pub disk_delay: (Duration, Duration),
-    /// A spawn is confirmed `min..=max` after it is asked for.
-    pub spawn_delay: (Duration, Duration),
-    /// Chance that an acknowledgement triggers a compaction of the journal.
-    pub compact_chance: f64,
+    /// The agents' `journal_max_bytes` and `max_tasks` (the binary's defaults unless set).
+    pub journal_max_bytes: u64,
+    pub max_tasks: usize,
     /// The command that replays this run, printed with every violation.
     pub replay: String,
 }
@@ -88,8 +88,8 @@ impl WorldConfig {
             },
             master_period: Duration::from_secs(10),
             disk_delay: (Duration::from_millis(1), Duration::from_millis(20)),
-            spawn_delay: (Duration::from_millis(1), Duration::from_millis(50)),
-            compact_chance: 0.3,
+            journal_max_bytes: DEFAULT_JOURNAL_MAX_BYTES,
+            max_tasks: DEFAULT_MAX_TASKS as usize,
             replay: format!("TETHER_SIM_SEED={seed} cargo test -p tether-tests -- --nocapture"),
         }
     }
@@ -184,7 +184,7 @@ pub trait SimMaster {
 pub struct Observed<'a> {
     pub ledger: &'a Ledger,
     /// Per agent: its core, unless crashed or stopped.
-    pub agents: Vec<Option<&'a SimAgent>>,
+    pub agents: Vec<Option<&'a CoreAgent>>,
     pub procs: Vec<&'a Procs>,
 }
 
@@ -192,15 +192,11 @@ pub struct Observed<'a> {
 struct Node {
     id: String,
     key: ClientKey,
-    agent: Option<SimAgent>,
+    /// The agent process, unless crashed or stopped.
+    exec: Option<Executor>,
     disk: Disk,
     procs: Procs,
-    /// Events appended and not acknowledged, by sequence (what `Send` publishes).
-    unacked: BTreeMap<u64, Event>,
-    /// When this agent process started.
-    up_since: Instant,
-    /// When this agent process accepted each order.
-    accepted_at: BTreeMap<TaskRef, Instant>,
+    watch: AgentWatch,
     restarts: u32,
 }
 
@@ -300,12 +296,11 @@ impl<M: SimMaster> World<M> {
                 Node {
                     id,
                     key,
-                    agent: None,
-                    disk: Disk::new(config.disk_delay.0, config.disk_delay.1, rng.fork()),
-                    procs: Procs::new(config.spawn_delay, rng.fork()),
-                    unacked: BTreeMap::new(),
-                    up_since: t0,
-                    accepted_at: BTreeMap::new(),
+                    exec: None,
+                    disk: Disk::new(config.disk_delay.0, config.disk_delay.1, rng.fork())
+                        .with_cap(config.journal_max_bytes),
+                    procs: Procs::new(),
+                    watch: AgentWatch::started(t0, []),
                     restarts: 0,
                 }
             })
@@ -356,8 +351,13 @@ impl<M: SimMaster> World<M> {
     }
 
     /// The agent core, unless it is crashed.
-    pub fn agent(&self, i: usize) -> Option<&SimAgent> {
-        self.nodes[i].agent.as_ref()
+    pub fn agent(&self, i: usize) -> Option<&CoreAgent> {
+        self.nodes[i].exec.as_ref().map(Executor::agent)
+    }
+
+    /// The agent's executor, unless it is crashed.
+    pub fn executor(&self, i: usize) -> Option<&Executor> {
+        self.nodes[i].exec.as_ref()
     }
 
     pub fn disk(&self, i: usize) -> &Disk {
@@ -370,7 +370,7 @@ impl<M: SimMaster> World<M> {
 
     /// Events of agent `i` not acknowledged by the master (its replay backlog).
     pub fn unacked(&self, i: usize) -> usize {
-        self.nodes[i].unacked.len()
+        self.nodes[i].exec.as_ref().map_or(0, Executor::unacked)
     }
 
     /// How often agent `i` was restarted.
@@ -464,7 +464,7 @@ impl<M: SimMaster> World<M> {
         self.net.set_fault_all(Fault::Up, now);
         self.master.start(&mut self.net, now)?;
         for i in 0..self.nodes.len() {
-            if self.nodes[i].agent.is_none() {
+            if self.nodes[i].exec.is_none() {
                 self.start_agent(i, now)?;
             }
         }
@@ -474,7 +474,7 @@ impl<M: SimMaster> World<M> {
             self.try_run_until(next)?;
             // An agent that was draining when the faults ended has exited since: back up.
             for i in 0..self.nodes.len() {
-                if self.nodes[i].agent.is_none() {
+                if self.nodes[i].exec.is_none() {
                     self.start_agent(i, self.now())?;
                 }
             }
@@ -490,13 +490,14 @@ impl<M: SimMaster> World<M> {
                     self.master.describe()
                 );
                 for (i, n) in self.nodes.iter().enumerate() {
+                    let agent = n.exec.as_ref().map(Executor::agent);
                     let _ = write!(
                         why,
                         "; {}: connected {}, acked {:?}, durable {:?}, master has {}",
                         n.id,
-                        n.agent.as_ref().is_some_and(SimAgent::is_connected),
-                        n.agent.as_ref().map(SimAgent::acked_seq),
-                        n.agent.as_ref().map(SimAgent::durable_seq),
+                        agent.is_some_and(CoreAgent::is_connected),
+                        agent.map(CoreAgent::acked_seq),
+                        agent.map(CoreAgent::durable_seq),
                         self.master.contiguous(i)
                     );
                 }
@@ -559,7 +560,7 @@ impl<M: SimMaster> World<M> {
     /// The earliest instant any component has work.
     fn poll_timeout(&self) -> [Option<Instant>; 1] {
         let agents = self.nodes.iter().filter_map(|n| {
-            let a = n.agent.as_ref()?;
+            let a = n.exec.as_ref()?;
             [
                 a.poll_timeout(),
                 n.disk.poll_timeout(),
@@ -601,7 +602,11 @@ impl<M: SimMaster> World<M> {
         self.master.handle_timeout(&mut self.net, now)?;
         let observed = Observed {
             ledger: &self.ledger,
-            agents: self.nodes.iter().map(|n| n.agent.as_ref()).collect(),
+            agents: self
+                .nodes
+                .iter()
+                .map(|n| n.exec.as_ref().map(Executor::agent))
+                .collect(),
             procs: self.nodes.iter().map(|n| &n.procs).collect(),
         };
         self.master.check(&observed, now)?;
@@ -622,18 +627,17 @@ impl<M: SimMaster> World<M> {
             Step::CrashAgent(i) => self.crash_agent(i, false, now),
             Step::LoseAgentDisk(i) => self.crash_agent(i, true, now),
             Step::RestartAgent(i) => {
-                if self.nodes[i].agent.is_none() {
+                if self.nodes[i].exec.is_none() {
                     self.start_agent(i, now)?;
                 }
             }
             Step::StopAgent(i, drain) => {
-                let node = &mut self.nodes[i];
-                if let Some(agent) = node.agent.as_mut() {
+                if self.nodes[i].exec.is_some() {
+                    let id = &self.nodes[i].id;
                     self.net
                         .trace_mut()
-                        .record(now, format_args!("{}: asked to stop", node.id));
-                    agent.handle_stop(now, drain);
-                    self.drain(i, now)?;
+                        .record(now, format_args!("{id}: asked to stop"));
+                    self.feed(i, now, |e, h| e.handle_stop(h, drain))?;
                 }
             }
             Step::MasterDown => {
@@ -654,33 +658,25 @@ impl<M: SimMaster> World<M> {
     }
 
     fn agent_event(&mut self, i: usize, event: ClientEvent, now: Instant) -> Result<(), Violation> {
-        let node = &mut self.nodes[i];
-        let Some(agent) = node.agent.as_mut() else {
-            return Ok(());
-        };
         match event {
-            ClientEvent::Connected { .. } => agent.handle_connected(now),
-            ClientEvent::Disconnected => {
-                agent.handle_disconnected(now);
-                let keepalive = keepalive_s(agent.heartbeat_period());
-                self.net.client_mut(node.key).config_mut().keepalive_s = keepalive;
+            ClientEvent::Connected { .. } => self.feed(i, now, |e, h| e.handle_connected(h)),
+            ClientEvent::Disconnected => self.feed(i, now, |e, h| e.handle_disconnected(h)),
+            ClientEvent::Message(p) => {
+                self.feed(i, now, |e, h| e.handle_message(h, &p.topic, &p.payload))
             }
-            ClientEvent::Message(p) => agent.handle_message(now, &p.topic, &p.payload),
         }
-        self.drain(i, now)
     }
 
     /// The agent's own clocks: durability, processes, timers.
     fn agent_local(&mut self, i: usize, now: Instant) -> Result<(), Violation> {
         for _ in 0..MAX_PASSES {
-            if self.nodes[i].agent.is_none() {
+            if self.nodes[i].exec.is_none() {
                 return Ok(());
             }
             let mut moved = false;
             let Self { nodes, ledger, .. } = self;
-            let node = &mut nodes[i];
             let mut bad = None;
-            let lsn = node.disk.handle_timeout(now, |bytes| {
+            let lsn = nodes[i].disk.handle_timeout(now, |bytes| {
                 if let Err(v) = ledger.on_durable(i, bytes, now) {
                     bad.get_or_insert(v);
                 }
@@ -688,20 +684,33 @@ impl<M: SimMaster> World<M> {
             if let Some(v) = bad {
                 return Err(v);
             }
-            if let (Some(lsn), Some(agent)) = (lsn, node.agent.as_mut()) {
-                agent.handle_journaled(now, lsn);
-                self.drain(i, now)?;
+            if let Some(lsn) = lsn {
+                self.feed(i, now, |e, h| e.handle_durable(h, lsn))?;
                 moved = true;
             }
             while let Some(event) = self.nodes[i].procs.poll_event(now) {
                 moved = true;
-                self.proc_event(i, event, now)?;
+                match event {
+                    ProcEvent::Output { task, stream, data } => {
+                        self.feed(i, now, |e, h| e.handle_output(h, task, stream, &data))?;
+                    }
+                    ProcEvent::Exited { task, exit } => {
+                        let id = &self.nodes[i].id;
+                        self.net.trace_mut().record(
+                            now,
+                            format_args!("{id}: task {} exits {exit:?}", task.attempt),
+                        );
+                        self.feed(i, now, |e, h| e.handle_exited(h, task, exit))?;
+                    }
+                }
             }
-            if let Some(agent) = self.nodes[i].agent.as_mut()
-                && agent.poll_timeout().is_some_and(|t| t <= now)
+            if self.nodes[i]
+                .exec
+                .as_ref()
+                .and_then(Executor::poll_timeout)
+                .is_some_and(|t| t <= now)
             {
-                agent.handle_timeout(now);
-                self.drain(i, now)?;
+                self.feed(i, now, |e, h| e.handle_timeout(h))?;
                 moved = true;
             }
             if !moved {
@@ -711,119 +720,65 @@ impl<M: SimMaster> World<M> {
         Ok(())
     }
 
-    fn proc_event(&mut self, i: usize, event: ProcEvent, now: Instant) -> Result<(), Violation> {
-        if self.nodes[i].agent.is_none() {
+    /// Gives agent `i`'s executor one input through its host, flushes, and has the oracle check
+    /// what it did. An agent that has completed a normal stop exits.
+    fn feed(
+        &mut self,
+        i: usize,
+        now: Instant,
+        input: impl FnOnce(&mut Executor, &mut SimHost<'_>) -> Result<(), Infallible>,
+    ) -> Result<(), Violation> {
+        let Self {
+            nodes,
+            net,
+            rng,
+            ledger,
+            ..
+        } = self;
+        let node = &mut nodes[i];
+        let Some(exec) = node.exec.as_mut() else {
             return Ok(());
-        }
-        match event {
-            ProcEvent::Started { task, pid } => {
-                if let Some(agent) = self.nodes[i].agent.as_mut() {
-                    agent.handle_process_started(now, task, pid);
-                }
-                self.drain(i, now)
-            }
-            ProcEvent::Output { task, stream, data } => {
-                let mut at = 0;
-                while at < data.len() {
-                    let Some(agent) = self.nodes[i].agent.as_mut() else {
-                        return Ok(());
-                    };
-                    at += agent.handle_output(now, task, stream, &data[at..]).max(1);
-                    self.drain(i, now)?;
-                }
-                Ok(())
-            }
-            ProcEvent::SpawnFailed { task, errno } => {
-                if let Some(agent) = self.nodes[i].agent.as_mut() {
-                    agent.handle_spawn_failed(now, task, errno);
-                }
-                self.drain(i, now)
-            }
-            ProcEvent::Exited { task, exit } => {
-                let id = &self.nodes[i].id;
-                self.net.trace_mut().record(
-                    now,
-                    format_args!("{id}: task {} exits {exit:?}", task.attempt),
-                );
-                if let Some(agent) = self.nodes[i].agent.as_mut() {
-                    agent.handle_process_exited(now, task, exit);
-                }
-                self.drain(i, now)
-            }
-        }
-    }
-
-    /// Executes the agent's actions as `tether-agent` does, checking what each one may break.
-    fn drain(&mut self, i: usize, now: Instant) -> Result<(), Violation> {
-        let mut terminating: Option<(TaskRef, KillCause)> = None;
-        let mut stopped = false;
-        for _ in 0..MAX_PASSES {
-            let mut durable = None;
-            loop {
-                let Some(agent) = self.nodes[i].agent.as_mut() else {
-                    return Ok(());
-                };
-                let Some(action) = agent.poll_action() else {
-                    break;
-                };
-                match action {
-                    Action::Append { lsn, record } => {
-                        if let Some(t) = self.append(i, lsn, &record, now)? {
-                            terminating = Some(t);
-                        }
-                    }
-                    Action::Publish {
-                        topic,
-                        payload,
-                        retain,
-                    } => {
-                        let qos = if retain {
-                            QoS::AtLeastOnce
-                        } else {
-                            QoS::AtMostOnce
-                        };
-                        let key = self.nodes[i].key;
-                        let _ = self.net.publish(
-                            key,
-                            topic.as_str(),
-                            payload.as_slice(),
-                            qos,
-                            retain,
-                            now,
-                        );
-                    }
-                    Action::Send { from, to } => self.send(i, from, to, now)?,
-                    Action::Acked { up_to } => {
-                        let node = &mut self.nodes[i];
-                        node.unacked = node.unacked.split_off(&(up_to + 1));
-                        if self.rng.chance(self.config.compact_chance) {
-                            durable = self.compact(i, now)?.or(durable);
-                        }
-                    }
-                    Action::Spawn(task) => self.spawn(i, task, now)?,
-                    Action::Signal { task, signal } => {
-                        let cause = terminating.filter(|(t, _)| *t == task).map(|(_, c)| c);
-                        self.signal(i, task, signal, cause, now)?;
-                    }
-                    Action::Stopped => stopped = true,
-                }
-            }
-            match (durable, self.nodes[i].agent.as_mut()) {
-                (Some(lsn), Some(agent)) => agent.handle_journaled(now, lsn),
-                _ => break,
-            }
-        }
-        let node = &self.nodes[i];
-        if let Some(agent) = &node.agent
-            && agent.stats().lost_actions > 0
-        {
+        };
+        let mut host = SimHost {
+            now,
+            key: node.key,
+            net,
+            disk: &mut node.disk,
+            procs: &mut node.procs,
+            rng,
+            deeds: Vec::new(),
+        };
+        let Ok(()) = input(exec, &mut host).and_then(|()| exec.flush(&mut host));
+        let deeds = host.deeds;
+        let view = AgentView {
+            index: i,
+            id: &node.id,
+            agent: exec.agent(),
+            procs: &node.procs,
+        };
+        node.watch
+            .observe(&view, deeds, ledger, net.trace_mut(), now)?;
+        if exec.agent().stats().lost_actions > 0 {
             return Err(Violation::new(
                 Invariant::Model,
                 now,
                 format!("{}: the core dropped actions", node.id),
             ));
         }
-        if stopped {
+        if exec.stats().lost_records > 0 {
+            return Err(Violation::new(
+                Invariant::JournalKeepsResults,
+                now,
+                format!(
+                    "{}: {} journal records lost to a full journal ({} of {} bytes)",
+                    node.id,
+                    exec.stats().lost_records,
+                    node.disk.len_bytes(),
+                    node.disk.max_bytes()
+                ),
+            ));
+        }
+        if exec.agent().is_stopped() {
             self.exit_agent(i, now);
         }
         Ok(())
@@ -833,338 +788,27 @@ impl<M: SimMaster> World<M> {
     /// complete on disk.
     fn exit_agent(&mut self, i: usize, now: Instant) {
         let node = &mut self.nodes[i];
-        if node.agent.take().is_none() {
+        if node.exec.take().is_none() {
             return;
         }
         self.net
             .trace_mut()
             .record(now, format_args!("{}: stopped, exits", node.id));
         self.net.disconnect(node.key, now);
-        node.unacked.clear();
-        node.accepted_at.clear();
-    }
-
-    /// Publishes the journaled events `from..=to` on the agent's event topic (QoS 1).
-    fn send(&mut self, i: usize, from: u64, to: u64, now: Instant) -> Result<(), Violation> {
-        let node = &self.nodes[i];
-        let Some(agent) = node.agent.as_ref() else {
-            return Ok(());
-        };
-        let topic = agent.event_topic();
-        let mut buf = [0u8; wire::MAX_MESSAGE];
-        let mut sent = 0;
-        for event in node.unacked.range(from..=to).map(|(_, e)| e) {
-            let bytes = agent.encode_event(event, &mut buf).map_err(|e| {
-                Violation::new(
-                    Invariant::Model,
-                    now,
-                    format!("event does not encode: {e:?}"),
-                )
-            })?;
-            // A full request queue is a lost publish: the acknowledgement timeout resends.
-            if self
-                .net
-                .publish(node.key, topic, bytes, QoS::AtLeastOnce, false, now)
-                .is_ok()
-            {
-                sent += 1;
-            }
-        }
-        self.net.trace_mut().record(
-            now,
-            format_args!("{}: sends events {from}..={to} ({sent} published)", node.id),
-        );
-        Ok(())
-    }
-
-    /// A journal append; returns the termination it announces, if any.
-    fn append(
-        &mut self,
-        i: usize,
-        lsn: u64,
-        record: &Append,
-        now: Instant,
-    ) -> Result<Option<(TaskRef, KillCause)>, Violation> {
-        let node = &mut self.nodes[i];
-        let Some(agent) = node.agent.as_ref() else {
-            return Ok(None);
-        };
-        let mut buf = [0u8; journal::MAX_RECORD];
-        let bytes = agent.encode_append(record, &mut buf).map_err(|e| {
-            Violation::new(
-                Invariant::Model,
-                now,
-                format!("{}: append {record:?} does not encode: {e}", node.id),
-            )
-        })?;
-        node.disk.append(lsn, bytes.to_vec(), now);
-        let mut terminating = None;
-        match record {
-            Append::Order(task) => {
-                node.accepted_at.insert(*task, now);
-            }
-            Append::Spawning(_) | Append::MasterCounter { .. } | Append::Identity { .. } => {}
-            Append::Event(event) => {
-                node.unacked.insert(event.seq, event.clone());
-                let id = node.id.clone();
-                self.net.trace_mut().record(
-                    now,
-                    format_args!("{id}: journal #{} {:?}", event.seq, event.kind),
-                );
-                let lost_cause = match &event.kind {
-                    EventKind::Terminating { task, cause } => {
-                        terminating = Some((*task, *cause));
-                        (*cause == KillCause::MasterLost).then_some(*task)
-                    }
-                    EventKind::Finished {
-                        task,
-                        cause: Some(KillCause::MasterLost),
-                        ..
-                    } => Some(*task),
-                    _ => None,
-                };
-                let policy = |task| {
-                    self.specs
-                        .get(&task)
-                        .or_else(|| self.master.spec(task))
-                        .or_else(|| node.agent.as_ref().and_then(|a| a.task_spec(task)))
-                        .map(|s| s.policy)
-                };
-                if let Some(task) = lost_cause
-                    && policy(task).is_some_and(|p| p.on_disconnect == OnDisconnect::Continue)
-                {
-                    return Err(Violation::new(
-                        Invariant::ContinueSurvives,
-                        now,
-                        format!(
-                            "{id}: continue task {} terminated for a lost master: {:?}",
-                            task.attempt, event.kind
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(terminating)
-    }
-
-    /// Rewrites the journal as the core's snapshot plus the unacknowledged events; returns the
-    /// lsn the rewrite made durable.
-    fn compact(&mut self, i: usize, now: Instant) -> Result<Option<u64>, Violation> {
-        let Self {
-            nodes, ledger, net, ..
-        } = self;
-        let node = &mut nodes[i];
-        let Some(agent) = node.agent.as_ref() else {
-            return Ok(None);
-        };
-        let mut records = Vec::new();
-        let mut buf = [0u8; journal::MAX_RECORD];
-        let mut bad = None;
-        agent.snapshot(|record| match journal::encode(record, &mut buf) {
-            Ok(bytes) => records.push(bytes.to_vec()),
-            Err(e) => {
-                bad.get_or_insert(format!("snapshot record {record:?} does not encode: {e}"));
-            }
-        });
-        for event in node.unacked.values() {
-            match journal::encode(&JournalRecord::Event(event.clone()), &mut buf) {
-                Ok(bytes) => records.push(bytes.to_vec()),
-                Err(e) => {
-                    bad.get_or_insert(format!("event {event:?} does not encode: {e}"));
-                }
-            }
-        }
-        if let Some(why) = bad {
-            return Err(Violation::new(Invariant::Model, now, why));
-        }
-        for bytes in &records {
-            ledger.on_durable(i, bytes, now)?;
-        }
-        let (before, after) = (node.disk.len(), records.len());
-        net.trace_mut().record(
-            now,
-            format_args!("{}: journal compacted {before} -> {after} records", node.id),
-        );
-        Ok(node.disk.rewrite(records, now))
-    }
-
-    fn spawn(&mut self, i: usize, task: TaskRef, now: Instant) -> Result<(), Violation> {
-        let node = &mut self.nodes[i];
-        let Some(agent) = node.agent.as_ref() else {
-            return Ok(());
-        };
-        let id = node.id.clone();
-        self.net
-            .trace_mut()
-            .record(now, format_args!("{id}: spawns {}", task.attempt));
-        self.ledger.on_spawn(i, task, now)?;
-        let program = agent
-            .task_spec(task)
-            .and_then(|s| Program::parse(&s.argv))
-            .unwrap_or_else(|| Program::new(self.rng.range_ms(1_000, 60_000)));
-        node.procs.spawn(task, program, now);
-        Ok(())
-    }
-
-    fn signal(
-        &mut self,
-        i: usize,
-        task: TaskRef,
-        signal: Signal,
-        cause: Option<KillCause>,
-        now: Instant,
-    ) -> Result<(), Violation> {
-        let node = &mut self.nodes[i];
-        let Some(agent) = node.agent.as_ref() else {
-            return Ok(());
-        };
-        let id = node.id.clone();
-        self.net.trace_mut().record(
-            now,
-            format_args!("{id}: {signal:?} task {} ({cause:?})", task.attempt),
-        );
-        let info = node.procs.get(task);
-        let record = SignalRecord {
-            agent: i,
-            at: now,
-            signal,
-            cause,
-            last_contact: agent.last_contact(),
-            started: info.and_then(|p| p.started),
-        };
-        self.ledger.on_signal(task, record);
-        let policy = agent.task_spec(task).map(|s| s.policy);
-        match (signal, policy, info) {
-            (Signal::Terminate, Some(policy), Some(info))
-                if cause == Some(KillCause::MasterLost) =>
-            {
-                if policy.on_disconnect == OnDisconnect::Continue {
-                    return Err(Violation::new(
-                        Invariant::ContinueSurvives,
-                        now,
-                        format!(
-                            "{id}: SIGTERM to continue task {} for a lost master",
-                            task.attempt
-                        ),
-                    ));
-                }
-                let since = agent.last_contact().max(info.started.unwrap_or(now));
-                let due = since.saturating_add(Duration::from_millis(policy.heartbeat_timeout_ms));
-                if now < due {
-                    return Err(Violation::new(
-                        Invariant::KillOnLoss,
-                        now,
-                        format!(
-                            "{id}: SIGTERM to task {} before its timeout: last contact {}, started {:?}, due {}",
-                            task.attempt,
-                            secs(agent.last_contact()),
-                            info.started.map(secs),
-                            secs(due)
-                        ),
-                    ));
-                }
-            }
-            (Signal::Kill, Some(policy), Some(info)) => {
-                let term = info.terminated.unwrap_or(now);
-                let due = term.saturating_add(Duration::from_millis(policy.grace_ms));
-                if now < due {
-                    return Err(Violation::new(
-                        Invariant::KillOnLoss,
-                        now,
-                        format!(
-                            "{id}: SIGKILL to task {} before its grace: SIGTERM at {}, due {}",
-                            task.attempt,
-                            secs(term),
-                            secs(due)
-                        ),
-                    ));
-                }
-            }
-            _ => {}
-        }
-        self.nodes[i].procs.signal(task, signal, now);
-        Ok(())
     }
 
     /// Invariants 3 and 5: what must have happened by `now`.
     fn check_deadlines(&self, now: Instant) -> Result<(), Violation> {
-        for node in &self.nodes {
-            let Some(agent) = &node.agent else { continue };
-            for (task, info) in node.procs.alive() {
-                let Some(policy) = agent.task_spec(task).map(|s| s.policy) else {
-                    continue;
-                };
-                let late = |what: String| {
-                    Err(Violation::new(
-                        Invariant::KillOnLoss,
-                        now,
-                        format!("{}: task {} {what}", node.id, task.attempt),
-                    ))
-                };
-                match (info.started, info.terminated, info.killed) {
-                    (Some(started), None, _) if policy.on_disconnect == OnDisconnect::Kill => {
-                        let since = agent.last_contact().max(started);
-                        let due = since
-                            .saturating_add(Duration::from_millis(policy.heartbeat_timeout_ms));
-                        if now > due.saturating_add(TICK) {
-                            return late(format!(
-                                "not terminated by {} (last contact {}, started {})",
-                                secs(due),
-                                secs(agent.last_contact()),
-                                secs(started)
-                            ));
-                        }
-                    }
-                    (Some(_), Some(term), None) => {
-                        let due = term.saturating_add(Duration::from_millis(policy.grace_ms));
-                        if now > due.saturating_add(TICK) {
-                            return late(format!(
-                                "still alive without SIGKILL at {} (SIGTERM at {})",
-                                secs(due),
-                                secs(term)
-                            ));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let disk_max = node.disk.max_delay();
-            for (task, phase) in agent.tasks() {
-                if !matches!(phase, Phase::Held | Phase::Starting { .. }) {
-                    continue;
-                }
-                let Some(spec) = agent.task_spec(task) else {
-                    continue;
-                };
-                let start = spec.start_at_unix_ms.map_or(Instant::MIN, |ms| {
-                    Instant::from_millis(ms.saturating_sub(WALL0_MS))
-                });
-                let accepted = node
-                    .accepted_at
-                    .get(&task)
-                    .copied()
-                    .unwrap_or(node.up_since);
-                let due = start
-                    .max(accepted)
-                    .max(node.up_since)
-                    .saturating_add(disk_max)
-                    .saturating_add(TICK);
-                if now > due {
-                    return Err(Violation::new(
-                        Invariant::StartOnTime,
-                        now,
-                        format!(
-                            "{}: task {} not spawned by {} (start {}, accepted {}, agent up since {}, phase {phase:?})",
-                            node.id,
-                            task.attempt,
-                            secs(due),
-                            secs(start),
-                            secs(accepted),
-                            secs(node.up_since)
-                        ),
-                    ));
-                }
-            }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Some(exec) = &node.exec else { continue };
+            let view = AgentView {
+                index: i,
+                id: &node.id,
+                agent: exec.agent(),
+                procs: &node.procs,
+            };
+            node.watch
+                .check_deadlines(&view, node.disk.max_delay(), now)?;
         }
         Ok(())
     }
@@ -1173,7 +817,7 @@ impl<M: SimMaster> World<M> {
 
     fn crash_agent(&mut self, i: usize, lose_disk: bool, now: Instant) {
         let node = &mut self.nodes[i];
-        if node.agent.take().is_none() && !lose_disk {
+        if node.exec.take().is_none() && !lose_disk {
             return;
         }
         let id = node.id.clone();
@@ -1186,8 +830,6 @@ impl<M: SimMaster> World<M> {
         );
         self.net.kill(node.key, now);
         node.procs.crash();
-        node.unacked.clear();
-        node.accepted_at.clear();
         if lose_disk {
             node.disk.lose();
             self.ledger.lose_journal(i);
@@ -1196,12 +838,15 @@ impl<M: SimMaster> World<M> {
         }
     }
 
-    /// A new agent process: replays the durable journal and connects.
+    /// A new agent process: the executor replays the durable journal, then it connects with
+    /// the keepalive and will the core gives, as the binary does.
     fn start_agent(&mut self, i: usize, now: Instant) -> Result<(), Violation> {
         let incarnation = self.rng.next_u64() as u32;
         let journal = self.rng.next_u64() as u32;
-        let node = &mut self.nodes[i];
-        let model = |what: String| Violation::new(Invariant::Model, now, what);
+        let Self {
+            nodes, net, rng, ..
+        } = self;
+        let node = &mut nodes[i];
         let config = Config {
             id: &node.id,
             prefix: &self.config.prefix,
@@ -1209,57 +854,51 @@ impl<M: SimMaster> World<M> {
             journal,
             auth: crate::keys::agent_auth(&node.id),
         };
-        let mut agent = SimAgent::new(config, now)
-            .map_err(|e| model(format!("{}: agent does not start: {e}", node.id)))?;
-        agent.handle_wall_clock(now, wall_ms(now));
-        let mut events = Vec::new();
-        for bytes in node.disk.records() {
-            let record = journal::decode(bytes)
-                .map_err(|e| model(format!("{}: journal record unreadable: {e}", node.id)))?;
-            if let JournalRecord::Event(e) = &record {
-                events.push(e.clone());
-            }
-            agent.restore(&record);
+        let settings = Settings {
+            max_tasks: self.config.max_tasks,
+            allowlist: None,
+        };
+        let records: Vec<Vec<u8>> = node.disk.records().map(<[u8]>::to_vec).collect();
+        let mut host = SimHost {
+            now,
+            key: node.key,
+            net,
+            disk: &mut node.disk,
+            procs: &mut node.procs,
+            rng,
+            deeds: Vec::new(),
+        };
+        let exec = Executor::start(&mut host, config, settings, records).map_err(|e| {
+            Violation::new(
+                Invariant::Model,
+                now,
+                format!("{}: agent does not start: {e}", node.id),
+            )
+        })?;
+        if exec.stats().undecodable > 0 {
+            return Err(Violation::new(
+                Invariant::Model,
+                now,
+                format!("{}: journal records unreadable", node.id),
+            ));
         }
-        agent.finish_restore(now);
-        node.unacked = events
-            .into_iter()
-            .filter(|e| e.seq > agent.acked_seq())
-            .map(|e| (e.seq, e))
-            .collect();
-        let (topic, will) = agent.will();
+        node.watch = AgentWatch::started(now, node.disk.records());
+        let (keepalive, topic, will) = exec.session();
         let client = self.net.client_mut(node.key).config_mut();
         client.will = Some(Will::new(topic, will.as_bytes(), QoS::AtLeastOnce, true));
-        client.keepalive_s = keepalive_s(agent.heartbeat_period());
-        // As tether-agent: master heartbeats at QoS 0, so a broker never queues stale ones for
-        // a reconnecting agent to count as contact.
-        let heartbeat = agent.master_heartbeat_topic();
-        client.subscriptions = agent
-            .subscriptions()
-            .iter()
-            .map(|s| {
-                let qos = if *s == heartbeat {
-                    QoS::AtMostOnce
-                } else {
-                    QoS::AtLeastOnce
-                };
-                ((*s).to_owned(), qos)
-            })
-            .collect();
+        client.keepalive_s = u16::try_from(keepalive.as_secs()).unwrap_or(u16::MAX);
         let first = node.restarts == 0 && node.disk.is_empty();
         if !first {
             node.restarts += 1;
         }
-        node.up_since = now;
-        node.accepted_at.clear();
-        node.agent = Some(agent);
+        node.exec = Some(exec);
         let id = node.id.clone();
         self.net.trace_mut().record(
             now,
             format_args!("{id}: starts, incarnation {incarnation:08x}"),
         );
         self.net.start(self.nodes[i].key, now);
-        self.drain(i, now)
+        self.feed(i, now, |_, _| Ok(()))
     }
 
     fn healed(&self) -> bool {
@@ -1267,7 +906,9 @@ impl<M: SimMaster> World<M> {
             return false;
         }
         self.nodes.iter().enumerate().all(|(i, n)| {
-            let Some(agent) = &n.agent else { return false };
+            let Some(agent) = n.exec.as_ref().map(Executor::agent) else {
+                return false;
+            };
             let durable = self.ledger.durable(i);
             let last = durable.last_key_value().map_or(0, |(s, _)| *s);
             let base = self.master.seq_base(i);

@@ -11,6 +11,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use tether_core::message::{EventKind, RejectReason};
 use tether_core::policy::OnDisconnect;
 use tether_core::{Duration, Instant};
 use tether_tests::sim::procs::{OnTerm, Program};
@@ -37,6 +38,19 @@ struct Tally {
     duplicate_starts: u64,
     duplicate_events: u64,
     steps: u64,
+    compactions: u64,
+    rejected_full: u64,
+}
+
+/// A third of the runs give the agents a journal near its limits (a small cap, fewer task
+/// slots, chatty tasks), so compaction and the journal-full policy run under the faults.
+fn tight_journal(rng: &mut Rng, config: &mut WorldConfig) -> bool {
+    if !rng.chance(0.33) {
+        return false;
+    }
+    config.max_tasks = 1 + rng.below(8) as usize;
+    config.journal_max_bytes = *rng.pick(&[64u64, 96, 128, 256]).unwrap_or(&128) * 1024;
+    true
 }
 
 /// Builds one random run from `seed`.
@@ -57,7 +71,7 @@ fn world(seed: u64) -> World {
     let period_s = *rng.pick(&[2u64, 5, 10]).unwrap_or(&5);
     config.master_period = Duration::from_secs(period_s);
     config.disk_delay = (rng.range_ms(0, 2), rng.range_ms(2, 60));
-    config.compact_chance = rng.unit();
+    let tight = tight_journal(&mut rng, &mut config);
     let mut w = World::new(config);
 
     let end = Instant::from_ticks(RUN.as_ticks());
@@ -90,7 +104,11 @@ fn world(seed: u64) -> World {
                 }
                 let program = Program {
                     run: rng.range_ms(100, 120_000),
-                    outputs: rng.below(5) as u32,
+                    outputs: if tight {
+                        rng.below(400) as u32
+                    } else {
+                        rng.below(5) as u32
+                    },
                     on_term: if rng.chance(0.2) {
                         OnTerm::Ignore
                     } else {
@@ -167,6 +185,21 @@ fn run(seed: u64) -> Result<Tally, String> {
                     t.duplicate_starts += w.agent(i).map_or(0, |a| a.stats().duplicate_starts);
                     t.agent_restarts += u64::from(w.restarts(i));
                     t.events += w.master().store(i).len() as u64;
+                    t.compactions += w.disk(i).stats().compactions;
+                    t.rejected_full += w
+                        .master()
+                        .store(i)
+                        .values()
+                        .filter(|e| {
+                            matches!(
+                                e.kind,
+                                EventKind::Rejected {
+                                    reason: RejectReason::Full,
+                                    ..
+                                }
+                            )
+                        })
+                        .count() as u64;
                 }
                 Ok(t)
             }
@@ -196,6 +229,8 @@ fn random_fault_schedules_keep_every_invariant() {
         acc.steps += t.steps;
         acc.duplicate_starts += t.duplicate_starts;
         acc.duplicate_events += t.duplicate_events;
+        acc.compactions += t.compactions;
+        acc.rejected_full += t.rejected_full;
         acc
     });
     eprintln!("{}: {total:?}", found.summary());
@@ -203,6 +238,10 @@ fn random_fault_schedules_keep_every_invariant() {
     if found.results.len() >= 50 {
         assert!(total.spawns > 0 && total.kills_on_loss > 0 && total.agent_restarts > 0);
         assert!(total.duplicate_starts > 0 && total.duplicate_events > 0);
+        assert!(
+            total.compactions > 0 && total.rejected_full > 0,
+            "the journal's limits ran"
+        );
     }
 }
 
@@ -217,16 +256,15 @@ fn a_seed_replays_identically() {
     assert_ne!(run(7).map(|t| t.digest), Ok(c.digest));
 }
 
-/// One agent, 300 short orders (far more attempts than the 64 it remembers), crashes, cuts,
-/// master restarts, kills, and spawns slow enough for kills to meet unconfirmed processes.
+/// One agent, 300 short orders (more attempts than the 256 it remembers), crashes, cuts, master
+/// restarts, kills, sometimes on a tight journal.
 fn busy(seed: u64) -> Result<(), String> {
     let mut rng = Rng::new(seed ^ 0xb05e);
     let mut config = WorldConfig::new(seed, 1).replay(format!(
         "TETHER_SIM_SEED={seed} cargo test -p tether-tests --test sim agent_random::busy -- --nocapture"
     ));
     config.broker = BrokerConfig::duplicating();
-    config.spawn_delay = (Duration::from_millis(0), rng.range_ms(0, 3_000));
-    config.compact_chance = rng.unit();
+    tight_journal(&mut rng, &mut config);
     let mut w = World::new(config);
     let mut tasks = Vec::new();
     let mut at = Instant::from_secs(1);

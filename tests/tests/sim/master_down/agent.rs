@@ -21,9 +21,7 @@ fn s(x: u64) -> Instant {
 
 #[test]
 fn orders_run_while_master_down() {
-    let mut config = WorldConfig::new(2, 1).replay(REPLAY);
-    config.compact_chance = 1.0;
-    let mut w = World::new(config);
+    let mut w = World::new(WorldConfig::new(2, 1).replay(REPLAY));
     let p = policy(
         OnDisconnect::Continue,
         Duration::from_secs(10),
@@ -71,10 +69,7 @@ fn orders_run_while_master_down() {
     let agent = w.agent(0).unwrap();
     assert_eq!(w.unacked(0), 0, "the unacknowledged journal is empty");
     assert_eq!(agent.acked_seq(), agent.last_seq());
-    assert!(
-        w.disk(0).len() < journal_before,
-        "the journal shrank: {} -> {}",
-        journal_before,
-        w.disk(0).len()
-    );
+    // Compaction is the core's choice (by the journal's size, tested in tether-core): a
+    // 16 MiB journal holding a few kilobytes is left as it is, acknowledged prefix and all.
+    assert!(w.disk(0).len() >= journal_before);
 }
