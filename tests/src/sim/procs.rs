@@ -1,6 +1,8 @@
 //! An agent's task processes, simulated. What a task does is written in its argv, so a start
-//! command fully describes its process: `sim run=<ms> out=<chunks> term=<ms>|ignore [fail]`
-//! (`fail`: the executable cannot be started, ENOENT).
+//! command fully describes its process:
+//! `sim run=<ms> out=<chunks> [size=<bytes>] term=<ms>|ignore [fail]` (`size`: each chunk at
+//! least that long, up to the 256 bytes the agent reads at once; `fail`: the executable cannot
+//! be started, ENOENT).
 //!
 //! A spawn answers at once, as fork/exec does: a pid, or the errno for `fail`. The task writes
 //! its output chunks spread over its run time and exits with code 0. SIGTERM ends it a little later (or never, for
@@ -10,7 +12,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use tether_core::agent::Signal;
-use tether_core::message::{Exit, MAX_ARGV, StrList, Stream, TaskRef};
+use tether_core::message::{Exit, MAX_ARGV, OUTPUT_CHUNK, StrList, Stream, TaskRef};
 use tether_core::{Duration, Instant};
 
 /// How a task answers SIGTERM.
@@ -26,6 +28,8 @@ pub struct Program {
     pub run: Duration,
     /// Output chunks written, spread over the run.
     pub outputs: u32,
+    /// Each output chunk is padded to at least this many bytes (at most [`OUTPUT_CHUNK`]).
+    pub chunk_size: u16,
     pub on_term: OnTerm,
     /// The spawn fails (ENOENT).
     pub fails: bool,
@@ -39,6 +43,7 @@ impl Program {
         Self {
             run,
             outputs: 0,
+            chunk_size: 0,
             on_term: OnTerm::Exit(Duration::from_millis(100)),
             fails: false,
         }
@@ -52,7 +57,12 @@ impl Program {
         let run = format!("run={}", self.run.as_millis());
         let out = format!("out={}", self.outputs);
         let term = format!("term={term}");
-        let mut items = vec!["sim", run.as_str(), out.as_str(), term.as_str()];
+        let size = format!("size={}", self.chunk_size);
+        let mut items = vec!["sim", run.as_str(), out.as_str()];
+        if self.chunk_size > 0 {
+            items.push(size.as_str());
+        }
+        items.push(term.as_str());
         if self.fails {
             items.push("fail");
         }
@@ -77,6 +87,7 @@ impl Program {
             match (k, v) {
                 ("run", v) => p.run = Duration::from_millis(v.parse().ok()?),
                 ("out", v) => p.outputs = v.parse().ok()?,
+                ("size", v) => p.chunk_size = v.parse().ok()?,
                 ("term", "ignore") => p.on_term = OnTerm::Ignore,
                 ("term", v) => p.on_term = OnTerm::Exit(Duration::from_millis(v.parse().ok()?)),
                 _ => return None,
@@ -221,7 +232,11 @@ impl Procs {
             } else {
                 Stream::Stdout
             };
-            let data = format!("task {} chunk {}\n", task.attempt, p.next_chunk).into_bytes();
+            let mut data = format!("task {} chunk {}\n", task.attempt, p.next_chunk).into_bytes();
+            let size = usize::from(p.program.chunk_size).min(OUTPUT_CHUNK);
+            if data.len() < size {
+                data.resize(size, b'.');
+            }
             return Some(ProcEvent::Output { task, stream, data });
         }
         let (_, exit) = p.exit?;
@@ -275,6 +290,7 @@ mod tests {
         let p = Program {
             run: Duration::from_secs(7),
             outputs: 3,
+            chunk_size: 200,
             on_term: OnTerm::Ignore,
             fails: true,
         };

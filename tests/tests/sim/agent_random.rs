@@ -42,10 +42,10 @@ struct Tally {
     rejected_full: u64,
 }
 
-/// A third of the runs give the agents a journal near its limits (a small cap, fewer task
+/// A quarter of the runs give the agents a journal near its limits (a small cap, fewer task
 /// slots, chatty tasks), so compaction and the journal-full policy run under the faults.
 fn tight_journal(rng: &mut Rng, config: &mut WorldConfig) -> bool {
-    if !rng.chance(0.33) {
+    if !rng.chance(0.25) {
         return false;
     }
     config.max_tasks = 1 + rng.below(8) as usize;
@@ -105,10 +105,11 @@ fn world(seed: u64) -> World {
                 let program = Program {
                     run: rng.range_ms(100, 120_000),
                     outputs: if tight {
-                        rng.below(400) as u32
+                        rng.below(60) as u32
                     } else {
                         rng.below(5) as u32
                     },
+                    chunk_size: if tight { 256 } else { 0 },
                     on_term: if rng.chance(0.2) {
                         OnTerm::Ignore
                     } else {

@@ -124,6 +124,7 @@ fn world(seed: u64, periods: Periods) -> System {
                 let program = Program {
                     run: rng.range_ms(100, 120_000),
                     outputs: rng.below(5) as u32,
+                    chunk_size: 0,
                     on_term: if rng.chance(0.2) {
                         OnTerm::Ignore
                     } else {
