@@ -1,0 +1,413 @@
+//! The agent state machine: every decision a Tether agent makes, and nothing else.
+//!
+//! Sans-IO in the style of quinn-proto: the runtime feeds inputs (`handle_*`, each with the
+//! current `now`), then drains [`Agent::poll_action`] until it returns `None` and sleeps until
+//! [`Agent::poll_timeout`], when it calls [`Agent::handle_timeout`]. Drain the actions after
+//! every input: the queue is sized for the actions one input can cause.
+//!
+//! Inputs: MQTT connected/disconnected, a message received (commands, master heartbeats and
+//! presence, the agent's own retained presence), process started/failed/output/exited, journal
+//! writes made durable, timers, the wall clock, the journal's fill level, a normal stop.
+//! Outputs ([`Action`]): publish, append to the journal, send journaled events, record an
+//! acknowledgement, spawn, signal, stopped.
+//!
+//! The guarantees it keeps (checked by the simulation in `tests/`):
+//! - an attempt is spawned at most once: its id is remembered (also across restarts, through
+//!   the journal), and a `Spawning` record is durable before the spawn;
+//! - an event is appended to the journal, and sent only once durable; it is resent after every
+//!   reconnect and after an acknowledgement timeout until the master acknowledges it;
+//! - a `kill` task is sent SIGTERM once the master has been silent for the task's heartbeat
+//!   timeout (counted from the later of the last contact and the task's start) and SIGKILL a
+//!   grace time later; a `continue` task is never terminated for a lost master;
+//! - an order with a start time starts at that time, master or no master;
+//! - with keys ([`Auth::Keys`]), nothing the master did not sign is acted on, nothing is acted on
+//!   twice (epoch and counter, [`ReplayGuard`], persisted through the journal), only a fresh
+//!   authentic master heartbeat counts as contact, and everything the agent publishes carries
+//!   its MAC.
+//!
+//! One [`Agent`], its methods in parts of one idea each:
+//! - here: the public types, the struct, its constructor and getters;
+//! - `inbox`: a message in: routing by topic, authentication, the replay guard, coalesced
+//!   bad-command reports, commands;
+//! - `slots`: task slots, from an accepted order through its [`Phase`]s to `Finished`, and the
+//!   attempt ids remembered for exactly-once start;
+//! - `log`: the event log: sequence numbers, journal appends, durability, the send window,
+//!   acknowledgements;
+//! - `restore`: the journal as the agent's memory: records, the snapshot a compaction writes,
+//!   the replay at start-up;
+//! - `contact`: the broker and the master: connection, heartbeats both ways, presence, rejoin;
+//! - `deadlines`: every timing rule as one function, read by both [`Agent::poll_timeout`] and
+//!   [`Agent::handle_timeout`], so the two cannot disagree;
+//! - `stop`: a normal stop, from draining to [`Action::Stopped`].
+
+mod contact;
+mod deadlines;
+mod inbox;
+mod log;
+mod restore;
+mod slots;
+mod stop;
+
+use embassy_time::{Duration, Instant};
+use heapless::{Deque, String, Vec};
+
+use crate::allowlist::Allowlist;
+use crate::auth::{AgentKey, MasterKeys, ReplayGuard};
+use crate::message::{AgentId, Event, TaskRef, TaskSpec};
+use crate::presence::Presence;
+use crate::topic::{MAX_PREFIX, QoS, Topic, TopicBuf, TopicError, validate_id, validate_prefix};
+use crate::wire::Signer;
+
+use self::contact::Contact;
+use self::inbox::BadCommands;
+use self::log::EventLog;
+use self::slots::{Seen, Slot};
+
+/// Actions one input can cause, at most (see the const assertion in [`Agent::new`]).
+pub const ACTION_QUEUE: usize = 80;
+/// Events sent and not yet acknowledged, at most: a long backlog replays in windows.
+pub const SEND_WINDOW: u64 = 32;
+/// Largest payload the agent publishes itself (heartbeats, presence).
+pub const PUBLISH_MAX: usize = 400;
+/// Journaled events are published at this QoS ([`Action::Send`]).
+pub const EVENT_QOS: QoS = QoS::AtLeastOnce;
+/// Heartbeat period before the master has announced its own.
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
+
+/// Who the agent is.
+#[derive(Debug, Clone)]
+pub struct Config<'a> {
+    pub id: &'a str,
+    pub prefix: &'a str,
+    /// New at every process start (random); tells a stale will from the live connection.
+    pub incarnation: u32,
+    /// The identity a new journal gets (random, not 0). A journal that has one keeps it: its
+    /// `Identity` record, restored, replaces this.
+    pub journal: u32,
+    pub auth: Auth,
+}
+
+/// The agent's keys, or the explicit choice to run without.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// Commands, master heartbeats and master presence must be signed by one of `master`;
+    /// everything the agent publishes is MAC'd with `agent`.
+    Keys { master: MasterKeys, agent: AgentKey },
+    /// Accept anything and authenticate nothing: any broker client can command this agent.
+    Insecure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Terminate,
+    Kill,
+}
+
+/// A journal append; the runtime encodes it with [`Agent::encode_append`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Append {
+    Order(TaskRef),
+    Spawning(TaskRef),
+    Event(Event),
+    /// The master's command high-water mark moved (replay protection across restarts).
+    MasterCounter {
+        epoch: u32,
+        counter: u64,
+    },
+    /// The journal's identity, written once when it had none.
+    Identity {
+        journal: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Publish {
+        topic: TopicBuf,
+        payload: Vec<u8, PUBLISH_MAX>,
+        qos: QoS,
+        retain: bool,
+    },
+    /// Append to the journal; call [`Agent::handle_journaled`] with `lsn` (or a later one) once
+    /// it is durable (fsync). Appends are numbered in order; group commit is welcome.
+    Append { lsn: u64, record: Append },
+    /// Publish the journaled events `from..=to` ([`EVENT_QOS`]) on the event topic.
+    Send { from: u64, to: u64 },
+    /// The master has every event up to `up_to`: the runtime forgets them (a later
+    /// [`Action::Compact`] drops them from the journal).
+    Acked { up_to: u64 },
+    /// Rewrite the journal as [`Agent::snapshot`] plus the unacknowledged events, then report
+    /// the new size with [`Agent::handle_journal_usage`].
+    Compact,
+    /// Start the attempt's process ([`Agent::task_spec`] has argv, env, cwd); report with
+    /// `handle_process_started` or `handle_spawn_failed`.
+    Spawn(TaskRef),
+    /// Signal the attempt's whole process group.
+    Signal { task: TaskRef, signal: Signal },
+    /// A normal stop is complete: disconnect and exit.
+    Stopped,
+}
+
+/// Where an attempt is in its life on this agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for its start time.
+    Held,
+    /// `Spawning` appended, spawned once durable.
+    Starting {
+        lsn: u64,
+    },
+    /// Spawn requested, process not confirmed yet.
+    Spawned,
+    Running {
+        pid: u32,
+        started: Instant,
+    },
+    /// Restored from the journal: it may have run before the agent restarted.
+    Orphaned,
+}
+
+/// Counters of things dropped or repaired, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub bad_commands: u64,
+    pub bad_messages: u64,
+    pub foreign_messages: u64,
+    pub duplicate_starts: u64,
+    pub rejected_starts: u64,
+    pub presence_repairs: u64,
+    /// Messages from the master's topics (commands, heartbeats, presence) without the
+    /// required authentication.
+    pub unauthenticated: u64,
+    /// ... whose signature did not verify (forged, wrong key, or made for another topic).
+    pub bad_signatures: u64,
+    /// Authentic commands and heartbeats refused as replays (counter seen, epoch too old).
+    pub replayed: u64,
+    /// Actions that did not fit the queue because the runtime did not drain it; always 0 in a
+    /// correct runtime.
+    pub lost_actions: u64,
+    /// Journaled orders that did not fit `TASKS` at restore (only if `TASKS` shrank).
+    pub unrestored_orders: u64,
+    /// Authentic commands dropped because they named another journal of this agent.
+    pub other_journal: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Topics {
+    cmd: TopicBuf,
+    event: TopicBuf,
+    heartbeat: TopicBuf,
+    presence: TopicBuf,
+    master_heartbeat: TopicBuf,
+    master_presence: TopicBuf,
+}
+
+/// The agent. `TASKS` bounds attempts held or running at once (at most 32, see
+/// [`ACTION_QUEUE`]); `SEEN` bounds the attempt ids remembered for exactly-once start.
+#[derive(Debug)]
+pub struct Agent<const TASKS: usize, const SEEN: usize> {
+    id: AgentId,
+    prefix: String<MAX_PREFIX>,
+    incarnation: u32,
+    journal: u32,
+    /// The journal had its identity: restored from it, or appended at restore.
+    journal_named: bool,
+    topics: Topics,
+    auth: Auth,
+    replay: ReplayGuard,
+    bad: BadCommands,
+    contact: Contact,
+    wall: Option<(Instant, u64)>,
+
+    slots: Vec<Slot, TASKS>,
+    /// Attempts accepted at once, at most `TASKS` (a runtime setting).
+    max_tasks: usize,
+    /// Programs tasks may run; `None` allows every program.
+    allowlist: Option<Allowlist>,
+    seen: Seen<SEEN>,
+
+    log: EventLog,
+
+    stopping: Option<Instant>,
+    /// The drain deadline passed: what remains waits on processes, not on time.
+    drain_expired: bool,
+    stopped: bool,
+
+    actions: Deque<Action, ACTION_QUEUE>,
+    stats: Stats,
+}
+
+impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
+    const FITS: () = assert!(
+        2 * TASKS + 16 <= ACTION_QUEUE && SEEN >= TASKS,
+        "TASKS must be at most 32 and SEEN at least TASKS"
+    );
+
+    pub fn new(config: Config<'_>, now: Instant) -> Result<Self, TopicError> {
+        let () = Self::FITS;
+        validate_prefix(config.prefix)?;
+        let id = validate_id(config.id)?;
+        let p = config.prefix;
+        let topics = Topics {
+            cmd: Topic::AgentCommand(id.clone()).build(p)?,
+            event: Topic::AgentEvent(id.clone()).build(p)?,
+            heartbeat: Topic::AgentHeartbeat(id.clone()).build(p)?,
+            presence: Topic::AgentPresence(id.clone()).build(p)?,
+            master_heartbeat: Topic::MasterHeartbeat.build(p)?,
+            master_presence: Topic::MasterPresence.build(p)?,
+        };
+        Ok(Self {
+            id,
+            prefix: String::try_from(p).map_err(|_| TopicError::InvalidPrefix)?,
+            incarnation: config.incarnation,
+            journal: config.journal.max(1),
+            journal_named: false,
+            topics,
+            auth: config.auth,
+            replay: ReplayGuard::new(),
+            bad: BadCommands::new(),
+            contact: Contact::new(now),
+            wall: None,
+            slots: Vec::new(),
+            max_tasks: TASKS,
+            allowlist: None,
+            seen: Seen::new(),
+            log: EventLog::new(),
+            stopping: None,
+            drain_expired: false,
+            stopped: false,
+            actions: Deque::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    // ----- getters -----
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
+    /// The identity of the journal this agent's events are numbered in.
+    pub fn journal(&self) -> u32 {
+        self.journal
+    }
+
+    /// Topics to subscribe to after every connect, with their QoS. The master's heartbeats are
+    /// QoS 0: one a broker queued while the agent was away is stale and must not count as
+    /// contact with the master.
+    pub fn subscriptions(&self) -> [(&str, QoS); 4] {
+        [
+            (&self.topics.cmd, QoS::AtLeastOnce),
+            (&self.topics.master_heartbeat, QoS::AtMostOnce),
+            (&self.topics.master_presence, QoS::AtLeastOnce),
+            (&self.topics.presence, QoS::AtLeastOnce),
+        ]
+    }
+
+    pub fn event_topic(&self) -> &str {
+        &self.topics.event
+    }
+
+    /// The master's command high-water mark accepted so far: (epoch, counter).
+    pub fn master_counter(&self) -> (u32, u64) {
+        self.replay.high_water()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.contact.connected
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    pub fn last_contact(&self) -> Instant {
+        self.contact.last_contact
+    }
+
+    pub fn master_presence(&self) -> Option<Presence> {
+        self.contact.master_presence
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn acked_seq(&self) -> u64 {
+        self.log.acked_seq
+    }
+
+    pub fn durable_seq(&self) -> u64 {
+        self.log.durable_seq
+    }
+
+    /// Highest sequence number handed out.
+    pub fn last_seq(&self) -> u64 {
+        self.log.next_seq - 1
+    }
+
+    pub fn task_spec(&self, task: TaskRef) -> Option<&TaskSpec> {
+        self.slot(task).map(|i| &self.slots[i].spec)
+    }
+
+    /// Attempts held or running, in acceptance order.
+    pub fn tasks(&self) -> impl Iterator<Item = (TaskRef, Phase)> + '_ {
+        self.slots.iter().map(|s| (s.spec.task, s.phase))
+    }
+
+    /// Wall-clock milliseconds at `now`, if the runtime has told the clock.
+    pub fn unix_ms(&self, now: Instant) -> Option<u64> {
+        self.wall.map(|(at, ms)| {
+            if now >= at {
+                ms.saturating_add((now - at).as_millis())
+            } else {
+                ms.saturating_sub((at - now).as_millis())
+            }
+        })
+    }
+
+    // ----- outputs -----
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ----- settings -----
+
+    /// Lowers the number of attempts held or running at once (never above `TASKS`).
+    pub fn set_max_tasks(&mut self, max: usize) {
+        self.max_tasks = max.clamp(1, TASKS);
+    }
+
+    /// Restricts the programs tasks may run (the runtime's configuration; an empty list allows
+    /// nothing). Call before [`Agent::finish_restore`]: held orders restored from the journal
+    /// are checked against it there.
+    pub fn set_allowlist(&mut self, allowlist: Allowlist) {
+        self.allowlist = Some(allowlist);
+    }
+
+    /// The runtime's wall clock at `now`; call at start (before restoring) and whenever it may
+    /// have been stepped. Start times are wall-clock values.
+    pub fn handle_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.wall = Some((now, unix_ms));
+    }
+
+    // ----- shared helpers -----
+
+    fn push(&mut self, action: Action) {
+        if self.actions.push_back(action).is_err() {
+            self.stats.lost_actions += 1;
+        }
+    }
+
+    fn signer(&self) -> Signer<'_> {
+        match &self.auth {
+            Auth::Keys { agent, .. } => Signer::Agent(agent),
+            Auth::Insecure => Signer::Insecure,
+        }
+    }
+}
