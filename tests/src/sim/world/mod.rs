@@ -22,29 +22,31 @@
 //! Wall clock: Unix milliseconds are [`WALL0_MS`] plus the virtual time; agents learn it with
 //! `handle_wall_clock` at every start.
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::fmt::{self, Write as _};
+mod agents;
+mod scenario;
 
-use tether_agent::config::{DEFAULT_JOURNAL_MAX_BYTES, DEFAULT_MAX_TASKS};
-use tether_agent::executor::{CoreAgent, Executor, Settings};
-use tether_core::agent::Config;
-use tether_core::message::{Event, StrList, TaskRef, TaskSpec};
-use tether_core::policy::{OnDisconnect, Policy};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use tether_agent::executor::{CoreAgent, Executor};
+use tether_core::message::{StrList, TaskRef, TaskSpec};
+use tether_core::policy::Policy;
 use tether_core::{Duration, Instant};
 
-use super::agent_host::SimHost;
-use super::broker::BrokerConfig;
-use super::client::{ClientConfig, ClientEvent};
+use self::agents::Node;
+pub use self::scenario::{
+    Observed, ScriptOrder, SimMaster, Step, Who, WorldConfig, policy, wall_ms,
+};
+use super::client::ClientConfig;
 use super::clock::{Clock, Timeline};
 use super::disk::Disk;
 use super::invariants::{Invariant, Ledger, SignalRecord, Violation, secs};
-use super::link::{Fault, LinkConfig};
+use super::link::Fault;
 use super::master_script::MasterScript;
-use super::mqtt::{QoS, Will};
+use super::mqtt::QoS;
 use super::net::{ClientKey, Net};
-use super::oracle::{AgentView, AgentWatch};
-use super::procs::{ProcEvent, Procs, Program};
+use super::oracle::AgentWatch;
+use super::procs::{Procs, Program};
 use super::rng::Rng;
 
 /// Unix milliseconds at virtual time zero.
@@ -56,149 +58,6 @@ const MAX_PASSES: usize = 100;
 
 /// How often [`World::try_heal`] looks whether everything has arrived.
 const HEAL_CHECK: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone)]
-pub struct WorldConfig {
-    pub seed: u64,
-    pub agents: usize,
-    pub prefix: String,
-    pub broker: BrokerConfig,
-    pub link: LinkConfig,
-    pub master_period: Duration,
-    /// Each journal append is durable `min..=max` after it is written.
-    pub disk_delay: (Duration, Duration),
-    /// The agents' `journal_max_bytes` and `max_tasks` (the binary's defaults unless set).
-    pub journal_max_bytes: u64,
-    pub max_tasks: usize,
-    /// The command that replays this run, printed with every violation.
-    pub replay: String,
-}
-
-impl WorldConfig {
-    /// `agents` agents (`pi-0`, `pi-1`, ...), rumqttd, a 5 ms link, master period 10 s.
-    pub fn new(seed: u64, agents: usize) -> Self {
-        Self {
-            seed,
-            agents,
-            prefix: "tether".into(),
-            broker: BrokerConfig::rumqttd(),
-            link: LinkConfig {
-                latency: Duration::from_millis(5),
-                ..LinkConfig::default()
-            },
-            master_period: Duration::from_secs(10),
-            disk_delay: (Duration::from_millis(1), Duration::from_millis(20)),
-            journal_max_bytes: DEFAULT_JOURNAL_MAX_BYTES,
-            max_tasks: DEFAULT_MAX_TASKS as usize,
-            replay: format!("TETHER_SIM_SEED={seed} cargo test -p tether-tests -- --nocapture"),
-        }
-    }
-
-    pub fn replay(mut self, command: impl Into<String>) -> Self {
-        self.replay = command.into();
-        self
-    }
-}
-
-/// Whose network path a fault applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Who {
-    Master,
-    Agent(usize),
-    Everyone,
-}
-
-/// Something scripted for an instant; `O` is what the master takes as orders
-/// ([`SimMaster::Order`]).
-#[derive(Debug, Clone)]
-pub enum Step<O = ScriptOrder> {
-    Fault(Who, Fault),
-    /// The broker restarts and forgets sessions, queues and retained messages (a switch to a
-    /// fresh broker looks the same to its clients).
-    RestartBroker,
-    /// kill -9 or power loss: only the durable prefix of the journal survives.
-    CrashAgent(usize),
-    /// The agent's storage is gone too; invariants 1 and 2 exclude it from then on.
-    LoseAgentDisk(usize),
-    /// A new agent process: new incarnation, journal replayed.
-    RestartAgent(usize),
-    /// A normal stop (`handle_stop` with this drain time): the agent drains, announces
-    /// `offline ... stopped` and disconnects cleanly; [`Step::RestartAgent`] starts it again.
-    StopAgent(usize, Duration),
-    MasterDown,
-    MasterUp,
-    /// A request to the master (submit, kill, ...), taken when the step is due.
-    Order(O),
-}
-
-/// What the scripted master is asked to do.
-#[derive(Debug, Clone)]
-pub enum ScriptOrder {
-    Submit(usize, Box<TaskSpec>),
-    Kill(TaskRef),
-}
-
-/// The master side of a [`World`]: its connection is the net client [`SimMaster::key`]; the
-/// world feeds it that client's events and its timers, and asks it what it stored.
-pub trait SimMaster {
-    type Order: fmt::Debug + Clone;
-
-    fn key(&self) -> ClientKey;
-    fn is_connected(&self) -> bool;
-    fn poll_timeout(&self) -> Option<Instant>;
-    /// The master process starts (again); nothing if it is up.
-    fn start(&mut self, net: &mut Net, now: Instant) -> Result<(), Violation>;
-    /// kill -9: memory gone, the store stays.
-    fn crash(&mut self, net: &mut Net, now: Instant);
-    fn order(&mut self, net: &mut Net, order: Self::Order, now: Instant) -> Result<(), Violation>;
-    fn handle_event(
-        &mut self,
-        net: &mut Net,
-        event: ClientEvent,
-        now: Instant,
-    ) -> Result<(), Violation>;
-    /// Timers due by `now`, then whatever the step's inputs left to send.
-    fn handle_timeout(&mut self, net: &mut Net, now: Instant) -> Result<(), Violation>;
-    /// Master-side invariants after a step, knowing what the agents did.
-    fn check(&mut self, _agents: &Observed<'_>, _now: Instant) -> Result<(), Violation> {
-        Ok(())
-    }
-    /// Events stored for agent `i`, by the master's sequence.
-    fn store(&self, i: usize) -> &BTreeMap<u64, Event>;
-    /// The master's sequence for event 0 of agent `i`'s current journal.
-    fn seq_base(&self, i: usize) -> u64;
-    /// Agent `i`'s events are stored without a gap up to here.
-    fn contiguous(&self, i: usize) -> u64;
-    /// Two different events received under one (agent, seq), with the agent.
-    fn conflicts(&self) -> &[(usize, String)];
-    /// The attempt's order as the master sent it, if the world did not script it.
-    fn spec(&self, _task: TaskRef) -> Option<&TaskSpec> {
-        None
-    }
-    /// A line on why the world has not healed yet.
-    fn describe(&self) -> String;
-}
-
-/// What the agents did, for the master's checks.
-#[derive(Debug)]
-pub struct Observed<'a> {
-    pub ledger: &'a Ledger,
-    /// Per agent: its core, unless crashed or stopped.
-    pub agents: Vec<Option<&'a CoreAgent>>,
-    pub procs: Vec<&'a Procs>,
-}
-
-#[derive(Debug)]
-struct Node {
-    id: String,
-    key: ClientKey,
-    /// The agent process, unless crashed or stopped.
-    exec: Option<Executor>,
-    disk: Disk,
-    procs: Procs,
-    watch: AgentWatch,
-    restarts: u32,
-}
 
 #[derive(Debug)]
 pub struct World<M: SimMaster = MasterScript> {
@@ -657,250 +516,6 @@ impl<M: SimMaster> World<M> {
         Ok(())
     }
 
-    fn agent_event(&mut self, i: usize, event: ClientEvent, now: Instant) -> Result<(), Violation> {
-        match event {
-            ClientEvent::Connected { .. } => self.feed(i, now, |e, h| e.handle_connected(h)),
-            ClientEvent::Disconnected => self.feed(i, now, |e, h| e.handle_disconnected(h)),
-            ClientEvent::Message(p) => {
-                self.feed(i, now, |e, h| e.handle_message(h, &p.topic, &p.payload))
-            }
-        }
-    }
-
-    /// The agent's own clocks: durability, processes, timers.
-    fn agent_local(&mut self, i: usize, now: Instant) -> Result<(), Violation> {
-        for _ in 0..MAX_PASSES {
-            if self.nodes[i].exec.is_none() {
-                return Ok(());
-            }
-            let mut moved = false;
-            let Self { nodes, ledger, .. } = self;
-            let mut bad = None;
-            let lsn = nodes[i].disk.handle_timeout(now, |bytes| {
-                if let Err(v) = ledger.on_durable(i, bytes, now) {
-                    bad.get_or_insert(v);
-                }
-            });
-            if let Some(v) = bad {
-                return Err(v);
-            }
-            if let Some(lsn) = lsn {
-                self.feed(i, now, |e, h| e.handle_durable(h, lsn))?;
-                moved = true;
-            }
-            while let Some(event) = self.nodes[i].procs.poll_event(now) {
-                moved = true;
-                match event {
-                    ProcEvent::Output { task, stream, data } => {
-                        self.feed(i, now, |e, h| e.handle_output(h, task, stream, &data))?;
-                    }
-                    ProcEvent::Exited { task, exit } => {
-                        let id = &self.nodes[i].id;
-                        self.net.trace_mut().record(
-                            now,
-                            format_args!("{id}: task {} exits {exit:?}", task.attempt),
-                        );
-                        self.feed(i, now, |e, h| e.handle_exited(h, task, exit))?;
-                    }
-                }
-            }
-            if self.nodes[i]
-                .exec
-                .as_ref()
-                .and_then(Executor::poll_timeout)
-                .is_some_and(|t| t <= now)
-            {
-                self.feed(i, now, |e, h| e.handle_timeout(h))?;
-                moved = true;
-            }
-            if !moved {
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-
-    /// Gives agent `i`'s executor one input through its host, flushes, and has the oracle check
-    /// what it did. An agent that has completed a normal stop exits.
-    fn feed(
-        &mut self,
-        i: usize,
-        now: Instant,
-        input: impl FnOnce(&mut Executor, &mut SimHost<'_>) -> Result<(), Infallible>,
-    ) -> Result<(), Violation> {
-        let Self {
-            nodes,
-            net,
-            rng,
-            ledger,
-            ..
-        } = self;
-        let node = &mut nodes[i];
-        let Some(exec) = node.exec.as_mut() else {
-            return Ok(());
-        };
-        let mut host = SimHost {
-            now,
-            key: node.key,
-            net,
-            disk: &mut node.disk,
-            procs: &mut node.procs,
-            rng,
-            deeds: Vec::new(),
-        };
-        let Ok(()) = input(exec, &mut host).and_then(|()| exec.flush(&mut host));
-        let deeds = host.deeds;
-        let view = AgentView {
-            index: i,
-            id: &node.id,
-            agent: exec.agent(),
-            procs: &node.procs,
-        };
-        node.watch
-            .observe(&view, deeds, ledger, net.trace_mut(), now)?;
-        if exec.agent().stats().lost_actions > 0 {
-            return Err(Violation::new(
-                Invariant::Model,
-                now,
-                format!("{}: the core dropped actions", node.id),
-            ));
-        }
-        if exec.stats().lost_records > 0 {
-            return Err(Violation::new(
-                Invariant::JournalKeepsResults,
-                now,
-                format!(
-                    "{}: {} journal records lost to a full journal ({} of {} bytes)",
-                    node.id,
-                    exec.stats().lost_records,
-                    node.disk.len_bytes(),
-                    node.disk.max_bytes()
-                ),
-            ));
-        }
-        if exec.agent().is_stopped() {
-            self.exit_agent(i, now);
-        }
-        Ok(())
-    }
-
-    /// The agent process ends after a normal stop: a clean DISCONNECT (no will), its journal
-    /// complete on disk.
-    fn exit_agent(&mut self, i: usize, now: Instant) {
-        let node = &mut self.nodes[i];
-        if node.exec.take().is_none() {
-            return;
-        }
-        self.net
-            .trace_mut()
-            .record(now, format_args!("{}: stopped, exits", node.id));
-        self.net.disconnect(node.key, now);
-    }
-
-    /// Invariants 3 and 5: what must have happened by `now`.
-    fn check_deadlines(&self, now: Instant) -> Result<(), Violation> {
-        for (i, node) in self.nodes.iter().enumerate() {
-            let Some(exec) = &node.exec else { continue };
-            let view = AgentView {
-                index: i,
-                id: &node.id,
-                agent: exec.agent(),
-                procs: &node.procs,
-            };
-            node.watch
-                .check_deadlines(&view, node.disk.max_delay(), now)?;
-        }
-        Ok(())
-    }
-
-    // ---- agent processes ----
-
-    fn crash_agent(&mut self, i: usize, lose_disk: bool, now: Instant) {
-        let node = &mut self.nodes[i];
-        if node.exec.take().is_none() && !lose_disk {
-            return;
-        }
-        let id = node.id.clone();
-        self.net.trace_mut().record(
-            now,
-            format_args!(
-                "{id}: crashes{}",
-                if lose_disk { ", disk lost" } else { "" }
-            ),
-        );
-        self.net.kill(node.key, now);
-        node.procs.crash();
-        if lose_disk {
-            node.disk.lose();
-            self.ledger.lose_journal(i);
-        } else {
-            node.disk.crash();
-        }
-    }
-
-    /// A new agent process: the executor replays the durable journal, then it connects with
-    /// the keepalive and will the core gives, as the binary does.
-    fn start_agent(&mut self, i: usize, now: Instant) -> Result<(), Violation> {
-        let incarnation = self.rng.next_u64() as u32;
-        let journal = self.rng.next_u64() as u32;
-        let Self {
-            nodes, net, rng, ..
-        } = self;
-        let node = &mut nodes[i];
-        let config = Config {
-            id: &node.id,
-            prefix: &self.config.prefix,
-            incarnation,
-            journal,
-            auth: crate::keys::agent_auth(&node.id),
-        };
-        let settings = Settings {
-            max_tasks: self.config.max_tasks,
-            allowlist: None,
-        };
-        let records: Vec<Vec<u8>> = node.disk.records().map(<[u8]>::to_vec).collect();
-        let mut host = SimHost {
-            now,
-            key: node.key,
-            net,
-            disk: &mut node.disk,
-            procs: &mut node.procs,
-            rng,
-            deeds: Vec::new(),
-        };
-        let exec = Executor::start(&mut host, config, settings, records).map_err(|e| {
-            Violation::new(
-                Invariant::Model,
-                now,
-                format!("{}: agent does not start: {e}", node.id),
-            )
-        })?;
-        if exec.stats().undecodable > 0 {
-            return Err(Violation::new(
-                Invariant::Model,
-                now,
-                format!("{}: journal records unreadable", node.id),
-            ));
-        }
-        node.watch = AgentWatch::started(now, node.disk.records());
-        let (keepalive, topic, will) = exec.session();
-        let client = self.net.client_mut(node.key).config_mut();
-        client.will = Some(Will::new(topic, will.as_bytes(), QoS::AtLeastOnce, true));
-        client.keepalive_s = u16::try_from(keepalive.as_secs()).unwrap_or(u16::MAX);
-        let first = node.restarts == 0 && node.disk.is_empty();
-        if !first {
-            node.restarts += 1;
-        }
-        node.exec = Some(exec);
-        let id = node.id.clone();
-        self.net.trace_mut().record(
-            now,
-            format_args!("{id}: starts, incarnation {incarnation:08x}"),
-        );
-        self.net.start(self.nodes[i].key, now);
-        self.feed(i, now, |_, _| Ok(()))
-    }
-
     fn healed(&self) -> bool {
         if !self.master.is_connected() {
             return false;
@@ -918,22 +533,5 @@ impl<M: SimMaster> World<M> {
                 && agent.acked_seq() >= last
                 && agent.durable_seq() == agent.last_seq()
         })
-    }
-}
-
-/// Unix milliseconds of a virtual instant.
-pub fn wall_ms(at: Instant) -> u64 {
-    WALL0_MS + at.as_millis()
-}
-
-/// A policy with the given behaviour and heartbeat settings (grace 5 s, no run limit).
-pub fn policy(on_disconnect: OnDisconnect, period: Duration, timeout: Duration) -> Policy {
-    Policy {
-        on_disconnect,
-        heartbeat_period_ms: period.as_millis(),
-        heartbeat_timeout_ms: timeout.as_millis(),
-        grace_ms: 5_000,
-        max_run_ms: 0,
-        output_cap: 1 << 20,
     }
 }
