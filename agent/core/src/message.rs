@@ -303,7 +303,7 @@ pub enum EventKind {
     /// were dropped. Coalesced: `count` bad commands since the last such event, `error` the
     /// latest one's.
     BadCommand {
-        error: crate::wire::DecodeError,
+        error: crate::wire::ReceiveError,
         count: u64,
     },
 }

@@ -15,7 +15,7 @@ use core::fmt::Write;
 use heapless::String;
 
 use crate::auth::{self, MAC_LEN, SIGNATURE_LEN, Verifier, parse_hex, write_hex};
-use crate::wire::{DecodeError, Signer};
+use crate::wire::{DecodeError, ReceiveError, Refusal, Signer};
 
 /// Longest presence payload: the longest text, a space and a signature in hex.
 pub const MAX_PRESENCE: usize = 32 + 1 + 2 * SIGNATURE_LEN;
@@ -84,7 +84,7 @@ impl Presence {
         payload: &[u8],
         topic: &str,
         verifier: Verifier<'_>,
-    ) -> Result<Self, DecodeError> {
+    ) -> Result<Self, ReceiveError> {
         let text = core::str::from_utf8(payload).map_err(|_| DecodeError::Malformed)?;
         let (head, tag) = split_tag(text);
         let presence = Self::parse_text(head).map_err(|_| DecodeError::Malformed)?;
@@ -98,12 +98,12 @@ impl Presence {
                 parse_hex::<MAC_LEN>(tag)
                     .is_ok_and(|mac| auth::mac_matches(key, topic, head.as_bytes(), &mac))
             }
-            _ => return Err(DecodeError::Unauthenticated),
+            _ => return Err(Refusal::Unauthenticated.into()),
         };
         if authentic {
             Ok(presence)
         } else {
-            Err(DecodeError::BadSignature)
+            Err(Refusal::BadSignature.into())
         }
     }
 

@@ -6,6 +6,10 @@
 //! The decoder accepts exactly one message and nothing else: oversized, truncated,
 //! unknown-version, unknown-scheme and trailing bytes are typed errors, never a panic.
 //! [`decode`] only parses (for tools); receivers use [`decode_verified`].
+//!
+//! A payload that does not parse is a [`DecodeError`]; a well-formed message that is not taken
+//! (not authentic, replayed, not for us) is a [`Refusal`]. Receivers, which meet both, get a
+//! [`ReceiveError`].
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +53,7 @@ impl AuthScheme {
     }
 }
 
+/// Why a payload is not a message, or not one for the topic it came on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DecodeError {
     Empty,
@@ -67,17 +72,6 @@ pub enum DecodeError {
     },
     /// A valid message of a kind that does not belong on the topic it came on.
     WrongTopic,
-    /// No authentication, or not the scheme the sender on this topic must use.
-    Unauthenticated,
-    /// The signature or MAC does not verify under any configured key (forged, wrong key, or
-    /// made for another topic).
-    BadSignature,
-    /// Authentic, but already seen or from an earlier master epoch.
-    Replayed,
-    /// The master holds no key for the agent named by the topic.
-    UnknownAgent,
-    /// Authentic, but for another journal of this agent (one that was wiped or replaced).
-    OtherJournal,
 }
 
 impl core::fmt::Display for DecodeError {
@@ -103,6 +97,32 @@ impl core::fmt::Display for DecodeError {
                 write!(f, "{extra} unexpected bytes after the message")
             }
             Self::WrongTopic => f.write_str("message kind does not belong on this topic"),
+        }
+    }
+}
+
+impl core::error::Error for DecodeError {}
+
+/// Why a well-formed message is not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No authentication, or not the scheme the sender on this topic must use.
+    Unauthenticated,
+    /// The signature or MAC does not verify under any configured key (forged, wrong key, or
+    /// made for another topic).
+    BadSignature,
+    /// Authentic, but already seen or from an earlier master epoch.
+    Replayed,
+    /// The master holds no key for the agent named by the topic.
+    UnknownAgent,
+    /// Authentic, but for another journal of this agent (one that was wiped or replaced).
+    OtherJournal,
+}
+
+impl core::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
             Self::Unauthenticated => f.write_str(
                 "unauthenticated: not signed (or MAC'd) with the scheme this topic requires",
             ),
@@ -118,7 +138,106 @@ impl core::fmt::Display for DecodeError {
     }
 }
 
-impl core::error::Error for DecodeError {}
+impl core::error::Error for Refusal {}
+
+/// Why a received payload was dropped: it did not decode, or it was refused. Agents report it
+/// in `BadCommand` events, which journals and the master's store keep: it is serialized as the
+/// one flat enum it was before the two were told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Flat", into = "Flat")]
+pub enum ReceiveError {
+    Decode(DecodeError),
+    Refused(Refusal),
+}
+
+impl From<DecodeError> for ReceiveError {
+    fn from(error: DecodeError) -> Self {
+        Self::Decode(error)
+    }
+}
+
+impl From<Refusal> for ReceiveError {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused(refusal)
+    }
+}
+
+impl core::fmt::Display for ReceiveError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Decode(e) => e.fmt(f),
+            Self::Refused(r) => r.fmt(f),
+        }
+    }
+}
+
+impl core::error::Error for ReceiveError {}
+
+/// [`ReceiveError`] as it is serialized: the single enum it was before parse errors and
+/// refusals were told apart. Journals, the wire and the master's store hold `BadCommand`
+/// events in this form (postcard tags by variant order, JSON by variant name), so its variants
+/// keep their order and names.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "DecodeError")]
+enum Flat {
+    Empty,
+    Oversized { len: u32 },
+    UnknownVersion(u8),
+    UnknownAuthScheme(u8),
+    Truncated,
+    Malformed,
+    TrailingBytes { extra: u32 },
+    WrongTopic,
+    Unauthenticated,
+    BadSignature,
+    Replayed,
+    UnknownAgent,
+    OtherJournal,
+}
+
+impl From<Flat> for ReceiveError {
+    fn from(flat: Flat) -> Self {
+        match flat {
+            Flat::Empty => DecodeError::Empty.into(),
+            Flat::Oversized { len } => DecodeError::Oversized { len }.into(),
+            Flat::UnknownVersion(v) => DecodeError::UnknownVersion(v).into(),
+            Flat::UnknownAuthScheme(s) => DecodeError::UnknownAuthScheme(s).into(),
+            Flat::Truncated => DecodeError::Truncated.into(),
+            Flat::Malformed => DecodeError::Malformed.into(),
+            Flat::TrailingBytes { extra } => DecodeError::TrailingBytes { extra }.into(),
+            Flat::WrongTopic => DecodeError::WrongTopic.into(),
+            Flat::Unauthenticated => Refusal::Unauthenticated.into(),
+            Flat::BadSignature => Refusal::BadSignature.into(),
+            Flat::Replayed => Refusal::Replayed.into(),
+            Flat::UnknownAgent => Refusal::UnknownAgent.into(),
+            Flat::OtherJournal => Refusal::OtherJournal.into(),
+        }
+    }
+}
+
+impl From<ReceiveError> for Flat {
+    fn from(error: ReceiveError) -> Self {
+        match error {
+            ReceiveError::Decode(e) => match e {
+                DecodeError::Empty => Self::Empty,
+                DecodeError::Oversized { len } => Self::Oversized { len },
+                DecodeError::UnknownVersion(v) => Self::UnknownVersion(v),
+                DecodeError::UnknownAuthScheme(s) => Self::UnknownAuthScheme(s),
+                DecodeError::Truncated => Self::Truncated,
+                DecodeError::Malformed => Self::Malformed,
+                DecodeError::TrailingBytes { extra } => Self::TrailingBytes { extra },
+                DecodeError::WrongTopic => Self::WrongTopic,
+            },
+            ReceiveError::Refused(r) => match r {
+                Refusal::Unauthenticated => Self::Unauthenticated,
+                Refusal::BadSignature => Self::BadSignature,
+                Refusal::Replayed => Self::Replayed,
+                Refusal::UnknownAgent => Self::UnknownAgent,
+                Refusal::OtherJournal => Self::OtherJournal,
+            },
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncodeError {
@@ -238,17 +357,17 @@ pub fn decode_verified(
     bytes: &[u8],
     topic: &str,
     verifier: Verifier<'_>,
-) -> Result<Message, DecodeError> {
+) -> Result<Message, ReceiveError> {
     let scheme = header(bytes)?;
     let authentic = |trailer: usize, check: &dyn Fn(&[u8], &[u8]) -> bool| {
         if bytes.len() < HEADER + trailer {
-            return Err(DecodeError::Truncated);
+            return Err(ReceiveError::from(DecodeError::Truncated));
         }
         let (signed, tag) = bytes.split_at(bytes.len() - trailer);
         if check(signed, tag) {
             Ok(())
         } else {
-            Err(DecodeError::BadSignature)
+            Err(Refusal::BadSignature.into())
         }
     };
     match (verifier, scheme) {
@@ -263,9 +382,9 @@ pub fn decode_verified(
                 auth::mac_matches(key, topic, signed, tag)
             })?;
         }
-        _ => return Err(DecodeError::Unauthenticated),
+        _ => return Err(Refusal::Unauthenticated.into()),
     }
-    decode(bytes)
+    Ok(decode(bytes)?)
 }
 
 fn header(bytes: &[u8]) -> Result<AuthScheme, DecodeError> {
@@ -344,7 +463,7 @@ mod tests {
         );
         assert_eq!(
             decode_verified(maced, topic, Verifier::Master(&keys)),
-            Err(DecodeError::Unauthenticated)
+            Err(ReceiveError::Refused(Refusal::Unauthenticated))
         );
         for len in 0..maced.len() {
             assert!(decode_verified(&maced[..len], topic, Verifier::Agent(&[3; 32])).is_err());
@@ -392,6 +511,32 @@ mod tests {
                 len: MAX_MESSAGE as u32 + 1
             })
         );
+    }
+
+    #[test]
+    fn receive_errors_serialize_as_the_single_enum_they_were() {
+        // Journals and the master's store hold `BadCommand` events written before the split.
+        let cases: [(ReceiveError, &[u8]); 13] = [
+            (DecodeError::Empty.into(), &[0]),
+            (DecodeError::Oversized { len: 5000 }.into(), &[1, 136, 39]),
+            (DecodeError::UnknownVersion(9).into(), &[2, 9]),
+            (DecodeError::UnknownAuthScheme(7).into(), &[3, 7]),
+            (DecodeError::Truncated.into(), &[4]),
+            (DecodeError::Malformed.into(), &[5]),
+            (DecodeError::TrailingBytes { extra: 3 }.into(), &[6, 3]),
+            (DecodeError::WrongTopic.into(), &[7]),
+            (Refusal::Unauthenticated.into(), &[8]),
+            (Refusal::BadSignature.into(), &[9]),
+            (Refusal::Replayed.into(), &[10]),
+            (Refusal::UnknownAgent.into(), &[11]),
+            (Refusal::OtherJournal.into(), &[12]),
+        ];
+        for (error, bytes) in cases {
+            let mut buf = [0u8; 8];
+            let encoded = postcard::to_slice(&error, &mut buf).unwrap();
+            assert_eq!(&*encoded, bytes, "{error:?}");
+            assert_eq!(postcard::from_bytes::<ReceiveError>(bytes).unwrap(), error);
+        }
     }
 
     #[test]

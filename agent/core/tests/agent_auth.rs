@@ -9,7 +9,7 @@ use tether_core::journal::{self, JournalRecord};
 use tether_core::message::*;
 use tether_core::policy::{OnDisconnect, Policy};
 use tether_core::presence::{Presence, State};
-use tether_core::wire::{self, DecodeError, Signer};
+use tether_core::wire::{self, ReceiveError, Refusal, Signer};
 
 type TestAgent = Agent<4, 8>;
 
@@ -137,7 +137,7 @@ impl Rig {
             .count()
     }
 
-    fn bad_reports(&self) -> Vec<(DecodeError, u64)> {
+    fn bad_reports(&self) -> Vec<(ReceiveError, u64)> {
         self.events()
             .iter()
             .filter_map(|k| match k {
@@ -193,11 +193,11 @@ fn heartbeat(epoch: u32, counter: u64) -> Vec<u8> {
 }
 
 /// Asserts the command was refused for `reason`, counted and reported, and nothing ran.
-fn assert_refused(rig: &Rig, reason: DecodeError) {
+fn assert_refused(rig: &Rig, reason: Refusal) {
     assert!(!rig.spawned(), "nothing may run");
     assert_eq!(rig.accepted(), 0, "nothing may be accepted");
     assert_eq!(rig.agent.stats().bad_commands, 1);
-    assert_eq!(rig.bad_reports(), vec![(reason, 1)]);
+    assert_eq!(rig.bad_reports(), vec![(ReceiveError::Refused(reason), 1)]);
     assert!(rig.agent.tasks().next().is_none());
 }
 
@@ -220,7 +220,7 @@ fn forged_signature_is_refused() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     rig.deliver(t(1), CMD, &bytes);
-    assert_refused(&rig, DecodeError::BadSignature);
+    assert_refused(&rig, Refusal::BadSignature);
     assert_eq!(rig.agent.stats().bad_signatures, 1);
 
     // The body altered under a valid signature: the same.
@@ -228,25 +228,25 @@ fn forged_signature_is_refused() {
     let mut bytes = signed(&start(1, 1, 1), CMD, &master());
     bytes[4] ^= 1;
     rig.deliver(t(1), CMD, &bytes);
-    assert_refused(&rig, DecodeError::BadSignature);
+    assert_refused(&rig, Refusal::BadSignature);
 }
 
 #[test]
 fn signature_by_another_key_is_refused() {
     let mut rig = Rig::new(keys());
     rig.deliver(t(1), CMD, &signed(&start(1, 1, 1), CMD, &impostor()));
-    assert_refused(&rig, DecodeError::BadSignature);
+    assert_refused(&rig, Refusal::BadSignature);
 }
 
 #[test]
 fn command_signed_for_another_agent_is_refused() {
     let mut rig = Rig::new(keys());
     rig.deliver(t(1), CMD, &signed(&start(1, 1, 1), OTHER_CMD, &master()));
-    assert_refused(&rig, DecodeError::BadSignature);
+    assert_refused(&rig, Refusal::BadSignature);
     // A heartbeat's signature does not make a command either.
     let mut rig = Rig::new(keys());
     rig.deliver(t(1), CMD, &signed(&start(1, 1, 1), HB, &master()));
-    assert_refused(&rig, DecodeError::BadSignature);
+    assert_refused(&rig, Refusal::BadSignature);
 }
 
 #[test]
@@ -254,14 +254,14 @@ fn unsigned_or_mac_only_command_is_unauthenticated() {
     let mut rig = Rig::new(keys());
     let mut buf = [0u8; wire::MAX_MESSAGE];
     rig.deliver(t(1), CMD, wire::encode(&start(1, 1, 1), &mut buf).unwrap());
-    assert_refused(&rig, DecodeError::Unauthenticated);
+    assert_refused(&rig, Refusal::Unauthenticated);
     assert_eq!(rig.agent.stats().unauthenticated, 1);
 
     // Even with the agent's own key: an agent's MAC never commands.
     let mut rig = Rig::new(keys());
     let bytes = wire::encode_mac(&start(1, 1, 1), CMD, &AGENT_KEY, &mut buf).unwrap();
     rig.deliver(t(1), CMD, bytes);
-    assert_refused(&rig, DecodeError::Unauthenticated);
+    assert_refused(&rig, Refusal::Unauthenticated);
 }
 
 #[test]
@@ -299,7 +299,10 @@ fn replayed_command_is_refused() {
         0,
         "refused before the start logic"
     );
-    assert_eq!(rig.bad_reports(), vec![(DecodeError::Replayed, 1)]);
+    assert_eq!(
+        rig.bad_reports(),
+        vec![(ReceiveError::Refused(Refusal::Replayed), 1)]
+    );
 }
 
 #[test]
@@ -341,8 +344,8 @@ fn flood_of_junk_is_coalesced_into_one_report_per_period() {
     assert_eq!(
         rig.bad_reports(),
         vec![
-            (DecodeError::BadSignature, 1),
-            (DecodeError::BadSignature, 499)
+            (ReceiveError::Refused(Refusal::BadSignature), 1),
+            (ReceiveError::Refused(Refusal::BadSignature), 499)
         ]
     );
 }
@@ -484,13 +487,13 @@ fn what_the_agent_publishes_carries_its_mac() {
             assert!(wire::decode_verified(payload, topic, Verifier::Agent(&key)).is_ok());
             assert_eq!(
                 wire::decode_verified(payload, topic, Verifier::Agent(&other)),
-                Err(DecodeError::BadSignature)
+                Err(ReceiveError::Refused(Refusal::BadSignature))
             );
         } else {
             assert!(Presence::parse_verified(payload, topic, Verifier::Agent(&key)).is_ok());
             assert_eq!(
                 Presence::parse_verified(payload, topic, Verifier::Agent(&other)),
-                Err(DecodeError::BadSignature)
+                Err(ReceiveError::Refused(Refusal::BadSignature))
             );
         }
     }
@@ -520,7 +523,7 @@ fn what_the_agent_publishes_carries_its_mac() {
     // Bound to its topic: the same bytes do not verify as another agent's event.
     assert_eq!(
         wire::decode_verified(bytes, "tether/agent/pi-2/event", Verifier::Agent(&key)),
-        Err(DecodeError::BadSignature)
+        Err(ReceiveError::Refused(Refusal::BadSignature))
     );
 }
 

@@ -278,11 +278,11 @@ fn garbage_on_the_command_topic_is_reported_not_fatal() {
         rig.events(),
         vec![
             EventKind::BadCommand {
-                error: wire::DecodeError::Truncated,
+                error: wire::DecodeError::Truncated.into(),
                 count: 1,
             },
             EventKind::BadCommand {
-                error: wire::DecodeError::Oversized { len: 5000 },
+                error: wire::DecodeError::Oversized { len: 5000 }.into(),
                 count: 4,
             },
         ]

@@ -8,7 +8,7 @@ use tether_core::auth::Verifier;
 use tether_core::message::Message;
 use tether_core::presence::Presence;
 use tether_core::topic::Topic;
-use tether_core::wire::{self, DecodeError};
+use tether_core::wire::{self, ReceiveError, Refusal};
 
 use super::Master;
 use crate::limits;
@@ -52,15 +52,15 @@ impl Master {
 
     /// How to check what agent `id` publishes: its key; nothing if it has none and the master
     /// is configured to accept that; otherwise it is unknown.
-    fn verifier(&self, id: &str) -> Result<Verifier<'_>, DecodeError> {
+    fn verifier(&self, id: &str) -> Result<Verifier<'_>, ReceiveError> {
         match self.agent_keys.get(id) {
             Some(key) => Ok(Verifier::Agent(key)),
             None if self.config.insecure_agents => Ok(Verifier::Insecure),
-            None => Err(DecodeError::UnknownAgent),
+            None => Err(Refusal::UnknownAgent.into()),
         }
     }
 
-    fn decode_from(&self, id: &str, topic: &str, payload: &[u8]) -> Result<Message, DecodeError> {
+    fn decode_from(&self, id: &str, topic: &str, payload: &[u8]) -> Result<Message, ReceiveError> {
         wire::decode_verified(payload, topic, self.verifier(id)?)
     }
 
@@ -71,15 +71,15 @@ impl Master {
 
     /// A message on agent `id`'s topic that did not authenticate (or did not parse): dropped,
     /// counted per provisioned agent and reason, logged at powers of two (a flood stays quiet).
-    fn unauthentic(&mut self, id: &str, topic: &str, error: DecodeError) {
+    fn unauthentic(&mut self, id: &str, topic: &str, error: ReceiveError) {
         let count = match error {
-            DecodeError::UnknownAgent => {
+            ReceiveError::Refused(Refusal::UnknownAgent) => {
                 self.stats.unknown_agent += 1;
                 self.stats.unknown_agent
             }
-            DecodeError::Unauthenticated | DecodeError::BadSignature => {
+            ReceiveError::Refused(refusal @ (Refusal::Unauthenticated | Refusal::BadSignature)) => {
                 let c = self.security.entry(id.to_owned()).or_default();
-                let n = if error == DecodeError::BadSignature {
+                let n = if refusal == Refusal::BadSignature {
                     c.bad_signature += 1;
                     c.bad_signature
                 } else {

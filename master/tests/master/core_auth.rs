@@ -7,7 +7,7 @@ use tether_core::Duration;
 use tether_core::auth::{AgentKey, MasterKeys, SigningKey, Verifier};
 use tether_core::message::{AgentHeartbeat, Echo, Event, EventKind, Message, Report, TaskRef};
 use tether_core::presence::{Presence, State};
-use tether_core::wire::{self, DecodeError, Signer};
+use tether_core::wire::{self, ReceiveError, Refusal, Signer};
 use tether_master::core::{Config, Master, RequestError, Submit};
 use tether_master::store::{SqliteStore, Store};
 
@@ -261,7 +261,7 @@ fn everything_published_is_signed_with_one_growing_counter() {
         // Bound to its topic.
         assert_eq!(
             wire::decode_verified(&p.payload, "tether/agent/pi-2/cmd", Verifier::Master(&keys)),
-            Err(DecodeError::BadSignature)
+            Err(ReceiveError::Refused(Refusal::BadSignature))
         );
         match msg {
             Message::Command(c) => {

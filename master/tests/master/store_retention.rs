@@ -3,7 +3,7 @@
 //! tasks, newer ones and unacknowledged events stay; ids are never handed out again.
 
 use tether_core::message::{Event, EventKind, Stream, TaskRef};
-use tether_core::wire::DecodeError;
+use tether_core::wire::Refusal;
 use tether_master::core::Change;
 use tether_master::model::{AuditEntry, Outcome, TaskState};
 use tether_master::store::{Page, Pruned};
@@ -74,7 +74,7 @@ pub(crate) fn finished_history_is_pruned(open: Open) {
         event(
             seq,
             EventKind::BadCommand {
-                error: DecodeError::BadSignature,
+                error: Refusal::BadSignature.into(),
                 count: 1,
             },
         )

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tether_core::message::{CommandBody, EventKind, Exit, KillCause, RejectReason, Stream};
 use tether_core::presence::{Presence, State};
-use tether_core::wire::{self, DecodeError};
+use tether_core::wire::{self, DecodeError, ReceiveError, Refusal};
 use tether_tests::both_brokers;
 use tether_tests::harness::WAIT;
 use tether_tests::harness::agent::{AgentHome, AgentOptions, AgentProcess};
@@ -181,20 +181,23 @@ async fn bad_commands_are_reported(broker: &TestBroker) {
     let wrong_topic = master.sign_for_command_topic(&hb);
     // Validly signed garbage: message tag 9 does not exist.
     let malformed = master.seal_for_command_topic(&[wire::PROTOCOL_VERSION, 1, 9, 0, 0, 0]);
-    let cases: Vec<(Vec<u8>, DecodeError)> = vec![
-        (Vec::new(), DecodeError::Empty),
-        (malformed, DecodeError::Malformed),
-        (good[..good.len() - 1].to_vec(), DecodeError::BadSignature),
-        (unknown_version, DecodeError::UnknownVersion(9)),
-        (unknown_scheme, DecodeError::UnknownAuthScheme(7)),
-        (trailing, DecodeError::BadSignature),
-        (flipped, DecodeError::BadSignature),
-        (unsigned, DecodeError::Unauthenticated),
-        (wrong_topic, DecodeError::WrongTopic),
+    let cases: Vec<(Vec<u8>, ReceiveError)> = vec![
+        (Vec::new(), DecodeError::Empty.into()),
+        (malformed, DecodeError::Malformed.into()),
+        (
+            good[..good.len() - 1].to_vec(),
+            Refusal::BadSignature.into(),
+        ),
+        (unknown_version, DecodeError::UnknownVersion(9).into()),
+        (unknown_scheme, DecodeError::UnknownAuthScheme(7).into()),
+        (trailing, Refusal::BadSignature.into()),
+        (flipped, Refusal::BadSignature.into()),
+        (unsigned, Refusal::Unauthenticated.into()),
+        (wrong_topic, DecodeError::WrongTopic.into()),
         // Over the protocol's limit, under the brokers' packet limit (8 KiB).
         (
             vec![wire::PROTOCOL_VERSION; 3000],
-            DecodeError::Oversized { len: 3000 },
+            DecodeError::Oversized { len: 3000 }.into(),
         ),
     ];
     // One at a time: reports are coalesced (one event per heartbeat period), so each case is

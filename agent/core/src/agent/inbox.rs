@@ -10,12 +10,12 @@ use crate::journal::JournalLevel;
 use crate::message::{Command, CommandBody, EventKind, Message};
 use crate::presence::Presence;
 use crate::topic::Topic;
-use crate::wire::{self, DecodeError};
+use crate::wire::{self, DecodeError, ReceiveError, Refusal};
 
 /// Bad commands not reported yet: the latest error and how many; and when we last reported.
 #[derive(Debug)]
 pub(super) struct BadCommands {
-    pending: Option<(DecodeError, u64)>,
+    pending: Option<(ReceiveError, u64)>,
     reported_at: Option<Instant>,
 }
 
@@ -36,7 +36,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                 match wire::decode_verified(payload, topic, self.verifier()) {
                     Ok(Message::Command(cmd)) if !self.for_this_journal(&cmd) => {
                         self.stats.other_journal += 1;
-                        self.bad_command(now, DecodeError::OtherJournal);
+                        self.bad_command(now, Refusal::OtherJournal);
                     }
                     Ok(Message::Command(cmd)) => {
                         match self.replay.accept_command(cmd.epoch, cmd.counter) {
@@ -44,7 +44,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                                 self.persist_high_water(moved);
                                 self.handle_command(now, cmd);
                             }
-                            Err(_) => self.bad_command(now, DecodeError::Replayed),
+                            Err(_) => self.bad_command(now, Refusal::Replayed),
                         }
                     }
                     Ok(_) => self.bad_command(now, DecodeError::WrongTopic),
@@ -56,7 +56,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                     Ok(Message::MasterHeartbeat(hb)) => {
                         let Ok(moved) = self.replay.accept_heartbeat(hb.epoch, hb.counter) else {
                             // Authentic but old: never contact.
-                            self.rejected(DecodeError::Replayed);
+                            self.rejected(Refusal::Replayed);
                             return;
                         };
                         self.persist_high_water(moved);
@@ -113,7 +113,8 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
 
     /// A bad command is counted at once and reported coalesced: the first at once, the rest
     /// with the next heartbeat (at most one event per period), so junk cannot fill the journal.
-    fn bad_command(&mut self, now: Instant, error: DecodeError) {
+    fn bad_command(&mut self, now: Instant, error: impl Into<ReceiveError>) {
+        let error = error.into();
         self.stats.bad_commands += 1;
         self.count_rejection(error);
         let count = self.bad.pending.map_or(0, |(_, n)| n) + 1;
@@ -138,16 +139,17 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     }
 
     /// A message from the master's heartbeat or presence topic that was dropped.
-    fn rejected(&mut self, error: DecodeError) {
+    fn rejected(&mut self, error: impl Into<ReceiveError>) {
+        let error = error.into();
         self.stats.bad_messages += 1;
         self.count_rejection(error);
     }
 
-    fn count_rejection(&mut self, error: DecodeError) {
+    fn count_rejection(&mut self, error: ReceiveError) {
         match error {
-            DecodeError::Unauthenticated => self.stats.unauthenticated += 1,
-            DecodeError::BadSignature => self.stats.bad_signatures += 1,
-            DecodeError::Replayed => self.stats.replayed += 1,
+            ReceiveError::Refused(Refusal::Unauthenticated) => self.stats.unauthenticated += 1,
+            ReceiveError::Refused(Refusal::BadSignature) => self.stats.bad_signatures += 1,
+            ReceiveError::Refused(Refusal::Replayed) => self.stats.replayed += 1,
             _ => {}
         }
     }

@@ -56,7 +56,7 @@ use crate::auth::{AgentKey, MasterKeys, ReplayGuard};
 use crate::message::{AgentId, Event, TaskRef, TaskSpec};
 use crate::presence::Presence;
 use crate::topic::{MAX_PREFIX, QoS, Topic, TopicBuf, TopicError, validate_id, validate_prefix};
-use crate::wire::Signer;
+use crate::wire::{DecodeError, Signer};
 
 use self::contact::Contact;
 use self::inbox::BadCommands;
@@ -166,6 +166,31 @@ pub enum Phase {
     /// Restored from the journal: it may have run before the agent restarted.
     Orphaned,
 }
+
+/// Why [`Agent::encode_append`] gave no record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodeAppendError {
+    /// The order's attempt is no longer held: its append was encoded after the attempt ended
+    /// (the runtime did not drain the actions after each input).
+    MissingSlot(TaskRef),
+    /// The record does not fit ([`crate::journal::encode`]).
+    Record(DecodeError),
+}
+
+impl core::fmt::Display for EncodeAppendError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::MissingSlot(task) => write!(
+                f,
+                "the order of task {} attempt {} is no longer held",
+                task.task, task.attempt
+            ),
+            Self::Record(e) => e.fmt(f),
+        }
+    }
+}
+
+impl core::error::Error for EncodeAppendError {}
 
 /// Counters of things dropped or repaired, for logs and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -4,11 +4,10 @@
 use embassy_time::Instant;
 
 use super::slots::Slot;
-use super::{Agent, Append, Phase};
+use super::{Agent, Append, EncodeAppendError, Phase};
 use crate::auth::ReplayGuard;
 use crate::journal::JournalRecord;
 use crate::message::{EventKind, Exit};
-use crate::wire::DecodeError;
 
 /// Linux EACCES: a held order whose program the allowlist no longer allows ends as a spawn
 /// failure with it (the protocol's spawn failures carry Linux errno values).
@@ -20,10 +19,12 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         &self,
         append: &Append,
         buf: &'b mut [u8],
-    ) -> Result<&'b [u8], DecodeError> {
+    ) -> Result<&'b [u8], EncodeAppendError> {
         let record = match append {
             Append::Order(task) => {
-                let i = self.slot(*task).ok_or(DecodeError::Malformed)?;
+                let i = self
+                    .slot(*task)
+                    .ok_or(EncodeAppendError::MissingSlot(*task))?;
                 JournalRecord::Order(self.slots[i].spec.clone())
             }
             Append::Spawning(task) => JournalRecord::Spawning(*task),
@@ -34,7 +35,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             },
             Append::Identity { journal } => JournalRecord::Identity { journal: *journal },
         };
-        crate::journal::encode(&record, buf)
+        crate::journal::encode(&record, buf).map_err(EncodeAppendError::Record)
     }
 
     /// The records that rebuild this agent's state, for compaction: write these, then every
