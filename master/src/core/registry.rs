@@ -31,7 +31,7 @@ pub(super) struct AgentEntry {
     /// When presence last turned online: the agent has a silence from then to prove it.
     pub(super) online_since: Instant,
     pub(super) last_heartbeat: LastHeartbeat,
-    /// The incarnation a fresh heartbeat proved (restored: the stored one). A new incarnation
+    /// The incarnation a fresh heartbeat proved (none after a restore). A new incarnation
     /// is not given work on its presence alone: its first heartbeat names its journal, and a
     /// start sent before would name the journal of the process that went away.
     pub(super) proven: Option<u32>,
@@ -102,7 +102,10 @@ impl AgentEntry {
             last_heard: now,
             online_since: now,
             last_heartbeat: None,
-            proven: stored.incarnation,
+            // Not the stored incarnation: what the store says of the agent may be older than
+            // what the broker has (a will the master received and never stored before it went
+            // down). New work waits for a fresh heartbeat, at most a period after the start.
+            proven: None,
             acked,
             journal_seq: 0,
             above: above.into_iter().filter(|&s| s > acked).collect(),

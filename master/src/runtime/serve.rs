@@ -13,9 +13,10 @@ use tokio::time::Instant as TokioInstant;
 use super::setup::Ready;
 use super::{Bound, Clock, MqttInput, RunError};
 use crate::api::{self, ApiError, Asked, Hub, SharedTokens};
+use crate::commit::{Committer, Flushed};
 use crate::core::{Master, Qos};
 use crate::model::ApiToken;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// Inputs handled in one batch, at most (bounds the latency a burst adds to its first input).
 const BURST: usize = 256;
@@ -38,11 +39,8 @@ struct Loop {
     bound: Bound,
     clock: Clock,
     dropped_publishes: u64,
-    /// Why the store refuses writes, while it does: write requests get this at once.
-    refusing: Option<ApiError>,
-    /// The core holds changes the store did not take and could not be rebuilt from it (the
-    /// database was unreachable): nothing it makes is committed or published until it is.
-    stale: bool,
+    /// Commits batches; while the store refuses writes, write requests are refused at once.
+    committer: Committer,
     /// The tokens the API accepts; changed here only after the change is committed.
     tokens: SharedTokens,
     /// Told each committed change, for the API's event streams.
@@ -73,8 +71,7 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
         bound,
         clock,
         dropped_publishes: 0,
-        refusing: None,
-        stale: false,
+        committer: Committer::default(),
         tokens,
         hub,
         observed: api::Observed::default(),
@@ -90,8 +87,8 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
     loop {
         let wake = core.poll_timeout().map(|t| clock.at(t));
         let probe = lp
-            .refusing
-            .as_ref()
+            .committer
+            .refusing()
             .map(|_| TokioInstant::now() + PROBE_EVERY);
         tokio::select! {
             input = mqtt_rx.recv() => {
@@ -157,16 +154,27 @@ async fn sleep_until(wake: Option<TokioInstant>) {
 }
 
 impl Loop {
+    fn subscribe(&self, core: &Master) {
+        for filter in core.subscriptions() {
+            if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                error!("cannot subscribe to {filter}: {e}");
+            }
+        }
+    }
+
+    /// After the core was rebuilt from the store (see [`Committer::take_rebuilt`]).
+    fn resubscribe_if_rebuilt(&mut self, core: &Master) {
+        if self.committer.take_rebuilt() && core.is_connected() {
+            self.subscribe(core);
+        }
+    }
+
     fn mqtt(&mut self, core: &mut Master, input: MqttInput) {
         let now = self.clock.now();
         match input {
             MqttInput::Event(MqttEvent::Incoming(Packet::ConnAck(_)), _) => {
                 info!("connected to the broker at {}", self.bound.mqtt);
-                for filter in core.subscriptions() {
-                    if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                        error!("cannot subscribe to {filter}: {e}");
-                    }
-                }
+                self.subscribe(core);
                 core.handle_connected(now);
             }
             MqttInput::Event(MqttEvent::Incoming(Packet::Publish(p)), at) => {
@@ -197,7 +205,7 @@ impl Loop {
     fn api(&mut self, core: &mut Master, asked: Asked) -> Pending {
         let Asked { req, by, reply } = asked;
         let writes = req.writes();
-        let answered = match &self.refusing {
+        let answered = match self.committer.refusing() {
             Some(e) if writes => Err(e.clone()),
             _ => {
                 let tokens = self
@@ -213,7 +221,7 @@ impl Loop {
                         by: &by,
                         tokens: &tokens,
                         observed: &self.observed,
-                        refusing: self.refusing.is_some(),
+                        refusing: self.committer.refusing().is_some(),
                     },
                     self.clock.now(),
                     req,
@@ -238,53 +246,37 @@ impl Loop {
     /// the master.
     fn flush(&mut self, core: &mut Master) -> Result<Option<ApiError>, RunError> {
         let mut batch = crate::commit::Batch::drain(core);
-        if self.stale && !self.rebuild(core)? {
-            // What a stale core decided rests on changes that were never stored: dropped
-            // with it (agents resend what was not acknowledged).
-            return Ok(self.refusing.clone());
-        }
         let started = TokioInstant::now();
-        let committed = batch.commit(self.store.as_ref());
+        let flushed = self
+            .committer
+            .flush(core, &mut batch, self.store.as_ref(), self.clock.now())
+            .map_err(RunError::Store)?;
         let done = TokioInstant::now();
+        self.resubscribe_if_rebuilt(core);
+        if matches!(flushed, Flushed::Dropped) {
+            return Ok(self.committer.refusing().cloned());
+        }
         if !batch.changes().is_empty() {
             self.observed.commit_took(done - started);
         }
         for at in self.heartbeats.drain(..) {
             self.observed.heartbeat_waited(done - at);
         }
-        match committed {
-            Ok(publishes) => {
+        match flushed {
+            Flushed::Committed(publishes) => {
                 // Only a committed batch is announced.
                 self.hub.publish_committed(batch.changes(), core);
                 self.observed.committed(batch.changes());
-                // An empty batch wrote nothing: it proves nothing about the store.
-                if !batch.changes().is_empty()
-                    && let Some(e) = self.refusing.take()
-                {
-                    info!("the store takes writes again (it refused: {})", e.message);
-                }
                 for p in publishes {
                     self.publish(p);
                 }
                 Ok(None)
             }
-            Err(e) => {
+            Flushed::Refused(refusal) => {
                 self.observed.commit_failed();
-                let refusal = refusal(&e);
-                error!(
-                    "cannot commit to the store: {e}; nothing of the batch is published, \
-                     the core is rebuilt from the store, agents resend what was not acknowledged"
-                );
-                self.stale = true;
-                self.rebuild(core)?;
-                if e.is_database() {
-                    if self.refusing.is_none() {
-                        warn!("refusing API writes until the store takes them again");
-                    }
-                    self.refusing = Some(refusal.clone());
-                }
                 Ok(Some(refusal))
             }
+            Flushed::Dropped => Ok(self.committer.refusing().cloned()),
         }
     }
 
@@ -309,41 +301,11 @@ impl Loop {
     /// Tries a write while the store refuses them, so the master carries on by itself once
     /// space is free even when nothing else writes.
     fn probe(&mut self, core: &mut Master) -> Result<(), RunError> {
-        if self.stale && !self.rebuild(core)? {
-            return Ok(());
-        }
-        if self.store.probe_write().is_ok() {
-            if let Some(e) = self.refusing.take() {
-                info!("the store takes writes again (it refused: {})", e.message);
-            }
-        }
+        self.committer
+            .probe(core, self.store.as_ref(), self.clock.now())
+            .map_err(RunError::Store)?;
+        self.resubscribe_if_rebuilt(core);
         Ok(())
-    }
-
-    /// Rebuilds a stale core from the store. `Ok(false)` while the store is unreachable
-    /// (tried again by the next flush or probe); any other failure to read it stops the
-    /// master.
-    fn rebuild(&mut self, core: &mut Master) -> Result<bool, RunError> {
-        match self.store.load() {
-            Ok(snapshot) => {
-                core.recover(snapshot, self.clock.now());
-                if std::mem::take(&mut self.stale) {
-                    info!("the store is reachable again: the core is rebuilt from it");
-                }
-                Ok(true)
-            }
-            Err(e) if e.is_unreachable() => {
-                if self.refusing.is_none() {
-                    warn!("the store is unreachable ({e}); retrying every {PROBE_EVERY:?}");
-                }
-                self.refusing = Some(ApiError::new(
-                    503,
-                    format!("the store is unreachable; nothing was changed ({e})"),
-                ));
-                Ok(false)
-            }
-            Err(e) => Err(RunError::Store(e)),
-        }
     }
 
     /// A normal stop: `offline <epoch> stopped`, then a clean disconnect.
@@ -356,30 +318,5 @@ impl Loop {
         let _ = self.client.disconnect().await;
         // Give the event loop a moment to send what is queued; bounded.
         tokio::time::sleep(StdDuration::from_millis(200)).await;
-    }
-}
-
-/// What a write request of a batch that could not be committed is told.
-fn refusal(e: &StoreError) -> ApiError {
-    if e.is_unreachable() {
-        ApiError::new(
-            503,
-            format!("the store is unreachable; nothing was changed ({e})"),
-        )
-    } else if e.is_full() {
-        ApiError::new(
-            507,
-            format!("the master's disk is full; nothing was changed ({e})"),
-        )
-    } else if e.is_database() {
-        ApiError::new(
-            503,
-            format!("the store refuses writes; nothing was changed ({e})"),
-        )
-    } else {
-        ApiError::new(
-            500,
-            format!("the store refused the change; nothing was changed ({e})"),
-        )
     }
 }

@@ -32,12 +32,13 @@ use tether_core::presence::{Presence, State};
 use tether_core::topic::Topic;
 use tether_core::wire;
 use tether_core::{Duration, Instant};
-use tether_master::commit;
+use tether_master::commit::{self, Committer, Durable, Flushed};
+use tether_master::core::Snapshot;
 use tether_master::core::{Change, ClusterRequest, Config, Master, PolicyOverrides, Qos, Submit};
 use tether_master::model::{
     AttemptId, AttemptState, ClusterMode, Outcome, Target, TaskId, TaskPolicy, TaskState,
 };
-use tether_master::store::{SqliteStore, Store};
+use tether_master::store::{SqliteStore, Store, StoreError};
 
 use super::client::ClientEvent;
 use super::invariants::{Invariant, TICK, Violation, secs};
@@ -45,7 +46,48 @@ use super::master_script::keepalive_s;
 use super::mqtt::{QoS, Will};
 use super::net::{ClientKey, Net};
 use super::procs::Program;
-use super::world::{Observed, SimMaster, Step, World, WorldConfig, wall_ms};
+use super::world::{Observed, Outage, SimMaster, Step, World, WorldConfig, wall_ms};
+
+/// The master's SQLite store behind a switch that can make it fail as a database server does
+/// (see [`Outage`]); the master handles it with the runtime's own [`Committer`].
+#[derive(Debug)]
+pub struct FlakyStore {
+    db: SqliteStore,
+    outage: Option<Outage>,
+}
+
+impl FlakyStore {
+    fn fails(&self, reads: bool) -> Result<(), StoreError> {
+        match self.outage {
+            Some(Outage::Unreachable) => Err(StoreError::Unanswered("simulated outage".into())),
+            Some(Outage::RefusesWrites) if !reads => {
+                Err(StoreError::Unanswered("simulated write failure".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Durable for FlakyStore {
+    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        self.fails(false)?;
+        Store::apply(&self.db, changes)
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        self.fails(true)?;
+        Store::load(&self.db)
+    }
+
+    fn probe_write(&self) -> Result<(), StoreError> {
+        self.fails(false)?;
+        Store::probe_write(&self.db)
+    }
+}
+
+/// How soon a master that could not start is started again (systemd's `RestartSec`), and how
+/// often a store that refuses writes is probed (the runtime's probe).
+const RETRY: Duration = Duration::from_secs(1);
 
 /// A request to the master, taken when its step is due (or when the master is next up).
 #[derive(Debug, Clone)]
@@ -71,6 +113,10 @@ pub struct SystemStats {
     pub attempts: u64,
     pub lost_marks: u64,
     pub refused: u64,
+    /// Batches the store did not take (the core was rebuilt from it).
+    pub commits_refused: u64,
+    /// Starts that failed because the store could not be read.
+    pub failed_starts: u64,
 }
 
 /// One attempt as the store was told about it.
@@ -97,9 +143,15 @@ pub struct RealMaster {
     agents: Vec<String>,
     period: Duration,
     allowance: Duration,
-    /// Survives master crashes, as the database file does.
-    store: SqliteStore,
+    /// Survives master crashes, as the database does.
+    store: FlakyStore,
     core: Option<Master>,
+    committer: Committer,
+    /// The committer's rebuilds the observer has accounted for.
+    rebuilds_seen: u64,
+    /// When a master that is down is started again (it could not read its store) or a store
+    /// that refuses writes is probed.
+    retry_at: Option<Instant>,
     connected: bool,
     epoch: u32,
     deferred: Vec<SystemOrder>,
@@ -143,15 +195,21 @@ impl RealMaster {
                 key: crate::keys::agent(id),
             })
             .collect();
-        store.apply(&keys).expect("the agent keys are stored");
+        Store::apply(&store, &keys).expect("the agent keys are stored");
         Self {
             key,
             prefix: config.prefix.clone(),
             agents,
             period: config.master_period,
             allowance: Duration::from_secs(2),
-            store,
+            store: FlakyStore {
+                db: store,
+                outage: None,
+            },
             core: None,
+            committer: Committer::default(),
+            rebuilds_seen: 0,
+            retry_at: None,
             connected: false,
             epoch: (config.seed as u32).wrapping_mul(0x9e37_79b9) & 0x7fff_0000,
             deferred: Vec::new(),
@@ -195,7 +253,7 @@ impl RealMaster {
     }
 
     pub fn db(&self) -> &SqliteStore {
-        &self.store
+        &self.store.db
     }
 
     pub fn stats(&self) -> SystemStats {
@@ -255,6 +313,7 @@ impl RealMaster {
         for (i, id) in self.agents.iter().enumerate() {
             let rows = self
                 .store
+                .db
                 .events(id)
                 .map_err(|e| model(format!("{id}: events unreadable: {e}")))?;
             let mut db = BTreeMap::new();
@@ -278,6 +337,7 @@ impl RealMaster {
         for (id, (state, outcome, _)) in &self.decided {
             let task = self
                 .store
+                .db
                 .task(*id)
                 .map_err(|e| model(format!("task {id} unreadable: {e}")))?;
             let Some(task) = task else {
@@ -299,26 +359,73 @@ impl RealMaster {
 
     // ---- the runtime ----
 
+    /// After the committer's calls: a core rebuilt from the store counts every agent as heard
+    /// then, as at a start; once the store takes writes again, the runtime subscribes again
+    /// for the retained presence.
+    fn rebuilt(&mut self, net: &mut Net, now: Instant) {
+        if self.committer.rebuilds() > self.rebuilds_seen {
+            self.rebuilds_seen = self.committer.rebuilds();
+            for h in &mut self.heard {
+                *h = now;
+            }
+        }
+        if !self.committer.take_rebuilt() {
+            return;
+        }
+        if let Some(core) = self.core.as_ref()
+            && self.connected
+        {
+            for filter in core.subscriptions() {
+                let _ = net.subscribe(self.key, &filter, QoS::AtLeastOnce, now);
+            }
+        }
+    }
+
     fn index(&self, agent: &str) -> Option<usize> {
         self.agents.iter().position(|a| a == agent)
     }
 
-    /// Drains one batch: observe, commit, then publish.
-    fn drain(&mut self, net: &mut Net, now: Instant) -> Result<(), Violation> {
+    /// Drains one batch: commit (through the runtime's [`Committer`]), observe what was
+    /// committed, then publish. `false` if the store did not take it.
+    fn drain(&mut self, net: &mut Net, now: Instant) -> Result<bool, Violation> {
         let Some(core) = self.core.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
         let mut batch = commit::Batch::drain(core);
+        let flushed = self
+            .committer
+            .flush(core, &mut batch, &self.store, now)
+            .map_err(|e| {
+                Violation::new(
+                    Invariant::Model,
+                    now,
+                    format!("master: store unreadable: {e}"),
+                )
+            })?;
+        self.rebuilt(net, now);
+        let publishes = match flushed {
+            Flushed::Committed(publishes) => publishes,
+            Flushed::Refused(e) => {
+                self.stats.commits_refused += 1;
+                net.trace_mut().record(
+                    now,
+                    format_args!(
+                        "master: batch of {} changes refused: {}",
+                        batch.changes().len(),
+                        e.message
+                    ),
+                );
+                self.retry_at.get_or_insert(now.saturating_add(RETRY));
+                return Ok(false);
+            }
+            Flushed::Dropped => {
+                self.retry_at.get_or_insert(now.saturating_add(RETRY));
+                return Ok(false);
+            }
+        };
         for change in batch.changes() {
             self.observe_change(net, change, now)?;
         }
-        let publishes = batch.commit(&self.store).map_err(|e| {
-            Violation::new(
-                Invariant::Model,
-                now,
-                format!("master: batch does not commit: {e}"),
-            )
-        })?;
         if !batch.changes().is_empty() {
             self.stats.commits += 1;
         }
@@ -358,7 +465,7 @@ impl RealMaster {
             // A full request queue is a lost publish: the core retransmits what matters.
             let _ = net.publish(self.key, p.topic, p.payload, qos, p.retain, now);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// What the core is about to commit: invariants 7 and 8 at once, 6 at the step's end.
@@ -531,6 +638,19 @@ impl RealMaster {
             self.deferred.push(order);
             return Ok(());
         };
+        // As the API: while the store refuses writes, a write request is refused at once.
+        if let Some(e) = self.committer.refusing() {
+            self.stats.refused += 1;
+            net.trace_mut().record(
+                now,
+                format_args!("master: refused {order:?}: {}", e.message),
+            );
+            return Ok(());
+        }
+        let submitted = match &order {
+            SystemOrder::Submit { label, .. } => Some(*label),
+            _ => None,
+        };
         let refused = match order {
             SystemOrder::Submit { label, request } => match core.submit(now, *request) {
                 Ok(id) => {
@@ -563,7 +683,15 @@ impl RealMaster {
             net.trace_mut()
                 .record(now, format_args!("master: refused {why}"));
         }
-        self.drain(net, now)
+        if !self.drain(net, now)? {
+            // The API would have answered with the store's refusal: the task does not exist.
+            if let Some(label) = submitted
+                && self.labels.remove(&label).is_some()
+            {
+                self.stats.refused += 1;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -579,7 +707,8 @@ impl SimMaster for RealMaster {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.core.as_ref().and_then(Master::poll_timeout)
+        let core = self.core.as_ref().and_then(Master::poll_timeout);
+        [core, self.retry_at].into_iter().flatten().min()
     }
 
     fn start(&mut self, net: &mut Net, now: Instant) -> Result<(), Violation> {
@@ -587,14 +716,25 @@ impl SimMaster for RealMaster {
             return Ok(());
         }
         let model = |what: String| Violation::new(Invariant::Model, now, what);
+        let snapshot = match self.store.load() {
+            Ok(snapshot) => snapshot,
+            // The real master exits and systemd starts it again a second later.
+            Err(e) if e.is_unreachable() => {
+                self.stats.failed_starts += 1;
+                net.trace_mut()
+                    .record(now, format_args!("master: cannot start: {e}"));
+                self.retry_at = Some(now.saturating_add(RETRY));
+                return Ok(());
+            }
+            Err(e) => return Err(model(format!("master: store unreadable: {e}"))),
+        };
+        self.retry_at = None;
+        self.committer = Committer::default();
+        self.rebuilds_seen = 0;
         self.epoch = self.epoch.wrapping_add(1);
         let mut config = Config::new(&self.prefix, self.epoch, crate::keys::master());
         config.heartbeat_period = self.period;
         config.delay_allowance = self.allowance;
-        let snapshot = self
-            .store
-            .load()
-            .map_err(|e| model(format!("master: store unreadable: {e}")))?;
         let core = Master::restore(config, snapshot, now)
             .map_err(|e| model(format!("master: does not restore: {e}")))?;
         // The core counts every agent as heard at its start.
@@ -628,6 +768,7 @@ impl SimMaster for RealMaster {
     }
 
     fn crash(&mut self, net: &mut Net, now: Instant) {
+        self.retry_at = None;
         if self.core.take().is_none() {
             return;
         }
@@ -666,17 +807,41 @@ impl SimMaster for RealMaster {
             }
             ClientEvent::Message(p) => core.handle_message(now, &p.topic, &p.payload),
         }
-        self.drain(net, now)
+        self.drain(net, now).map(|_| ())
     }
 
     fn handle_timeout(&mut self, net: &mut Net, now: Instant) -> Result<(), Violation> {
+        let retry = self.retry_at.filter(|t| *t <= now);
         let Some(core) = self.core.as_mut() else {
+            if retry.is_some() {
+                self.start(net, now)?;
+            }
             return Ok(());
         };
-        if core.poll_timeout().is_some_and(|t| t <= now) {
+        if retry.is_some() {
+            self.retry_at = None;
+            self.committer.probe(core, &self.store, now).map_err(|e| {
+                Violation::new(
+                    Invariant::Model,
+                    now,
+                    format!("master: store unreadable: {e}"),
+                )
+            })?;
+            if self.committer.refusing().is_some() || self.committer.is_stale() {
+                self.retry_at = Some(now.saturating_add(RETRY));
+            }
+            self.rebuilt(net, now);
+        }
+        if let Some(core) = self.core.as_mut()
+            && core.poll_timeout().is_some_and(|t| t <= now)
+        {
             core.handle_timeout(now);
         }
-        self.drain(net, now)
+        self.drain(net, now).map(|_| ())
+    }
+
+    fn set_store_outage(&mut self, outage: Option<Outage>, _net: &mut Net, _now: Instant) {
+        self.store.outage = outage;
     }
 
     /// Invariant 6; 7 and 8 were checked as the changes went by.
@@ -710,7 +875,9 @@ impl SimMaster for RealMaster {
                 ));
             }
         }
-        if self.core.is_none() {
+        // A master that is down, or whose core waits to be rebuilt from an unreachable store,
+        // decides nothing.
+        if self.core.is_none() || self.committer.is_stale() {
             return Ok(());
         }
         for (id, a) in &self.attempts {

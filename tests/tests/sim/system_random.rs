@@ -18,7 +18,7 @@ use tether_core::{Duration, Instant};
 use tether_master::model::{ClusterMode, Target};
 use tether_tests::sim::procs::{OnTerm, Program};
 use tether_tests::sim::system::{System, overrides};
-use tether_tests::sim::world::{Step, Who, World, WorldConfig, policy};
+use tether_tests::sim::world::{Outage, Step, Who, World, WorldConfig, policy};
 use tether_tests::sim::{BrokerConfig, Fault, LinkConfig, Rng, sweep};
 
 const DEFAULT_SEEDS: u64 = 300;
@@ -40,6 +40,7 @@ struct Tally {
     decided: u64,
     events: u64,
     steps: u64,
+    commits_refused: u64,
 }
 
 /// Heartbeat periods of the schedules. `Short` (1-5 s) trips tether-core's agent bug kept in
@@ -166,6 +167,17 @@ fn world(seed: u64, periods: Periods) -> System {
                 w.schedule(back, Step::MasterUp);
             }
             17 => w.schedule(at, Step::RestartBroker),
+            18 => {
+                // The database fails under the master: nothing it cannot store goes out.
+                let outage = if rng.chance(0.5) {
+                    Outage::Unreachable
+                } else {
+                    Outage::RefusesWrites
+                };
+                w.schedule(at, Step::Store(Some(outage)));
+                let back = at.saturating_add(rng.range_ms(500, 60_000));
+                w.schedule(back, Step::Store(None));
+            }
             _ => {}
         }
     }
@@ -196,6 +208,7 @@ fn run_with(seed: u64, periods: Periods) -> Result<Tally, String> {
                     attempts: m.stats().attempts,
                     lost_marks: m.stats().lost_marks,
                     master_crashes: m.stats().crashes,
+                    commits_refused: m.stats().commits_refused,
                     ..Tally::default()
                 };
                 t.decided = (m.submitted() - m.undecided()) as u64;
@@ -247,11 +260,13 @@ fn random_system_schedules_keep_every_invariant() {
         acc.decided += t.decided;
         acc.events += t.events;
         acc.steps += t.steps;
+        acc.commits_refused += t.commits_refused;
         acc
     });
     eprintln!("{}: {total:?}", found.summary());
     if found.results.len() >= 50 {
         assert!(total.attempts > 0 && total.lost_marks > 0 && total.master_crashes > 0);
+        assert!(total.commits_refused > 0, "store outages met batches");
     }
 }
 

@@ -35,7 +35,7 @@ use tether_core::{Duration, Instant};
 
 use self::agents::Node;
 pub use self::scenario::{
-    Observed, ScriptOrder, SimMaster, Step, Who, WorldConfig, policy, wall_ms,
+    Observed, Outage, ScriptOrder, SimMaster, Step, Who, WorldConfig, policy, wall_ms,
 };
 use super::client::ClientConfig;
 use super::clock::{Clock, Timeline};
@@ -321,6 +321,7 @@ impl<M: SimMaster> World<M> {
         }
         self.schedule = rest;
         self.net.set_fault_all(Fault::Up, now);
+        self.master.set_store_outage(None, &mut self.net, now);
         self.master.start(&mut self.net, now)?;
         for i in 0..self.nodes.len() {
             if self.nodes[i].exec.is_none() {
@@ -510,6 +511,12 @@ impl<M: SimMaster> World<M> {
                     .trace_mut()
                     .record(now, format_args!("master: starts"));
                 self.master.start(&mut self.net, now)?;
+            }
+            Step::Store(outage) => {
+                self.net
+                    .trace_mut()
+                    .record(now, format_args!("master: store {outage:?}"));
+                self.master.set_store_outage(outage, &mut self.net, now);
             }
             Step::Order(order) => self.master.order(&mut self.net, order, now)?,
         }

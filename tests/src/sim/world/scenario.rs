@@ -89,8 +89,20 @@ pub enum Step<O = ScriptOrder> {
     StopAgent(usize, Duration),
     MasterDown,
     MasterUp,
+    /// The master's store fails (`Some`) or works again (`None`); only a master with a store
+    /// (the real master core) minds.
+    Store(Option<Outage>),
     /// A request to the master (submit, kill, ...), taken when the step is due.
     Order(O),
+}
+
+/// How the master's store fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// Nothing answers (the database server is down or cut off): no write, no read.
+    Unreachable,
+    /// Reads work, writes fail (a full disk, a read-only database).
+    RefusesWrites,
 }
 
 /// What the scripted master is asked to do.
@@ -139,6 +151,8 @@ pub trait SimMaster {
     }
     /// A line on why the world has not healed yet.
     fn describe(&self) -> String;
+    /// The store fails or works again (see [`Step::Store`]).
+    fn set_store_outage(&mut self, _outage: Option<Outage>, _net: &mut Net, _now: Instant) {}
 }
 
 /// What the agents did, for the master's checks.
