@@ -24,29 +24,30 @@
 //! w.expect(w.master().check_store());
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+mod oracle;
+mod scripting;
+
+pub use self::scripting::{System, overrides};
+
+use std::collections::BTreeMap;
 
 use tether_core::message::{CommandBody, Event, Message, TaskRef, TaskSpec};
-use tether_core::policy::{OnDisconnect, Policy};
 use tether_core::presence::{Presence, State};
 use tether_core::topic::Topic;
 use tether_core::wire;
 use tether_core::{Duration, Instant};
 use tether_master::commit::{self, Committer, Durable, Flushed};
 use tether_master::core::Snapshot;
-use tether_master::core::{Change, ClusterRequest, Config, Master, PolicyOverrides, Qos, Submit};
-use tether_master::model::{
-    AttemptId, AttemptState, ClusterMode, Outcome, Target, TaskId, TaskPolicy, TaskState,
-};
+use tether_master::core::{Change, ClusterRequest, Config, Master, Qos, Submit};
+use tether_master::model::{AttemptId, AttemptState, Outcome, TaskId, TaskPolicy, TaskState};
 use tether_master::store::{SqliteStore, Store, StoreError};
 
 use super::client::ClientEvent;
-use super::invariants::{Invariant, TICK, Violation, secs};
+use super::invariants::{Invariant, Violation};
 use super::master_script::keepalive_s;
 use super::mqtt::{QoS, Will};
 use super::net::{ClientKey, Net};
-use super::procs::Program;
-use super::world::{Observed, Outage, SimMaster, Step, World, WorldConfig, wall_ms};
+use super::world::{Observed, Outage, SimMaster, WorldConfig};
 
 /// The master's SQLite store behind a switch that can make it fail as a database server does
 /// (see [`Outage`]); the master handles it with the runtime's own [`Committer`].
@@ -305,58 +306,6 @@ impl RealMaster {
             .count()
     }
 
-    /// The store holds what the master was seen to commit: every agent's events, and every
-    /// decided task in its decided state. For the end of a run.
-    pub fn check_store(&self) -> Result<(), Violation> {
-        let at = self.heard.iter().copied().max().unwrap_or(Instant::MIN);
-        let model = |what: String| Violation::new(Invariant::Model, at, what);
-        for (i, id) in self.agents.iter().enumerate() {
-            let rows = self
-                .store
-                .db
-                .events(id)
-                .map_err(|e| model(format!("{id}: events unreadable: {e}")))?;
-            let mut db = BTreeMap::new();
-            for row in rows {
-                let event: Event = serde_json::from_str(&row.json)
-                    .map_err(|e| model(format!("{id}: stored event unreadable: {e}")))?;
-                db.insert(row.seq, event);
-            }
-            if db != self.stored[i] {
-                return Err(Violation::new(
-                    Invariant::EventsDelivered,
-                    at,
-                    format!(
-                        "{id}: the store holds {} events, the master committed {}",
-                        db.len(),
-                        self.stored[i].len()
-                    ),
-                ));
-            }
-        }
-        for (id, (state, outcome, _)) in &self.decided {
-            let task = self
-                .store
-                .db
-                .task(*id)
-                .map_err(|e| model(format!("task {id} unreadable: {e}")))?;
-            let Some(task) = task else {
-                return Err(model(format!("task {id} was decided but is not stored")));
-            };
-            if task.state != *state || task.outcome != *outcome {
-                return Err(Violation::new(
-                    Invariant::OneOutcome,
-                    at,
-                    format!(
-                        "task {id}: decided {state} {outcome:?}, stored {} {:?}",
-                        task.state, task.outcome
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     // ---- the runtime ----
 
     /// After the committer's calls: a core rebuilt from the store counts every agent as heard
@@ -466,171 +415,6 @@ impl RealMaster {
             let _ = net.publish(self.key, p.topic, p.payload, qos, p.retain, now);
         }
         Ok(true)
-    }
-
-    /// What the core is about to commit: invariants 7 and 8 at once, 6 at the step's end.
-    fn observe_change(
-        &mut self,
-        net: &mut Net,
-        change: &Change,
-        now: Instant,
-    ) -> Result<(), Violation> {
-        match change {
-            Change::NewTask { id, task, .. } => {
-                self.policies.insert(*id, task.policy);
-            }
-            Change::NewAttempt { id, task, agent } => {
-                let Some(i) = self.index(agent) else {
-                    return Err(Violation::new(
-                        Invariant::Model,
-                        now,
-                        format!("master: attempt {id} to unknown agent {agent}"),
-                    ));
-                };
-                self.stats.attempts += 1;
-                net.trace_mut().record(
-                    now,
-                    format_args!("master: task {task} attempt {id} to {agent}"),
-                );
-                if let Some((inc, seen)) = self.seen[i]
-                    && seen != Seen::Online
-                {
-                    return Err(Violation::new(
-                        Invariant::FailoverSkipsLost,
-                        now,
-                        format!(
-                            "task {task}: attempt {id} dispatched to {agent}, whose latest presence is \
-                             {seen:?} (incarnation {inc:08x})"
-                        ),
-                    ));
-                }
-                self.attempts.insert(
-                    *id,
-                    AttemptRecord {
-                        task: *task,
-                        agent: i,
-                        state: AttemptState::Sent,
-                        created: now,
-                    },
-                );
-            }
-            Change::Attempt { id, update } => {
-                let Some(a) = self.attempts.get_mut(id) else {
-                    return Ok(());
-                };
-                a.state = update.state;
-                let a = *a;
-                net.trace_mut()
-                    .record(now, format_args!("master: attempt {id} {}", update.state));
-                let kill = self
-                    .policies
-                    .get(&a.task)
-                    .is_some_and(|p| p.on_disconnect == OnDisconnect::Kill);
-                if update.state == AttemptState::Lost && kill {
-                    self.stats.lost_marks += 1;
-                    let task = TaskRef {
-                        task: a.task,
-                        attempt: *id,
-                    };
-                    self.lost_now.push((task, a.agent));
-                    self.lost_at.insert(task, now);
-                }
-            }
-            Change::TaskState { id, state, outcome } => {
-                if let Some((was, was_outcome, at)) = self.decided.get(id) {
-                    let what = if *was == TaskState::Succeeded && *state == TaskState::Succeeded {
-                        "reported succeeded twice"
-                    } else {
-                        "changed after it was decided"
-                    };
-                    return Err(Violation::new(
-                        Invariant::OneOutcome,
-                        now,
-                        format!(
-                            "task {id} {what}: {was} {was_outcome:?} at {}, now {state} {outcome:?}",
-                            secs(*at)
-                        ),
-                    ));
-                }
-                if state.is_terminal() {
-                    net.trace_mut()
-                        .record(now, format_args!("master: task {id} {state} {outcome:?}"));
-                    self.decided.insert(*id, (*state, outcome.clone(), now));
-                }
-            }
-            Change::Agent { id, presence, .. } => {
-                net.trace_mut()
-                    .record(now, format_args!("master: agent {id} {presence}"));
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Notes what a message tells the master about its sender, as the core counts it.
-    fn observe_message(&mut self, topic: &str, payload: &[u8], now: Instant) {
-        let Ok(parsed) = Topic::parse(&self.prefix, topic) else {
-            return;
-        };
-        match parsed {
-            Topic::AgentEvent(id) => {
-                let Some(i) = self.index(id.as_str()) else {
-                    return;
-                };
-                let Ok(Message::Event(report)) = wire::decode(payload) else {
-                    return;
-                };
-                self.heard[i] = self.heard[i].max(now);
-                let (journal, base) = self.journals[i];
-                let mut event = report.event;
-                event.seq += base;
-                if report.journal == journal
-                    && let Some(old) = self.stored[i].get(&event.seq)
-                    && *old != event
-                {
-                    let what = format!(
-                        "agent {i} seq {}: stored {old:?}, received {event:?}",
-                        event.seq
-                    );
-                    self.conflicts.push((i, what));
-                }
-            }
-            Topic::AgentHeartbeat(id) => {
-                let Some(i) = self.index(id.as_str()) else {
-                    return;
-                };
-                let Ok(Message::AgentHeartbeat(hb)) = wire::decode(payload) else {
-                    return;
-                };
-                self.heard[i] = self.heard[i].max(now);
-                // A heartbeat is the agent alive, unless that incarnation stopped (drained).
-                if self.seen[i] != Some((hb.incarnation, Seen::Stopped)) {
-                    self.seen[i] = Some((hb.incarnation, Seen::Online));
-                }
-            }
-            Topic::AgentPresence(id) => {
-                let Some(i) = self.index(id.as_str()) else {
-                    return;
-                };
-                let Ok(p) = Presence::parse(payload) else {
-                    return;
-                };
-                let state = match p.state {
-                    State::Online => {
-                        self.heard[i] = self.heard[i].max(now);
-                        Seen::Online
-                    }
-                    State::Lost => Seen::Lost,
-                    State::Stopped => Seen::Stopped,
-                };
-                let stale = state != Seen::Online
-                    && self.seen[i].is_some_and(|(inc, _)| inc != p.incarnation);
-                if !stale {
-                    self.seen[i] = Some((p.incarnation, state));
-                }
-            }
-            _ => {}
-        }
     }
 
     fn take(&mut self, net: &mut Net, order: SystemOrder, now: Instant) -> Result<(), Violation> {
@@ -844,71 +628,9 @@ impl SimMaster for RealMaster {
         self.store.outage = outage;
     }
 
-    /// Invariant 6; 7 and 8 were checked as the changes went by.
+    /// Invariant 6 (see the oracle); 7 and 8 were checked as the changes went by.
     fn check(&mut self, agents: &Observed<'_>, now: Instant) -> Result<(), Violation> {
-        let fail = |what: String| Err(Violation::new(Invariant::KillMarkedFailed, now, what));
-        let lost_now = std::mem::take(&mut self.lost_now);
-        for (task, i) in lost_now.into_iter().filter(|_| self.strict) {
-            let Some(info) = agents.procs[i].get(task) else {
-                continue;
-            };
-            if info.terminated.is_none() && info.killed.is_none() {
-                let contact = agents.agents[i].map(|a| secs(a.last_contact()));
-                return fail(format!(
-                    "attempt {} of task {} marked failed while pi-{i} runs it untouched \
-                     (started {}, the master last heard pi-{i} at {}, pi-{i} last heard the master at {contact:?})",
-                    task.attempt,
-                    task.task,
-                    secs(info.started),
-                    secs(self.heard[i]),
-                ));
-            }
-        }
-        for (task, at) in self.lost_at.iter().filter(|_| self.strict) {
-            if let Some((a, spawned)) = agents.ledger.spawns(*task).iter().find(|(_, t)| *t > *at) {
-                return fail(format!(
-                    "attempt {} of task {} marked failed at {}, spawned by pi-{a} at {}",
-                    task.attempt,
-                    task.task,
-                    secs(*at),
-                    secs(*spawned)
-                ));
-            }
-        }
-        // A master that is down, or whose core waits to be rebuilt from an unreachable store,
-        // decides nothing.
-        if self.core.is_none() || self.committer.is_stale() {
-            return Ok(());
-        }
-        for (id, a) in &self.attempts {
-            if !matches!(
-                a.state,
-                AttemptState::Sent | AttemptState::Accepted | AttemptState::Running
-            ) {
-                continue;
-            }
-            let Some(policy) = self.policies.get(&a.task) else {
-                continue;
-            };
-            if policy.on_disconnect != OnDisconnect::Kill {
-                continue;
-            }
-            let due = self.heard[a.agent]
-                .saturating_add(Duration::from_millis(policy.heartbeat_timeout_ms))
-                .saturating_add(self.allowance);
-            if now > due.saturating_add(TICK) {
-                return fail(format!(
-                    "attempt {id} of task {} on pi-{} still {} at {}: last heard {}, due {}",
-                    a.task,
-                    a.agent,
-                    a.state,
-                    secs(now),
-                    secs(self.heard[a.agent]),
-                    secs(due)
-                ));
-            }
-        }
-        Ok(())
+        self.check_master(agents, now)
     }
 
     fn store(&self, i: usize) -> &BTreeMap<u64, Event> {
@@ -942,105 +664,5 @@ impl SimMaster for RealMaster {
                 .map(|(id, a)| (*id, a.agent, a.state))
                 .collect::<Vec<_>>()
         )
-    }
-}
-
-/// The world with the real master.
-pub type System = World<RealMaster>;
-
-impl World<RealMaster> {
-    /// Agents `pi-0..` and the real master over a fresh store; everything connects at zero.
-    pub fn system(config: WorldConfig) -> Self {
-        World::with_master(config, RealMaster::new)
-    }
-
-    /// Schedules a submit; returns the label that names the task in [`RealMaster`]'s getters.
-    pub fn submit(
-        &mut self,
-        at: Instant,
-        target: Target,
-        policy: PolicyOverrides,
-        program: Program,
-        start_at: Option<Instant>,
-    ) -> usize {
-        let master = self.master_mut();
-        let label = master.next_label;
-        master.next_label += 1;
-        let (agent, cluster) = match target {
-            Target::Agent(a) => (Some(a), None),
-            Target::Cluster(c) => (None, Some(c)),
-        };
-        let request = Submit {
-            agent,
-            cluster,
-            argv: program
-                .argv()
-                .iter()
-                .filter_map(|s| s.ok().map(str::to_owned))
-                .collect(),
-            policy,
-            start_at_ms: start_at.map(wall_ms),
-            ..Submit::default()
-        };
-        self.schedule(
-            at,
-            Step::Order(SystemOrder::Submit {
-                label,
-                request: Box::new(request),
-            }),
-        );
-        label
-    }
-
-    pub fn kill(&mut self, at: Instant, label: usize) {
-        self.schedule(at, Step::Order(SystemOrder::Kill { label }));
-    }
-
-    /// Defines a cluster of agents `members` (indices, in priority order).
-    pub fn put_cluster(&mut self, at: Instant, name: &str, mode: ClusterMode, members: &[usize]) {
-        let req = ClusterRequest {
-            name: name.to_owned(),
-            mode,
-            members: members.iter().map(|i| format!("pi-{i}")).collect(),
-        };
-        self.schedule(at, Step::Order(SystemOrder::Cluster(req)));
-    }
-
-    /// The attempts' agents of the tasks `labels`, in task order then attempt order.
-    pub fn placements(&self, labels: &[usize]) -> Vec<Vec<usize>> {
-        labels
-            .iter()
-            .map(|&l| {
-                self.master()
-                    .attempts(l)
-                    .into_iter()
-                    .map(|(_, a)| a.agent)
-                    .collect()
-            })
-            .collect()
-    }
-
-    /// Every attempt of a decided task is closed, and no task is left undecided.
-    pub fn undecided_tasks(&self) -> BTreeSet<usize> {
-        let m = self.master();
-        m.labels
-            .iter()
-            .filter(|(_, id)| !m.decided.contains_key(id))
-            .map(|(l, _)| *l)
-            .collect()
-    }
-}
-
-/// The master-side policy of a simulation [`Policy`] (no retries, no `lost_after`).
-pub fn overrides(p: &Policy) -> PolicyOverrides {
-    PolicyOverrides {
-        on_disconnect: Some(p.on_disconnect),
-        heartbeat_period_ms: Some(p.heartbeat_period_ms),
-        heartbeat_timeout_ms: Some(p.heartbeat_timeout_ms),
-        grace_ms: Some(p.grace_ms),
-        max_run_ms: Some(p.max_run_ms),
-        output_cap: Some(p.output_cap),
-        retries: Some(0),
-        lost_after_ms: None,
     }
 }
