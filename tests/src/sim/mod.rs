@@ -11,6 +11,7 @@
 //!   their [`disk`]s and [`procs`]), a scripted master ([`master_script`]) and the net, stepped
 //!   together; [`oracle`] checks what each agent did against [`invariants`].
 //! - [`system`]: the same world with the real master core and its SQLite store.
+//! - [`random_run`]: the one random-scenario generator of the agent and system sweeps.
 //!
 //! Every component is sans-IO: `handle_*` inputs with an explicit `now`, `poll_*` outputs,
 //! and `poll_timeout` for the next instant it has work. Nothing reads a clock. A simulation
@@ -58,6 +59,7 @@ pub mod mqtt;
 pub mod net;
 pub mod oracle;
 pub mod procs;
+pub mod random_run;
 pub mod rng;
 pub mod sweep;
 pub mod system;

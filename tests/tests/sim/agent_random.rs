@@ -11,12 +11,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use tether_core::message::{EventKind, RejectReason};
+use tether_core::message::{EventKind, RejectReason, TaskRef};
 use tether_core::policy::OnDisconnect;
 use tether_core::{Duration, Instant};
 use tether_tests::sim::procs::{OnTerm, Program};
-use tether_tests::sim::world::{Step, Who, World, WorldConfig, policy};
-use tether_tests::sim::{BrokerConfig, Fault, LinkConfig, Rng, sweep};
+use tether_tests::sim::random_run::{self, Script};
+use tether_tests::sim::world::{ScriptOrder, Step, Who, World, WorldConfig, policy};
+use tether_tests::sim::{BrokerConfig, Fault, Rng, sweep};
 
 const DEFAULT_SEEDS: u64 = 1_000;
 /// Virtual time of the faulty part of a run.
@@ -58,102 +59,70 @@ fn world(seed: u64) -> World {
     let mut rng = Rng::new(seed ^ 0x7e7e_7e7e);
     let agents = 1 + rng.below(3) as usize;
     let mut config = WorldConfig::new(seed, agents).replay(replay(seed));
-    config.broker = match rng.below(3) {
-        0 => BrokerConfig::rumqttd(),
-        1 => BrokerConfig::mosquitto(),
-        _ => BrokerConfig::duplicating(),
-    };
-    config.link = LinkConfig {
-        latency: rng.range_ms(1, 40),
-        jitter: rng.range_ms(0, 20),
-        ..LinkConfig::default()
-    };
-    let period_s = *rng.pick(&[2u64, 5, 10]).unwrap_or(&5);
-    config.master_period = Duration::from_secs(period_s);
-    config.disk_delay = (rng.range_ms(0, 2), rng.range_ms(2, 60));
+    random_run::config(&mut rng, &mut config, &[2, 5, 10]);
     let tight = tight_journal(&mut rng, &mut config);
-    let mut w = World::new(config);
-
     let end = Instant::from_ticks(RUN.as_ticks());
-    let mut at = Instant::from_secs(1);
-    let mut tasks = Vec::new();
-    loop {
-        at = at.saturating_add(rng.range_ms(500, 12_000));
-        if at >= end {
-            break;
-        }
-        let agent = rng.below(agents as u64) as usize;
-        let who = match rng.below(agents as u64 + 2) {
-            0 => Who::Master,
-            1 => Who::Everyone,
-            n => Who::Agent(n as usize - 2),
+    let mut script = Tasks {
+        w: World::new(config),
+        tight,
+        tasks: Vec::new(),
+    };
+    random_run::schedule(&mut rng, seed, agents, end, &mut script);
+    script.w
+}
+
+/// The agent sweep's tasks: orders for one agent with a core policy, chatty on a tight
+/// journal.
+struct Tasks {
+    w: World,
+    tight: bool,
+    tasks: Vec<TaskRef>,
+}
+
+impl Script<ScriptOrder> for Tasks {
+    fn task(&mut self, rng: &mut Rng, at: Instant, agent: usize) {
+        let on = if rng.chance(0.5) {
+            OnDisconnect::Kill
+        } else {
+            OnDisconnect::Continue
         };
-        match rng.below(20) {
-            0..=7 => {
-                let on = if rng.chance(0.5) {
-                    OnDisconnect::Kill
-                } else {
-                    OnDisconnect::Continue
-                };
-                let p_s = *rng.pick(&[1u64, 2, 5]).unwrap_or(&2);
-                let k = *rng.pick(&[2u64, 3, 6]).unwrap_or(&3);
-                let mut p = policy(on, Duration::from_secs(p_s), Duration::from_secs(p_s * k));
-                p.grace_ms = rng.range_ms(100, 5_000).as_millis();
-                if rng.chance(0.1) {
-                    p.max_run_ms = rng.range_ms(1_000, 60_000).as_millis();
-                }
-                let program = Program {
-                    run: rng.range_ms(100, 120_000),
-                    outputs: if tight {
-                        rng.below(60) as u32
-                    } else {
-                        rng.below(5) as u32
-                    },
-                    chunk_size: if tight { 256 } else { 0 },
-                    on_term: if rng.chance(0.2) {
-                        OnTerm::Ignore
-                    } else {
-                        OnTerm::Exit(rng.range_ms(0, 3_000))
-                    },
-                    fails: rng.chance(0.03),
-                };
-                let start = rng
-                    .chance(0.4)
-                    .then(|| at.saturating_add(rng.range_ms(0, 180_000)));
-                tasks.push(w.submit(at, agent, p, program, start));
-            }
-            8..=11 => {
-                let fault = Fault::random(&mut rng);
-                w.schedule(at, Step::Fault(who, fault));
-                let heal = at.saturating_add(rng.range_ms(1_000, 120_000));
-                w.schedule(heal, Step::Fault(who, Fault::Up));
-            }
-            12 => {
-                if let Some(&task) = rng.pick(&tasks) {
-                    w.kill(at, task);
-                }
-            }
-            13 | 14 => {
-                // Rarely the storage dies too: invariants 1 and 2 then exclude that agent.
-                let crash = if rng.chance(0.05) {
-                    Step::LoseAgentDisk(agent)
-                } else {
-                    Step::CrashAgent(agent)
-                };
-                w.schedule(at, crash);
-                let back = at.saturating_add(rng.range_ms(0, 90_000));
-                w.schedule(back, Step::RestartAgent(agent));
-            }
-            15 | 16 => {
-                w.schedule(at, Step::MasterDown);
-                let back = at.saturating_add(rng.range_ms(0, 150_000));
-                w.schedule(back, Step::MasterUp);
-            }
-            17 => w.schedule(at, Step::RestartBroker),
-            _ => {}
+        let p_s = *rng.pick(&[1u64, 2, 5]).unwrap_or(&2);
+        let k = *rng.pick(&[2u64, 3, 6]).unwrap_or(&3);
+        let mut p = policy(on, Duration::from_secs(p_s), Duration::from_secs(p_s * k));
+        p.grace_ms = rng.range_ms(100, 5_000).as_millis();
+        if rng.chance(0.1) {
+            p.max_run_ms = rng.range_ms(1_000, 60_000).as_millis();
+        }
+        let program = Program {
+            run: rng.range_ms(100, 120_000),
+            outputs: if self.tight {
+                rng.below(60) as u32
+            } else {
+                rng.below(5) as u32
+            },
+            chunk_size: if self.tight { 256 } else { 0 },
+            on_term: if rng.chance(0.2) {
+                OnTerm::Ignore
+            } else {
+                OnTerm::Exit(rng.range_ms(0, 3_000))
+            },
+            fails: rng.chance(0.03),
+        };
+        let start = rng
+            .chance(0.4)
+            .then(|| at.saturating_add(rng.range_ms(0, 180_000)));
+        self.tasks.push(self.w.submit(at, agent, p, program, start));
+    }
+
+    fn kill(&mut self, rng: &mut Rng, at: Instant) {
+        if let Some(&task) = rng.pick(&self.tasks) {
+            self.w.kill(at, task);
         }
     }
-    w
+
+    fn schedule(&mut self, at: Instant, step: Step) {
+        self.w.schedule(at, step);
+    }
 }
 
 /// One seed: `Err` is the full failure report.
