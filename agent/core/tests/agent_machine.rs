@@ -174,6 +174,27 @@ fn order_in_advance_starts_on_time_without_master() {
 }
 
 #[test]
+fn an_order_due_during_a_stop_waits_for_the_next_start() {
+    let mut rig = Rig::new();
+    let mut s = spec(1, OnDisconnect::Continue);
+    s.start_at_unix_ms = Some(1_000_000 + 5_000);
+    rig.command(t(0), CommandBody::Start(s.clone()));
+    rig.agent
+        .handle_stop(t(1_000), Duration::from_millis(60_000));
+    rig.drain(t(1_000));
+    // Nothing holds the stop up, and nothing is armed for the held order.
+    assert!(rig.agent.is_stopped());
+    assert_eq!(rig.agent.poll_timeout(), None);
+    rig.run_until(t(10_000));
+    assert!(spawns(&rig.take_actions()).is_empty());
+    assert!(
+        rig.agent
+            .tasks()
+            .any(|(task, phase)| task == s.task && phase == Phase::Held)
+    );
+}
+
+#[test]
 fn restart_remembers_attempts_and_reports_the_possibly_running_as_lost() {
     let mut rig = Rig::new();
     let running = spec(1, OnDisconnect::Continue);

@@ -55,6 +55,28 @@ pub struct SimHost<'a> {
     pub deeds: Vec<Deed>,
 }
 
+impl<'a> SimHost<'a> {
+    /// Agent `key`'s machine at `now`: the shared network, its own disk and processes.
+    pub fn new(
+        now: Instant,
+        key: ClientKey,
+        net: &'a mut Net,
+        disk: &'a mut Disk,
+        procs: &'a mut Procs,
+        rng: &'a mut Rng,
+    ) -> Self {
+        Self {
+            now,
+            key,
+            net,
+            disk,
+            procs,
+            rng,
+            deeds: Vec::new(),
+        }
+    }
+}
+
 fn qos(q: CoreQoS) -> QoS {
     match q {
         CoreQoS::AtMostOnce => QoS::AtMostOnce,

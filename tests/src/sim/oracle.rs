@@ -276,7 +276,9 @@ impl AgentWatch {
             }
         }
         for (task, phase) in agent.tasks() {
-            if !matches!(phase, Phase::Held | Phase::Starting { .. }) {
+            // A stopping agent starts nothing new: its held orders wait for the next start.
+            let waits = phase == Phase::Held && agent.is_stopping();
+            if waits || !matches!(phase, Phase::Held | Phase::Starting { .. }) {
                 continue;
             }
             let Some(spec) = agent.task_spec(task) else {

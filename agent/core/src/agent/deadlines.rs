@@ -107,8 +107,11 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         }
     }
 
+    /// A held order starts at its start time, unless the agent is stopping: then it stays
+    /// journaled and starts after the next start (a drain must not begin new work).
     fn start_due(&self, slot: &Slot) -> Option<Instant> {
-        (slot.phase == Phase::Held).then(|| self.start_instant(&slot.spec))
+        (slot.phase == Phase::Held && self.stopping.is_none())
+            .then(|| self.start_instant(&slot.spec))
     }
 
     /// A running attempt is terminated at the end of a stop's drain time.

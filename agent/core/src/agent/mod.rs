@@ -350,6 +350,11 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.stopped
     }
 
+    /// A normal stop was asked for (draining, or done).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_some()
+    }
+
     pub fn last_contact(&self) -> Instant {
         self.contact.last_contact
     }

@@ -118,15 +118,7 @@ impl<M: SimMaster> World<M> {
         let Some(exec) = node.exec.as_mut() else {
             return Ok(());
         };
-        let mut host = SimHost {
-            now,
-            key: node.key,
-            net,
-            disk: &mut node.disk,
-            procs: &mut node.procs,
-            rng,
-            deeds: Vec::new(),
-        };
+        let mut host = SimHost::new(now, node.key, net, &mut node.disk, &mut node.procs, rng);
         let Ok(()) = input(exec, &mut host).and_then(|()| exec.flush(&mut host));
         let deeds = host.deeds;
         let view = AgentView {
@@ -238,15 +230,7 @@ impl<M: SimMaster> World<M> {
             allowlist: None,
         };
         let records: Vec<Vec<u8>> = node.disk.records().map(<[u8]>::to_vec).collect();
-        let mut host = SimHost {
-            now,
-            key: node.key,
-            net,
-            disk: &mut node.disk,
-            procs: &mut node.procs,
-            rng,
-            deeds: Vec::new(),
-        };
+        let mut host = SimHost::new(now, node.key, net, &mut node.disk, &mut node.procs, rng);
         let exec = Executor::start(&mut host, config, settings, records).map_err(|e| {
             Violation::new(
                 Invariant::Model,
