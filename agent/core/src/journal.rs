@@ -53,6 +53,23 @@ pub enum JournalLevel {
 const DROP_OUTPUT_FILL: (u64, u64) = (3, 4);
 /// Results of this many tasks beyond the ones that may run fit in the reserve.
 const RESERVE_MARGIN: u64 = 4;
+/// Journal bytes one result record takes at most (a `Terminating` or `Finished` event, with the
+/// runtime's framing); checked by a test against the largest such record.
+pub const RESULT_RECORD: u64 = 128;
+/// The journal holds at least this many reserves, so output is dropped (beyond 3/4 full) well
+/// before starts are refused.
+const MIN_RESERVES: u64 = 4;
+
+/// Bytes kept free for results: two result records (`Terminating`, `Finished`) for every task
+/// that may run and a margin, plus one largest record (the order that may be accepted last).
+pub const fn reserve_bytes(max_tasks: usize) -> u64 {
+    (max_tasks as u64 + RESERVE_MARGIN) * 2 * RESULT_RECORD + MAX_RECORD as u64
+}
+
+/// The smallest journal that drops output before it refuses starts, for `max_tasks`.
+pub const fn min_journal_bytes(max_tasks: usize) -> u64 {
+    MIN_RESERVES * reserve_bytes(max_tasks)
+}
 /// A compaction pays off once the reclaimable part is at least this share of the journal...
 const COMPACT_SHARE: (u64, u64) = (1, 2);
 /// ... and at least this large (a rewrite is not free on an SD card).
@@ -75,7 +92,7 @@ impl JournalUsage {
     /// The level for an agent that runs up to `max_tasks` attempts at once: room must stay for
     /// each one's result (and its `Spawning` record), plus a margin.
     pub fn level(&self, max_tasks: usize) -> JournalLevel {
-        let reserve = (max_tasks as u64 + RESERVE_MARGIN) * 2 * MAX_RECORD as u64;
+        let reserve = reserve_bytes(max_tasks);
         let free = self.max_bytes.saturating_sub(self.bytes);
         if free < reserve {
             JournalLevel::Full

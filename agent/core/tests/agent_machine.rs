@@ -639,3 +639,34 @@ fn journal_usage_sets_the_level_and_asks_for_compaction_once_per_acknowledgement
         .handle_journal_usage(usage(max - 1024, max - 1024 - max / 8));
     assert_eq!(compacts(&mut rig), 1);
 }
+
+#[test]
+fn the_largest_result_record_fits_its_reserve() {
+    let task = TaskRef {
+        task: u64::MAX,
+        attempt: u64::MAX,
+    };
+    let largest = [
+        EventKind::Finished {
+            task,
+            exit: Exit::Code(i32::MIN),
+            cause: Some(KillCause::AgentStopping),
+            output_dropped: u64::MAX,
+        },
+        EventKind::Terminating {
+            task,
+            cause: KillCause::AgentStopping,
+        },
+    ];
+    // The agent's journal frames a record with 8 bytes (length and checksum).
+    for kind in largest {
+        let record = journal::JournalRecord::Event(tether_core::message::Event {
+            seq: u64::MAX,
+            at_unix_ms: u64::MAX,
+            kind,
+        });
+        let mut buf = [0u8; journal::MAX_RECORD];
+        let len = journal::encode(&record, &mut buf).unwrap().len() as u64;
+        assert!(len + 8 <= journal::RESULT_RECORD, "{len} bytes");
+    }
+}

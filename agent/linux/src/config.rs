@@ -62,6 +62,11 @@ pub const DEFAULT_WORK_DIR: &str = "/var/lib/tether/work";
 pub const DEFAULT_JOURNAL_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// Below this a journal cannot hold a useful backlog of results.
 pub const MIN_JOURNAL_MAX_BYTES: u64 = 64 * 1024;
+// The smallest journal keeps room for the results of the most tasks an agent runs, with
+// output dropped first: no `max_tasks` makes a valid journal size useless.
+const _: () = assert!(
+    MIN_JOURNAL_MAX_BYTES >= tether_core::journal::min_journal_bytes(crate::executor::TASKS)
+);
 pub const DEFAULT_DRAIN_SECONDS: u64 = 30;
 pub const DEFAULT_RECONNECT_MIN_MS: u64 = 500;
 pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
