@@ -60,10 +60,20 @@ pub const RESULT_RECORD: u64 = 128;
 /// before starts are refused.
 const MIN_RESERVES: u64 = 4;
 
-/// Bytes kept free for results: two result records (`Terminating`, `Finished`) for every task
+/// Rejections a full journal still answers (each a result record); beyond them a start is left
+/// unanswered, and the master sends it again later.
+const REJECTIONS: u64 = 32;
+
+/// Bytes no rejection may take: two result records (`Terminating`, `Finished`) for every task
 /// that may run and a margin, plus one largest record (the order that may be accepted last).
-pub const fn reserve_bytes(max_tasks: usize) -> u64 {
+pub const fn results_reserve_bytes(max_tasks: usize) -> u64 {
     (max_tasks as u64 + RESERVE_MARGIN) * 2 * RESULT_RECORD + MAX_RECORD as u64
+}
+
+/// Bytes kept free when new starts are refused: the results' reserve and room to answer
+/// [`REJECTIONS`] starts with a rejection.
+pub const fn reserve_bytes(max_tasks: usize) -> u64 {
+    results_reserve_bytes(max_tasks) + REJECTIONS * RESULT_RECORD
 }
 
 /// The smallest journal that drops output before it refuses starts, for `max_tasks`.
@@ -103,6 +113,13 @@ impl JournalUsage {
         } else {
             JournalLevel::Normal
         }
+    }
+
+    /// Whether a rejection may still be journaled: never into the results' reserve, so a flood
+    /// of starts while the journal is full cannot take the room of a running task's result.
+    pub fn rejection_fits(&self, max_tasks: usize) -> bool {
+        let free = self.max_bytes.saturating_sub(self.bytes);
+        free >= results_reserve_bytes(max_tasks) + RESULT_RECORD
     }
 
     /// Whether rewriting the journal as a snapshot plus the unacknowledged events pays off at

@@ -627,16 +627,23 @@ fn journal_usage_sets_the_level_and_asks_for_compaction_once_per_acknowledgement
     rig.agent
         .handle_journal_usage(usage(max - 1024, max - 1024));
     assert_eq!(rig.agent.journal_level(), JournalLevel::Full);
-    // Under pressure an eighth of the cap reclaimable is enough, once the master acknowledged
-    // more.
+    // With no room left even for a rejection, a start is not answered (nor remembered: the
+    // master's retransmission is judged again once there is room).
     let s = spec(1, OnDisconnect::Continue);
-    rig.command(t(10), CommandBody::Start(s));
+    rig.command(t(10), CommandBody::Start(s.clone()));
+    assert!(rig.events().is_empty());
+    assert_eq!(rig.agent.stats().unanswered_starts, 1);
+    // Under pressure (output dropped) an eighth of the cap reclaimable is enough, once the
+    // master acknowledged more.
+    rig.agent
+        .handle_journal_usage(usage(max * 7 / 8, max * 7 / 8));
+    rig.command(t(20), CommandBody::Start(s));
     rig.agent.handle_connected(t(20));
     rig.run_until(t(200));
     rig.command(t(300), CommandBody::Ack { up_to: 1 });
     rig.take_actions();
     rig.agent
-        .handle_journal_usage(usage(max - 1024, max - 1024 - max / 8));
+        .handle_journal_usage(usage(max * 7 / 8, max * 7 / 8 - max / 8));
     assert_eq!(compacts(&mut rig), 1);
 }
 

@@ -22,6 +22,8 @@ pub(super) struct EventLog {
     pub(super) ack_deadline: Option<Instant>,
     pub(super) journal_level: JournalLevel,
     pub(super) journal_bytes: u64,
+    /// A rejection may still be journaled (see [`JournalUsage::rejection_fits`]).
+    pub(super) rejection_fits: bool,
     /// `acked_seq` at the last compaction asked for: compacting again only pays off once the
     /// master has acknowledged more.
     pub(super) compacted_at: Option<u64>,
@@ -40,6 +42,7 @@ impl EventLog {
             ack_deadline: None,
             journal_level: JournalLevel::Normal,
             journal_bytes: 0,
+            rejection_fits: true,
             compacted_at: None,
         }
     }
@@ -82,6 +85,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         let log = &mut self.log;
         log.journal_level = usage.level(self.max_tasks);
         log.journal_bytes = usage.bytes;
+        log.rejection_fits = usage.max_bytes == 0 || usage.rejection_fits(self.max_tasks);
         if usage.worth_compacting(log.journal_level) && log.compacted_at < Some(log.acked_seq) {
             log.compacted_at = Some(log.acked_seq);
             self.push(Action::Compact);

@@ -200,6 +200,9 @@ pub struct Stats {
     pub foreign_messages: u64,
     pub duplicate_starts: u64,
     pub rejected_starts: u64,
+    /// Starts left unanswered because a full journal had no room left for a rejection (the
+    /// master sends them again).
+    pub unanswered_starts: u64,
     pub presence_repairs: u64,
     /// Messages from the master's topics (commands, heartbeats, presence) without the
     /// required authentication.

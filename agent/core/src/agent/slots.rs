@@ -171,6 +171,12 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             None
         };
         if let Some(reason) = refusal {
+            if !self.log.rejection_fits {
+                // No room left to answer without taking a result's: not answered and not
+                // remembered, so the master's next retransmission is judged again.
+                self.stats.unanswered_starts += 1;
+                return;
+            }
             self.stats.rejected_starts += 1;
             if reason != RejectReason::Stale {
                 self.seen.remember(task.attempt);
