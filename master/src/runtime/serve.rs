@@ -253,17 +253,20 @@ impl Loop {
             .map_err(RunError::Store)?;
         let done = TokioInstant::now();
         self.resubscribe_if_rebuilt(core);
-        if matches!(flushed, Flushed::Dropped) {
-            return Ok(self.committer.refusing().cloned());
-        }
+        let publishes = match flushed {
+            // Nothing was tried: no commit to time, no heartbeat answered.
+            Flushed::Dropped => return Ok(self.committer.refusing().cloned()),
+            Flushed::Refused(refusal) => Err(refusal),
+            Flushed::Committed(publishes) => Ok(publishes),
+        };
         if !batch.changes().is_empty() {
             self.observed.commit_took(done - started);
         }
         for at in self.heartbeats.drain(..) {
             self.observed.heartbeat_waited(done - at);
         }
-        match flushed {
-            Flushed::Committed(publishes) => {
+        match publishes {
+            Ok(publishes) => {
                 // Only a committed batch is announced.
                 self.hub.publish_committed(batch.changes(), core);
                 self.observed.committed(batch.changes());
@@ -272,11 +275,10 @@ impl Loop {
                 }
                 Ok(None)
             }
-            Flushed::Refused(refusal) => {
+            Err(refusal) => {
                 self.observed.commit_failed();
                 Ok(Some(refusal))
             }
-            Flushed::Dropped => Ok(self.committer.refusing().cloned()),
         }
     }
 

@@ -85,7 +85,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         let log = &mut self.log;
         log.journal_level = usage.level(self.max_tasks);
         log.journal_bytes = usage.bytes;
-        log.rejection_fits = usage.max_bytes == 0 || usage.rejection_fits(self.max_tasks);
+        log.rejection_fits = usage.rejection_fits(self.max_tasks);
         if usage.worth_compacting(log.journal_level) && log.compacted_at < Some(log.acked_seq) {
             log.compacted_at = Some(log.acked_seq);
             self.push(Action::Compact);
