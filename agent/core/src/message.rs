@@ -160,6 +160,37 @@ pub enum CommandBody {
     /// Every agent event with a sequence number up to and including `up_to` is stored by the
     /// master: the agent may forget it.
     Ack { up_to: u64 },
+    /// Start one attempt of a chained order (a workflow step): held until `after`'s attempt,
+    /// held or running on this agent, has finished, then started if that end satisfies
+    /// `after.run_if` and finished as [`Exit::Skipped`] if not. So an agent carries a chain of
+    /// steps on its own while the master is unreachable. Retransmitted like `Start`.
+    StartAfter { spec: TaskSpec, after: After },
+}
+
+/// The step a chained order waits for, and which of its ends lets it run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct After {
+    pub task: TaskRef,
+    pub run_if: RunIf,
+}
+
+/// Which end of its predecessor lets a chained order run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunIf {
+    /// The predecessor exited with code 0.
+    Succeeded,
+    /// The predecessor ran and ended, however (not skipped, not cancelled before it ran).
+    Finished,
+}
+
+impl RunIf {
+    /// Whether a predecessor that ended with `exit` lets the chained order run.
+    pub const fn allows(self, exit: Exit) -> bool {
+        match self {
+            Self::Succeeded => matches!(exit, Exit::Code(0)),
+            Self::Finished => !matches!(exit, Exit::Skipped | Exit::Cancelled),
+        }
+    }
 }
 
 /// Master to every agent, every heartbeat period.
@@ -194,6 +225,9 @@ pub enum Exit {
     Lost,
     /// Cancelled by a `Kill` command before its process started.
     Cancelled,
+    /// A chained order ([`CommandBody::StartAfter`]) never started: its predecessor did not end
+    /// as the order's `run_if` requires. Not a failure of the step itself.
+    Skipped,
 }
 
 /// Why the agent terminated a task.
@@ -225,6 +259,9 @@ pub enum RejectReason {
     /// The program is not on the agent's allowlist of executables (or is not an absolute
     /// path while the agent has one).
     NotAllowed,
+    /// A chained order whose predecessor this agent neither holds nor remembers the end of:
+    /// the master decides it from the predecessor's result instead.
+    PredecessorUnknown,
 }
 
 impl core::fmt::Display for RejectReason {
@@ -239,6 +276,10 @@ impl core::fmt::Display for RejectReason {
             Self::NotAllowed => f.write_str(
                 "NotAllowed: the program is not on the agent's allowlist of executables \
                  (with an allowlist, argv[0] must be an absolute path)",
+            ),
+            Self::PredecessorUnknown => f.write_str(
+                "PredecessorUnknown: the agent neither holds the step this one follows nor \
+                 remembers how it ended",
             ),
         }
     }

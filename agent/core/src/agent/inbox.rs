@@ -108,6 +108,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             CommandBody::Start(spec) => self.handle_start(now, spec),
             CommandBody::Kill { task } => self.handle_kill(now, task),
             CommandBody::Ack { up_to } => self.handle_ack(now, up_to),
+            CommandBody::StartAfter { spec, after } => self.handle_start_after(now, spec, after),
         }
     }
 

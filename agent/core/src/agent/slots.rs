@@ -197,6 +197,16 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         }
     }
 
+    /// A chained start (to be built: held until its predecessor ends).
+    pub(super) fn handle_start_after(
+        &mut self,
+        now: Instant,
+        spec: TaskSpec,
+        _after: crate::message::After,
+    ) {
+        self.handle_start(now, spec);
+    }
+
     /// A kill command: what never ran ends at once, a process not confirmed yet is terminated
     /// once it is, a running one now.
     pub(super) fn handle_kill(&mut self, now: Instant, task: TaskRef) {
