@@ -7,17 +7,19 @@
 //! - [`sqlite`]: the SQLite backend, [`SqliteStore`] (the default);
 //! - [`postgres`]: the PostgreSQL backend, [`PostgresStore`];
 //! - [`schema`]: both backends' tables and migrations, version for version;
-//! - `rows`: the column lists and row decoders both share.
+//! - `rows`: the column lists and row decoders both share; `checks`: the input checks both run;
+//!   `history`: what both backends' retention shares.
 
 use std::fmt;
 
 use crate::core::{Change, Snapshot};
 use crate::model::{
-    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, Invalid, OutputChunk, Profile,
-    StoredEvent, Task, TaskId, TaskState,
+    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, Invalid, Order, OrderId, OrderState,
+    OutputChunk, Profile, StoredEvent, Task, TaskId, TaskState, Workflow,
 };
 
 mod checks;
+mod history;
 pub mod location;
 pub mod postgres;
 mod rows;
@@ -187,7 +189,11 @@ pub trait Store: Send {
     /// batch's publishes may go out only after this returned `Ok` (see [`crate::commit`]).
     fn apply(&self, changes: &[Change]) -> Result<()>;
 
-    /// Everything a restarted core needs ([`crate::core::Master::restore`]).
+    /// Everything a restarted core needs ([`crate::core::Master::restore`]). Of workflows
+    /// and orders: every workflow version (by name, then version), the running orders (by
+    /// id), every task of a running order, finished ones too (`step_tasks`, by order, step,
+    /// then task id; its open tasks are also in `tasks` as any task is), and `next_order`,
+    /// above every order id ever stored (pruned ones included).
     fn load(&self) -> Result<Snapshot>;
 
     /// The next master epoch: one more than any before and at least `at_least`, committed
@@ -234,16 +240,50 @@ pub trait Store: Send {
     /// What was changed through the API on `subject` (`task/7`), oldest first.
     fn audit(&self, subject: &str) -> Result<Vec<AuditEntry>>;
 
-    /// History retention: deletes at most `limit` finished tasks last changed before
-    /// `before_ms` (Unix ms), oldest first, with their attempts, output, events and audit
-    /// entries, and as many old acknowledged events that name no attempt; one transaction.
-    /// Task and attempt ids are never handed out again.
+    /// The latest version of each workflow, by name.
+    fn workflows(&self) -> Result<Vec<Workflow>>;
+
+    /// One version of a workflow; `None` asks for its latest.
+    fn workflow(&self, name: &str, version: Option<u32>) -> Result<Option<Workflow>>;
+
+    /// The versions of a workflow, ascending (empty for an unknown name).
+    fn workflow_versions(&self, name: &str) -> Result<Vec<u32>>;
+
+    /// One page of orders, oldest first, those in `state` only when given.
+    fn orders(&self, page: Page, state: Option<OrderState>) -> Result<Vec<Order>>;
+
+    fn order(&self, id: OrderId) -> Result<Option<Order>>;
+
+    /// The tasks of one order's steps, by step, then by id.
+    fn order_tasks(&self, id: OrderId) -> Result<Vec<Task>>;
+
+    /// How many orders are in each state (states with none left out), for `GET /metrics`.
+    fn order_counts(&self) -> Result<Vec<(OrderState, u64)>>;
+
+    /// History retention, one transaction, oldest first:
+    /// - finished tasks of no order last changed before `before_ms` (Unix ms), with their
+    ///   attempts, output, events and audit entries;
+    /// - finished orders last changed before `before_ms` whose tasks all finished before it,
+    ///   each whole: with all its tasks (as above) and its audit entries. The tasks of an
+    ///   order go only with it, so a running order keeps all of its tasks.
+    ///
+    /// `limit` bounds the tasks deleted: tasks of no order first, then whole orders while
+    /// fewer than `limit` tasks went (an order is never split, so the last one may take the
+    /// count past `limit` by its own tasks; an order of no task counts as one);
+    /// [`Pruned::full`] says the batch reached it and more may be left. Also as many old
+    /// acknowledged events that name no attempt. Task, attempt and order ids are never handed
+    /// out again. Workflow versions are kept: they are small, and a version is what the kept
+    /// and future orders run.
     fn prune_finished(&self, before_ms: u64, limit: u32) -> Result<Pruned>;
 }
 
 /// What one [`Store::prune_finished`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
+    /// Tasks, those of the orders included.
     pub tasks: u64,
     pub events: u64,
+    pub orders: u64,
+    /// The batch reached its limit: another may find more to delete.
+    pub full: bool,
 }

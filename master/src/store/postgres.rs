@@ -20,14 +20,15 @@ use postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
 
 use crate::core::{Change, Snapshot};
 use crate::model::{
-    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, OutputChunk, Profile, StoredEvent,
-    Task, TaskId, TaskState,
+    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, Order, OrderId, OrderState,
+    OutputChunk, Profile, StoredEvent, Task, TaskId, TaskState, Workflow,
 };
 use crate::store::checks::now_ms;
 use crate::store::rows::{self, Columns};
 use crate::store::schema::{PG_MIGRATIONS, SCHEMA_VERSION};
 use crate::store::{Page, Pruned, Result, Store, StoreError, location};
 
+mod orders;
 mod prune;
 mod reads;
 mod thread;
@@ -303,6 +304,34 @@ impl Store for Connection {
             )?;
             decode(rows, rows::audit)
         })
+    }
+
+    fn workflows(&self) -> Result<Vec<Workflow>> {
+        self.with(orders::latest_workflows)
+    }
+
+    fn workflow(&self, name: &str, version: Option<u32>) -> Result<Option<Workflow>> {
+        self.with(|c| orders::workflow(c, name, version))
+    }
+
+    fn workflow_versions(&self, name: &str) -> Result<Vec<u32>> {
+        self.with(|c| orders::workflow_versions(c, name))
+    }
+
+    fn orders(&self, page: Page, state: Option<OrderState>) -> Result<Vec<Order>> {
+        self.with(|c| orders::orders(c, page, state))
+    }
+
+    fn order(&self, id: OrderId) -> Result<Option<Order>> {
+        self.with(|c| orders::order(c, id))
+    }
+
+    fn order_tasks(&self, id: OrderId) -> Result<Vec<Task>> {
+        self.with(|c| orders::order_tasks(c, id))
+    }
+
+    fn order_counts(&self) -> Result<Vec<(OrderState, u64)>> {
+        self.with(orders::order_counts)
     }
 
     fn prune_finished(&self, before_ms: u64, limit: u32) -> Result<Pruned> {

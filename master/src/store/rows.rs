@@ -7,17 +7,18 @@ use serde::{Deserialize, Serialize};
 use tether_core::message::Stream;
 
 use crate::model::{
-    Agent, AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, Profile, Role, StoredEvent,
-    Target, Task, TaskPolicy, TaskState, parse_on_disconnect,
+    Agent, AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, Order, OrderId, OrderState,
+    Profile, Role, StepRef, StepTask, StoredEvent, Target, Task, TaskPolicy, TaskState, Workflow,
+    parse_on_disconnect,
 };
 use crate::store::{Result, StoreError};
 
 pub(crate) const TASK_COLUMNS: &str = "id, target_kind, target, argv, env, cwd, profile, on_disconnect, \
     heartbeat_period_ms, heartbeat_timeout_ms, grace_ms, max_run_ms, output_cap, retries, \
-    lost_after_ms, start_at_ms, state, outcome, created_ms, updated_ms";
+    lost_after_ms, start_at_ms, state, outcome, created_ms, updated_ms, order_id, order_step";
 
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, task_id, agent_id, state, pid, exit, kill_cause, \
-    output_dropped, created_ms, started_ms, finished_ms";
+    output_dropped, created_ms, started_ms, finished_ms, after_attempt";
 
 pub(crate) const AGENT_COLUMNS: &str =
     "id, incarnation, presence, last_heartbeat_ms, last_seq_acked, disabled, journal, seq_base";
@@ -30,6 +31,14 @@ pub(crate) const TOKEN_COLUMNS: &str = "name, role, hash, created_ms, created_by
 pub(crate) const EVENT_COLUMNS: &str = "agent_id, seq, attempt, kind, json, received_ms";
 
 pub(crate) const AUDIT_COLUMNS: &str = "at_ms, who, action, subject";
+
+pub(crate) const WORKFLOW_COLUMNS: &str = "name, version, steps, created_ms";
+
+pub(crate) const ORDER_COLUMNS: &str =
+    "id, workflow, version, state, reason, created_ms, updated_ms";
+
+/// What [`step_task`] reads, of a task.
+pub(crate) const STEP_TASK_COLUMNS: &str = "order_id, order_step, id, state";
 
 /// One result row of either backend, read by column index.
 pub(crate) trait Columns {
@@ -70,6 +79,12 @@ pub(crate) trait Columns {
 /// A model integer as the signed value both backends store.
 pub(crate) fn signed(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{v} is out of range")))
+}
+
+/// An id or cursor from a request as the signed column type: one above every storable id
+/// (matches nothing, or everything below it) rather than an error.
+pub(crate) fn key(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
@@ -136,8 +151,9 @@ pub(crate) fn task(r: &impl Columns) -> Result<Task> {
         "cluster" => Target::Cluster(name),
         other => return Err(StoreError::Corrupt(format!("task target kind '{other}'"))),
     };
+    let id = r.int(0)?;
     Ok(Task {
-        id: r.int(0)?,
+        id,
         target,
         argv: from_json("task argv", &r.text(3)?)?,
         env: from_json("task env", &r.text(4)?)?,
@@ -152,6 +168,8 @@ pub(crate) fn task(r: &impl Columns) -> Result<Task> {
             .transpose()?,
         created_ms: r.int(18)?,
         updated_ms: r.int(19)?,
+        order: step_ref(r.opt_int(20)?, r.opt_int(21)?)
+            .map_err(|why| StoreError::Corrupt(format!("task {id}: {why}")))?,
     })
 }
 
@@ -174,6 +192,7 @@ pub(crate) fn attempt(r: &impl Columns) -> Result<Attempt> {
         created_ms: r.int(8)?,
         started_ms: r.opt_int(9)?,
         finished_ms: r.opt_int(10)?,
+        after: r.opt_int(11)?,
     })
 }
 
@@ -205,5 +224,53 @@ pub(crate) fn audit(r: &impl Columns) -> Result<AuditEntry> {
         who: r.text(1)?,
         action: r.text(2)?,
         subject: r.text(3)?,
+    })
+}
+
+/// A task's `order_id` and `order_step`: both or neither.
+fn step_ref(order: Option<OrderId>, step: Option<u32>) -> Result<Option<StepRef>, &'static str> {
+    match (order, step) {
+        (Some(order), Some(step)) => Ok(Some(StepRef { order, step })),
+        (None, None) => Ok(None),
+        _ => Err("only one of order_id and order_step is set"),
+    }
+}
+
+/// A workflow version; steps that do not decode are [`StoreError::Corrupt`].
+pub(crate) fn workflow(r: &impl Columns) -> Result<Workflow> {
+    let name = r.text(0)?;
+    let version = r.int(1)?;
+    let steps = from_json(
+        &format!("steps of workflow '{name}' version {version}"),
+        &r.text(2)?,
+    )?;
+    Ok(Workflow {
+        name,
+        version,
+        steps,
+        created_ms: r.int(3)?,
+    })
+}
+
+pub(crate) fn order(r: &impl Columns) -> Result<Order> {
+    Ok(Order {
+        id: r.int(0)?,
+        workflow: r.text(1)?,
+        version: r.int(2)?,
+        state: r.word(3, "order state", OrderState::parse)?,
+        reason: r.opt_text(4)?,
+        created_ms: r.int(5)?,
+        updated_ms: r.int(6)?,
+    })
+}
+
+pub(crate) fn step_task(r: &impl Columns) -> Result<StepTask> {
+    Ok(StepTask {
+        step: StepRef {
+            order: r.int(0)?,
+            step: r.int(1)?,
+        },
+        task: r.int(2)?,
+        state: r.word(3, "task state", TaskState::parse)?,
     })
 }

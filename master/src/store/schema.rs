@@ -146,6 +146,34 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE agents ADD COLUMN journal INTEGER CHECK (journal BETWEEN 1 AND 4294967295);
     ALTER TABLE agents ADD COLUMN seq_base INTEGER NOT NULL DEFAULT 0 CHECK (seq_base >= 0);
     ",
+    // 7: workflows and orders. A workflow version is immutable (its steps as JSON, policies
+    // resolved); an order runs one version, its steps as tasks naming it (`order_id`,
+    // `order_step`); a chained step's attempt names the attempt it waits for on its agent.
+    "
+    CREATE TABLE workflows (
+        name       TEXT NOT NULL,
+        version    INTEGER NOT NULL CHECK (version BETWEEN 1 AND 4294967295),
+        steps      TEXT NOT NULL CHECK (json_valid(steps)),
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE orders (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        workflow   TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        state      TEXT NOT NULL
+                   CHECK (state IN ('running', 'succeeded', 'failed', 'cancelled')),
+        reason     TEXT,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        FOREIGN KEY (workflow, version) REFERENCES workflows (name, version)
+    );
+    CREATE INDEX orders_by_state ON orders (state);
+    ALTER TABLE tasks ADD COLUMN order_id INTEGER REFERENCES orders (id);
+    ALTER TABLE tasks ADD COLUMN order_step INTEGER CHECK (order_step BETWEEN 0 AND 4294967295);
+    CREATE INDEX tasks_by_order ON tasks (order_id);
+    ALTER TABLE attempts ADD COLUMN after_attempt INTEGER;
+    ",
 ];
 
 /// The schema version this binary writes.
@@ -295,6 +323,33 @@ pub const PG_MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE agents ADD COLUMN journal BIGINT CHECK (journal BETWEEN 1 AND 4294967295);
     ALTER TABLE agents ADD COLUMN seq_base BIGINT NOT NULL DEFAULT 0 CHECK (seq_base >= 0);
+    ",
+    // 7: workflows and orders (order ids kept in `id_marks` as task and attempt ids are).
+    "
+    CREATE TABLE workflows (
+        name       TEXT NOT NULL,
+        version    BIGINT NOT NULL CHECK (version BETWEEN 1 AND 4294967295),
+        steps      TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE orders (
+        id         BIGINT PRIMARY KEY,
+        workflow   TEXT NOT NULL,
+        version    BIGINT NOT NULL,
+        state      TEXT NOT NULL
+                   CHECK (state IN ('running', 'succeeded', 'failed', 'cancelled')),
+        reason     TEXT,
+        created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        FOREIGN KEY (workflow, version) REFERENCES workflows (name, version)
+    );
+    CREATE INDEX orders_by_state ON orders (state);
+    ALTER TABLE tasks ADD COLUMN order_id BIGINT REFERENCES orders (id);
+    ALTER TABLE tasks ADD COLUMN order_step BIGINT CHECK (order_step BETWEEN 0 AND 4294967295);
+    CREATE INDEX tasks_by_order ON tasks (order_id);
+    ALTER TABLE attempts ADD COLUMN after_attempt BIGINT;
+    INSERT INTO id_marks (name, id) VALUES ('orders', 0);
     ",
 ];
 

@@ -8,13 +8,14 @@
 //! lost on both sides. FULL costs one fsync of the WAL per commit, which a batch of changes
 //! shares ([`Store::apply`] is one transaction).
 //!
-//! Ids of tasks and attempts never go back: the core chooses them above
-//! [`Snapshot::next_task`] and [`Snapshot::next_attempt`], which count `AUTOINCREMENT`'s
-//! sequence too, so ids of deleted rows are not issued again. Agents tell a new attempt from a
-//! forgotten old one by its id.
+//! Ids of tasks, attempts and orders never go back: the core chooses them above
+//! [`Snapshot::next_task`], [`Snapshot::next_attempt`] and [`Snapshot::next_order`], which
+//! count `AUTOINCREMENT`'s sequence too, so ids of deleted rows are not issued again. Agents
+//! tell a new attempt from a forgotten old one by its id.
 //!
 //! The values are the [`crate::model`]'s; the `rows` module maps them to rows, `write` applies
-//! each change.
+//! each change, `orders` keeps workflows and orders, `access` tokens and the audit trail,
+//! `prune` deletes old history.
 
 use std::cell::Cell;
 use std::path::Path;
@@ -24,17 +25,17 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::core::{Change, Snapshot};
 use crate::model::{
-    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, ClusterMode, OutputChunk, Profile,
-    StoredEvent, Task, TaskId, TaskState,
+    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, ClusterMode, Order, OrderId,
+    OrderState, OutputChunk, Profile, StoredEvent, Task, TaskId, TaskState, Workflow,
 };
 use crate::store::checks::now_ms;
 use crate::store::schema::{MIGRATIONS, SCHEMA_VERSION};
 use crate::store::{Page, Pruned, Result, Store, StoreError};
 
 mod access;
+mod orders;
 mod prune;
 mod rows;
-
 mod write;
 
 use crate::store::rows::{
@@ -203,24 +204,22 @@ impl SqliteStore {
         }))
     }
 
-    /// The next task and attempt ids: above every id ever issued (deleted rows included), so
-    /// a core that assigns ids itself keeps them increasing across restarts.
-    fn next_ids(&self) -> Result<(TaskId, AttemptId)> {
-        let next = |table: &str| -> Result<u64> {
-            let seq: Option<i64> = self
-                .conn
-                .query_row(
-                    "SELECT seq FROM sqlite_sequence WHERE name = ?1",
-                    [table],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let max: Option<i64> =
-                self.conn
-                    .query_row(&format!("SELECT max(id) FROM {table}"), [], |r| r.get(0))?;
-            Ok(row_id(seq.unwrap_or(0).max(max.unwrap_or(0)))? + 1)
-        };
-        Ok((next("tasks")?, next("attempts")?))
+    /// The next id of `table` (tasks, attempts, orders): above every id ever issued (deleted
+    /// rows included), so a core that assigns ids itself keeps them increasing across
+    /// restarts.
+    fn next_id(&self, table: &str) -> Result<u64> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let max: Option<i64> =
+            self.conn
+                .query_row(&format!("SELECT max(id) FROM {table}"), [], |r| r.get(0))?;
+        Ok(row_id(seq.unwrap_or(0).max(max.unwrap_or(0)))? + 1)
     }
 
     /// Tasks a restarted master must hold in memory: those not finished, and finished ones
@@ -303,16 +302,19 @@ impl Store for SqliteStore {
             let attempts = self.attempts(task.id)?;
             tasks.push((task, attempts));
         }
-        let (next_task, next_attempt) = self.next_ids()?;
         Ok(Snapshot {
             agents,
             clusters: self.clusters()?,
             profiles: self.profiles()?,
             tasks,
             kill_requests: self.kill_requests()?,
-            next_task,
-            next_attempt,
+            next_task: self.next_id("tasks")?,
+            next_attempt: self.next_id("attempts")?,
             agent_keys: self.agent_keys()?,
+            workflows: orders::all_workflows(self)?,
+            orders: orders::running_orders(self)?,
+            step_tasks: orders::step_tasks(self)?,
+            next_order: self.next_id("orders")?,
         })
     }
 
@@ -465,6 +467,34 @@ impl Store for SqliteStore {
         )?
         .into_iter()
         .collect()
+    }
+
+    fn workflows(&self) -> Result<Vec<Workflow>> {
+        orders::latest_workflows(self)
+    }
+
+    fn workflow(&self, name: &str, version: Option<u32>) -> Result<Option<Workflow>> {
+        orders::workflow(self, name, version)
+    }
+
+    fn workflow_versions(&self, name: &str) -> Result<Vec<u32>> {
+        orders::workflow_versions(self, name)
+    }
+
+    fn orders(&self, page: Page, state: Option<OrderState>) -> Result<Vec<Order>> {
+        orders::orders(self, page, state)
+    }
+
+    fn order(&self, id: OrderId) -> Result<Option<Order>> {
+        orders::order(self, id)
+    }
+
+    fn order_tasks(&self, id: OrderId) -> Result<Vec<Task>> {
+        orders::order_tasks(self, id)
+    }
+
+    fn order_counts(&self) -> Result<Vec<(OrderState, u64)>> {
+        orders::order_counts(self)
     }
 
     fn prune_finished(&self, before_ms: u64, limit: u32) -> Result<Pruned> {

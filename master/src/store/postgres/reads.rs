@@ -6,13 +6,13 @@ use postgres::GenericClient;
 
 use crate::core::Snapshot;
 use crate::model::{
-    Agent, Attempt, AttemptId, Cluster, ClusterMode, OutputChunk, Profile, StoredEvent, Task,
-    TaskId,
+    Agent, Attempt, AttemptId, Cluster, ClusterMode, OrderState, OutputChunk, Profile, StoredEvent,
+    Task, TaskId,
 };
 use crate::store::rows::{self, Columns, parse_stream, signed};
-use crate::store::{Result, StoreError};
+use crate::store::{Page, Result, StoreError};
 
-use super::decode;
+use super::{decode, orders};
 
 pub(super) fn snapshot(c: &mut impl GenericClient) -> Result<Snapshot> {
     let mut agents = Vec::new();
@@ -39,6 +39,10 @@ pub(super) fn snapshot(c: &mut impl GenericClient) -> Result<Snapshot> {
         next_task: next_id(c, "tasks")?,
         next_attempt: next_id(c, "attempts")?,
         agent_keys: agent_keys(c)?,
+        workflows: orders::all_workflows(c)?,
+        orders: orders::orders(c, Page::ALL, Some(OrderState::Running))?,
+        step_tasks: orders::step_tasks(c)?,
+        next_order: next_id(c, "orders")?,
     })
 }
 

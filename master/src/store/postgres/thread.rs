@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::Connection;
 use crate::core::{Change, Snapshot};
 use crate::model::{
-    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, OutputChunk, Profile, StoredEvent,
-    Task, TaskId, TaskState,
+    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, Order, OrderId, OrderState,
+    OutputChunk, Profile, StoredEvent, Task, TaskId, TaskState, Workflow,
 };
 use crate::store::{Page, Pruned, Result, Store, StoreError, location};
 
@@ -165,6 +165,36 @@ impl Store for PostgresStore {
     fn audit(&self, subject: &str) -> Result<Vec<AuditEntry>> {
         let subject = subject.to_owned();
         self.call(move |c| c.audit(&subject))
+    }
+
+    fn workflows(&self) -> Result<Vec<Workflow>> {
+        self.call(|c| c.workflows())
+    }
+
+    fn workflow(&self, name: &str, version: Option<u32>) -> Result<Option<Workflow>> {
+        let name = name.to_owned();
+        self.call(move |c| c.workflow(&name, version))
+    }
+
+    fn workflow_versions(&self, name: &str) -> Result<Vec<u32>> {
+        let name = name.to_owned();
+        self.call(move |c| c.workflow_versions(&name))
+    }
+
+    fn orders(&self, page: Page, state: Option<OrderState>) -> Result<Vec<Order>> {
+        self.call(move |c| c.orders(page, state))
+    }
+
+    fn order(&self, id: OrderId) -> Result<Option<Order>> {
+        self.call(move |c| c.order(id))
+    }
+
+    fn order_tasks(&self, id: OrderId) -> Result<Vec<Task>> {
+        self.call(move |c| c.order_tasks(id))
+    }
+
+    fn order_counts(&self) -> Result<Vec<(OrderState, u64)>> {
+        self.call(|c| c.order_counts())
     }
 
     fn prune_finished(&self, before_ms: u64, limit: u32) -> Result<Pruned> {

@@ -5,6 +5,7 @@
 use postgres::Transaction;
 use tether_core::message::{Event, Stream};
 
+use super::orders;
 use crate::core::Change;
 use crate::model::{
     AgentPresence, AttemptId, AttemptState, AttemptUpdate, Cluster, NewTask, Outcome, Profile,
@@ -82,7 +83,12 @@ pub(super) fn apply_one(tx: Tx<'_, '_>, change: &Change, now: u64) -> Result<()>
         Change::TaskState { id, state, outcome } => {
             set_task_state(tx, *id, *state, outcome.as_ref())
         }
-        Change::NewAttempt { id, task, agent } => insert_attempt(tx, *id, *task, agent),
+        Change::NewAttempt {
+            id,
+            task,
+            agent,
+            after,
+        } => insert_attempt(tx, *id, *task, agent, *after),
         Change::Attempt { id, update } => set_attempt_state(tx, *id, update),
         Change::KillRequested { task } => request_kill(tx, *task),
         Change::Cluster(c) => put_cluster(tx, c),
@@ -119,6 +125,11 @@ pub(super) fn apply_one(tx: Tx<'_, '_>, change: &Change, now: u64) -> Result<()>
                 &[&signed(e.at_ms)?, &e.who, &e.action, &e.subject],
             )?;
             Ok(())
+        }
+        Change::Workflow(w) => orders::insert_workflow(tx, w, now),
+        Change::NewOrder(o) => orders::insert_order(tx, o, now),
+        Change::OrderState { id, state, reason } => {
+            orders::set_order_state(tx, *id, *state, reason.as_deref(), now)
         }
     }
 }
@@ -199,16 +210,23 @@ fn put_profile(tx: Tx<'_, '_>, profile: &Profile) -> Result<()> {
     Ok(())
 }
 
+/// A step's task names a stored order.
 fn insert_task(tx: Tx<'_, '_>, id: TaskId, task: &NewTask, state: TaskState) -> Result<()> {
     check_task(id, task)?;
+    if let Some(step) = task.order {
+        if !exists(tx, "orders", step.order)? {
+            return Err(not_found("order", step.order));
+        }
+    }
     let now = signed(now_ms())?;
     let p = &task.policy;
     tx.execute(
         "INSERT INTO tasks (id, target_kind, target, argv, env, cwd, profile, on_disconnect,
              heartbeat_period_ms, heartbeat_timeout_ms, grace_ms, max_run_ms, output_cap,
-             retries, lost_after_ms, start_at_ms, state, outcome, created_ms, updated_ms)
+             retries, lost_after_ms, start_at_ms, state, outcome, created_ms, updated_ms,
+             order_id, order_step)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-             $17, NULL, $18, $18)",
+             $17, NULL, $18, $18, $19, $20)",
         &[
             &signed(id)?,
             &task.target.kind(),
@@ -228,6 +246,8 @@ fn insert_task(tx: Tx<'_, '_>, id: TaskId, task: &NewTask, state: TaskState) -> 
             &task.start_at_ms.map(signed).transpose()?,
             &state.as_str(),
             &now,
+            &task.order.map(|s| signed(s.order)).transpose()?,
+            &task.order.map(|s| i64::from(s.step)),
         ],
     )?;
     Ok(())
@@ -256,20 +276,28 @@ fn exists(tx: Tx<'_, '_>, table: &str, id: u64) -> Result<bool> {
     Ok(row.try_get(0)?)
 }
 
-fn insert_attempt(tx: Tx<'_, '_>, id: AttemptId, task: TaskId, agent: &str) -> Result<()> {
-    check_attempt(id, agent)?;
+/// A new attempt in state `sent`, behind `after` (a chained step's predecessor) if given.
+fn insert_attempt(
+    tx: Tx<'_, '_>,
+    id: AttemptId,
+    task: TaskId,
+    agent: &str,
+    after: Option<AttemptId>,
+) -> Result<()> {
+    check_attempt(id, agent, after)?;
     if !exists(tx, "tasks", task)? {
         return Err(not_found("task", task));
     }
     tx.execute(
-        "INSERT INTO attempts (id, task_id, agent_id, state, created_ms)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO attempts (id, task_id, agent_id, state, created_ms, after_attempt)
+         VALUES ($1, $2, $3, $4, $5, $6)",
         &[
             &signed(id)?,
             &signed(task)?,
             &agent,
             &AttemptState::Sent.as_str(),
             &signed(now_ms())?,
+            &after.map(signed).transpose()?,
         ],
     )?;
     Ok(())

@@ -5,8 +5,8 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{Row, ToSql};
 
 use crate::model::{
-    Agent, AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, ClusterMode, Profile,
-    StoredEvent, Task, TaskState,
+    Agent, AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, ClusterMode, Order,
+    OrderState, Profile, StepTask, StoredEvent, Task, TaskState, Workflow,
 };
 use crate::store::Result;
 use crate::store::rows::{self, Columns};
@@ -31,7 +31,13 @@ macro_rules! text_column {
     )*};
 }
 
-text_column!(AgentPresence, ClusterMode, TaskState, AttemptState);
+text_column!(
+    AgentPresence,
+    ClusterMode,
+    TaskState,
+    AttemptState,
+    OrderState
+);
 
 impl Columns for Row<'_> {
     fn opt_i64(&self, i: usize) -> Result<Option<i64>> {
@@ -59,5 +65,8 @@ row_fn!(
     attempt_row => attempt: Attempt,
     event_row => event: StoredEvent,
     token_row => token: ApiToken,
-    audit_row => audit: AuditEntry
+    audit_row => audit: AuditEntry,
+    workflow_row => workflow: Workflow,
+    order_row => order: Order,
+    step_task_row => step_task: StepTask
 );

@@ -1,6 +1,6 @@
 //! How each of the core's [`Change`]s becomes rows: one method per change, run inside the
 //! transaction of [`Store::apply`](crate::store::Store::apply). Every write checks its input
-//! first and refuses it with a typed [`StoreError`].
+//! first and refuses it with a typed [`StoreError`](crate::store::StoreError).
 
 use rusqlite::params;
 use tether_core::message::Stream;
@@ -46,7 +46,12 @@ impl SqliteStore {
             Change::TaskState { id, state, outcome } => {
                 self.set_task_state(*id, *state, outcome.as_ref())
             }
-            Change::NewAttempt { id, task, agent } => self.insert_attempt(*id, *task, agent),
+            Change::NewAttempt {
+                id,
+                task,
+                agent,
+                after,
+            } => self.insert_attempt(*id, *task, agent, *after),
             Change::Attempt { id, update } => self.set_attempt_state(*id, update),
             Change::KillRequested { task } => self.request_kill(*task),
             Change::Cluster(c) => self.put_cluster(c),
@@ -54,6 +59,11 @@ impl SqliteStore {
             Change::Profile(p) => self.put_profile(p),
             Change::ApiToken(t) => self.put_token(t),
             Change::Audit(e) => self.append_audit(e),
+            Change::Workflow(w) => self.insert_workflow(w, now),
+            Change::NewOrder(o) => self.insert_order(o, now),
+            Change::OrderState { id, state, reason } => {
+                self.set_order_state(*id, *state, reason.as_deref(), now)
+            }
         }
     }
 
@@ -184,16 +194,23 @@ impl SqliteStore {
     /// Stores a new task under the id the core chose (above every id issued, from
     /// [`crate::core::Snapshot::next_task`]), in `state`. Refuses what no agent would accept
     /// (the agent's own `TaskSpec::validate` rules and the wire's size limits).
+    /// A step's task names a stored order.
     fn insert_task_with_id(&self, id: TaskId, task: &NewTask, state: TaskState) -> Result<()> {
         check_task(id, task)?;
+        if let Some(step) = task.order {
+            if !self.order_exists(step.order)? {
+                return Err(not_found("order", step.order));
+            }
+        }
         let now = now_ms();
         let p = &task.policy;
         self.conn.execute(
             "INSERT INTO tasks (id, target_kind, target, argv, env, cwd, profile, on_disconnect,
                  heartbeat_period_ms, heartbeat_timeout_ms, grace_ms, max_run_ms, output_cap,
-                 retries, lost_after_ms, start_at_ms, state, outcome, created_ms, updated_ms)
+                 retries, lost_after_ms, start_at_ms, state, outcome, created_ms, updated_ms,
+                 order_id, order_step)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, NULL, ?18, ?18)",
+                 ?17, NULL, ?18, ?18, ?19, ?20)",
             params![
                 id,
                 task.target.kind(),
@@ -212,7 +229,9 @@ impl SqliteStore {
                 p.lost_after_ms,
                 task.start_at_ms,
                 state,
-                now
+                now,
+                task.order.map(|s| s.order),
+                task.order.map(|s| s.step)
             ],
         )?;
         Ok(())
@@ -234,17 +253,24 @@ impl SqliteStore {
         found(n, "task", id)
     }
 
-    /// A new attempt under an id the caller chose, in state `sent`. An unknown task is
-    /// [`StoreError::NotFound`], not a bare foreign-key failure.
-    fn insert_attempt(&self, id: AttemptId, task: TaskId, agent: &str) -> Result<()> {
-        check_attempt(id, agent)?;
+    /// A new attempt under an id the caller chose, in state `sent`, behind `after` (a chained
+    /// step's predecessor) if given. An unknown task is [`NotFound`](crate::store::StoreError::NotFound), not a bare
+    /// foreign-key failure.
+    fn insert_attempt(
+        &self,
+        id: AttemptId,
+        task: TaskId,
+        agent: &str,
+        after: Option<AttemptId>,
+    ) -> Result<()> {
+        check_attempt(id, agent, after)?;
         if !self.exists("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1)", task)? {
             return Err(not_found("task", task));
         }
         self.conn.execute(
-            "INSERT INTO attempts (id, task_id, agent_id, state, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, task, agent, AttemptState::Sent, now_ms()],
+            "INSERT INTO attempts (id, task_id, agent_id, state, created_ms, after_attempt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, task, agent, AttemptState::Sent, now_ms(), after],
         )?;
         Ok(())
     }
