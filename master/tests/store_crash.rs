@@ -34,6 +34,7 @@ fn task() -> NewTask {
         profile: None,
         policy: TaskPolicy::DEFAULT,
         start_at_ms: None,
+        order: None,
     }
 }
 
@@ -50,6 +51,7 @@ fn batch(t: u64, a: u64, seq: u64) -> Vec<Change> {
             id: a,
             task: t,
             agent: AGENT.into(),
+            after: None,
         },
         Change::Event {
             agent: AGENT.into(),

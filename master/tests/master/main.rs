@@ -29,6 +29,7 @@ mod retention;
 mod rig;
 mod runtime;
 mod store_basics;
+mod store_orders;
 mod store_outage;
 mod store_retention;
 mod store_sqlite;

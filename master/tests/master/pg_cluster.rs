@@ -204,6 +204,26 @@ thread_local! {
 /// The store suite's opener: the database named after `path` (so opening the same path again
 /// reopens the same database) on this test's cluster.
 pub(crate) fn open(path: &Path) -> Result<Box<dyn Store>, StoreError> {
+    Ok(Box::new(PostgresStore::open(&url_of(path))?))
+}
+
+/// The store suite's raw access: runs `sql` on the database [`open`] opens for `path`.
+pub(crate) fn execute(path: &Path, sql: &str) {
+    let url = url_of(path);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            postgres::Client::connect(&url, postgres::NoTls)
+                .expect("connecting to the test cluster")
+                .batch_execute(sql)
+                .unwrap();
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+/// The URL of the database named after `path` on this test's cluster (started if needed).
+fn url_of(path: &Path) -> String {
     let name: String = path
         .to_string_lossy()
         .chars()
@@ -216,10 +236,9 @@ pub(crate) fn open(path: &Path) -> Result<Box<dyn Store>, StoreError> {
         })
         .collect();
     let name = format!("t{}", &name[name.len().saturating_sub(40)..]);
-    let url = CLUSTER.with(|c| {
+    CLUSTER.with(|c| {
         c.borrow_mut()
             .get_or_insert_with(|| PgCluster::start(true))
             .database(&name)
-    });
-    Ok(Box::new(PostgresStore::open(&url)?))
+    })
 }

@@ -4,7 +4,8 @@
 //! batches, paging, typed refusals of bad input and history retention (`store_retention.rs`)
 //! are one suite generic over the backend
 //! ([`suite!`]: a backend runs it by adding one line). Migration, the newer-schema refusal and
-//! deleted rows are SQLite's own (`store_sqlite.rs`). The PostgreSQL backend runs the same suite on a throwaway
+//! deleted rows are SQLite's own (`store_sqlite.rs`). Workflows and orders are cases of the
+//! suite too (`store_orders.rs`). The PostgreSQL backend runs the same suite on a throwaway
 //! cluster (`pg_cluster.rs`).
 
 use std::path::Path;
@@ -18,20 +19,35 @@ use tether_master::model::{
 };
 use tether_master::store::{Page, SqliteStore, Store, StoreError};
 
+use crate::store_orders::*;
 use crate::store_retention::finished_history_is_pruned;
 
 /// Opens (creating if needed) the backend's database at a place named by `path`.
 pub(crate) type Open = fn(&Path) -> Result<Box<dyn Store>, StoreError>;
 
+/// Runs SQL on the backend's database named by `path`, behind the store's back (rows the
+/// store would never write).
+pub(crate) type Raw = fn(&Path, &str);
+
 fn sqlite(path: &Path) -> Result<Box<dyn Store>, StoreError> {
     Ok(Box::new(SqliteStore::open(path)?))
 }
 
+fn sqlite_raw(path: &Path, sql: &str) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
 /// One `#[test]` per case of the suite, in a module per backend; `$runs` says whether the
-/// backend can run here (and why not).
+/// backend can run here (and why not). The `raw` cases also write behind the store's back.
 macro_rules! suite {
-    ($($backend:ident => $open:expr, if $runs:expr),* $(,)?) => {$(
+    ($($backend:ident => $open:expr, $raw:expr, if $runs:expr),* $(,)?) => {$(
         mod $backend {
+            suite!(@raw_cases $open, $raw, $runs;
+                a_corrupt_row_is_an_error_not_a_panic,
+            );
             suite!(@cases $open, $runs;
                 fresh_store_is_empty,
                 tasks_and_attempts_round_trip,
@@ -44,7 +60,20 @@ macro_rules! suite {
                 the_epoch_only_grows,
                 bad_input_is_a_typed_error,
                 finished_history_is_pruned,
+                workflow_versions_round_trip,
+                an_order_and_its_steps_come_back_with_load,
+                attempt_after_round_trips,
+                orders_are_paged_and_counted,
+                pruning_keeps_running_orders_and_removes_old_finished_ones,
             );
+        }
+    )*};
+    (@raw_cases $open:expr, $raw:expr, $runs:expr; $($case:ident),* $(,)?) => {$(
+        #[test]
+        fn $case() {
+            if $runs() {
+                super::$case($open, $raw);
+            }
         }
     )*};
     (@cases $open:expr, $runs:expr; $($case:ident),* $(,)?) => {$(
@@ -58,8 +87,9 @@ macro_rules! suite {
 }
 
 suite!(
-    sqlite => super::sqlite, if || true,
-    postgres => crate::pg_cluster::open, if crate::pg_cluster::available,
+    sqlite => super::sqlite, super::sqlite_raw, if || true,
+    postgres => crate::pg_cluster::open, crate::pg_cluster::execute,
+        if crate::pg_cluster::available,
 );
 
 pub(crate) fn db() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -77,6 +107,7 @@ pub(crate) fn task_on(agent: &str) -> NewTask {
         profile: None,
         policy: TaskPolicy::DEFAULT,
         start_at_ms: None,
+        order: None,
     }
 }
 
@@ -93,6 +124,7 @@ pub(crate) fn new_attempt(id: u64, task: u64, agent: &str) -> Change {
         id,
         task,
         agent: agent.into(),
+        after: None,
     }
 }
 
@@ -147,6 +179,12 @@ fn fresh_store_is_empty(open: Open) {
     assert!(snapshot.clusters.is_empty() && snapshot.profiles.is_empty());
     assert!(snapshot.kill_requests.is_empty() && snapshot.agent_keys.is_empty());
     assert_eq!((snapshot.next_task, snapshot.next_attempt), (1, 1));
+    assert!(snapshot.workflows.is_empty() && snapshot.orders.is_empty());
+    assert!(snapshot.step_tasks.is_empty());
+    assert_eq!(snapshot.next_order, 1);
+    assert!(store.workflows().unwrap().is_empty());
+    assert!(store.orders(Page::ALL, None).unwrap().is_empty());
+    assert!(store.order_counts().unwrap().is_empty());
     assert!(store.tasks(Page::ALL, None).unwrap().is_empty());
     assert!(store.agents().unwrap().is_empty());
 }

@@ -1,10 +1,12 @@
 //! What only the SQLite backend promises beyond the [`Store`] suite of `store_basics.rs`:
-//! migration from nothing (WAL, every table), refusing a file that is not a database or a
-//! schema newer than this binary, and ids of rows deleted by hand never issued again.
+//! migration from nothing (WAL, every table) and from an older version with rows in it,
+//! refusing a file that is not a database or a schema newer than this binary, and ids of rows
+//! deleted by hand never issued again.
 
 use std::path::Path;
 
 use tether_core::message::Stream;
+use tether_master::store::schema::MIGRATIONS;
 use tether_master::store::{Page, SCHEMA_VERSION, SqliteStore, Store, StoreError};
 
 use crate::store_basics::{apply, db, new_attempt, new_task, next_ids, output, task_on};
@@ -41,6 +43,8 @@ fn sqlite_open_migrates_from_nothing() {
         "kill_requests",
         "master_epoch",
         "agent_keys",
+        "workflows",
+        "orders",
     ] {
         let n: i64 = raw
             .query_row(
@@ -55,6 +59,41 @@ fn sqlite_open_migrates_from_nothing() {
     // Reopening an up-to-date database migrates nothing.
     drop(SqliteStore::open(&path).unwrap());
     assert_eq!(schema_version(&path), SCHEMA_VERSION);
+}
+
+#[test]
+fn sqlite_a_version_6_database_keeps_its_rows() {
+    let (_dir, path) = db();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "CREATE TABLE schema_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER);
+         INSERT INTO schema_version VALUES (1, 6);",
+    )
+    .unwrap();
+    for sql in &MIGRATIONS[..6] {
+        raw.execute_batch(sql).unwrap();
+    }
+    raw.execute_batch(
+        "INSERT INTO tasks (id, target_kind, target, argv, env, cwd, on_disconnect,
+             heartbeat_period_ms, heartbeat_timeout_ms, grace_ms, max_run_ms, output_cap,
+             retries, state, created_ms, updated_ms)
+         VALUES (7, 'agent', 'pi-1', '[\"/bin/true\"]', '[]', '', 'kill', 1000, 3000, 1000,
+             60000, 1024, 0, 'pending', 1, 1);
+         INSERT INTO attempts (id, task_id, agent_id, state, created_ms)
+             VALUES (9, 7, 'pi-1', 'sent', 1);",
+    )
+    .unwrap();
+    drop(raw);
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(schema_version(&path), SCHEMA_VERSION);
+    let task = store.task(7).unwrap().unwrap();
+    assert_eq!((task.argv.len(), task.order), (1, None));
+    let attempts = store.attempts(7).unwrap();
+    assert_eq!((attempts[0].id, attempts[0].after), (9, None));
+    let snapshot = store.load().unwrap();
+    assert_eq!((snapshot.next_task, snapshot.next_order), (8, 1));
+    assert!(snapshot.step_tasks.is_empty());
 }
 
 #[test]
