@@ -87,6 +87,13 @@ pub const RETRIES: Range = Range {
     max: 1_000,
 };
 
+/// The wait before a workflow step's retry: up to a day.
+pub const RETRY_DELAY_MS: Range = Range {
+    field: "retry_delay_ms",
+    min: 0,
+    max: DAY_MS,
+};
+
 /// Rescheduling a `continue` task after its agent has been unreachable: up to a year (zero is
 /// refused by the core's own rule, with its own explanation).
 pub const LOST_AFTER_MS: Range = Range {

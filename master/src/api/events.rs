@@ -186,7 +186,9 @@ fn summary(change: &Change, core: &Master) -> Option<(&'static str, Option<TaskI
             Some(*id),
             json!({ "task": id, "state": state.as_str() }),
         ),
-        Change::NewAttempt { id, task, agent } => (
+        Change::NewAttempt {
+            id, task, agent, ..
+        } => (
             "attempt_started",
             Some(*task),
             json!({ "task": task, "attempt": id, "agent": agent }),
@@ -219,6 +221,16 @@ fn summary(change: &Change, core: &Master) -> Option<(&'static str, Option<TaskI
                         "offset": offset, "len": data.len() }),
             )
         }
+        Change::NewOrder(order) => (
+            "order",
+            None,
+            json!({ "order": order.id, "state": order.state.as_str() }),
+        ),
+        Change::OrderState { id, state, .. } => (
+            "order",
+            None,
+            json!({ "order": id, "state": state.as_str() }),
+        ),
         _ => return None,
     })
 }

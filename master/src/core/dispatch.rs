@@ -6,15 +6,18 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use log::{info, warn};
-use tether_core::Instant;
+use std::sync::Arc;
+
 use tether_core::message::{CommandBody, Exit, TaskRef};
 use tether_core::topic::validate_prefix;
+use tether_core::{Duration, Instant};
 
 use super::deadlines::{due, retransmit_kill_at, retransmit_start_at, start_at};
 use super::liveness::SentHeartbeats;
+use super::orders::Gate;
 use super::registry::AgentEntry;
 use super::{AttemptEntry, Change, Config, Master, RequestError, Snapshot, Stats, TaskEntry};
-use crate::model::{AttemptState, TaskId};
+use crate::model::{AttemptId, AttemptState, TaskId};
 
 impl Master {
     /// Rebuilds the master from the store after a batch could not be committed: the store
@@ -54,6 +57,8 @@ impl Master {
             agents.insert(a.id, entry);
         }
         let mut tasks = BTreeMap::new();
+        // (task, attempt, the attempt it was chained behind): resolved once orders are back.
+        let mut afters = Vec::new();
         for (task, attempts) in snap.tasks {
             let kill_requested = snap.kill_requests.contains(&task.id);
             let newest_open = attempts
@@ -68,6 +73,7 @@ impl Master {
                         .entry(a.agent_id.clone())
                         .or_insert_with(|| AgentEntry::new(now));
                     let open = !a.state.is_terminal();
+                    afters.push((task.id, a.id, a.after));
                     AttemptEntry {
                         superseded: open && Some(a.id) != newest_open,
                         failed: a.state == AttemptState::Lost
@@ -75,6 +81,8 @@ impl Master {
                         next_start: now,
                         kill_wanted: open && kill_requested,
                         next_kill: now,
+                        // Filled in below, once the orders are back.
+                        after: None,
                         id: a.id,
                         agent: a.agent_id,
                         state: a.state,
@@ -88,10 +96,11 @@ impl Master {
                     attempts,
                     kill_requested,
                     retry_at: now,
+                    retry_delay: Duration::from_ticks(0),
                 },
             );
         }
-        Ok(Self {
+        let mut master = Self {
             now,
             connected: false,
             agents,
@@ -115,11 +124,37 @@ impl Master {
             stats: Stats::default(),
             agent_keys: snap.agent_keys.into_iter().collect(),
             security: BTreeMap::new(),
+            workflows: BTreeMap::new(),
+            orders: BTreeMap::new(),
+            next_order: snap.next_order.max(1),
             config,
-        })
+        };
+        for w in snap.workflows {
+            let versions = master.workflows.entry(w.name.clone()).or_default();
+            versions.push(Arc::new(w));
+            versions.sort_by_key(|w| w.version);
+        }
+        master.restore_orders(snap.orders, snap.step_tasks);
+        let chained: Vec<(TaskId, AttemptId, AttemptId)> = afters
+            .into_iter()
+            .filter_map(|(task, attempt, after)| Some((task, attempt, after?)))
+            .collect();
+        for (task, attempt, after) in chained {
+            let after = master.after_of(task, after);
+            if let Some(a) = master
+                .tasks
+                .get_mut(&task)
+                .and_then(|t| t.attempt_mut(attempt))
+            {
+                a.after = after;
+            }
+        }
+        Ok(master)
     }
 
-    /// Every task waiting for an attempt gets one, where placement finds room.
+    /// Every task waiting for an attempt gets one, where placement finds room. Tasks are
+    /// taken in id order, so a chain of workflow steps goes out in one pass, each step behind
+    /// the one before ([`super::orders`]).
     pub(super) fn schedule(&mut self, now: Instant) {
         let waiting: Vec<TaskId> = self
             .tasks
@@ -138,20 +173,39 @@ impl Master {
             }
         }
         for id in waiting {
-            let Some(agent) = self.place(now, id, &open) else {
+            let Some(t) = self.tasks.get(&id) else {
+                continue;
+            };
+            let (agent, after) = match self.gate(t) {
+                Gate::Closed => continue,
+                Gate::Open => (self.place(now, id, &open), None),
+                Gate::Chained { agent, after } => {
+                    (self.place_on(now, id, &agent, &open), Some(after))
+                }
+            };
+            let Some(agent) = agent else {
                 continue;
             };
             *open.entry(agent.clone()).or_insert(0) += 1;
             let attempt = self.next_attempt;
             self.next_attempt += 1;
-            info!("task {id}: attempt {attempt} to agent {agent}");
+            match after {
+                Some(a) => info!(
+                    "task {id}: attempt {attempt} to agent {agent}, after attempt {}",
+                    a.task.attempt
+                ),
+                None => info!("task {id}: attempt {attempt} to agent {agent}"),
+            }
             self.persist(Change::NewAttempt {
                 id: attempt,
                 task: id,
                 agent: agent.clone(),
+                after: after.map(|a| a.task.attempt),
             });
             if let Some(t) = self.tasks.get_mut(&id) {
-                t.attempts.push(AttemptEntry::new(attempt, agent, now));
+                let mut entry = AttemptEntry::new(attempt, agent, now);
+                entry.after = after;
+                t.attempts.push(entry);
             }
         }
     }
@@ -186,7 +240,13 @@ impl Master {
                 if due(retransmit_start_at(a, t.kill_requested), now) {
                     a.next_start = now.saturating_add(period);
                     match t.task.spec(a.id) {
-                        Ok(spec) => out.push((a.agent.clone(), CommandBody::Start(spec))),
+                        Ok(spec) => out.push((
+                            a.agent.clone(),
+                            match a.after {
+                                Some(after) => CommandBody::StartAfter { spec, after },
+                                None => CommandBody::Start(spec),
+                            },
+                        )),
                         Err(e) => warn!("task {}: cannot build its start: {e}", t.task.id),
                     }
                 }

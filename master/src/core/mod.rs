@@ -57,6 +57,7 @@ mod dispatch;
 mod inbox;
 mod journals;
 mod liveness;
+mod orders;
 mod outbox;
 mod outcomes;
 mod placement;
@@ -64,21 +65,26 @@ mod reconcile;
 mod registry;
 mod requests;
 mod types;
+mod workflows;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use tether_core::Instant;
 use tether_core::auth::{AgentKey, KEY_LEN};
 use tether_core::presence::State;
 
-use crate::model::{AttemptId, AttemptState, Cluster, Task, TaskId, TaskPolicy, TaskState};
+use crate::model::{
+    AttemptId, AttemptState, Cluster, OrderId, Task, TaskId, TaskPolicy, TaskState, Workflow,
+};
 use liveness::SentHeartbeats;
 use registry::AgentEntry;
 // The surface: the state machine, its configuration, its outputs, the requests and their
 // errors, the snapshot it is restored from. The rule files stay private.
 pub use types::{
-    Action, AgentView, Change, ClusterRequest, Config, ErrorClass, PolicyOverrides, ProfileRequest,
-    Publish, Qos, RequestError, SecurityCounts, Snapshot, Stats, Submit,
+    Action, AgentView, Change, ClusterRequest, Config, ErrorClass, OrderRequest, PolicyOverrides,
+    ProfileRequest, Publish, Qos, RequestError, SecurityCounts, Snapshot, Stats, StepRequest,
+    Submit, WorkflowRequest,
 };
 
 #[derive(Debug, Clone)]
@@ -94,11 +100,14 @@ struct AttemptEntry {
     next_start: Instant,
     kill_wanted: bool,
     next_kill: Instant,
+    /// A chained workflow step: the step before, which the agent waits for.
+    after: Option<tether_core::message::After>,
 }
 
 impl AttemptEntry {
     fn new(id: AttemptId, agent: String, now: Instant) -> Self {
         Self {
+            after: None,
             id,
             agent,
             state: AttemptState::Sent,
@@ -125,6 +134,8 @@ struct TaskEntry {
     kill_requested: bool,
     /// Not dispatched again before this (after a transient refusal).
     retry_at: Instant,
+    /// The wait before a retry after a failed attempt (a workflow step's `retry_delay_ms`).
+    retry_delay: tether_core::Duration,
 }
 
 impl TaskEntry {
@@ -172,6 +183,11 @@ pub struct Master {
     stats: Stats,
     agent_keys: BTreeMap<String, AgentKey>,
     security: BTreeMap<String, SecurityCounts>,
+    /// Every workflow version, oldest first, by name.
+    workflows: BTreeMap<String, Vec<Arc<Workflow>>>,
+    /// Running orders (ended ones are dropped after the input that ended them).
+    orders: BTreeMap<OrderId, orders::OrderEntry>,
+    next_order: OrderId,
 }
 
 impl Master {
@@ -182,6 +198,7 @@ impl Master {
             Snapshot {
                 next_task: 1,
                 next_attempt: 1,
+                next_order: 1,
                 ..Snapshot::default()
             },
             now,
@@ -312,6 +329,7 @@ impl Master {
     fn tick(&mut self, now: Instant) {
         self.agent_silence(now);
         self.attempt_deadlines(now);
+        self.progress_orders(now);
         self.schedule(now);
         self.retransmit(now);
         self.derive_task_states();

@@ -103,6 +103,10 @@ impl Master {
                 data: data.to_vec(),
             }),
             EventKind::Finished {
+                exit: Exit::Skipped,
+                ..
+            } if state != AttemptState::Finished => self.skipped(now, task, at),
+            EventKind::Finished {
                 exit,
                 cause,
                 output_dropped,
@@ -124,10 +128,50 @@ impl Master {
         }
     }
 
+    /// A chained step its agent did not start, because the step before did not end as the
+    /// chain required: not a failure of this step. It waits for its turn again
+    /// ([`super::orders`] decides whether it runs).
+    fn skipped(&mut self, now: Instant, task: TaskRef, at: Option<u64>) {
+        self.update_attempt(
+            task,
+            AttemptUpdate {
+                exit: Some(Exit::Skipped),
+                finished_ms: at,
+                ..AttemptUpdate::to(AttemptState::Finished)
+            },
+        );
+        let Some(t) = self.tasks.get_mut(&task.task) else {
+            return;
+        };
+        info!(
+            "task {}: attempt {} skipped by its agent (the step before did not succeed)",
+            task.task, task.attempt
+        );
+        if !(t.kill_requested && !t.has_open() && !t.task.state.is_terminal()) {
+            t.retry_at = now;
+            return;
+        }
+        // Never ran: its order ended before it, or an operator killed it.
+        let ended = t
+            .task
+            .order
+            .filter(|link| !self.orders.contains_key(&link.order));
+        match ended {
+            Some(link) => {
+                let outcome = Outcome::OrderEnded { order: link.order };
+                self.decide(now, task.task, TaskState::Cancelled, outcome);
+            }
+            None => self.decide(now, task.task, TaskState::Killed, Outcome::Cancelled),
+        }
+    }
+
     fn rejected(&mut self, now: Instant, task: TaskRef, reason: RejectReason) {
         let transient = matches!(
             reason,
-            RejectReason::Full | RejectReason::JournalFull | RejectReason::Draining
+            RejectReason::Full
+                | RejectReason::JournalFull
+                | RejectReason::Draining
+                | RejectReason::PredecessorUnknown
         );
         let period = self.heartbeat_period();
         let agent = self
@@ -230,7 +274,7 @@ impl Master {
                 "task {id}: attempt failed, retrying ({failures} of {} retries)",
                 t.task.policy.retries
             );
-            t.retry_at = now;
+            t.retry_at = now.saturating_add(t.retry_delay);
             return;
         }
         let outcome = if t.task.policy.retries > 0 {

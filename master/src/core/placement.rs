@@ -10,7 +10,7 @@ use tether_core::{Duration, Instant};
 
 use super::registry::AgentEntry;
 use super::{Change, Master};
-use crate::model::{ClusterMode, Target, TaskId};
+use crate::model::{ClusterMode, Target, TaskId, TaskPolicy};
 
 impl Master {
     /// The agent for task `id`'s next attempt, given the open attempts per agent.
@@ -27,17 +27,39 @@ impl Master {
             .filter(|a| a.is_open())
             .map(|a| a.agent.clone())
             .collect();
-        // A `kill` attempt to an agent already silent past the task's own loss time would be
-        // given up at once (or run unsupervised): such agents do not count.
-        let silence = match t.task.policy.on_disconnect {
-            OnDisconnect::Kill => self.silence().min(self.lost_delay(&t.task.policy)),
-            OnDisconnect::Continue => self.silence(),
-        };
+        let silence = self.placement_silence(&t.task.policy);
         let target = t.task.target.clone();
-        self.pick(now, &target, &exclude, open, silence)
+        let after = self.previous_step_agent(t).map(str::to_owned);
+        self.pick(now, &target, &exclude, open, silence, after.as_deref())
     }
 
-    /// The agent for a new attempt, among the available ones not in `exclude`.
+    /// Agent `agent` for task `id`'s next attempt (a workflow step chained behind the step
+    /// before, there), if it can take it now.
+    pub(super) fn place_on(
+        &mut self,
+        now: Instant,
+        id: TaskId,
+        agent: &str,
+        open: &BTreeMap<String, usize>,
+    ) -> Option<String> {
+        let silence = self.placement_silence(&self.tasks.get(&id)?.task.policy);
+        let target = Target::Agent(agent.to_owned());
+        self.pick(now, &target, &[], open, silence, None)
+    }
+
+    /// How long an agent may have been silent and still take a task with `policy`: a `kill`
+    /// attempt to an agent already silent past the task's own loss time would be given up at
+    /// once (or run unsupervised), so such agents do not count.
+    fn placement_silence(&self, policy: &TaskPolicy) -> Duration {
+        match policy.on_disconnect {
+            OnDisconnect::Kill => self.silence().min(self.lost_delay(policy)),
+            OnDisconnect::Continue => self.silence(),
+        }
+    }
+
+    /// The agent for a new attempt, among the available ones not in `exclude`; on a
+    /// round-robin cluster, the member after `after` (the previous step of a workflow order)
+    /// if given, else after the cluster's cursor.
     fn pick(
         &mut self,
         now: Instant,
@@ -45,6 +67,7 @@ impl Master {
         exclude: &[String],
         open: &BTreeMap<String, usize>,
         silence: Duration,
+        after: Option<&str>,
     ) -> Option<String> {
         let usable = |agents: &BTreeMap<String, AgentEntry>, id: &String| {
             !exclude.contains(id)
@@ -59,9 +82,11 @@ impl Master {
             Target::Cluster(name) => {
                 let cluster = self.clusters.get_mut(name)?;
                 let n = cluster.members.len();
-                let start = match cluster.mode {
-                    ClusterMode::RoundRobin => (cluster.cursor % n.max(1) as u64) as usize,
-                    ClusterMode::FixedPriority => 0,
+                let previous = after.and_then(|a| cluster.members.iter().position(|m| m == a));
+                let start = match (cluster.mode, previous) {
+                    (ClusterMode::RoundRobin, Some(p)) => (p + 1) % n.max(1),
+                    (ClusterMode::RoundRobin, None) => (cluster.cursor % n.max(1) as u64) as usize,
+                    (ClusterMode::FixedPriority, _) => 0,
                 };
                 let i = (0..n)
                     .map(|k| (start + k) % n)

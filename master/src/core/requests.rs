@@ -2,16 +2,15 @@
 //! validated completely before anything is persisted; a refusal is a [`RequestError`] naming
 //! its reason.
 
-use tether_core::Instant;
 use tether_core::auth::AgentKey;
 use tether_core::policy::OnDisconnect;
 use tether_core::topic::validate_id;
+use tether_core::{Duration, Instant};
 
 use super::registry::AgentEntry;
 use super::{Change, ClusterRequest, Master, ProfileRequest, RequestError, Submit, TaskEntry};
 use crate::model::{
-    ApiToken, AuditEntry, Cluster, NewTask, Outcome, Profile, Target, Task, TaskId, TaskPolicy,
-    TaskState,
+    ApiToken, AuditEntry, Cluster, NewTask, Outcome, Profile, Task, TaskId, TaskPolicy, TaskState,
 };
 use crate::passwords::MASTER_USER;
 
@@ -41,30 +40,8 @@ impl Master {
     /// Accepts a task and dispatches it as soon as an agent is available.
     pub fn submit(&mut self, now: Instant, req: Submit) -> Result<TaskId, RequestError> {
         self.advance(now);
-        let target = match (req.agent, req.cluster) {
-            (Some(agent), None) => {
-                check_name("agent", &agent)?;
-                if !self.agents.contains_key(&agent) {
-                    return Err(RequestError::UnknownAgent(agent));
-                }
-                Target::Agent(agent)
-            }
-            (None, Some(cluster)) => {
-                if !self.clusters.contains_key(&cluster) {
-                    return Err(RequestError::UnknownCluster(cluster));
-                }
-                Target::Cluster(cluster)
-            }
-            _ => return Err(RequestError::NotOneTarget),
-        };
-        let base = match &req.profile {
-            Some(name) => *self
-                .profiles
-                .get(name)
-                .ok_or_else(|| RequestError::UnknownProfile(name.clone()))?,
-            None => TaskPolicy::DEFAULT,
-        };
-        let policy = req.policy.apply(base);
+        let target = self.target(req.agent, req.cluster)?;
+        let policy = req.policy.apply(self.base_policy(req.profile.as_deref())?);
         validate_policy(&policy)?;
         let new = NewTask {
             target,
@@ -74,22 +51,23 @@ impl Master {
             profile: req.profile,
             policy,
             start_at_ms: req.start_at_ms,
+            order: None,
         };
+        let id = self.add_task(now, new, Duration::from_ticks(0))?;
+        self.tick(now);
+        Ok(id)
+    }
+
+    /// Stores a new pending task and holds it for dispatch; `retry_delay` is the wait before
+    /// each retry.
+    pub(super) fn add_task(
+        &mut self,
+        now: Instant,
+        new: NewTask,
+        retry_delay: Duration,
+    ) -> Result<TaskId, RequestError> {
         let id = self.next_task;
-        let task = Task {
-            id,
-            target: new.target.clone(),
-            argv: new.argv.clone(),
-            env: new.env.clone(),
-            cwd: new.cwd.clone(),
-            profile: new.profile.clone(),
-            policy,
-            start_at_ms: new.start_at_ms,
-            state: TaskState::Pending,
-            outcome: None,
-            created_ms: 0,
-            updated_ms: 0,
-        };
+        let task = Task::pending(id, new.clone());
         // The agent's own checks (argv, env, sizes), before anything is stored.
         task.spec(self.next_attempt)?;
         self.next_task += 1;
@@ -105,9 +83,9 @@ impl Master {
                 attempts: Vec::new(),
                 kill_requested: false,
                 retry_at: now,
+                retry_delay,
             },
         );
-        self.tick(now);
         Ok(id)
     }
 
@@ -132,20 +110,36 @@ impl Master {
                 state: Some(t.task.state),
             });
         }
-        if !t.kill_requested {
-            t.kill_requested = true;
-            for a in t.attempts.iter_mut().filter(|a| a.is_open()) {
-                a.kill_wanted = true;
-                a.next_kill = now;
-            }
-            let open = t.has_open();
-            self.persist(Change::KillRequested { task: id });
-            if !open {
-                self.decide(now, id, TaskState::Killed, Outcome::Cancelled);
-            }
-        }
+        self.request_kill(now, id, TaskState::Killed, Outcome::Cancelled);
         self.tick(now);
         Ok(())
+    }
+
+    /// Marks an unfinished task for killing: decided at once as `state` with `outcome` if no
+    /// attempt is out, else by kill commands until each open attempt has ended.
+    pub(super) fn request_kill(
+        &mut self,
+        now: Instant,
+        id: TaskId,
+        state: TaskState,
+        outcome: Outcome,
+    ) {
+        let Some(t) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        if t.kill_requested || t.task.state.is_terminal() {
+            return;
+        }
+        t.kill_requested = true;
+        for a in t.attempts.iter_mut().filter(|a| a.is_open()) {
+            a.kill_wanted = true;
+            a.next_kill = now;
+        }
+        let open = t.has_open();
+        self.persist(Change::KillRequested { task: id });
+        if !open {
+            self.decide(now, id, state, outcome);
+        }
     }
 
     /// Switches agent `id` over (`disabled`) or back. A disabled agent gets no new attempts
@@ -242,7 +236,7 @@ impl Master {
     }
 }
 
-fn check_name(what: &'static str, name: &str) -> Result<(), RequestError> {
+pub(super) fn check_name(what: &'static str, name: &str) -> Result<(), RequestError> {
     validate_id(name)
         .map(drop)
         .map_err(|_| RequestError::InvalidName {
@@ -253,7 +247,7 @@ fn check_name(what: &'static str, name: &str) -> Result<(), RequestError> {
 
 /// The policy rules of the protocol plus the master's own: `lost_after` only for `continue`
 /// tasks, and never zero.
-fn validate_policy(policy: &TaskPolicy) -> Result<(), RequestError> {
+pub(super) fn validate_policy(policy: &TaskPolicy) -> Result<(), RequestError> {
     // The protocol's rules first, so that their refusal keeps its reason.
     policy
         .to_core()

@@ -12,7 +12,8 @@ use tether_core::topic::TopicError;
 
 use crate::model::{
     Agent, AgentPresence, ApiToken, Attempt, AttemptId, AttemptUpdate, AuditEntry, Cluster,
-    ClusterMode, Invalid, NewTask, Outcome, Profile, Task, TaskId, TaskPolicy, TaskState,
+    ClusterMode, Invalid, NewTask, OnFailure, Order, OrderId, OrderState, Outcome, Profile,
+    StepTask, Task, TaskId, TaskPolicy, TaskState, Workflow,
 };
 
 /// How the master behaves; everything here is the operator's choice.
@@ -133,6 +134,8 @@ pub enum Change {
         id: AttemptId,
         task: TaskId,
         agent: String,
+        /// A chained step's predecessor attempt on the same agent ([`Attempt::after`]).
+        after: Option<AttemptId>,
     },
     Attempt {
         id: AttemptId,
@@ -151,6 +154,16 @@ pub enum Change {
     ApiToken(ApiToken),
     /// Who changed what through the API.
     Audit(AuditEntry),
+    /// A new workflow version (versions are never changed or removed while orders use them).
+    Workflow(Workflow),
+    /// A new order, `running`.
+    NewOrder(Order),
+    /// An order ended.
+    OrderState {
+        id: OrderId,
+        state: OrderState,
+        reason: Option<String>,
+    },
 }
 
 /// Everything a restarted core needs, as the store loads it.
@@ -167,6 +180,13 @@ pub struct Snapshot {
     pub next_attempt: AttemptId,
     /// Every provisioned agent's MAC key.
     pub agent_keys: Vec<(String, AgentKey)>,
+    /// Every workflow version.
+    pub workflows: Vec<Workflow>,
+    /// Running orders.
+    pub orders: Vec<Order>,
+    /// The step tasks of running orders, finished ones too.
+    pub step_tasks: Vec<StepTask>,
+    pub next_order: OrderId,
 }
 
 /// Policy fields to set on top of a profile (or the defaults); `None` keeps the base value.
@@ -253,6 +273,52 @@ pub struct Submit {
     pub start_at_ms: Option<u64>,
 }
 
+/// A workflow as defined through the API: its steps in order. Defining an existing name makes
+/// its next version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowRequest {
+    pub name: String,
+    pub steps: Vec<StepRequest>,
+}
+
+/// One step: a task (as [`Submit`] has it, without a start time) and what its failure does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    /// Defaults to `step-N` (N from 1).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub cwd: String,
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// `retries` here retries the step (after `retry_delay_ms`) before `on_failure` applies.
+    #[serde(default)]
+    pub policy: PolicyOverrides,
+    /// `stop` (the default) or `continue`.
+    #[serde(default)]
+    pub on_failure: Option<OnFailure>,
+    #[serde(default)]
+    pub retry_delay_ms: u64,
+}
+
+/// Starts an order of a workflow: its latest version, or the one named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    pub workflow: String,
+    #[serde(default)]
+    pub version: Option<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterRequest {
@@ -318,6 +384,27 @@ pub enum RequestError {
         task: TaskId,
         state: Option<TaskState>,
     },
+    /// A workflow with no steps, or more than [`crate::model::MAX_STEPS`].
+    StepCount {
+        workflow: String,
+        steps: usize,
+    },
+    /// A step the master refused; `reason` names the step and why.
+    InvalidStep {
+        step: usize,
+        reason: String,
+    },
+    UnknownWorkflow(String),
+    UnknownVersion {
+        workflow: String,
+        version: u32,
+    },
+    UnknownOrder(OrderId),
+    /// Cancelling an order that has ended.
+    OrderEnded {
+        order: OrderId,
+        state: OrderState,
+    },
 }
 
 /// What kind of refusal a [`RequestError`] is, for callers that map it (to HTTP statuses).
@@ -337,8 +424,12 @@ impl RequestError {
             Self::UnknownAgent(_)
             | Self::UnknownCluster(_)
             | Self::UnknownProfile(_)
-            | Self::UnknownTask(_) => ErrorClass::NotFound,
-            Self::AlreadyFinished { .. } => ErrorClass::Conflict,
+            | Self::UnknownTask(_)
+            | Self::UnknownOrder(_) => ErrorClass::NotFound,
+            Self::AlreadyFinished { .. } | Self::OrderEnded { .. } => ErrorClass::Conflict,
+            // Named in a request body: the body is what is wrong (422), not the URL.
+            Self::UnknownWorkflow(_) | Self::UnknownVersion { .. } => ErrorClass::Invalid,
+            Self::StepCount { .. } | Self::InvalidStep { .. } => ErrorClass::Invalid,
             Self::InvalidPrefix { .. }
             | Self::ZeroHeartbeatPeriod
             | Self::InvalidName { .. }
@@ -405,6 +496,20 @@ impl fmt::Display for RequestError {
                 task,
                 state: Some(state),
             } => write!(f, "task {task} has already finished ({state})"),
+            Self::StepCount { workflow, steps } => write!(
+                f,
+                "workflow '{workflow}' has {steps} steps: give 1 to {}",
+                crate::model::MAX_STEPS
+            ),
+            Self::InvalidStep { step, reason } => write!(f, "step {}: {reason}", step + 1),
+            Self::UnknownWorkflow(name) => write!(f, "unknown workflow '{name}'"),
+            Self::UnknownVersion { workflow, version } => {
+                write!(f, "workflow '{workflow}' has no version {version}")
+            }
+            Self::UnknownOrder(id) => write!(f, "no order {id}"),
+            Self::OrderEnded { order, state } => {
+                write!(f, "order {order} has already ended ({state})")
+            }
         }
     }
 }

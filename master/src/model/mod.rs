@@ -68,8 +68,12 @@ macro_rules! text_enum {
 }
 
 mod access;
+mod workflow;
 
 pub use access::{ApiToken, AuditEntry, Role};
+pub use workflow::{
+    HANDOVER, MAX_STEPS, OnFailure, Order, OrderId, OrderState, Step, StepRef, StepTask, Workflow,
+};
 
 text_enum! {
     /// What the master last learned about an agent's connection.
@@ -349,6 +353,9 @@ pub struct NewTask {
     /// Unix milliseconds; `None` starts at once.
     #[serde(default)]
     pub start_at_ms: Option<u64>,
+    /// The order step this task runs, if it is one.
+    #[serde(default)]
+    pub order: Option<StepRef>,
 }
 
 /// How a task ended; set with its terminal state.
@@ -383,6 +390,10 @@ pub enum Outcome {
     /// No agent could take it (unknown agent, empty cluster).
     NoAgent,
     Cancelled,
+    /// Its order ended (a step before it failed, or the order was cancelled) before it ran.
+    OrderEnded {
+        order: OrderId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -399,9 +410,31 @@ pub struct Task {
     pub outcome: Option<Outcome>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// The order step this task runs, if it is one.
+    #[serde(default)]
+    pub order: Option<StepRef>,
 }
 
 impl Task {
+    /// A task as submitted, pending, with its id.
+    pub fn pending(id: TaskId, new: NewTask) -> Self {
+        Self {
+            id,
+            target: new.target,
+            argv: new.argv,
+            env: new.env,
+            cwd: new.cwd,
+            profile: new.profile,
+            policy: new.policy,
+            start_at_ms: new.start_at_ms,
+            state: TaskState::Pending,
+            outcome: None,
+            created_ms: 0,
+            updated_ms: 0,
+            order: new.order,
+        }
+    }
+
     /// The start command's payload for one attempt of this task.
     pub fn spec(&self, attempt: AttemptId) -> Result<TaskSpec, Invalid> {
         build_spec(
@@ -435,6 +468,10 @@ pub struct Attempt {
     /// Agent-reported times (Unix milliseconds).
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
+    /// A chained workflow step: the attempt of the step before, on the same agent, that this
+    /// one was handed over behind (the agent starts it once that one has ended).
+    #[serde(default)]
+    pub after: Option<AttemptId>,
 }
 
 /// A change of an attempt: the new state, and whichever facts came with it (`None` keeps the

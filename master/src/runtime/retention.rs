@@ -85,20 +85,18 @@ impl Retention {
         let mut deleted = 0;
         let wait = match store.prune_finished(before, BATCH) {
             Ok(p) => {
-                if p.tasks > 0 || p.events > 0 {
+                if p.tasks > 0 || p.events > 0 || p.orders > 0 {
                     info!(
-                        "history: deleted {} finished task(s) and {} event(s) older than {}",
+                        "history: deleted {} finished task(s), {} order(s) and {} event(s) \
+                         older than {}",
                         p.tasks,
+                        p.orders,
                         p.events,
                         humanize(age)
                     );
                 }
                 deleted = p.tasks;
-                if p.tasks == u64::from(BATCH) {
-                    AGAIN
-                } else {
-                    every(age)
-                }
+                if p.full { AGAIN } else { every(age) }
             }
             Err(e) => {
                 warn!("history retention: {e}; trying again later");

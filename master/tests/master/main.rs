@@ -16,6 +16,7 @@ mod broker_util;
 mod config_file;
 mod core_auth;
 mod core_journals;
+mod core_orders;
 mod core_presence;
 mod core_rules;
 mod core_switchover;
