@@ -3,12 +3,15 @@
 //! The runtime frames and checksums records; this module fixes what a record says. Replaying
 //! the records in order through [`crate::agent::Agent::restore`] rebuilds everything that must
 //! survive a restart: the attempts already seen (exactly-once start), orders still held for
-//! their start time, attempts that may have been running, the event sequence, and which events
-//! the master has acknowledged.
+//! their start time or their predecessor's end, attempts that may have been running, the event
+//! sequence, and which events the master has acknowledged.
+//!
+//! Records are postcard enums, numbered by position: new variants are appended at the end, so
+//! an older journal still decodes.
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{Event, TaskRef, TaskSpec};
+use crate::message::{After, Event, TaskRef, TaskSpec};
 use crate::wire::{DecodeError, MAX_MESSAGE};
 
 /// Largest encoded record.
@@ -36,6 +39,10 @@ pub enum JournalRecord {
     /// compaction; sent with every event and heartbeat, so the master tells a replaced journal
     /// (a re-flashed board, a restored backup) from the one it knew.
     Identity { journal: u32 },
+    /// The chained order of `task` (its `Order` record just before) waits for `after`'s attempt
+    /// to end. Its wait ends with the predecessor's `Finished` event, replayed; compaction
+    /// writes it again for an order still waiting.
+    After { task: TaskRef, after: After },
 }
 
 /// Whether the journal may take more records.

@@ -205,15 +205,8 @@ fn restart_remembers_attempts_and_reports_the_possibly_running_as_lost() {
     rig.agent.handle_process_started(t(1), running.task, 9);
     rig.drain(t(1));
 
-    // A new process reads the journal back.
-    let mut fresh = Rig::new();
-    // The master goes on counting: what it retransmits carries new counters.
-    fresh.counter = rig.counter;
-    for bytes in &rig.journal {
-        fresh.agent.restore(&journal::decode(bytes).unwrap());
-    }
-    fresh.agent.finish_restore(t(5));
-    fresh.drain(t(5));
+    // A new process reads the journal back; the master's retransmissions carry new counters.
+    let mut fresh = rig.restart(t(5));
     fresh.journal.clear();
     fresh.command(t(6), CommandBody::Start(running.clone()));
     fresh.command(t(6), CommandBody::Start(held.clone()));
@@ -527,15 +520,9 @@ fn a_held_order_no_longer_allowed_after_a_restart_never_starts() {
     rig.command(t(0), CommandBody::Start(dropped.clone()));
 
     // The board's configuration tightened while the agent was down.
-    let mut fresh = Rig::new();
-    fresh
-        .agent
-        .set_allowlist(Allowlist::from_entries(["/opt/tasks/keep"]).unwrap());
-    for bytes in &rig.journal {
-        fresh.agent.restore(&journal::decode(bytes).unwrap());
-    }
-    fresh.agent.finish_restore(t(5));
-    fresh.drain(t(5));
+    let mut fresh = rig.restart_with(t(5), |agent| {
+        agent.set_allowlist(Allowlist::from_entries(["/opt/tasks/keep"]).unwrap());
+    });
     assert!(fresh.events().contains(&EventKind::Finished {
         task: dropped.task,
         exit: Exit::SpawnFailed(13),

@@ -108,9 +108,10 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     }
 
     /// A held order starts at its start time, unless the agent is stopping: then it stays
-    /// journaled and starts after the next start (a drain must not begin new work).
+    /// journaled and starts after the next start (a drain must not begin new work). A chained
+    /// order waiting for its predecessor has no start time yet: the predecessor's end starts it.
     fn start_due(&self, slot: &Slot) -> Option<Instant> {
-        (slot.phase == Phase::Held && self.stopping.is_none())
+        (slot.phase == Phase::Held && slot.after.is_none() && self.stopping.is_none())
             .then(|| self.start_instant(&slot.spec))
     }
 

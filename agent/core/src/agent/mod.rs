@@ -20,6 +20,9 @@
 //!   timeout (counted from the later of the last contact and the task's start) and SIGKILL a
 //!   grace time later; a `continue` task is never terminated for a lost master;
 //! - an order with a start time starts at that time, master or no master;
+//! - a chained order (a workflow step) starts only once its predecessor on this agent has
+//!   ended as its `run_if` asks, and is skipped ([`Exit::Skipped`]) otherwise, master or no
+//!   master; the rest of its chain follows in the same input;
 //! - with keys ([`Auth::Keys`]), nothing the master did not sign is acted on, nothing is acted on
 //!   twice (epoch and counter, [`ReplayGuard`], persisted through the journal), only a fresh
 //!   authentic master heartbeat counts as contact, and everything the agent publishes carries
@@ -31,6 +34,8 @@
 //!   bad-command reports, commands;
 //! - `slots`: task slots, from an accepted order through its [`Phase`]s to `Finished`, and the
 //!   attempt ids remembered for exactly-once start;
+//! - `chain`: chained orders: the wait for a predecessor, what its end decides, and the ends of
+//!   recent attempts ([`RECENT_ENDS`]);
 //! - `log`: the event log: sequence numbers, journal appends, durability, the send window,
 //!   acknowledgements;
 //! - `restore`: the journal as the agent's memory: records, the snapshot a compaction writes,
@@ -39,7 +44,10 @@
 //! - `deadlines`: every timing rule as one function, read by both [`Agent::poll_timeout`] and
 //!   [`Agent::handle_timeout`], so the two cannot disagree;
 //! - `stop`: a normal stop, from draining to [`Action::Stopped`].
+//!
+//! [`Exit::Skipped`]: crate::message::Exit::Skipped
 
+mod chain;
 mod contact;
 mod deadlines;
 mod inbox;
@@ -53,11 +61,14 @@ use heapless::{Deque, String, Vec};
 
 use crate::allowlist::Allowlist;
 use crate::auth::{AgentKey, MasterKeys, ReplayGuard};
-use crate::message::{AgentId, Event, TaskRef, TaskSpec};
+use crate::message::{After, AgentId, Event, TaskRef, TaskSpec};
 use crate::presence::Presence;
 use crate::topic::{MAX_PREFIX, QoS, Topic, TopicBuf, TopicError, validate_id, validate_prefix};
 use crate::wire::{DecodeError, Signer};
 
+pub use self::chain::RECENT_ENDS;
+
+use self::chain::RecentEnds;
 use self::contact::Contact;
 use self::inbox::BadCommands;
 use self::log::EventLog;
@@ -107,6 +118,11 @@ pub enum Signal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Append {
     Order(TaskRef),
+    /// The order of `task` waits for `after`'s attempt to end (right after its `Order`).
+    After {
+        task: TaskRef,
+        after: After,
+    },
     Spawning(TaskRef),
     Event(Event),
     /// The master's command high-water mark moved (replay protection across restarts).
@@ -151,7 +167,8 @@ pub enum Action {
 /// Where an attempt is in its life on this agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Waiting for its start time.
+    /// Waiting for its start time; a chained order also for its predecessor to end
+    /// ([`Agent::waiting_for`]).
     Held,
     /// `Spawning` appended, spawned once durable.
     Starting {
@@ -231,7 +248,8 @@ struct Topics {
 }
 
 /// The agent. `TASKS` bounds attempts held or running at once (at most 32, see
-/// [`ACTION_QUEUE`]); `SEEN` bounds the attempt ids remembered for exactly-once start.
+/// [`ACTION_QUEUE`]), chained orders waiting for their predecessor included; `SEEN` bounds the
+/// attempt ids remembered for exactly-once start.
 #[derive(Debug)]
 pub struct Agent<const TASKS: usize, const SEEN: usize> {
     id: AgentId,
@@ -253,6 +271,8 @@ pub struct Agent<const TASKS: usize, const SEEN: usize> {
     /// Programs tasks may run; `None` allows every program.
     allowlist: Option<Allowlist>,
     seen: Seen<SEEN>,
+    /// How recent attempts ended, for chained orders that arrive after their predecessor.
+    ends: RecentEnds,
 
     log: EventLog,
 
@@ -300,6 +320,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             max_tasks: TASKS,
             allowlist: None,
             seen: Seen::new(),
+            ends: RecentEnds::new(),
             log: EventLog::new(),
             stopping: None,
             drain_expired: false,
@@ -387,9 +408,16 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.slot(task).map(|i| &self.slots[i].spec)
     }
 
-    /// Attempts held or running, in acceptance order.
+    /// Attempts held or running, in acceptance order (chained orders waiting for their
+    /// predecessor are [`Phase::Held`]).
     pub fn tasks(&self) -> impl Iterator<Item = (TaskRef, Phase)> + '_ {
         self.slots.iter().map(|s| (s.spec.task, s.phase))
+    }
+
+    /// The predecessor a held chained order still waits for: until it ends, the order does not
+    /// start, whatever its start time.
+    pub fn waiting_for(&self, task: TaskRef) -> Option<After> {
+        self.slot(task).and_then(|i| self.slots[i].after)
     }
 
     /// Wall-clock milliseconds at `now`, if the runtime has told the clock.
@@ -411,7 +439,8 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
 
     // ----- settings -----
 
-    /// Lowers the number of attempts held or running at once (never above `TASKS`).
+    /// Lowers the number of attempts held or running at once, chained orders waiting for their
+    /// predecessor included (never above `TASKS`).
     pub fn set_max_tasks(&mut self, max: usize) {
         self.max_tasks = max.clamp(1, TASKS);
     }

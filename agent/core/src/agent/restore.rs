@@ -1,5 +1,6 @@
 //! The journal as the agent's memory: the record each append writes, the snapshot a compaction
-//! writes, and the replay at start-up that rebuilds the agent from them.
+//! writes, and the replay at start-up that rebuilds the agent from them (chained orders' waits
+//! included, see `chain`).
 
 use embassy_time::Instant;
 
@@ -27,6 +28,10 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                     .ok_or(EncodeAppendError::MissingSlot(*task))?;
                 JournalRecord::Order(self.slots[i].spec.clone())
             }
+            Append::After { task, after } => JournalRecord::After {
+                task: *task,
+                after: *after,
+            },
             Append::Spawning(task) => JournalRecord::Spawning(*task),
             Append::Event(event) => JournalRecord::Event(event.clone()),
             Append::MasterCounter { epoch, counter } => JournalRecord::MasterCounter {
@@ -61,6 +66,12 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         }
         for slot in &self.slots {
             emit(&JournalRecord::Order(slot.spec.clone()));
+            if let Some(after) = slot.after {
+                emit(&JournalRecord::After {
+                    task: slot.spec.task,
+                    after,
+                });
+            }
             if slot.phase != Phase::Held {
                 emit(&JournalRecord::Spawning(slot.spec.task));
             }
@@ -80,8 +91,15 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                     }
                 }
             }
+            JournalRecord::After { task, after } => {
+                if let Some(i) = self.slot(*task) {
+                    self.slots[i].after = Some(*after);
+                }
+            }
             JournalRecord::Spawning(task) => {
                 if let Some(i) = self.slot(*task) {
+                    // Past any wait: it was started.
+                    self.slots[i].after = None;
                     self.slots[i].phase = Phase::Orphaned;
                 }
             }
@@ -91,10 +109,11 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                     EventKind::Accepted { task } | EventKind::Rejected { task, .. } => {
                         self.seen.remember(task.attempt);
                     }
-                    EventKind::Finished { task, .. } => {
+                    EventKind::Finished { task, exit, .. } => {
                         if let Some(i) = self.slot(*task) {
                             self.slots.remove(i);
                         }
+                        self.replay_end(*task, *exit);
                     }
                     _ => {}
                 }
@@ -122,8 +141,10 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     }
 
     /// Ends the replay: attempts that may have been running when the agent went down are
-    /// reported lost (never started again); held orders wait for their time, unless the
-    /// allowlist no longer allows their program (then they end as a spawn failure, EACCES).
+    /// reported lost (never started again; the orders chained after them are decided by that
+    /// end); held orders wait for their time, unless the allowlist no longer allows their
+    /// program (then they end as a spawn failure, EACCES); a chained order whose predecessor is
+    /// no longer held is decided by its remembered end, or skipped if that is not known.
     pub fn finish_restore(&mut self, now: Instant) {
         if !core::mem::replace(&mut self.journal_named, true) {
             // A new journal (or one from before identities): named before anything else lands.
@@ -136,14 +157,18 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.contact.last_contact = now;
         let mut i = 0;
         while i < self.slots.len() {
-            if self.slots[i].phase == Phase::Orphaned {
+            let ended = if self.slots[i].phase == Phase::Orphaned {
                 self.finish(now, i, Exit::Lost);
+                true
             } else if !self.allowed(&self.slots[i].spec) {
                 // Accepted under an earlier allowlist: it must not start under this one.
                 self.finish(now, i, Exit::SpawnFailed(EACCES));
+                true
             } else {
-                i += 1;
-            }
+                self.settle_restored_wait(now, i)
+            };
+            // An end decides the orders chained after it, wherever they are: scan them again.
+            i = if ended { 0 } else { i + 1 };
         }
         self.handle_timeout(now);
     }

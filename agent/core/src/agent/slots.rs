@@ -1,6 +1,7 @@
-//! Task slots: an order accepted (or refused), held until its start time, spawned once its
-//! `Spawning` record is durable, run, terminated and finished, each step a [`Phase`]; and the
-//! attempt ids remembered so that none starts twice.
+//! Task slots: an order accepted (or refused), held until its start time (a chained order
+//! also until its predecessor ends, see `chain`), spawned once its `Spawning` record is
+//! durable, run, terminated and finished, each step a [`Phase`]; and the attempt ids
+//! remembered so that none starts twice.
 
 use embassy_time::Instant;
 use heapless::{Deque, Vec};
@@ -8,7 +9,7 @@ use heapless::{Deque, Vec};
 use super::{Action, Agent, Append, Phase, Signal};
 use crate::journal::JournalLevel;
 use crate::message::{
-    EventKind, Exit, KillCause, OUTPUT_CHUNK, RejectReason, Stream, TaskRef, TaskSpec,
+    After, EventKind, Exit, KillCause, OUTPUT_CHUNK, RejectReason, Stream, TaskRef, TaskSpec,
 };
 use crate::millis;
 
@@ -16,6 +17,9 @@ use crate::millis;
 pub(super) struct Slot {
     pub(super) spec: TaskSpec,
     pub(super) phase: Phase,
+    /// A chained order still waiting for its predecessor to end (held meanwhile, whatever its
+    /// start time).
+    pub(super) after: Option<After>,
     /// Set once termination began: the cause, and when SIGKILL is due (None once sent).
     pub(super) kill: Option<(KillCause, Option<Instant>)>,
     /// A termination asked for before the process was confirmed.
@@ -30,6 +34,7 @@ impl Slot {
         Self {
             spec,
             phase,
+            after: None,
             kill: None,
             kill_pending: None,
             reported: 0,
@@ -146,20 +151,34 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         }
     }
 
-    /// A start command: accepted into a slot, or refused with a reason; either answer is
-    /// journaled, and the attempt remembered so that a retransmission is not answered twice.
+    /// A start command: accepted into a slot (started now or at its start time), or refused.
     pub(super) fn handle_start(&mut self, now: Instant, spec: TaskSpec) {
+        if self.admissible(now, &spec, None) {
+            let i = self.accept(now, spec, None);
+            self.start_if_due(now, i);
+        }
+    }
+
+    /// The checks and answers every start gets before it is accepted: a retransmission is not
+    /// answered twice, and a refusal (`refusal` when no general one applies) is journaled and
+    /// its attempt remembered. Whether the order may be accepted.
+    pub(super) fn admissible(
+        &mut self,
+        now: Instant,
+        spec: &TaskSpec,
+        refusal: Option<RejectReason>,
+    ) -> bool {
         let task = spec.task;
         if self.seen.contains(task.attempt) {
             // A retransmission: the first answer is journaled and is resent until acknowledged.
             self.stats.duplicate_starts += 1;
-            return;
+            return false;
         }
         let refusal = if task.attempt <= self.seen.forgotten_below {
             Some(RejectReason::Stale)
         } else if let Err(reason) = spec.validate() {
             Some(reason)
-        } else if !self.allowed(&spec) {
+        } else if !self.allowed(spec) {
             Some(RejectReason::NotAllowed)
         } else if self.stopping.is_some() {
             Some(RejectReason::Draining)
@@ -168,47 +187,59 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         } else if self.slots.len() >= self.max_tasks {
             Some(RejectReason::Full)
         } else {
-            None
+            refusal
         };
-        if let Some(reason) = refusal {
-            if !self.log.rejection_fits {
-                // No room left to answer without taking a result's: not answered and not
-                // remembered, so the master's next retransmission is judged again.
-                self.stats.unanswered_starts += 1;
-                return;
-            }
-            self.stats.rejected_starts += 1;
-            if reason != RejectReason::Stale {
-                self.seen.remember(task.attempt);
-            }
-            self.push_event(now, EventKind::Rejected { task, reason });
-            return;
+        let Some(reason) = refusal else {
+            return true;
+        };
+        if !self.log.rejection_fits {
+            // No room left to answer without taking a result's: not answered and not
+            // remembered, so the master's next retransmission is judged again.
+            self.stats.unanswered_starts += 1;
+            return false;
         }
+        self.stats.rejected_starts += 1;
+        if reason != RejectReason::Stale {
+            self.seen.remember(task.attempt);
+        }
+        self.push_event(now, EventKind::Rejected { task, reason });
+        false
+    }
+
+    /// An admissible order accepted into a held slot (waiting for `wait`'s predecessor, if
+    /// given), journaled and remembered for exactly-once start. Returns the slot.
+    pub(super) fn accept(&mut self, now: Instant, spec: TaskSpec, wait: Option<After>) -> usize {
+        let task = spec.task;
         self.seen.remember(task.attempt);
-        let due_now = self.start_instant(&spec) <= now;
-        // Checked above: there is room.
-        let _ = self.slots.push(Slot::new(spec, Phase::Held));
-        let i = self.slots.len() - 1;
+        let mut slot = Slot::new(spec, Phase::Held);
+        slot.after = wait;
+        // Admissible: there is room.
+        let _ = self.slots.push(slot);
         self.append(Append::Order(task));
+        if let Some(after) = wait {
+            self.append(Append::After { task, after });
+        }
         self.push_event(now, EventKind::Accepted { task });
         self.rearm_heartbeat(now);
-        if due_now {
+        self.slots.len() - 1
+    }
+
+    /// A held order that waits for nothing starts now if its start time has come; otherwise
+    /// its start-time deadline starts it. A drain begins no new work: it stays held.
+    pub(super) fn start_if_due(&mut self, now: Instant, i: usize) {
+        let slot = &self.slots[i];
+        if slot.phase == Phase::Held
+            && slot.after.is_none()
+            && self.stopping.is_none()
+            && self.start_instant(&slot.spec) <= now
+        {
             self.begin_start(i);
         }
     }
 
-    /// A chained start (to be built: held until its predecessor ends).
-    pub(super) fn handle_start_after(
-        &mut self,
-        now: Instant,
-        spec: TaskSpec,
-        _after: crate::message::After,
-    ) {
-        self.handle_start(now, spec);
-    }
-
-    /// A kill command: what never ran ends at once, a process not confirmed yet is terminated
-    /// once it is, a running one now.
+    /// A kill command: what never ran ends at once (a waiting chained order too; the orders
+    /// chained after it are then skipped), a process not confirmed yet is terminated once it
+    /// is, a running one now.
     pub(super) fn handle_kill(&mut self, now: Instant, task: TaskRef) {
         let Some(i) = self.slot(task) else { return };
         match self.slots[i].phase {
@@ -265,7 +296,16 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         });
     }
 
+    /// The attempt in slot `i` ended: reported, remembered, and the chained orders waiting for
+    /// it decided.
     pub(super) fn finish(&mut self, now: Instant, i: usize, exit: Exit) {
+        let task = self.end(now, i, exit);
+        self.release_dependents(now, task, exit);
+        self.maybe_stop(now);
+    }
+
+    /// Frees slot `i` with its `Finished` event, and remembers how it ended.
+    pub(super) fn end(&mut self, now: Instant, i: usize, exit: Exit) -> TaskRef {
         let slot = self.slots.remove(i);
         let cause = slot.kill.map(|(c, _)| c);
         let task = slot.spec.task;
@@ -278,7 +318,8 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                 output_dropped: slot.dropped,
             },
         );
-        self.maybe_stop(now);
+        self.ends.remember(task, exit);
+        task
     }
 
     pub(super) fn allowed(&self, spec: &TaskSpec) -> bool {

@@ -46,8 +46,9 @@ pub(crate) fn config(incarnation: u32) -> Config<'static> {
 }
 
 /// Drives an agent like a runtime whose disk is instant: appends become durable at once.
-pub(crate) struct Rig {
-    pub(crate) agent: TestAgent,
+/// `TASKS` and `SEEN` are the agent's capacities ([`TestAgent`]'s by default).
+pub(crate) struct Rig<const TASKS: usize = 4, const SEEN: usize = 8> {
+    pub(crate) agent: Agent<TASKS, SEEN>,
     pub(crate) journal: Vec<Vec<u8>>,
     pub(crate) actions: Vec<Action>,
     pub(crate) counter: u64,
@@ -55,14 +56,67 @@ pub(crate) struct Rig {
 
 impl Rig {
     pub(crate) fn new() -> Self {
-        let mut agent = TestAgent::new(config(0xabcd), t(0)).unwrap();
+        Self::sized()
+    }
+}
+
+impl<const TASKS: usize, const SEEN: usize> Rig<TASKS, SEEN> {
+    /// A rig for an agent of other capacities: `Rig::<32, 64>::sized()`.
+    pub(crate) fn sized() -> Self {
+        Self::with_agent(0xabcd, t(0), Vec::new(), 0)
+    }
+
+    fn with_agent(incarnation: u32, now: Instant, journal: Vec<Vec<u8>>, counter: u64) -> Self {
+        let mut agent = Agent::new(config(incarnation), now).unwrap();
         agent.handle_wall_clock(t(0), 1_000_000);
         Self {
             agent,
-            journal: Vec::new(),
+            journal,
             actions: Vec::new(),
-            counter: 0,
+            counter,
         }
+    }
+
+    /// A new agent process that replays this one's journal, restored and drained at `now`; it
+    /// keeps writing to the same journal, and the master goes on counting.
+    pub(crate) fn restart(&self, now: Instant) -> Self {
+        self.restart_with(now, |_| {})
+    }
+
+    /// [`Rig::restart`], with `setup` applied to the new agent before it replays the journal
+    /// (the runtime's settings: allowlist, `max_tasks`).
+    pub(crate) fn restart_with(
+        &self,
+        now: Instant,
+        setup: impl FnOnce(&mut Agent<TASKS, SEEN>),
+    ) -> Self {
+        let mut fresh = Self::with_agent(0xabce, now, self.journal.clone(), self.counter);
+        setup(&mut fresh.agent);
+        for bytes in &self.journal {
+            fresh.agent.restore(&journal::decode(bytes).unwrap());
+        }
+        fresh.agent.finish_restore(now);
+        fresh.drain(now);
+        fresh
+    }
+
+    /// Rewrites the journal as a compaction does: the agent's snapshot, then the events the
+    /// master has not acknowledged.
+    pub(crate) fn compact(&mut self) {
+        let encode = |record: &JournalRecord| {
+            let mut buf = [0u8; journal::MAX_RECORD];
+            journal::encode(record, &mut buf).unwrap().to_vec()
+        };
+        let mut compacted = Vec::new();
+        self.agent.snapshot(|record| compacted.push(encode(record)));
+        let acked = self.agent.acked_seq();
+        compacted.extend(self.journal.iter().filter_map(|bytes| {
+            match journal::decode(bytes).unwrap() {
+                JournalRecord::Event(e) if e.seq > acked => Some(bytes.clone()),
+                _ => None,
+            }
+        }));
+        self.journal = compacted;
     }
 
     pub(crate) fn drain(&mut self, now: Instant) {
