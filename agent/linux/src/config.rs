@@ -11,7 +11,8 @@
 //! reconnect_min_ms = 500            # first back-off, and the period of the TCP probes between
 //!                                   # attempts (crate::probe)
 //! reconnect_max_ms = 30000
-//! max_tasks = 16
+//! max_tasks = 16                    # attempts held or running at once, chained steps
+//!                                   # waiting for their predecessor too (at most 32)
 //! metrics_file = "/var/lib/prometheus/node-exporter/tether-agent.prom"  # optional: figures
 //!                                   # for node_exporter's textfile collector (crate::textfile)
 //! username = "pi-kitchen"           # optional broker credentials
@@ -123,6 +124,7 @@ pub struct Config {
     pub reconnect_max: Duration,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Attempts held or running at once, chained steps waiting for their predecessor too.
     pub max_tasks: u32,
     /// Where the figures for node_exporter's textfile collector go, if anywhere.
     pub metrics_file: Option<PathBuf>,

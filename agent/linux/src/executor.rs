@@ -23,7 +23,8 @@ use tether_core::message::{Exit, Stream, TaskRef, TaskSpec};
 use tether_core::topic::{QoS, TopicError};
 use tether_core::{Duration, Instant, wire};
 
-/// Attempts held or running at once, at most (the config's `max_tasks` may lower it).
+/// Attempts held or running at once, at most, chained steps waiting for their predecessor
+/// included (the config's `max_tasks` may lower it).
 pub const TASKS: usize = 32;
 /// Attempt ids remembered for exactly-once start.
 pub const SEEN: usize = 256;

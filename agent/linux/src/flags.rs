@@ -186,7 +186,7 @@ pub const FLAGS: &[Flag] = &[
     ),
     flag(
         "max-tasks",
-        "attempts held or running at once",
+        "attempts held (chained steps too) or running at once",
         // The parser has checked `n` against the maximum.
         number(u32::MAX as u64, |a, n| {
             a.overrides.max_tasks = u32::try_from(n).ok()
