@@ -112,6 +112,17 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Workflows: named sequences of steps, each a task with a target and what its failure
+    /// does; defining a name again makes its next version.
+    Workflow {
+        #[command(subcommand)]
+        command: WorkflowCmd,
+    },
+    /// Orders: one run of a workflow version, its steps one after the other.
+    Order {
+        #[command(subcommand)]
+        command: OrderCmd,
+    },
     /// A task's output; `-f` follows it until the task ends.
     Logs {
         id: u64,
@@ -183,6 +194,58 @@ pub enum Cmd {
         #[arg(long, default_value = "tether")]
         prefix: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCmd {
+    /// Define a workflow (or its next version) from a file: TOML (`.toml`) or JSON (any other
+    /// name). TOML: `name = "deploy"`, then one `[[steps]]` table per step with `argv` and
+    /// `agent` or `cluster`, and optionally `name`, `env`, `cwd`, `profile`, `on_failure`
+    /// (`stop`, the default, or `continue`), `retry_delay_ms` and a `[steps.policy]` table
+    /// (`retries`, `heartbeat_period_ms`, ... as profiles have them).
+    Create { file: PathBuf },
+    /// A workflow's steps: its latest version, or `--version N`.
+    Show {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// List workflows at their latest version, in name order (pages: `--after LAST_NAME`).
+    List {
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        after: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrderCmd {
+    /// Start an order of a workflow (its latest version, or `--version N`); prints its id.
+    Start {
+        workflow: String,
+        #[arg(long)]
+        version: Option<u32>,
+        /// Follow the order until it ends, printing its steps as they change; exit 0 only if
+        /// it succeeded (a failed order exits as `submit --wait` would for the task of the
+        /// step that stopped it, a cancelled one with 125).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// An order with each step: its task, agent, times and exit.
+    Show { id: u64 },
+    /// List orders in id order (`--after ID` for the next page).
+    List {
+        /// Only orders in this state (running, succeeded, failed, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        after: Option<u64>,
+    },
+    /// Cancel a running order: its open steps are killed, later steps never start.
+    Cancel { id: u64 },
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,20 +11,13 @@ use crate::follow;
 use crate::provision::{self, AgentKeys, Request};
 use crate::show;
 use crate::table::{TASK_HEADER, list, task_line, text};
+use crate::workflows;
 
 pub(crate) fn run(api: &Api, command: Cmd, output: Output) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     let json = output == Output::Json;
-    // Prints the answer as JSON when asked, else with `table`.
-    let mut show_answer = |value: &Value,
-                           table: &dyn Fn(&mut dyn Write, &Value) -> io::Result<()>|
-     -> Result<(), Failure> {
-        if json {
-            writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
-        } else {
-            table(&mut out, value)?;
-        }
-        Ok(())
+    let mut show_answer = |value: &Value, table: &Table<'_>| -> Result<(), Failure> {
+        print(&mut out, json, value, table)
     };
     match command {
         Cmd::Status => show_answer(&api.get("/api/status")?, &status_table)?,
@@ -209,6 +202,8 @@ pub(crate) fn run(api: &Api, command: Cmd, output: Output) -> Result<(), Failure
             })?;
         }
         Cmd::Watch => follow::watch(api, json, &mut out)?,
+        Cmd::Workflow { command } => workflows::workflow(api, command, json, &mut out)?,
+        Cmd::Order { command } => workflows::order(api, command, json, &mut out)?,
         Cmd::Provision {
             id,
             brokers,
@@ -262,6 +257,24 @@ pub(crate) fn run(api: &Api, command: Cmd, output: Output) -> Result<(), Failure
         Cmd::Decode { .. } | Cmd::Completions { .. } | Cmd::Man { .. } => {
             unreachable!("handled without the API")
         }
+    }
+    Ok(())
+}
+
+/// How an answer reads for people.
+pub(crate) type Table<'a> = dyn Fn(&mut dyn Write, &Value) -> io::Result<()> + 'a;
+
+/// Prints an answer: as JSON when asked (the master's answer as it is), else with `table`.
+pub(crate) fn print(
+    out: &mut dyn Write,
+    json: bool,
+    value: &Value,
+    table: &Table<'_>,
+) -> Result<(), Failure> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+    } else {
+        table(out, value)?;
     }
     Ok(())
 }
@@ -399,7 +412,7 @@ fn tokens_table(out: &mut dyn Write, v: &Value) -> io::Result<()> {
 }
 
 /// `path?k=v&...` of the parameters that are set, each value percent-encoded.
-fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
+pub(crate) fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
     let set: Vec<String> = params
         .iter()
         .filter_map(|(k, v)| Some(format!("{k}={}", percent(v.as_deref()?))))
@@ -412,7 +425,7 @@ fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
 }
 
 /// Every byte but the URL's unreserved characters as `%XX`.
-fn percent(value: &str) -> String {
+pub(crate) fn percent(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

@@ -1,8 +1,8 @@
-//! Following a task or the fleet over the master's event streams: `logs [-f]`, `watch`,
-//! `submit --wait`. Output is written as the bytes the task wrote (stdout to stdout, stderr to
+//! Following a task, an order or the fleet over the master's event streams: `logs [-f]`,
+//! `watch`, `submit --wait`, `order start --wait`. Output is written as the bytes the task wrote (stdout to stdout, stderr to
 //! stderr); a stream that breaks is resumed from the last byte or event received.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::mpsc;
 
@@ -281,4 +281,130 @@ fn exit_code(id: u64, state: &str, outcome: &Value) -> i32 {
             if state == "killed" { 137 } else { 125 }
         }
     }
+}
+
+/// Follows an order until it ends: its answer is read again whenever an event may concern it
+/// (its own, one of its tasks' or attempts', or a new task while a step waits for one; a
+/// stream that lagged or broke), so a quiet stream costs nothing and a missed event at most
+/// the stream's silence limit. Prints each step when it changes (with `json`, the ended
+/// order's answer); the code `order start --wait` exits with: 0 when it succeeded, else
+/// that of its failed step's task as `submit --wait` has it (1 without one), 125 when
+/// cancelled.
+pub(crate) fn wait_order(
+    api: &Api,
+    id: u64,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, Failure> {
+    // Subscribed before the first read, so no change falls between the two.
+    let mut sub = Subscription::open(api.clone(), "/api/events", None)?;
+    let mut printed: Vec<String> = Vec::new();
+    loop {
+        let order = api.get(&format!("/api/orders/{id}"))?;
+        let steps = list(&order["steps"]);
+        if !json {
+            for (i, step) in steps.iter().enumerate() {
+                let line = crate::workflows::step_line(step);
+                if printed.get(i) != Some(&line) {
+                    writeln!(out, "{line}")?;
+                    printed.resize(printed.len().max(i + 1), String::new());
+                    printed[i] = line;
+                }
+            }
+            out.flush()?;
+        }
+        let state = text(&order["order"]["state"]);
+        if state != "running" {
+            return order_ended(id, &state, &order, json, out);
+        }
+        let watched = Watched::of(&steps);
+        loop {
+            match sub.next()? {
+                Next::Event(event) if watched.concerns(id, &event) => break,
+                Next::Event(_) => {}
+                Next::Gone(_) => break,
+            }
+        }
+    }
+}
+
+/// What of an order's events call for reading it again.
+struct Watched {
+    tasks: BTreeSet<u64>,
+    attempts: BTreeSet<u64>,
+    /// A step has no task yet: a new task may be its.
+    waiting: bool,
+}
+
+impl Watched {
+    fn of(steps: &[Value]) -> Self {
+        Self {
+            tasks: steps.iter().filter_map(|s| s["task"].as_u64()).collect(),
+            attempts: steps
+                .iter()
+                .flat_map(|s| list(&s["attempts"]))
+                .filter_map(|a| a["id"].as_u64())
+                .collect(),
+            waiting: steps.iter().any(|s| s["task"].is_null()),
+        }
+    }
+
+    fn concerns(&self, order: u64, event: &crate::sse::Event) -> bool {
+        let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+        let task = data["task"].as_u64();
+        match event.kind.as_str() {
+            "order" => data["order"].as_u64() == Some(order),
+            "lagged" => true,
+            "task" => task.is_some_and(|t| self.tasks.contains(&t) || self.waiting),
+            "attempt_started" => task.is_some_and(|t| self.tasks.contains(&t)),
+            "attempt" => {
+                task.is_some_and(|t| self.tasks.contains(&t))
+                    || data["attempt"]
+                        .as_u64()
+                        .is_some_and(|a| self.attempts.contains(&a))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The ended order told (a line on stderr unless it succeeded) and its exit code.
+fn order_ended(
+    id: u64,
+    state: &str,
+    order: &Value,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, Failure> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(order)?)?;
+    }
+    out.flush()?;
+    let reason = order["order"]["reason"].as_str().unwrap_or("");
+    if state == "succeeded" {
+        if !json {
+            writeln!(out, "order {id} succeeded")?;
+        }
+        return Ok(0);
+    }
+    eprintln!("tetherctl: order {id} {state}: {reason}");
+    if state == "cancelled" {
+        return Ok(125);
+    }
+    // The step that stopped it: the last `stop` step whose task ended unsuccessfully.
+    let failed = list(&order["steps"]).into_iter().rev().find(|s| {
+        s["on_failure"] == "stop"
+            && matches!(
+                s["status"].as_str(),
+                Some("failed" | "killed" | "lost" | "cancelled")
+            )
+    });
+    Ok(match failed {
+        Some(step) => exit_code(
+            step["task"].as_u64().unwrap_or(0),
+            &text(&step["status"]),
+            &step["outcome"],
+        ),
+        None => 1,
+    })
 }

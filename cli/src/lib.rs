@@ -5,7 +5,9 @@
 //! - [`args`]: every command and flag (clap); the man page and completions come from them.
 //! - [`client`]: the API over HTTP(S), several master URLs, the token and settings file.
 //! - `commands`: what each command asks and prints (a table, or `--output json`).
-//! - `show`, `follow`: a task for people; following output and changes.
+//! - `show`, `follow`: a task for people; following output, changes and orders.
+//! - `workflows`: the workflow and order commands; `workflow_file`: a definition file
+//!   (TOML or JSON) as the request.
 //! - [`provision`]: the device folder; `decode`: wire messages as JSON lines.
 
 pub mod args;
@@ -17,6 +19,8 @@ pub mod provision;
 mod show;
 mod sse;
 mod table;
+mod workflow_file;
+mod workflows;
 
 use std::io::Write as _;
 use std::process::ExitCode;

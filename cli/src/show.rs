@@ -37,7 +37,8 @@ fn duration(ms: u64) -> String {
     }
 }
 
-fn s(v: &Value) -> String {
+/// A JSON value as text: strings as they are, `null` as `-`.
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -45,7 +46,8 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn at(v: &Value) -> String {
+/// Unix milliseconds as [`rfc3339`], `-` when absent.
+pub(crate) fn at(v: &Value) -> String {
     v.as_u64().map_or_else(|| "-".into(), rfc3339)
 }
 
@@ -174,8 +176,11 @@ fn predict(out: &mut String, policy: &Value, agent: Option<&Value>, now_ms: u64)
     }
 }
 
-fn exit(v: &Value) -> String {
-    if let Some(code) = v.get("Code") {
+/// An attempt's exit for people.
+pub(crate) fn exit(v: &Value) -> String {
+    if v == "Skipped" {
+        "skipped (the step before did not end as this one needs)".into()
+    } else if let Some(code) = v.get("Code") {
         format!("exit {}", s(code))
     } else if let Some(sig) = v.get("Signal") {
         format!("killed by signal {}", s(sig))

@@ -17,7 +17,9 @@ fn completions_for_every_shell_name_the_subcommands() {
         assert!(out.status.success(), "{shell}");
         let script = String::from_utf8(out.stdout).unwrap();
         assert!(
-            script.contains("submit") && script.contains("provision"),
+            script.contains("submit")
+                && script.contains("provision")
+                && script.contains("workflow"),
             "{shell}"
         );
     }
@@ -48,6 +50,8 @@ fn man_pages_are_written_per_subcommand() {
         "tetherctl.1",
         "tetherctl-submit.1",
         "tetherctl-token-create.1",
+        "tetherctl-workflow-create.1",
+        "tetherctl-order-start.1",
     ] {
         let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
         assert!(text.contains(".TH"), "{page}");

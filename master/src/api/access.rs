@@ -38,6 +38,10 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         ["", "metrics"] if read => Role::Viewer,
         _ if read => Role::Viewer,
         ["", "api", "tasks"] | ["", "api", "tasks", _, "kill"] if post => Role::Operator,
+        // Workflows and their orders are tasks in sequence: the same day-to-day operation.
+        ["", "api", "workflows" | "orders"] | ["", "api", "orders", _, "cancel"] if post => {
+            Role::Operator
+        }
         // Switch-over is day-to-day operation, like a kill.
         ["", "api", "agents", _, "disable" | "enable"] if post => Role::Operator,
         _ => Role::Admin,
@@ -126,6 +130,16 @@ mod tests {
             r(Method::POST, "/api/agents/pi-1/enable"),
             Some(Role::Operator)
         );
+        assert_eq!(r(Method::POST, "/api/workflows"), Some(Role::Operator));
+        assert_eq!(r(Method::GET, "/api/workflows/w"), Some(Role::Viewer));
+        assert_eq!(r(Method::POST, "/api/workflows/w"), Some(Role::Admin));
+        assert_eq!(r(Method::POST, "/api/orders"), Some(Role::Operator));
+        assert_eq!(r(Method::GET, "/api/orders/3"), Some(Role::Viewer));
+        assert_eq!(
+            r(Method::POST, "/api/orders/3/cancel"),
+            Some(Role::Operator)
+        );
+        assert_eq!(r(Method::DELETE, "/api/orders/3"), Some(Role::Admin));
         assert_eq!(r(Method::POST, "/api/clusters"), Some(Role::Admin));
         assert_eq!(r(Method::GET, "/api/tokens"), Some(Role::Admin));
         assert_eq!(r(Method::DELETE, "/api/tokens/ci"), Some(Role::Admin));

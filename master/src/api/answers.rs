@@ -222,7 +222,17 @@ pub struct ClusterDefined {
     pub warnings: Vec<String>,
 }
 
-fn json<T: Serialize>(v: &T) -> Result<Value, ApiError> {
+/// Records who changed what (`subject`: `task/7`, `order/3`) in the audit trail.
+pub(super) fn audit(core: &mut Master, by: &Caller, action: &str, subject: String) {
+    core.audit(AuditEntry {
+        at_ms: unix_ms(),
+        who: by.name.clone(),
+        action: action.to_owned(),
+        subject,
+    });
+}
+
+pub(super) fn json<T: Serialize>(v: &T) -> Result<Value, ApiError> {
     serde_json::to_value(v).map_err(|e| ApiError::new(500, format!("cannot encode: {e}")))
 }
 
@@ -243,14 +253,7 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
         observed,
         refusing,
     } = cx;
-    let audit = |core: &mut Master, action: &str, subject: String| {
-        core.audit(AuditEntry {
-            at_ms: unix_ms(),
-            who: by.name.clone(),
-            action: action.to_owned(),
-            subject,
-        });
-    };
+    let audit = |core: &mut Master, action: &str, subject: String| audit(core, by, action, subject);
     let master_keys = vec![Hex(&core.public_key()).to_string()];
     let value = match req {
         ApiRequest::Status => json(&StatusAnswer {
@@ -472,6 +475,7 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
             audit(core, "profile defined", format!("profile/{name}"));
             json(&Named { name })
         }
+        ApiRequest::Flow(req) => super::workflow_answers::answer(core, s, by, now, req),
         ApiRequest::Tokens(page) => json(&page.take(s.tokens()?, |t| t.name.as_str())),
         ApiRequest::CreateToken(req) => {
             let secret =

@@ -16,7 +16,7 @@ use tether_core::Instant;
 use super::exposition::{self, Histogram, Kind, Text};
 use super::{ApiError, ApiRequest, By, Tx, ask};
 use crate::core::{Change, Master};
-use crate::model::{AgentPresence, AttemptState, Role, TaskState};
+use crate::model::{AgentPresence, AttemptState, OrderState, Role, TaskState};
 use crate::store::Store;
 
 const PRESENCES: [AgentPresence; 4] = [
@@ -151,15 +151,26 @@ pub(super) fn render(s: Scrape<'_>, now: Instant) -> Result<String, ApiError> {
         flag(s.refusing),
     );
     agents(&mut t, s.core, now);
-    let counts = s.store.task_counts()?;
-    t.family("tether_tasks", Kind::Gauge, "Tasks in the store, by state.");
-    for state in TASK_STATES {
-        let n = counts
-            .iter()
-            .find(|(st, _)| *st == state)
-            .map_or(0, |c| c.1);
-        t.sample("tether_tasks", &[("state", state.as_str())], n as f64);
-    }
+    let tasks = s.store.task_counts()?;
+    let help = "Tasks in the store, by state.";
+    by_state(
+        &mut t,
+        "tether_tasks",
+        help,
+        &TASK_STATES,
+        &tasks,
+        TaskState::as_str,
+    );
+    let orders = s.store.order_counts()?;
+    let help = "Orders (runs of a workflow version) in the store, by state.";
+    by_state(
+        &mut t,
+        "tether_orders",
+        help,
+        OrderState::ALL,
+        &orders,
+        OrderState::as_str,
+    );
     let o = s.observed;
     let counters = [
         (
@@ -223,6 +234,25 @@ pub(super) fn render(s: Scrape<'_>, now: Instant) -> Result<String, ApiError> {
         &o.commit,
     );
     Ok(t.finish())
+}
+
+/// A gauge family of the store's counts by state: every state, 0 when it has none.
+fn by_state<S: Copy + PartialEq>(
+    t: &mut Text,
+    name: &str,
+    help: &str,
+    states: &[S],
+    counts: &[(S, u64)],
+    label: fn(S) -> &'static str,
+) {
+    t.family(name, Kind::Gauge, help);
+    for &state in states {
+        let n = counts
+            .iter()
+            .find(|(st, _)| *st == state)
+            .map_or(0, |c| c.1);
+        t.sample(name, &[("state", label(state))], n as f64);
+    }
 }
 
 /// One value of an agent's view.
@@ -440,6 +470,7 @@ mod tests {
                 id: 1,
                 task: 1,
                 agent: "pi-1".into(),
+                after: None,
             },
             attempt(1, AttemptState::Running),
             attempt(1, AttemptState::Finished),

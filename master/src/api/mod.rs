@@ -33,6 +33,8 @@ mod openapi;
 mod pages;
 mod stream;
 mod tokens;
+mod workflow_answers;
+mod workflows;
 
 pub use access::{SharedTokens, required_role};
 pub use answers::{Context, answer};
@@ -42,6 +44,7 @@ pub use guard::Guard;
 pub use metrics::Observed;
 pub use pages::NamePage;
 pub use tokens::{Caller, Tokens, hash_hex, new_secret};
+pub use workflows::FlowRequest;
 
 /// What the API asks of the master loop.
 #[derive(Debug)]
@@ -92,6 +95,8 @@ pub enum ApiRequest {
     /// A new token (or a new secret for an existing name); the secret is in this answer only.
     CreateToken(TokenRequest),
     RevokeToken(String),
+    /// Workflows and orders.
+    Flow(FlowRequest),
     /// `GET /metrics`: the Prometheus exposition, as one JSON string.
     Metrics,
     /// `GET /healthz`: store and broker connection.
@@ -119,7 +124,7 @@ impl ApiRequest {
                 | Self::SetAgentDisabled { .. }
                 | Self::CreateToken(_)
                 | Self::RevokeToken(_)
-        )
+        ) || matches!(self, Self::Flow(f) if f.writes())
     }
 }
 
@@ -168,6 +173,14 @@ pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard, tokens: SharedTokens, hu
         .route("/api/tasks/{id}/output", get(stream::output))
         .route("/api/events", get(events::events))
         .route("/api/tasks/{id}/kill", post(kill))
+        .route(
+            "/api/workflows",
+            get(workflows::list).post(workflows::create),
+        )
+        .route("/api/workflows/{name}", get(workflows::show))
+        .route("/api/orders", get(workflows::orders).post(workflows::start))
+        .route("/api/orders/{id}", get(workflows::order))
+        .route("/api/orders/{id}/cancel", post(workflows::cancel))
         .route("/api/tokens", get(list_tokens).post(create_token))
         .route("/api/tokens/{name}", delete(revoke_token))
         .fallback(|| async { ApiError::new(404, "no such route") })
@@ -194,11 +207,16 @@ async fn ask(tx: &mpsc::Sender<Envelope>, by: Caller, req: ApiRequest, ok: Statu
     Ok((ok, axum::Json(value)))
 }
 
-fn task_id(text: &str) -> Result<TaskId, ApiError> {
+/// An id in a URL (`what` is `task id`, `order id`): a number in the ids' range, or 400.
+fn path_id(what: &'static str, text: &str) -> Result<u64, ApiError> {
     let id = text
         .parse()
-        .map_err(|_| ApiError::new(400, format!("task id '{text}' is not a number")))?;
-    crate::limits::check_id("task id", id).map_err(|e| ApiError::new(400, e.reason))
+        .map_err(|_| ApiError::new(400, format!("{what} '{text}' is not a number")))?;
+    crate::limits::check_id(what, id).map_err(|e| ApiError::new(400, e.reason))
+}
+
+fn task_id(text: &str) -> Result<TaskId, ApiError> {
+    path_id("task id", text)
 }
 
 fn body<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -346,29 +364,9 @@ async fn tasks(
     Extension(by): By,
     query: Result<Query<TasksQuery>, QueryRejection>,
 ) -> Reply {
-    let Query(q) =
-        query.map_err(|e| ApiError::new(400, format!("bad query: {}", e.body_text())))?;
-    let limit = q.limit.unwrap_or(MAX_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            422,
-            format!("limit is {limit}, outside 1..={MAX_PAGE}"),
-        ));
-    }
-    if let Some(after) = q.after {
-        crate::limits::storable("after", after).map_err(|e| ApiError::new(422, e.reason))?;
-    }
-    let state = match q.state.as_deref() {
-        None => None,
-        Some(text) => Some(
-            TaskState::parse(text)
-                .ok_or_else(|| ApiError::new(422, format!("state '{text}' is not a task state")))?,
-        ),
-    };
-    let page = Page {
-        after: q.after,
-        limit,
-    };
+    let q = pages::query(query)?;
+    let page = pages::id_page(q.limit, q.after)?;
+    let state = pages::state(q.state.as_deref(), "a task state", TaskState::parse)?;
     ask(&tx, by, ApiRequest::Tasks { page, state }, StatusCode::OK).await
 }
 
@@ -444,14 +442,14 @@ async fn put_profile(
 }
 
 #[utoipa::path(get, path = "/api/tokens", tag = "tokens",
-    params(pages::TokensQuery),
+    params(pages::NamesQuery),
     responses((status = 400, description = "A query that does not parse.", body = ErrorBody<'_>),
         (status = 422, description = "`limit` out of range.", body = ErrorBody<'_>),
         (status = 200, description = "The API tokens, never their secrets.", body = Vec<crate::model::ApiToken>)))]
 async fn list_tokens(
     State(tx): Tx,
     Extension(by): By,
-    q: Result<Query<pages::TokensQuery>, QueryRejection>,
+    q: Result<Query<pages::NamesQuery>, QueryRejection>,
 ) -> Reply {
     let page = pages::query(q)?.checked()?;
     ask(&tx, by, ApiRequest::Tokens(page), StatusCode::OK).await

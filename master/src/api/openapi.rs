@@ -17,11 +17,18 @@ use super::answers::{
     TaskAnswer, TokenAnswer, WhoAmI,
 };
 use super::error::ErrorBody;
+use super::workflow_answers::{
+    OrderAnswer, OrderCancelled, OrderCreated, StepAnswer, WorkflowAnswer, WorkflowDefined,
+};
 use super::{KeyRequest, TokenRequest, required_role};
-use crate::core::{ClusterRequest, PolicyOverrides, ProfileRequest, SecurityCounts, Stats, Submit};
+use crate::core::{
+    ClusterRequest, OrderRequest, PolicyOverrides, ProfileRequest, SecurityCounts, Stats,
+    StepRequest, Submit, WorkflowRequest,
+};
 use crate::model::{
-    AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, Cluster, ClusterMode, Outcome,
-    Profile, Role, Target, Task, TaskPolicy, TaskState,
+    AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, Cluster, ClusterMode, OnFailure,
+    Order, OrderState, Outcome, Profile, Role, Step, StepRef, Target, Task, TaskPolicy, TaskState,
+    Workflow,
 };
 
 #[derive(OpenApi)]
@@ -49,6 +56,13 @@ use crate::model::{
         super::stream::output,
         super::events::events,
         super::kill,
+        super::workflows::create,
+        super::workflows::list,
+        super::workflows::show,
+        super::workflows::start,
+        super::workflows::orders,
+        super::workflows::order,
+        super::workflows::cancel,
         super::list_tokens,
         super::create_token,
         super::revoke_token,
@@ -60,6 +74,8 @@ use crate::model::{
         AttemptState, AgentPresence, EventAnswer, AuditEntry, TaskAnswer, OutputAnswer,
         ChunkAnswer, Submit, Created, KillAnswer, Named, ApiToken, Role, TokenRequest,
         TokenAnswer, RevokedAnswer, AgentSwitched, WhoAmI, super::metrics::HealthAnswer,
+        Workflow, Step, OnFailure, Order, OrderState, StepRef, WorkflowRequest, StepRequest,
+        OrderRequest, WorkflowAnswer, WorkflowDefined, OrderCreated, OrderCancelled, OrderAnswer, StepAnswer,
     )),
     modifiers(&Shared),
 )]

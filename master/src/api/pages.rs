@@ -1,12 +1,14 @@
-//! Paging and filters of the list routes keyed by name (agents, tokens): `limit` (1 to
-//! [`MAX_PAGE`], the default) and `after` (only names above it, in name order), checked at the
-//! edge so a bad query is a 400 or 422, never a large answer.
+//! Paging and filters of the list routes: `limit` (1 to [`MAX_PAGE`], the default) and
+//! `after`, a name for the lists keyed by name (agents, tokens, workflows: only names above it,
+//! in name order) or an id for those keyed by id (tasks, orders: only ids above it), and a
+//! state filter; checked at the edge so a bad query is a 400 or 422, never a large answer.
 
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 
 use super::{ApiError, MAX_PAGE};
 use crate::model::AgentPresence;
+use crate::store::Page;
 
 /// One page of a list in name order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,14 +44,14 @@ pub(super) struct AgentsQuery {
     available: Option<bool>,
 }
 
-/// `GET /api/tokens` query.
+/// `GET /api/tokens` and `GET /api/workflows` query.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub(super) struct TokensQuery {
+pub(super) struct NamesQuery {
     /// At most this many (1 to 10000, the default).
     limit: Option<u32>,
-    /// Only token names above this one.
+    /// Only names above this one.
     after: Option<String>,
 }
 
@@ -91,11 +93,32 @@ impl AgentsQuery {
     }
 }
 
-impl TokensQuery {
+impl NamesQuery {
     pub(super) fn checked(self) -> Result<NamePage, ApiError> {
         Ok(NamePage {
             after: self.after,
             limit: limit(self.limit)?,
         })
     }
+}
+
+/// A page of a list keyed by id: `limit` as [`limit`], `after` a storable id; or 422.
+pub(super) fn id_page(limit: Option<u32>, after: Option<u64>) -> Result<Page, ApiError> {
+    if let Some(after) = after {
+        crate::limits::storable("after", after).map_err(|e| ApiError::new(422, e.reason))?;
+    }
+    Ok(Page {
+        after,
+        limit: self::limit(limit)?,
+    })
+}
+
+/// A `state` filter parsed by `parse` (`what` names the kind of state), or 422.
+pub(super) fn state<T>(
+    text: Option<&str>,
+    what: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    text.map(|t| parse(t).ok_or_else(|| ApiError::new(422, format!("state '{t}' is not {what}"))))
+        .transpose()
 }

@@ -10,6 +10,7 @@ mod api_metrics;
 mod api_openapi;
 mod api_pages;
 mod api_stream;
+mod api_workflows;
 mod broker_embedded;
 mod broker_mosquitto;
 mod broker_util;

@@ -451,17 +451,22 @@ pub(crate) fn tetherctl_bin() -> &'static std::path::Path {
     })
 }
 
-fn tetherctl(master: &MasterProc, args: &[&str]) -> (bool, String, String) {
+/// `tetherctl` for the master at `http` with `token`, to be given its arguments.
+pub(crate) fn tetherctl_command(http: &str, token: &str) -> Command {
+    let mut command = Command::new(tetherctl_bin());
+    command
+        .env("TETHER_MASTER", format!("http://{http}"))
+        .env("TETHER_TOKEN", token);
+    command
+}
+
+/// Runs `tetherctl` as the master's admin: whether it succeeded, its stdout and stderr.
+pub(crate) fn tetherctl(master: &MasterProc, args: &[&str]) -> (bool, String, String) {
     tetherctl_at(&master.http, &master.token, args)
 }
 
 fn tetherctl_at(http: &str, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(tetherctl_bin())
-        .args(args)
-        .env("TETHER_MASTER", format!("http://{http}"))
-        .env("TETHER_TOKEN", token)
-        .output()
-        .unwrap();
+    let out = tetherctl_command(http, token).args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
