@@ -17,6 +17,7 @@
 pub mod api;
 pub mod api_tls;
 pub mod broker;
+pub mod calendar;
 pub mod commit;
 pub mod config;
 pub mod core;

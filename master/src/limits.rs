@@ -17,7 +17,7 @@ pub const MAX_STORED: u64 = i64::MAX as u64;
 pub const MAX_ID: u64 = MAX_STORED;
 
 /// Milliseconds in a day.
-const DAY_MS: u64 = 86_400_000;
+pub const DAY_MS: u64 = 86_400_000;
 
 /// An inclusive range of one field, with the unit people read in the error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -165,6 +165,92 @@ pub enum CommandBody {
     /// `after.run_if` and finished as [`Exit::Skipped`] if not. So an agent carries a chain of
     /// steps on its own while the master is unreachable. Retransmitted like `Start`.
     StartAfter { spec: TaskSpec, after: After },
+    /// Hand over a recurring order: the agent starts each occurrence itself at its time, master
+    /// or no master, by a wall clock it trusts. Retransmitted until answered like `Start` (an
+    /// `Accepted` or `Rejected` of the hand-over's own ids, [`ScheduleSpec::spec`]); a `Kill` of
+    /// those ids withdraws it.
+    Schedule(ScheduleSpec),
+    /// The master's wall clock when it answered heartbeat `heartbeat` of incarnation
+    /// `incarnation`: an agent takes it only as the answer to its latest heartbeat, so a command
+    /// delayed in a broker's queue cannot set its clock.
+    Clock {
+        unix_ms: u64,
+        incarnation: u32,
+        heartbeat: u32,
+    },
+}
+
+/// Runs one schedule hand-over holds at most: a week of hourly occurrences is one run, a
+/// weekday-only daily one a run per week, a daily one across a summer-time change two.
+pub const SCHEDULE_RUNS: usize = 8;
+
+/// Evenly spaced occurrences: `first_unix_ms`, then every `period_ms`, `count` in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub first_unix_ms: u64,
+    pub period_ms: u64,
+    pub count: u32,
+}
+
+/// What an agent does with occurrences it could not start on time (it was down, full, or
+/// could not trust its clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Missed {
+    /// Reported as missed, not run.
+    Skip,
+    /// The latest one runs (late); the others are reported as missed.
+    RunOnce,
+    /// Every one runs, late, in order.
+    RunAll,
+}
+
+/// A recurring order handed to one agent ([`CommandBody::Schedule`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleSpec {
+    /// The master's schedule; one hand-over per schedule at a time on an agent: a newer one
+    /// replaces it (the older ends `Cancelled`). Occurrences at or before the last one the
+    /// agent started or reported missed for this schedule are never started again, whatever
+    /// the hand-over.
+    pub schedule: u64,
+    /// What each occurrence runs, with `spec.task` naming the hand-over itself (no start time).
+    /// Occurrence `k` (from 0, over the runs in order) runs as task `spec.task.task + 1 + k`,
+    /// attempt `spec.task.attempt + 1 + k`: the master reserved those ids.
+    pub spec: TaskSpec,
+    /// In time order, not overlapping.
+    pub runs: Vec<Run, SCHEDULE_RUNS>,
+    pub missed: Missed,
+    /// An occurrence not started within this long after its time counts as missed.
+    pub late_ms: u64,
+}
+
+impl ScheduleSpec {
+    /// Occurrences in all.
+    pub fn occurrences(&self) -> u64 {
+        self.runs.iter().map(|r| u64::from(r.count)).sum()
+    }
+
+    /// The time of occurrence `k`, if there is one.
+    pub fn occurrence_at(&self, mut k: u64) -> Option<u64> {
+        for run in &self.runs {
+            let count = u64::from(run.count);
+            if k < count {
+                return Some(
+                    run.first_unix_ms
+                        .saturating_add(run.period_ms.saturating_mul(k)),
+                );
+            }
+            k -= count;
+        }
+        None
+    }
+
+    /// The ids occurrence `k` runs under.
+    pub fn occurrence_ref(&self, k: u64) -> TaskRef {
+        TaskRef {
+            task: self.spec.task.task.saturating_add(1 + k),
+            attempt: self.spec.task.attempt.saturating_add(1 + k),
+        }
+    }
 }
 
 /// The step a chained order waits for, and which of its ends lets it run.
@@ -262,6 +348,9 @@ pub enum RejectReason {
     /// A chained order whose predecessor this agent neither holds nor remembers the end of:
     /// the master decides it from the predecessor's result instead.
     PredecessorUnknown,
+    /// A schedule hand-over the agent cannot hold: every schedule slot is taken, its runs are
+    /// out of order or empty, or it carries a start time.
+    BadSchedule,
 }
 
 impl core::fmt::Display for RejectReason {
@@ -276,6 +365,10 @@ impl core::fmt::Display for RejectReason {
             Self::NotAllowed => f.write_str(
                 "NotAllowed: the program is not on the agent's allowlist of executables \
                  (with an allowlist, argv[0] must be an absolute path)",
+            ),
+            Self::BadSchedule => f.write_str(
+                "BadSchedule: the agent cannot hold this schedule (no schedule slot free, or \
+                 its runs are empty or out of order)",
             ),
             Self::PredecessorUnknown => f.write_str(
                 "PredecessorUnknown: the agent neither holds the step this one follows nor \
@@ -347,6 +440,20 @@ pub enum EventKind {
         error: crate::wire::ReceiveError,
         count: u64,
     },
+    // Appended (postcard numbers variants by position).
+    /// Occurrences `first..first + count` of a schedule hand-over (named by its ids) were not
+    /// started: the agent was down, full, or could not trust its clock, and the schedule's
+    /// [`Missed`] rule skipped them.
+    Missed {
+        handover: TaskRef,
+        first: u64,
+        count: u64,
+    },
+    /// Whether the agent trusts its wall clock changed; while it does not, nothing is started
+    /// by the clock (start times, schedules).
+    Clock {
+        trusted: bool,
+    },
 }
 
 impl EventKind {
@@ -358,7 +465,8 @@ impl EventKind {
             | Self::Output { task, .. }
             | Self::Terminating { task, .. }
             | Self::Finished { task, .. } => Some(*task),
-            Self::BadCommand { .. } => None,
+            Self::Missed { handover, .. } => Some(*handover),
+            Self::BadCommand { .. } | Self::Clock { .. } => None,
         }
     }
 }

@@ -533,6 +533,8 @@ pub fn event_kind(kind: &EventKind) -> &'static str {
         EventKind::Terminating { .. } => "terminating",
         EventKind::Finished { .. } => "finished",
         EventKind::BadCommand { .. } => "bad_command",
+        EventKind::Missed { .. } => "missed",
+        EventKind::Clock { .. } => "clock",
     }
 }
 

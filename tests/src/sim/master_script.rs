@@ -455,7 +455,7 @@ impl MasterScript {
             EventKind::Output { data, .. } => view.output_bytes += data.len() as u64,
             EventKind::Terminating { cause, .. } => view.terminating.push(*cause),
             EventKind::Finished { exit, cause, .. } => view.finished = Some((*exit, *cause)),
-            EventKind::BadCommand { .. } => {}
+            EventKind::BadCommand { .. } | EventKind::Missed { .. } | EventKind::Clock { .. } => {}
         }
         if matches!(
             event.kind,

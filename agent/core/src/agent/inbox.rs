@@ -109,6 +109,8 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             CommandBody::Kill { task } => self.handle_kill(now, task),
             CommandBody::Ack { up_to } => self.handle_ack(now, up_to),
             CommandBody::StartAfter { spec, after } => self.handle_start_after(now, spec, after),
+            // Built next: schedules held by the agent, and the master's clock.
+            CommandBody::Schedule(_) | CommandBody::Clock { .. } => {}
         }
     }
 

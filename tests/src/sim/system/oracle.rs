@@ -82,7 +82,9 @@ impl RealMaster {
             Change::NewTask { id, task, .. } => {
                 self.policies.insert(*id, task.policy);
             }
-            Change::NewAttempt { id, task, agent } => {
+            Change::NewAttempt {
+                id, task, agent, ..
+            } => {
                 let Some(i) = self.index(agent) else {
                     return Err(Violation::new(
                         Invariant::Model,
