@@ -7,7 +7,7 @@
 //! - each change is `event: <kind>`, `id: <n>` (n grows by one per notice), `data: <JSON>`;
 //!   kinds and their data: `task` `{"task", "state"}`, `attempt_started` `{"task", "attempt",
 //!   "agent"}`, `attempt` `{"attempt", "state", "exit"}`, `agent` `{"agent", "presence"}`,
-//!   `output` `{"task", "attempt", "stream", "offset", "len"}`;
+//!   `output` `{"task", "attempt", "stream", "offset", "len"}`, `order` `{"order", "state"}`;
 //! - `Last-Event-ID: n` (or `?since=n`) resumes after notice n while it is among the last
 //!   [`RECENT`] kept; older ones are gone and a `lagged` event says so first;
 //! - a client that reads too slowly gets `event: lagged` (`{"missed": k}`) and the stream
