@@ -87,6 +87,33 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// `tetherctl` pointed at this fleet's master with its admin token; add the arguments.
+    pub fn tetherctl_command(&self) -> std::process::Command {
+        let master = self.master();
+        let mut cmd = std::process::Command::new(
+            super::bins::binary("tetherctl").unwrap_or_else(|e| panic!("tetherctl: {e}")),
+        );
+        cmd.env("TETHER_MASTER", format!("http://{}", master.http))
+            .env("TETHER_TOKEN", &master.token);
+        cmd
+    }
+
+    /// Runs `tetherctl ARGS` to its end: its exit code, stdout and stderr.
+    pub fn tetherctl(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = self
+            .tetherctl_command()
+            .args(args)
+            .output()
+            .expect("tetherctl runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
 impl Drop for Fleet {
     fn drop(&mut self) {
         // Agents first: their logs print (on a panic) before the master's.

@@ -15,6 +15,7 @@
 //!   retransmitted starts, kills, deduplicated and acknowledged events.
 //! - [`master_proc`]: the real `tether-master` binary, its ready line and its HTTP API.
 //! - [`fleet`]: a real master and real agents together, each agent with its own home.
+//! - [`orders`]: workflows and orders on the real master, and the marks their steps leave.
 //! - [`procs`]: what `/proc` says about processes (groups, zombies, memory, wake-ups).
 
 pub mod agent;
@@ -25,6 +26,7 @@ pub mod child;
 pub mod fleet;
 pub mod master;
 pub mod master_proc;
+pub mod orders;
 /// The master tests' one-request HTTP client, shared rather than copied.
 #[path = "../../../master/tests/master/plain_http.rs"]
 pub(crate) mod plain_http;

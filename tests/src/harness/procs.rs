@@ -60,6 +60,23 @@ pub fn live_group(pgid: u32) -> Vec<ProcStat> {
         .collect()
 }
 
+/// Waits (at most [`super::WAIT`]) until no process of group `pgid` runs any more; panics
+/// naming the survivors otherwise.
+pub async fn wait_group_gone(pgid: u32) {
+    let deadline = tokio::time::Instant::now() + super::WAIT;
+    loop {
+        let live = live_group(pgid);
+        if live.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "processes of task group {pgid} survive: {live:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Children of `ppid` that exited and were not reaped.
 pub fn zombie_children(ppid: u32) -> Vec<ProcStat> {
     all()

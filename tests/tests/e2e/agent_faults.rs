@@ -24,22 +24,6 @@ async fn setup(
     scripted_pair(broker, name, PERIOD, tune).await
 }
 
-/// Waits (bounded) until no process of group `pgid` runs any more.
-async fn wait_group_gone(pgid: u32) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let live = procs::live_group(pgid);
-        if live.is_empty() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "processes of task group {pgid} survive: {live:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 both_brokers!(
     kill_on_loss_and_continue_and_reconcile,
     kill9_restart_no_double_start,
@@ -118,7 +102,7 @@ async fn kill9_restart_no_double_start(broker: &TestBroker) {
     let first_inc = before.online_incarnation();
     agent.kill9();
     // PDEATHSIG: the task does not outlive the agent.
-    wait_group_gone(pgid).await;
+    procs::wait_group_gone(pgid).await;
 
     let _agent2 = home.start();
     master.wait_online(first_inc).await;

@@ -2,24 +2,10 @@
 //! output and exits with its exit code; `tasks --state` filters; `show` reads for people;
 //! `logs [-f]` gives the bytes the task wrote; `watch` prints changes from the event stream.
 
-use std::process::Command;
-
-use tether_tests::harness::bins::binary;
 use tether_tests::harness::fleet::Fleet;
 
 fn tetherctl(fleet: &Fleet, args: &[&str]) -> (Option<i32>, String, String) {
-    let master = fleet.master();
-    let out = Command::new(binary("tetherctl").expect("tetherctl"))
-        .env("TETHER_MASTER", format!("http://{}", master.http))
-        .env("TETHER_TOKEN", &master.token)
-        .args(args)
-        .output()
-        .expect("tetherctl runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    fleet.tetherctl(args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,10 +48,8 @@ async fn submit_wait_streams_the_output_and_exits_with_the_tasks_code() {
 
 /// `tetherctl` with the fleet's master and token, stdout piped, for commands that run on.
 fn tetherctl_child(fleet: &Fleet, args: &[&str]) -> std::process::Child {
-    let master = fleet.master();
-    Command::new(binary("tetherctl").expect("tetherctl"))
-        .env("TETHER_MASTER", format!("http://{}", master.http))
-        .env("TETHER_TOKEN", &master.token)
+    fleet
+        .tetherctl_command()
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -16,3 +16,4 @@ mod provision;
 mod reflash;
 mod security;
 mod tls;
+mod workflows;
