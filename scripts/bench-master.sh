@@ -6,7 +6,10 @@
 #   - kill -9 of a cluster's active member to the next task started on the next member;
 #   - the master's idle VmRSS/VmHWM with one agent.
 #   - tasks per second and master RSS on SQLite and on PostgreSQL, side by side (stores).
-# Usage: scripts/bench-master.sh [SECTION...]   (sections: rss broker tasks failover stores;
+#   - an order of 10 same-agent steps of `true` vs 10 single tasks one after the other and
+#     10 at once (orders).
+# Usage: scripts/bench-master.sh [SECTION...]   (sections: rss broker tasks failover stores
+# fleet orders;
 # --smoke: every section short, failing unless each figure is produced)
 # Needs /usr/sbin/mosquitto for the broker reference. BENCH_LOGS=1 prints the process logs.
 set -euo pipefail

@@ -14,6 +14,8 @@
 //! 5. Tasks per second and RSS on SQLite and on PostgreSQL (`measure/stores.rs`).
 //! 6. A fleet of real agents on one master: CPU, RSS, join, loss notice, dispatch latency and
 //!    store size per task, on the embedded broker and on mosquitto (`measure/fleet.rs`).
+//! 7. An order of 10 same-agent steps of `true`, start to succeeded, next to 10 single tasks
+//!    one after the other and 10 at once, same master and agent (`measure/orders.rs`).
 //!
 //! Section 1 lives in `measure/brokers.rs`.
 //!
@@ -23,6 +25,8 @@
 mod brokers;
 #[path = "measure/fleet.rs"]
 mod fleet;
+#[path = "measure/orders.rs"]
+mod orders;
 #[path = "../tests/master/plain_http.rs"]
 mod plain_http;
 #[path = "measure/stores.rs"]
@@ -85,6 +89,7 @@ fn main() {
     section("failover", &mut |t| failover(work.path(), smoke, t));
     section("stores", &mut |t| stores::stores(work.path(), smoke, t));
     section("fleet", &mut |t| fleet::fleet(work.path(), smoke, t));
+    section("orders", &mut |t| orders::orders(work.path(), smoke, t));
     println!("\n{:<52} {:>22}  reference (same run)", "measure", "value");
     println!("{}", "-".repeat(110));
     for (what, value, reference) in &table {
