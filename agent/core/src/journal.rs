@@ -4,14 +4,16 @@
 //! the records in order through [`crate::agent::Agent::restore`] rebuilds everything that must
 //! survive a restart: the attempts already seen (exactly-once start), orders still held for
 //! their start time or their predecessor's end, attempts that may have been running, the event
-//! sequence, and which events the master has acknowledged.
+//! sequence, which events the master has acknowledged, the schedule hand-overs held with the
+//! watermark of each schedule (exactly-once occurrences), and the clock's anchor (a time the
+//! agent trusted, below which it trusts no clock after a restart).
 //!
 //! Records are postcard enums, numbered by position: new variants are appended at the end, so
 //! an older journal still decodes.
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{After, Event, TaskRef, TaskSpec};
+use crate::message::{After, Event, ScheduleSpec, TaskRef, TaskSpec};
 use crate::wire::{DecodeError, MAX_MESSAGE};
 
 /// Largest encoded record.
@@ -43,6 +45,20 @@ pub enum JournalRecord {
     /// to end. Its wait ends with the predecessor's `Finished` event, replayed; compaction
     /// writes it again for an order still waiting.
     After { task: TaskRef, after: After },
+    /// A schedule hand-over accepted ([`crate::message::CommandBody::Schedule`]): held until
+    /// every occurrence has been started or reported missed, or a `Finished` event of its ids
+    /// (withdrawn, replaced) ends it. Compaction writes it again while it is held.
+    Handover(ScheduleSpec),
+    /// The watermark of schedule `schedule`: the time of its latest occurrence started or
+    /// reported missed; no occurrence at or before it starts again, whatever the hand-over.
+    /// Written by compaction for the watermarks kept ([`crate::agent::WATERMARKS`]); between
+    /// compactions the records that decide an occurrence carry it (its `Order`, whose ids name
+    /// the occurrence, and the `Missed` event), so no torn tail separates the two.
+    Fired { schedule: u64, at_unix_ms: u64 },
+    /// A wall-clock time the agent trusted: after a restart a clock reading earlier than the
+    /// highest anchor is not trusted (a clock set back). Written when trust is established and
+    /// then at most once per hour of trusted time; compaction keeps the highest.
+    ClockAnchor { unix_ms: u64 },
 }
 
 /// Whether the journal may take more records.

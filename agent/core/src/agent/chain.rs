@@ -70,7 +70,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         let predecessor = self.predecessor(after.task);
         let unknown =
             (predecessor == Predecessor::Unknown).then_some(RejectReason::PredecessorUnknown);
-        if !self.admissible(now, &spec, unknown) {
+        if !self.admissible(now, &spec, unknown, true) {
             return;
         }
         match predecessor {

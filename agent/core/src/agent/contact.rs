@@ -200,6 +200,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             }
         }
         self.contact.heartbeats = self.contact.heartbeats.saturating_add(1);
+        self.clock.sent_heartbeat(self.contact.heartbeats, now);
         let hb = AgentHeartbeat {
             incarnation: self.incarnation,
             journal: self.journal,

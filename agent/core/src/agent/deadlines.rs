@@ -1,6 +1,10 @@
 //! Every timing rule, one function each. [`Agent::poll_timeout`] is the earliest instant any
 //! rule gives; [`Agent::handle_timeout`] acts on the rules that are due, asking the same
 //! functions, so the wake-up the runtime is asked for and the work done at it cannot disagree.
+//! A rule due "now" names the latest instant an input brought, which may be past: the runtime
+//! wakes at once. The clock's rules (a change of trust reported, the anchor passed; the anchor
+//! itself is written at wake-ups, never one of its own) are in `clock`, the schedules' (their
+//! next step) in `schedule`.
 
 use embassy_time::Instant;
 
@@ -45,17 +49,35 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                 .into_iter()
                 .filter_map(move |rule| self.slot_due(slot, rule))
         });
-        [self.heartbeat_due(), self.ack_due(), self.drain_end_due()]
-            .into_iter()
-            .flatten()
-            .chain(slots)
-            .min()
+        [
+            self.heartbeat_due(),
+            self.ack_due(),
+            self.drain_end_due(),
+            self.clock_report_due(),
+            self.anchor_passed_due(),
+            self.schedule_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(slots)
+        .min()
     }
 
     /// The instant [`Agent::poll_timeout`] named (or a later one) has come: act on every rule
-    /// due by `now`.
+    /// due by `now` (never earlier than an input already brought).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.saw(now);
+        let now = self.latest;
         let is_due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        // The anchor passed: trust may have come with time alone.
+        self.update_trust(now);
+        if is_due(self.clock_report_due()) {
+            self.report_clock(now);
+        }
+        // No wake-up of its own: written at the ones the agent has.
+        if is_due(self.anchor_due()) {
+            self.write_anchor(now);
+        }
         for i in 0..self.slots.len() {
             let slot = &self.slots[i];
             let Some(rule) = SlotRule::ALL
@@ -72,6 +94,9 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                 SlotRule::MasterLost => self.terminate(now, i, KillCause::MasterLost),
             }
         }
+        if is_due(self.schedule_due()) {
+            self.schedule_step(now);
+        }
         if is_due(self.heartbeat_due()) {
             self.publish_heartbeat(now);
         }
@@ -84,16 +109,16 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.maybe_stop(now);
     }
 
-    /// When the attempt should start, on the monotonic clock (at once without a start time or
-    /// a known wall clock).
-    pub(super) fn start_instant(&self, spec: &TaskSpec) -> Instant {
-        let (Some(start), Some((at, ms))) = (spec.start_at_unix_ms, self.wall) else {
-            return Instant::MIN;
-        };
-        if start >= ms {
-            at.saturating_add(millis::duration(start - ms))
-        } else {
-            at.saturating_sub(millis::duration(ms - start))
+    /// When the attempt should start, on the monotonic clock: at once without a start time;
+    /// with one, only by a wall clock the agent trusts (`None` until then: held).
+    pub(super) fn start_instant(&self, spec: &TaskSpec) -> Option<Instant> {
+        match spec.start_at_unix_ms {
+            None => Some(Instant::MIN),
+            Some(start) => self
+                .clock
+                .trusted
+                .then(|| self.wall_instant(start))
+                .flatten(),
         }
     }
 
@@ -113,6 +138,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     fn start_due(&self, slot: &Slot) -> Option<Instant> {
         (slot.phase == Phase::Held && slot.after.is_none() && self.stopping.is_none())
             .then(|| self.start_instant(&slot.spec))
+            .flatten()
     }
 
     /// A running attempt is terminated at the end of a stop's drain time.

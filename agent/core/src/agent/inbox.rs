@@ -102,6 +102,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
 
     /// An authentic, fresh command for this journal.
     fn handle_command(&mut self, now: Instant, cmd: Command) {
+        self.saw(now);
         self.heard_from_master(now);
         self.contact.master_epoch = Some(cmd.epoch);
         match cmd.body {
@@ -109,8 +110,12 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             CommandBody::Kill { task } => self.handle_kill(now, task),
             CommandBody::Ack { up_to } => self.handle_ack(now, up_to),
             CommandBody::StartAfter { spec, after } => self.handle_start_after(now, spec, after),
-            // Built next: schedules held by the agent, and the master's clock.
-            CommandBody::Schedule(_) | CommandBody::Clock { .. } => {}
+            CommandBody::Schedule(spec) => self.handle_schedule(now, spec),
+            CommandBody::Clock {
+                unix_ms,
+                incarnation,
+                heartbeat,
+            } => self.handle_master_clock(now, unix_ms, incarnation, heartbeat),
         }
     }
 

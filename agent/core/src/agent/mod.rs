@@ -7,7 +7,8 @@
 //!
 //! Inputs: MQTT connected/disconnected, a message received (commands, master heartbeats and
 //! presence, the agent's own retained presence), process started/failed/output/exited, journal
-//! writes made durable, timers, the wall clock, the journal's fill level, a normal stop.
+//! writes made durable, timers, the wall clock and whether the kernel has it synchronised, the
+//! journal's fill level, a normal stop.
 //! Outputs ([`Action`]): publish, append to the journal, send journaled events, record an
 //! acknowledgement, spawn, signal, stopped.
 //!
@@ -19,7 +20,11 @@
 //! - a `kill` task is sent SIGTERM once the master has been silent for the task's heartbeat
 //!   timeout (counted from the later of the last contact and the task's start) and SIGKILL a
 //!   grace time later; a `continue` task is never terminated for a lost master;
-//! - an order with a start time starts at that time, master or no master;
+//! - an order with a start time starts at that time, master or no master, by a wall clock the
+//!   agent trusts (until it does, it holds);
+//! - a schedule hand-over starts each of its occurrences at its time, master or no master, by
+//!   a clock it trusts, each at most once (a journaled watermark per schedule), and what it
+//!   could not start in time follows the hand-over's missed rule;
 //! - a chained order (a workflow step) starts only once its predecessor on this agent has
 //!   ended as its `run_if` asks, and is skipped ([`Exit::Skipped`]) otherwise, master or no
 //!   master; the rest of its chain follows in the same input;
@@ -41,6 +46,9 @@
 //! - `restore`: the journal as the agent's memory: records, the snapshot a compaction writes,
 //!   the replay at start-up;
 //! - `contact`: the broker and the master: connection, heartbeats both ways, presence, rejoin;
+//! - `schedule`: schedule hand-overs, their occurrences, the watermarks and the missed rules;
+//! - `clock`: the wall clock, whether the agent trusts it, the master's correction and the
+//!   anchor;
 //! - `deadlines`: every timing rule as one function, read by both [`Agent::poll_timeout`] and
 //!   [`Agent::handle_timeout`], so the two cannot disagree;
 //! - `stop`: a normal stop, from draining to [`Action::Stopped`].
@@ -48,11 +56,13 @@
 //! [`Exit::Skipped`]: crate::message::Exit::Skipped
 
 mod chain;
+mod clock;
 mod contact;
 mod deadlines;
 mod inbox;
 mod log;
 mod restore;
+mod schedule;
 mod slots;
 mod stop;
 
@@ -67,14 +77,24 @@ use crate::topic::{MAX_PREFIX, QoS, Topic, TopicBuf, TopicError, validate_id, va
 use crate::wire::{DecodeError, Signer};
 
 pub use self::chain::RECENT_ENDS;
+pub use self::clock::{
+    ANCHOR_EVERY_MS, CLOCK_MAX_RTT, CLOCK_TOLERANCE_MS, ClockRule, HEARTBEATS_KEPT,
+    STEP_TOLERANCE_MS,
+};
+pub use self::schedule::{MIN_LATE_MS, SCHEDULES, WATERMARKS, runs_valid};
 
 use self::chain::RecentEnds;
+use self::clock::WallClock;
 use self::contact::Contact;
 use self::inbox::BadCommands;
 use self::log::EventLog;
+use self::schedule::Schedules;
 use self::slots::{Seen, Slot};
 
-/// Actions one input can cause, at most (see the const assertion in [`Agent::new`]).
+/// Actions one input can cause, at most (see the const assertion in [`Agent::new`]): a timeout
+/// takes two per slot (SIGTERM's event and signal), a clock report and an anchor, one schedule
+/// step (a missed range, or an occurrence's `Order`, `Accepted` and `Spawning`, then the
+/// hand-over's end), a heartbeat with its bad-command report, a resend and the goodbye.
 pub const ACTION_QUEUE: usize = 80;
 /// Events sent and not yet acknowledged, at most: a long backlog replays in windows.
 pub const SEND_WINDOW: u64 = 32;
@@ -125,6 +145,12 @@ pub enum Append {
     },
     Spawning(TaskRef),
     Event(Event),
+    /// A schedule hand-over accepted (the held one of these ids).
+    Handover(TaskRef),
+    /// A time the agent trusts: no clock below it is trusted after a restart.
+    ClockAnchor {
+        unix_ms: u64,
+    },
     /// The master's command high-water mark moved (replay protection across restarts).
     MasterCounter {
         epoch: u32,
@@ -235,6 +261,14 @@ pub struct Stats {
     pub unrestored_orders: u64,
     /// Authentic commands dropped because they named another journal of this agent.
     pub other_journal: u64,
+    /// Master clocks ignored: another incarnation's, or answering a heartbeat not among the
+    /// recent ones or sent longer than [`CLOCK_MAX_RTT`] before.
+    pub stale_clocks: u64,
+    /// Master clocks that corrected the agent's wall clock (it was off by more than
+    /// [`CLOCK_TOLERANCE_MS`]).
+    pub clock_corrections: u64,
+    /// Journaled hand-overs that did not fit [`SCHEDULES`] at restore (only if it shrank).
+    pub unrestored_handovers: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -249,7 +283,8 @@ struct Topics {
 
 /// The agent. `TASKS` bounds attempts held or running at once (at most 32, see
 /// [`ACTION_QUEUE`]), chained orders waiting for their predecessor included; `SEEN` bounds the
-/// attempt ids remembered for exactly-once start.
+/// attempt ids remembered for exactly-once start. Schedule hand-overs take no task slot:
+/// [`SCHEDULES`] of them, and [`WATERMARKS`] watermarks, are held besides.
 #[derive(Debug)]
 pub struct Agent<const TASKS: usize, const SEEN: usize> {
     id: AgentId,
@@ -263,7 +298,9 @@ pub struct Agent<const TASKS: usize, const SEEN: usize> {
     replay: ReplayGuard,
     bad: BadCommands,
     contact: Contact,
-    wall: Option<(Instant, u64)>,
+    clock: WallClock,
+    /// The latest instant an input brought: time never runs back for the agent.
+    latest: Instant,
 
     slots: Vec<Slot, TASKS>,
     /// Attempts accepted at once, at most `TASKS` (a runtime setting).
@@ -273,6 +310,8 @@ pub struct Agent<const TASKS: usize, const SEEN: usize> {
     seen: Seen<SEEN>,
     /// How recent attempts ended, for chained orders that arrive after their predecessor.
     ends: RecentEnds,
+    /// Schedule hand-overs held, and the schedules' watermarks.
+    schedules: Schedules,
 
     log: EventLog,
 
@@ -315,12 +354,14 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             replay: ReplayGuard::new(),
             bad: BadCommands::new(),
             contact: Contact::new(now),
-            wall: None,
+            clock: WallClock::new(),
+            latest: now,
             slots: Vec::new(),
             max_tasks: TASKS,
             allowlist: None,
             seen: Seen::new(),
             ends: RecentEnds::new(),
+            schedules: Schedules::new(),
             log: EventLog::new(),
             stopping: None,
             drain_expired: false,
@@ -420,17 +461,6 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.slot(task).and_then(|i| self.slots[i].after)
     }
 
-    /// Wall-clock milliseconds at `now`, if the runtime has told the clock.
-    pub fn unix_ms(&self, now: Instant) -> Option<u64> {
-        self.wall.map(|(at, ms)| {
-            if now >= at {
-                ms.saturating_add((now - at).as_millis())
-            } else {
-                ms.saturating_sub((at - now).as_millis())
-            }
-        })
-    }
-
     // ----- outputs -----
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -452,13 +482,12 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.allowlist = Some(allowlist);
     }
 
-    /// The runtime's wall clock at `now`; call at start (before restoring) and whenever it may
-    /// have been stepped. Start times are wall-clock values.
-    pub fn handle_wall_clock(&mut self, now: Instant, unix_ms: u64) {
-        self.wall = Some((now, unix_ms));
-    }
-
     // ----- shared helpers -----
+
+    /// An input at `now`: the agent's present moves on (never back).
+    fn saw(&mut self, now: Instant) {
+        self.latest = self.latest.max(now);
+    }
 
     fn push(&mut self, action: Action) {
         if self.actions.push_back(action).is_err() {

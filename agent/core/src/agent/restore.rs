@@ -1,6 +1,7 @@
 //! The journal as the agent's memory: the record each append writes, the snapshot a compaction
 //! writes, and the replay at start-up that rebuilds the agent from them (chained orders' waits
-//! included, see `chain`).
+//! included, see `chain`; schedule hand-overs and watermarks, see `schedule`; the clock's
+//! anchor, see `clock`).
 
 use embassy_time::Instant;
 
@@ -39,6 +40,14 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                 counter: *counter,
             },
             Append::Identity { journal } => JournalRecord::Identity { journal: *journal },
+            Append::Handover(task) => {
+                let i = self
+                    .schedules
+                    .index(*task)
+                    .ok_or(EncodeAppendError::MissingSlot(*task))?;
+                JournalRecord::Handover(self.schedules.held[i].spec.clone())
+            }
+            Append::ClockAnchor { unix_ms } => JournalRecord::ClockAnchor { unix_ms: *unix_ms },
         };
         crate::journal::encode(&record, buf).map_err(EncodeAppendError::Record)
     }
@@ -76,6 +85,18 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                 emit(&JournalRecord::Spawning(slot.spec.task));
             }
         }
+        for h in &self.schedules.held {
+            emit(&JournalRecord::Handover(h.spec.clone()));
+        }
+        for &(schedule, at_unix_ms) in &self.schedules.marks {
+            emit(&JournalRecord::Fired {
+                schedule,
+                at_unix_ms,
+            });
+        }
+        if let Some(unix_ms) = self.clock.anchor {
+            emit(&JournalRecord::ClockAnchor { unix_ms });
+        }
     }
 
     /// Replays one journal record at start-up, oldest first; then call
@@ -84,6 +105,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         match record {
             JournalRecord::Order(spec) => {
                 self.seen.remember(spec.task.attempt);
+                self.replay_occurrence(spec.task);
                 if self.slot(spec.task).is_none() {
                     let slot = Slot::new(spec.clone(), Phase::Held);
                     if self.slots.push(slot).is_err() {
@@ -113,8 +135,18 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                         if let Some(i) = self.slot(*task) {
                             self.slots.remove(i);
                         }
-                        self.replay_end(*task, *exit);
+                        if let Some(i) = self.schedules.index(*task) {
+                            // A hand-over's end is not a step's: no chained order waits for it.
+                            self.schedules.held.remove(i);
+                        } else {
+                            self.replay_end(*task, *exit);
+                        }
                     }
+                    EventKind::Missed {
+                        handover,
+                        first,
+                        count,
+                    } => self.replay_missed(*handover, *first, *count),
                     _ => {}
                 }
             }
@@ -137,6 +169,17 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
                     self.journal_named = true;
                 }
             }
+            JournalRecord::Handover(spec) => {
+                self.seen.remember(spec.spec.task.attempt);
+                if !self.schedules.restore(spec) {
+                    self.stats.unrestored_handovers += 1;
+                }
+            }
+            JournalRecord::Fired {
+                schedule,
+                at_unix_ms,
+            } => self.schedules.set_mark(*schedule, *at_unix_ms),
+            JournalRecord::ClockAnchor { unix_ms } => self.clock.restore_anchor(*unix_ms),
         }
     }
 
@@ -144,8 +187,12 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
     /// reported lost (never started again; the orders chained after them are decided by that
     /// end); held orders wait for their time, unless the allowlist no longer allows their
     /// program (then they end as a spawn failure, EACCES); a chained order whose predecessor is
-    /// no longer held is decided by its remembered end, or skipped if that is not known.
+    /// no longer held is decided by its remembered end, or skipped if that is not known. Held
+    /// hand-overs whose program the allowlist no longer allows end the same way; the others
+    /// go on from their schedule's watermark, what the gap made late by their missed rule.
+    /// The clock is judged again (the anchor restored) and the agent's trust reported.
     pub fn finish_restore(&mut self, now: Instant) {
+        self.saw(now);
         if !core::mem::replace(&mut self.journal_named, true) {
             // A new journal (or one from before identities): named before anything else lands.
             let journal = self.journal;
@@ -170,6 +217,20 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             // An end decides the orders chained after it, wherever they are: scan them again.
             i = if ended { 0 } else { i + 1 };
         }
+        let mut i = 0;
+        while i < self.schedules.held.len() {
+            if self.allowed(&self.schedules.held[i].spec.spec) {
+                i += 1;
+            } else {
+                self.end_handover(now, i, Exit::SpawnFailed(EACCES), None);
+            }
+        }
+        self.update_trust(now);
+        if self.clock.trusted {
+            // A restart begins a catch-up: what the gap made late is judged from now.
+            self.clock.trusted_since = self.unix_ms(now).unwrap_or(0);
+        }
+        self.clock.report_at_start();
         self.handle_timeout(now);
     }
 }

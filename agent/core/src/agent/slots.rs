@@ -153,7 +153,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
 
     /// A start command: accepted into a slot (started now or at its start time), or refused.
     pub(super) fn handle_start(&mut self, now: Instant, spec: TaskSpec) {
-        if self.admissible(now, &spec, None) {
+        if self.admissible(now, &spec, None, true) {
             let i = self.accept(now, spec, None);
             self.start_if_due(now, i);
         }
@@ -161,12 +161,14 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
 
     /// The checks and answers every start gets before it is accepted: a retransmission is not
     /// answered twice, and a refusal (`refusal` when no general one applies) is journaled and
-    /// its attempt remembered. Whether the order may be accepted.
+    /// its attempt remembered. An order that takes a task slot (`takes_slot`; a schedule
+    /// hand-over does not) needs one free. Whether the order may be accepted.
     pub(super) fn admissible(
         &mut self,
         now: Instant,
         spec: &TaskSpec,
         refusal: Option<RejectReason>,
+        takes_slot: bool,
     ) -> bool {
         let task = spec.task;
         if self.seen.contains(task.attempt) {
@@ -184,7 +186,7 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
             Some(RejectReason::Draining)
         } else if self.log.journal_level == JournalLevel::Full {
             Some(RejectReason::JournalFull)
-        } else if self.slots.len() >= self.max_tasks {
+        } else if takes_slot && self.slots.len() >= self.max_tasks {
             Some(RejectReason::Full)
         } else {
             refusal
@@ -224,14 +226,15 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
         self.slots.len() - 1
     }
 
-    /// A held order that waits for nothing starts now if its start time has come; otherwise
-    /// its start-time deadline starts it. A drain begins no new work: it stays held.
+    /// A held order that waits for nothing starts now if its start time has come (by a
+    /// trusted clock); otherwise its start-time deadline starts it. A drain begins no new work:
+    /// it stays held.
     pub(super) fn start_if_due(&mut self, now: Instant, i: usize) {
         let slot = &self.slots[i];
         if slot.phase == Phase::Held
             && slot.after.is_none()
             && self.stopping.is_none()
-            && self.start_instant(&slot.spec) <= now
+            && self.start_instant(&slot.spec).is_some_and(|at| at <= now)
         {
             self.begin_start(i);
         }
@@ -239,9 +242,12 @@ impl<const TASKS: usize, const SEEN: usize> Agent<TASKS, SEEN> {
 
     /// A kill command: what never ran ends at once (a waiting chained order too; the orders
     /// chained after it are then skipped), a process not confirmed yet is terminated once it
-    /// is, a running one now.
+    /// is, a running one now; a schedule hand-over is withdrawn.
     pub(super) fn handle_kill(&mut self, now: Instant, task: TaskRef) {
-        let Some(i) = self.slot(task) else { return };
+        let Some(i) = self.slot(task) else {
+            self.withdraw_handover(now, task);
+            return;
+        };
         match self.slots[i].phase {
             Phase::Held | Phase::Starting { .. } | Phase::Orphaned => {
                 self.slots[i].kill = Some((KillCause::Requested, None));

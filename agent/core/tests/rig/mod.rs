@@ -238,3 +238,189 @@ pub(crate) fn signals(actions: &[Action]) -> Vec<Signal> {
         })
         .collect()
 }
+
+/// Wall-clock milliseconds of the rig's `t(0)`.
+pub(crate) const WALL0: u64 = 1_000_000;
+pub(crate) const MINUTE: u64 = 60_000;
+pub(crate) const HOUR: u64 = 3_600_000;
+pub(crate) const DAY: u64 = 24 * HOUR;
+
+/// The monotonic instant at which the rig's wall clock (as set at `t(0)`) reads `unix_ms`.
+pub(crate) fn at_wall(unix_ms: u64) -> Instant {
+    t(unix_ms - WALL0)
+}
+
+/// Drives a rig like a runtime whose task processes each run `run_ms`: timers at their time,
+/// exits when due, every spawn recorded with the instant (ms) it happened at.
+#[derive(Debug, Default)]
+pub(crate) struct Runner {
+    pub(crate) now: u64,
+    pub(crate) run_ms: u64,
+    /// (exit at, attempt)
+    pub(crate) running: Vec<(u64, TaskRef)>,
+    /// (spawned at, attempt)
+    pub(crate) spawned: Vec<(u64, TaskRef)>,
+    /// The most task slots held at once.
+    pub(crate) most_slots: usize,
+    /// The latest heartbeat the agent published: (incarnation, counter).
+    pub(crate) heartbeat: Option<(u32, u32)>,
+}
+
+impl Runner {
+    pub(crate) fn new(now: u64, run_ms: u64) -> Self {
+        Self {
+            now,
+            run_ms,
+            ..Self::default()
+        }
+    }
+
+    /// Runs timers and exits up to `until` (ms of the monotonic clock).
+    pub(crate) fn run<const T: usize, const S: usize>(&mut self, rig: &mut Rig<T, S>, until: u64) {
+        for _ in 0..1_000_000 {
+            self.take_spawns(rig);
+            let timer = rig.agent.poll_timeout().map(|i| i.as_millis());
+            let exit = self.running.iter().map(|r| r.0).min();
+            let next = match (timer, exit) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(n) => n,
+                    None => break,
+                },
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            if exit.is_some_and(|e| e <= now) {
+                let (done, left): (Vec<_>, Vec<_>) =
+                    self.running.drain(..).partition(|(e, _)| *e <= now);
+                self.running = left;
+                for (_, task) in done {
+                    rig.agent.handle_process_exited(t(now), task, Exit::Code(0));
+                    rig.drain(t(now));
+                }
+            } else {
+                rig.agent.handle_timeout(t(now));
+                rig.drain(t(now));
+            }
+        }
+        self.take_spawns(rig);
+        self.now = self.now.max(until);
+    }
+
+    /// Spawns asked for become running processes now.
+    pub(crate) fn take_spawns<const T: usize, const S: usize>(&mut self, rig: &mut Rig<T, S>) {
+        let now = self.now;
+        for action in rig.take_actions() {
+            if let Action::Publish { payload, .. } = &action
+                && let Ok(Message::AgentHeartbeat(hb)) = wire::decode(payload)
+            {
+                self.heartbeat = Some((hb.incarnation, hb.counter));
+            }
+            if let Action::Spawn(task) = action {
+                rig.agent.handle_process_started(t(now), task, 100);
+                rig.drain(t(now));
+                self.running.push((now + self.run_ms, task));
+                self.spawned.push((now, task));
+                self.most_slots = self.most_slots.max(rig.agent.tasks().count());
+            }
+        }
+    }
+}
+
+/// A hand-over of `schedule` under ids `base` (occurrence k runs as task and attempt
+/// `base + 1 + k`), `count` occurrences every `period_ms` from `first`.
+pub(crate) fn handover(
+    schedule: u64,
+    base: u64,
+    first: u64,
+    period_ms: u64,
+    count: u32,
+    missed: Missed,
+) -> ScheduleSpec {
+    let mut runs = heapless::Vec::new();
+    runs.push(Run {
+        first_unix_ms: first,
+        period_ms,
+        count,
+    })
+    .unwrap();
+    ScheduleSpec {
+        schedule,
+        spec: spec(base, OnDisconnect::Continue),
+        runs,
+        missed,
+        late_ms: MINUTE,
+    }
+}
+
+impl<const TASKS: usize, const SEEN: usize> Rig<TASKS, SEEN> {
+    pub(crate) fn schedule(&mut self, now: Instant, spec: ScheduleSpec) {
+        self.command(now, CommandBody::Schedule(spec));
+    }
+
+    /// Every `Missed` event journaled: (first, count).
+    pub(crate) fn missed(&self) -> Vec<(u64, u64)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                EventKind::Missed { first, count, .. } => Some((first, count)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every `Clock` event journaled.
+    pub(crate) fn clock_reports(&self) -> Vec<bool> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                EventKind::Clock { trusted } => Some(trusted),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How `task` ended, if it did.
+    pub(crate) fn end_of(&self, task: TaskRef) -> Option<(Exit, Option<KillCause>)> {
+        self.events().into_iter().find_map(|e| match e {
+            EventKind::Finished {
+                task: t,
+                exit,
+                cause,
+                ..
+            } if t == task => Some((exit, cause)),
+            _ => None,
+        })
+    }
+
+    /// The latest heartbeat the agent published: (incarnation, counter).
+    pub(crate) fn last_heartbeat(&self) -> Option<(u32, u32)> {
+        self.actions.iter().rev().find_map(|a| match a {
+            Action::Publish { payload, .. } => match wire::decode(payload) {
+                Ok(Message::AgentHeartbeat(hb)) => Some((hb.incarnation, hb.counter)),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
+    /// The master's clock, `unix_ms`, answering heartbeat `heartbeat` of `incarnation`.
+    pub(crate) fn master_clock(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        (incarnation, heartbeat): (u32, u32),
+    ) {
+        self.command(
+            now,
+            CommandBody::Clock {
+                unix_ms,
+                incarnation,
+                heartbeat,
+            },
+        );
+    }
+}
