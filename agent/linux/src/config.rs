@@ -13,6 +13,10 @@
 //! reconnect_max_ms = 30000
 //! max_tasks = 16                    # attempts held or running at once, chained steps
 //!                                   # waiting for their predecessor too (at most 32)
+//! clock = "ntp"                     # when the wall clock is trusted (start times, schedules):
+//!                                   # "ntp" once the kernel says NTP synchronised it (or the
+//!                                   # master's clock confirms it); "trusted" as it reads (a
+//!                                   # board with a battery-backed real-time clock)
 //! metrics_file = "/var/lib/prometheus/node-exporter/tether-agent.prom"  # optional: figures
 //!                                   # for node_exporter's textfile collector (crate::textfile)
 //! username = "pi-kitchen"           # optional broker credentials
@@ -46,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_core::agent::Auth;
+use tether_core::agent::{Auth, ClockRule};
 use tether_core::allowlist::Allowlist;
 use tether_core::auth::{AgentKey, KEY_LEN, MasterKeys, parse_hex};
 use tether_core::broker_addr::BrokerAddr;
@@ -72,6 +76,8 @@ pub const DEFAULT_DRAIN_SECONDS: u64 = 30;
 pub const DEFAULT_RECONNECT_MIN_MS: u64 = 500;
 pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
 pub const DEFAULT_MAX_TASKS: u32 = 16;
+/// A Pi has no battery-backed clock: by default it is trusted once NTP has synchronised it.
+pub const DEFAULT_CLOCK: ClockRule = ClockRule::Ntp;
 
 /// A broker address, `host:port` or `mqtt://host[:port]` (plain TCP) or `mqtts://host[:port]`
 /// (TLS); IPv6 literals in brackets: `[::1]:1883`. Parsed by [`tether_core::broker_addr`], the
@@ -128,6 +134,8 @@ pub struct Config {
     pub max_tasks: u32,
     /// Where the figures for node_exporter's textfile collector go, if anywhere.
     pub metrics_file: Option<PathBuf>,
+    /// When the wall clock is trusted (`tether_core::agent` documents the rules).
+    pub clock: ClockRule,
     pub tasks: TasksConfig,
     /// Set when a broker is `mqtts://`.
     pub tls: Option<Tls>,
@@ -181,6 +189,7 @@ impl fmt::Debug for Config {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("max_tasks", &self.max_tasks)
             .field("metrics_file", &self.metrics_file)
+            .field("clock", &self.clock)
             .field("tasks", &self.tasks)
             .field("tls", &self.tls)
             .field(
@@ -218,6 +227,8 @@ pub struct Overrides {
     pub username: Option<String>,
     pub password: Option<String>,
     pub max_tasks: Option<u32>,
+    /// `ntp` or `trusted`.
+    pub clock: Option<String>,
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
@@ -372,6 +383,7 @@ struct Builder {
     password: Option<At<String>>,
     max_tasks: Option<At<u32>>,
     metrics_file: Option<At<PathBuf>>,
+    clock: Option<At<ClockRule>>,
     tasks: TasksConfig,
     tls_ca_file: Option<At<PathBuf>>,
     tls_cert_file: Option<At<PathBuf>>,
@@ -422,6 +434,7 @@ impl Builder {
             "password" => self.password = at(string(key, v)?, v),
             "max_tasks" => self.max_tasks = at(max_tasks_value(integer(key, v)?, key)?, v),
             "metrics_file" => self.metrics_file = at(metrics_file_value(string(key, v)?, key)?, v),
+            "clock" => self.clock = at(clock_value(&string(key, v)?, key)?, v),
             "tls_ca_file" => self.tls_ca_file = at(path_value(string(key, v)?, key)?, v),
             "tls_cert_file" => self.tls_cert_file = at(path_value(string(key, v)?, key)?, v),
             "tls_key_file" => self.tls_key_file = at(path_value(string(key, v)?, key)?, v),
@@ -524,6 +537,12 @@ impl Builder {
             check(
                 "max_tasks",
                 max_tasks_value(u64::from(v), "max_tasks").map(|v| self.max_tasks = flag(v)),
+            );
+        }
+        if let Some(v) = &o.clock {
+            check(
+                "clock",
+                clock_value(v, "clock").map(|v| self.clock = flag(v)),
             );
         }
         if let Some(v) = &o.master_keys {
@@ -635,6 +654,7 @@ impl Builder {
             password: self.password.map(|a| a.value),
             max_tasks: self.max_tasks.map_or(DEFAULT_MAX_TASKS, |a| a.value),
             metrics_file: self.metrics_file.map(|a| a.value),
+            clock: self.clock.map_or(DEFAULT_CLOCK, |a| a.value),
             tasks: self.tasks,
             tls,
             auth: auth.unwrap_or(Auth::Insecure),
@@ -896,6 +916,17 @@ fn journal_value(n: u64, key: &str) -> Result<u64, String> {
         ));
     }
     Ok(n)
+}
+
+fn clock_value(s: &str, key: &str) -> Result<ClockRule, String> {
+    match s {
+        "ntp" => Ok(ClockRule::Ntp),
+        "trusted" => Ok(ClockRule::Trusted),
+        _ => Err(format!(
+            "`{key}` = \"{s}\": \"ntp\" (trusted once NTP has synchronised the kernel's clock) \
+             or \"trusted\" (a battery-backed real-time clock)"
+        )),
+    }
 }
 
 fn max_tasks_value(n: u64, key: &str) -> Result<u32, String> {

@@ -12,11 +12,15 @@
 //! Durability: appends are written as the core asks, and made durable by [`Executor::flush`]
 //! with one sync for everything appended since the last (group commit). A host whose sync
 //! completes later (the simulated disk) reports it with [`Executor::handle_durable`].
+//!
+//! The clock: the host's wall clock goes to the core at start and at every timer; a host that
+//! asks the kernel whether NTP has synchronised it ([`Host::ntp_synced`]) is read at start and
+//! then at most once a [`CLOCK_CHECK`], in flushes the loop makes anyway (no timer of its own).
 
 use std::collections::BTreeMap;
 
 use log::{debug, error, info, warn};
-use tether_core::agent::{Action, Agent, Append, Config, Signal, Stats};
+use tether_core::agent::{Action, Agent, Append, ClockRule, Config, Signal, Stats};
 use tether_core::allowlist::Allowlist;
 use tether_core::journal::{self as records, JournalRecord, JournalUsage};
 use tether_core::message::{Exit, Stream, TaskRef, TaskSpec};
@@ -29,6 +33,8 @@ pub const TASKS: usize = 32;
 /// Attempt ids remembered for exactly-once start.
 pub const SEEN: usize = 256;
 pub type CoreAgent = Agent<TASKS, SEEN>;
+/// The kernel's NTP state is read again at most this often.
+pub const CLOCK_CHECK: Duration = Duration::from_secs(60);
 
 /// Why an append did not reach the journal.
 #[derive(Debug)]
@@ -55,6 +61,12 @@ pub trait Host {
     fn now(&self) -> Instant;
     /// The wall clock, Unix milliseconds.
     fn unix_ms(&self) -> u64;
+    /// Whether the kernel has the wall clock NTP-synchronised; `None` for a host that does not
+    /// ask: its clock is trusted as it reads (a battery-backed clock, `clock = "trusted"`, a
+    /// simulation). See `tether_core::agent::ClockRule`.
+    fn ntp_synced(&mut self) -> Option<bool> {
+        None
+    }
 
     /// Writes record number `lsn` at the journal's end (not yet durable).
     fn append(&mut self, lsn: u64, record: &[u8]) -> Result<(), AppendError<Self::Error>>;
@@ -126,6 +138,10 @@ pub struct Executor {
     appended: Option<u64>,
     outcomes: Vec<Outcome>,
     stats: ExecStats,
+    /// When the kernel's NTP state was read last (`None`: the host does not ask).
+    clock_read: Option<Instant>,
+    /// The core's trust in its clock, as last logged.
+    clock_trusted: bool,
 }
 
 impl Executor {
@@ -144,6 +160,19 @@ impl Executor {
             agent.set_allowlist(allow);
         }
         agent.handle_wall_clock(now, host.unix_ms());
+        let synced = host.ntp_synced();
+        if let Some(synced) = synced {
+            agent.set_clock_rule(ClockRule::Ntp);
+            agent.handle_clock_synced(now, synced);
+            info!(
+                "clock: trusted while NTP has it synchronised (now: {})",
+                if synced {
+                    "synchronised"
+                } else {
+                    "not synchronised"
+                }
+            );
+        }
         let mut exec = Self {
             agent,
             unacked: BTreeMap::new(),
@@ -155,6 +184,8 @@ impl Executor {
             appended: None,
             outcomes: Vec::new(),
             stats: ExecStats::default(),
+            clock_read: synced.map(|_| now),
+            clock_trusted: true,
         };
         for bytes in journal {
             match records::decode(&bytes) {
@@ -296,6 +327,7 @@ impl Executor {
     /// Runs the actions, then syncs what was appended (one sync for all of it) and runs what
     /// that releases, until the core has nothing more to say. Call after a burst of inputs.
     pub fn flush<H: Host>(&mut self, host: &mut H) -> Result<(), H::Error> {
+        self.check_clock(host);
         loop {
             self.run(host)?;
             let Some(lsn) = self.unsynced.take() else {
@@ -305,6 +337,30 @@ impl Executor {
                 self.outcomes.push(Outcome::Durable(lsn));
             }
             self.usage_changed = true;
+        }
+    }
+
+    /// Reads the kernel's NTP state again when [`CLOCK_CHECK`] has passed, and logs a change
+    /// of the core's trust in its clock.
+    fn check_clock<H: Host>(&mut self, host: &mut H) {
+        let now = host.now();
+        if let Some(read) = self.clock_read
+            && now >= read.saturating_add(CLOCK_CHECK)
+            && let Some(synced) = host.ntp_synced()
+        {
+            self.clock_read = Some(now);
+            self.agent.handle_clock_synced(now, synced);
+        }
+        let trusted = self.agent.clock_trusted();
+        if trusted != std::mem::replace(&mut self.clock_trusted, trusted) {
+            if trusted {
+                info!("clock: trusted; start times and schedules run by it");
+            } else {
+                warn!(
+                    "clock: not trusted (not synchronised, set back, or stepped); start times \
+                     and schedules wait for NTP or the master's clock"
+                );
+            }
         }
     }
 

@@ -193,6 +193,11 @@ pub const FLAGS: &[Flag] = &[
         }),
     ),
     flag(
+        "clock",
+        "when the wall clock is trusted for start times and schedules: ntp (the default: once NTP has synchronised it) or trusted (a battery-backed real-time clock)",
+        text("ntp|trusted", |a, v| a.overrides.clock = Some(v)),
+    ),
+    flag(
         "username",
         "broker user name",
         text("USER", |a, v| a.overrides.username = Some(v)),

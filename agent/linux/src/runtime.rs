@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, warn};
 use rumqttc::{AsyncClient, QoS};
-use tether_core::agent::{Phase, Signal};
+use tether_core::agent::{ClockRule, Phase, Signal};
 use tether_core::message::TaskRef;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::confine::{self, Identity};
 use crate::executor::{AppendError, Durability, Executor, Host, Settings};
 use crate::journal::{Journal, JournalError};
+use crate::kernel_clock;
 use crate::leftovers::Leftovers;
 use crate::mqtt::{self, NetEvent, Session};
 use crate::process::{self, ProcessEvent, Supervisor, TaskCommand};
@@ -96,9 +97,14 @@ fn random_u32() -> u32 {
     u32::from_le_bytes(bytes)
 }
 
-/// Linux, as the executor's host: the journal file, the MQTT client, task processes.
+/// Linux, as the executor's host: the journal file, the MQTT client, task processes, and
+/// the kernel's clock.
 struct Linux {
     clock: Clock,
+    /// How the wall clock is trusted: `Ntp` asks the kernel ([`crate::kernel_clock`]).
+    clock_rule: ClockRule,
+    /// The kernel's NTP state could not be read, and that was logged.
+    clock_unreadable: bool,
     journal: Journal,
     /// Set once the session (keepalive, will) is known from the started core.
     client: Option<AsyncClient>,
@@ -123,6 +129,31 @@ impl Host for Linux {
 
     fn unix_ms(&self) -> u64 {
         unix_ms()
+    }
+
+    fn ntp_synced(&mut self) -> Option<bool> {
+        if self.clock_rule == ClockRule::Trusted {
+            return None;
+        }
+        match kernel_clock::synchronised() {
+            Ok(synced) => {
+                if std::mem::replace(&mut self.clock_unreadable, false) {
+                    info!("clock: the kernel's NTP state is readable again");
+                }
+                Some(synced)
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.clock_unreadable, true) {
+                    warn!(
+                        "clock: cannot read the kernel's NTP state ({e}; systemd's \
+                         ProtectClock=yes blocks it): the clock is trusted only as the master's \
+                         clock confirms it; a board with a battery-backed clock may set \
+                         clock = \"trusted\""
+                    );
+                }
+                Some(false)
+            }
+        }
     }
 
     fn append(&mut self, _lsn: u64, record: &[u8]) -> Result<(), AppendError<JournalError>> {
@@ -278,6 +309,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (proc_tx, mut proc_rx) = mpsc::channel(64);
     let mut host = Linux {
         clock,
+        clock_rule: config.clock,
+        clock_unreadable: false,
         journal,
         client: None,
         supervisor: Supervisor::new(proc_tx).confined(confinement),

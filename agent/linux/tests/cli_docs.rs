@@ -185,6 +185,8 @@ fn each_flag_sets_its_own_field() {
         "--agent-key",
         "k",
         "--insecure-unauthenticated",
+        "--clock",
+        "trusted",
     ];
     let expected = Args {
         command: flags::Command::CheckConfig,
@@ -202,6 +204,7 @@ fn each_flag_sets_its_own_field() {
             username: Some("u".into()),
             password: Some("pw".into()),
             max_tasks: Some(3),
+            clock: Some("trusted".into()),
             tls_ca_file: Some("/ca.pem".into()),
             tls_cert_file: Some("/cert.pem".into()),
             tls_key_file: Some("/key.pem".into()),

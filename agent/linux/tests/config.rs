@@ -8,7 +8,7 @@ use tether_agent::config::{
     check_config_with, load,
 };
 use tether_agent::confine::{self, Identity, Limits, Principal, TasksConfig};
-use tether_core::agent::Auth;
+use tether_core::agent::{Auth, ClockRule};
 
 /// A valid master public key in hex.
 fn master_key() -> String {
@@ -679,4 +679,38 @@ fn metrics_file_must_be_a_prom_file() {
     let errs = errors("id = \"a\"\nbrokers = [\"b:1\"]\nmetrics_file = \"/run/t/a.txt\"\n");
     assert_eq!(where_(&errs), vec![(Some(3), Some("metrics_file"))]);
     assert!(errs[0].message.contains(".prom"), "{}", errs[0]);
+}
+
+#[test]
+fn the_clock_rule_is_ntp_unless_the_board_has_a_trusted_clock() {
+    let base = "id = \"a\"\nbrokers = [\"b:1\"]\n";
+    assert_eq!(check_config(base).unwrap().clock, ClockRule::Ntp);
+    let trusted = check_config(&format!("{base}clock = \"trusted\"\n")).unwrap();
+    assert_eq!(trusted.clock, ClockRule::Trusted);
+    assert_eq!(
+        check_config(&format!("{base}clock = \"ntp\"\n"))
+            .unwrap()
+            .clock,
+        ClockRule::Ntp
+    );
+    let errs = errors(&format!("{base}clock = \"rtc\"\n"));
+    assert_eq!(where_(&errs), vec![(Some(3), Some("clock"))]);
+    assert!(errs[0].message.contains("\"trusted\""), "{}", errs[0]);
+    let errs = errors(&format!("{base}clock = true\n"));
+    assert_eq!(where_(&errs), vec![(Some(3), Some("clock"))]);
+
+    // The flag overrides the file, and a bad one is reported as a flag.
+    let flag = |v: &str| Overrides {
+        clock: Some(v.into()),
+        ..keys()
+    };
+    let c = check_config_with(&format!("{base}clock = \"ntp\"\n"), &flag("trusted")).unwrap();
+    assert_eq!(c.clock, ClockRule::Trusted);
+    let errs = check_config_with(base, &flag("sometimes")).unwrap_err();
+    assert_eq!(where_(&errs), vec![(None, Some("clock"))]);
+    assert!(
+        errs[0].to_string().starts_with("flag --clock: "),
+        "{}",
+        errs[0]
+    );
 }
