@@ -391,9 +391,11 @@ fn order_ended(
     if state == "cancelled" {
         return Ok(125);
     }
-    // The step that stopped it: the last `stop` step whose task ended unsuccessfully.
-    let failed = list(&order["steps"]).into_iter().rev().find(|s| {
+    // The step that stopped it: the first `stop` step whose task ended unsuccessfully (the
+    // steps after it were cancelled because the order ended, which says nothing of them).
+    let failed = list(&order["steps"]).into_iter().find(|s| {
         s["on_failure"] == "stop"
+            && s["outcome"]["kind"] != "order_ended"
             && matches!(
                 s["status"].as_str(),
                 Some("failed" | "killed" | "lost" | "cancelled")

@@ -259,8 +259,8 @@ argv = ["/bin/true"]
 "#;
 
 /// `tetherctl workflow create FILE.toml` then `tetherctl order start NAME --wait`: exit 0 and
-/// the order printed step by step when it succeeds; a non-zero exit, and the steps after the
-/// failing one not run, when a step fails.
+/// the order printed step by step when it succeeds; the failing step's exit code, and the
+/// steps after it not run, when a step fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tetherctl_workflow_create_and_order_start_wait() {
     let fleet = Fleet::start(&["wf-cli"], 1000).await;
@@ -297,7 +297,7 @@ async fn tetherctl_workflow_create_and_order_start_wait() {
     assert_eq!(order_state(&shown), "succeeded", "{shown}");
 
     let (code, out, err) = fleet.tetherctl(&["-o", "json", "order", "start", "breaks", "--wait"]);
-    assert!(code.is_some_and(|c| c != 0), "{code:?}: {out}{err}");
+    assert_eq!(code, Some(3), "the failing step's code: {out}{err}");
     let failed: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(order_state(&failed), "failed", "{failed}");
     assert_eq!(
