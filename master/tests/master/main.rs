@@ -34,5 +34,6 @@ mod store_basics;
 mod store_orders;
 mod store_outage;
 mod store_retention;
+mod store_schedules;
 mod store_sqlite;
 mod webdriver;
