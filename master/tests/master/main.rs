@@ -19,6 +19,7 @@ mod core_auth;
 mod core_journals;
 mod core_orders;
 mod core_presence;
+mod core_schedules;
 mod core_rules;
 mod core_switchover;
 mod dashboard;
