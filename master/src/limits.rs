@@ -87,6 +87,13 @@ pub const RETRIES: Range = Range {
     max: 1_000,
 };
 
+/// How late a schedule's occurrence may still start: up to a day.
+pub const LATE_MS: Range = Range {
+    field: "late_ms",
+    min: 0,
+    max: DAY_MS,
+};
+
 /// The wait before a workflow step's retry: up to a day.
 pub const RETRY_DELAY_MS: Range = Range {
     field: "retry_delay_ms",

@@ -35,6 +35,7 @@ fn task() -> NewTask {
         policy: TaskPolicy::DEFAULT,
         start_at_ms: None,
         order: None,
+        occurrence: None,
     }
 }
 

@@ -98,6 +98,10 @@ pub struct Settings {
     /// [default: 10000].
     #[arg(long, env = "TETHER_HEARTBEAT_PERIOD_MS", value_name = "MS")]
     pub heartbeat_period_ms: Option<u64>,
+    /// How far ahead schedules are planned and handed to agents: a number with s, m, h or d
+    /// (`14d`); agents run that long on their own [default: 7d].
+    #[arg(long, env = "TETHER_SCHEDULE_HORIZON", value_name = "AGE")]
+    pub schedule_horizon: Option<String>,
     /// How long finished tasks are kept, with their attempts, output and events: a number
     /// with s, m, h or d (`90d`), or 0 to keep everything [default: 30d].
     #[arg(long, env = "TETHER_RETAIN_HISTORY", value_name = "AGE")]
@@ -308,6 +312,7 @@ impl Layered {
             broker_max_connections,
             prefix,
             heartbeat_period_ms,
+            schedule_horizon,
             retain_history,
             cancel_duplicates,
             signing_key,

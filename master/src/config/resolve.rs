@@ -21,6 +21,7 @@ const DEFAULT_HTTP: SocketAddr =
 const DEFAULT_PREFIX: &str = "tether";
 const DEFAULT_HEARTBEAT_PERIOD_MS: u64 = 10_000;
 const DEFAULT_RETAIN_HISTORY: &str = "30d";
+const DEFAULT_SCHEDULE_HORIZON: &str = "7d";
 /// The embedded broker's connection limit: room for the master's own connection and one
 /// more, and at most what rumqttd's router preallocates without a second thought (its slots
 /// are reserved up front: about 1 KB of address space each, touched only when used).
@@ -144,6 +145,21 @@ impl Layered {
             errors.push(self.error("retain_history", e));
             None
         });
+        let horizon = s
+            .schedule_horizon
+            .as_deref()
+            .unwrap_or(DEFAULT_SCHEDULE_HORIZON);
+        let schedule_horizon = match parse_age(horizon) {
+            Ok(Some(age)) if age >= Duration::from_secs(60) => age,
+            Ok(_) => {
+                errors.push(self.error("schedule_horizon", "must be a minute or more"));
+                Duration::ZERO
+            }
+            Err(e) => {
+                errors.push(self.error("schedule_horizon", e));
+                Duration::ZERO
+            }
+        };
         if !errors.is_empty() {
             errors.sort_by_key(|e| (e.line.is_none(), e.line));
             return Err(errors);
@@ -159,6 +175,7 @@ impl Layered {
             broker_max_connections: s.broker_max_connections,
             prefix,
             heartbeat_period: Duration::from_millis(period),
+            schedule_horizon,
             cancel_duplicates: s.cancel_duplicates.unwrap_or(false),
             tls_listen: pair(&s.tls_cert, &s.tls_key).and_then(|(cert, key)| {
                 Some(TlsListen {

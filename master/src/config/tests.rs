@@ -93,6 +93,30 @@ fn a_bad_retention_names_its_line() {
 }
 
 #[test]
+fn the_schedule_horizon_is_an_age_of_a_minute_or_more() {
+    let config = layered("data_dir = \"/d\"\n", &[]).resolve(None).unwrap();
+    assert_eq!(
+        config.schedule_horizon.as_secs(),
+        7 * 86_400,
+        "7 days by default"
+    );
+    let config = layered("data_dir = \"/d\"\nschedule_horizon = \"14d\"\n", &[])
+        .resolve(None)
+        .unwrap();
+    assert_eq!(config.schedule_horizon.as_secs(), 14 * 86_400);
+    for bad in ["\"0\"", "\"30s\"", "\"soon\""] {
+        let errors = layered(
+            &format!("data_dir = \"/d\"\nschedule_horizon = {bad}\n"),
+            &[],
+        )
+        .resolve(None)
+        .unwrap_err();
+        assert_eq!(errors[0].key.as_deref(), Some("schedule_horizon"), "{bad}");
+        assert_eq!(errors[0].line, Some(2));
+    }
+}
+
+#[test]
 fn settings_that_go_together_are_checked_for_the_file_too() {
     let errors = layered("data_dir = \"/d\"\ntls_listen = \"0.0.0.0:8883\"\n", &[])
         .resolve(None)

@@ -50,7 +50,8 @@ pub(super) fn start_at(t: &TaskEntry) -> Option<Instant> {
 /// When an attempt's start command goes out (again): while it is `sent`, every heartbeat
 /// period until the agent accepts or rejects it, unless the task is being killed.
 pub(super) fn retransmit_start_at(a: &AttemptEntry, kill_requested: bool) -> Option<Instant> {
-    (a.is_open() && a.state == AttemptState::Sent && !kill_requested).then_some(a.next_start)
+    let sending = a.is_open() && a.state == AttemptState::Sent && !a.self_started;
+    (sending && !kill_requested).then_some(a.next_start)
 }
 
 /// When an attempt's kill command goes out (again): every heartbeat period until it ends.
@@ -140,7 +141,9 @@ impl Master {
         });
         // A deadline already passed was acted on, or waits on a message (an agent coming
         // back), not on time.
+        let schedules = [self.handover_due(), self.planning_due(self.now)];
         std::iter::once(self.heartbeat_due())
+            .chain(schedules)
             .chain(agents)
             .chain(tasks)
             .flatten()

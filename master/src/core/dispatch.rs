@@ -34,6 +34,8 @@ impl Master {
                 fresh.security = std::mem::take(&mut self.security);
                 fresh.sent_heartbeats = std::mem::take(&mut self.sent_heartbeats);
                 fresh.next_heartbeat = self.next_heartbeat;
+                fresh.wall = self.wall;
+                fresh.clock_sent = std::mem::take(&mut self.clock_sent);
                 *self = fresh;
             }
             // The configuration was accepted at start and does not change.
@@ -83,6 +85,7 @@ impl Master {
                         next_kill: now,
                         // Filled in below, once the orders are back.
                         after: None,
+                        self_started: false,
                         id: a.id,
                         agent: a.agent_id,
                         state: a.state,
@@ -127,6 +130,11 @@ impl Master {
             workflows: BTreeMap::new(),
             orders: BTreeMap::new(),
             next_order: snap.next_order.max(1),
+            wall: None,
+            schedules: BTreeMap::new(),
+            handovers: BTreeMap::new(),
+            next_schedule: snap.next_schedule.max(1),
+            clock_sent: BTreeMap::new(),
             config,
         };
         for w in snap.workflows {
@@ -135,6 +143,24 @@ impl Master {
             versions.sort_by_key(|w| w.version);
         }
         master.restore_orders(snap.orders, snap.step_tasks);
+        master.restore_schedules(snap.schedules, snap.handovers, snap.last_occurrences);
+        // Occurrences agents started themselves get no start command.
+        let handed: Vec<TaskId> = master
+            .tasks
+            .values()
+            .filter(|t| {
+                t.task.occurrence.is_some()
+                    && matches!(t.task.target, crate::model::Target::Agent(_))
+            })
+            .map(|t| t.task.id)
+            .collect();
+        for id in handed {
+            if let Some(t) = master.tasks.get_mut(&id) {
+                for a in &mut t.attempts {
+                    a.self_started = true;
+                }
+            }
+        }
         let chained: Vec<(TaskId, AttemptId, AttemptId)> = afters
             .into_iter()
             .filter_map(|(task, attempt, after)| Some((task, attempt, after?)))

@@ -64,6 +64,7 @@ mod placement;
 mod reconcile;
 mod registry;
 mod requests;
+mod schedules;
 mod types;
 mod workflows;
 
@@ -83,8 +84,8 @@ use registry::AgentEntry;
 // errors, the snapshot it is restored from. The rule files stay private.
 pub use types::{
     Action, AgentView, Change, ClusterRequest, Config, ErrorClass, OrderRequest, PolicyOverrides,
-    ProfileRequest, Publish, Qos, RequestError, SecurityCounts, Snapshot, Stats, StepRequest,
-    Submit, WorkflowRequest,
+    ProfileRequest, Publish, Qos, RequestError, ScheduleRequest, SecurityCounts, Snapshot, Stats,
+    StepRequest, Submit, WorkflowRequest,
 };
 
 #[derive(Debug, Clone)]
@@ -102,12 +103,15 @@ struct AttemptEntry {
     next_kill: Instant,
     /// A chained workflow step: the step before, which the agent waits for.
     after: Option<tether_core::message::After>,
+    /// A schedule occurrence the agent started itself: no start command goes out for it.
+    self_started: bool,
 }
 
 impl AttemptEntry {
     fn new(id: AttemptId, agent: String, now: Instant) -> Self {
         Self {
             after: None,
+            self_started: false,
             id,
             agent,
             state: AttemptState::Sent,
@@ -188,6 +192,14 @@ pub struct Master {
     /// Running orders (ended ones are dropped after the input that ended them).
     orders: BTreeMap<OrderId, orders::OrderEntry>,
     next_order: OrderId,
+    /// The runtime's wall clock: `(now, unix_ms)` when it last said.
+    wall: Option<(Instant, u64)>,
+    schedules: BTreeMap<crate::model::ScheduleId, schedules::ScheduleEntry>,
+    /// Live hand-overs by their own task id.
+    handovers: BTreeMap<TaskId, schedules::HandoverEntry>,
+    next_schedule: crate::model::ScheduleId,
+    /// Per agent: the incarnation and time the master's clock last went to it.
+    clock_sent: BTreeMap<String, (u32, Instant)>,
 }
 
 impl Master {
@@ -199,6 +211,7 @@ impl Master {
                 next_task: 1,
                 next_attempt: 1,
                 next_order: 1,
+                next_schedule: 1,
                 ..Snapshot::default()
             },
             now,
@@ -330,6 +343,7 @@ impl Master {
         self.agent_silence(now);
         self.attempt_deadlines(now);
         self.progress_orders(now);
+        self.plan_schedules(now);
         self.schedule(now);
         self.retransmit(now);
         self.derive_task_states();

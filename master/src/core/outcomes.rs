@@ -64,6 +64,13 @@ impl Master {
             }
             return;
         };
+        if self.attempt_state(task, id).is_none() && self.schedule_event(now, id, &event.kind) {
+            // A hand-over's answer or end, a missed report: done. An occurrence the agent
+            // started: its attempt exists now, and the event applies to it below.
+            if self.attempt_state(task, id).is_none() {
+                return;
+            }
+        }
         let Some(state) = self.attempt_state(task, id) else {
             info!(
                 "agent {id}: event for attempt {} of task {} unknown here; stored only",

@@ -38,6 +38,7 @@ impl Master {
         entry.last_heartbeat = Some((hb.incarnation, hb.counter));
         entry.proven = Some(hb.incarnation);
         entry.heard(now);
+        self.answer_clock(now, id, hb.incarnation, hb.counter);
         self.heartbeat_journal(now, id, hb.journal);
         let Some(entry) = self.agents.get_mut(id) else {
             return;

@@ -52,6 +52,7 @@ impl Master {
             policy,
             start_at_ms: req.start_at_ms,
             order: None,
+            occurrence: None,
         };
         let id = self.add_task(now, new, Duration::from_ticks(0))?;
         self.tick(now);

@@ -10,10 +10,12 @@ use tether_core::message::{Event, Stream};
 use tether_core::policy::{OnDisconnect, PolicyError};
 use tether_core::topic::TopicError;
 
+use crate::calendar::CalendarSpec;
 use crate::model::{
     Agent, AgentPresence, ApiToken, Attempt, AttemptId, AttemptUpdate, AuditEntry, Cluster,
-    ClusterMode, Invalid, NewTask, OnFailure, Order, OrderId, OrderState, Outcome, Profile,
-    StepTask, Task, TaskId, TaskPolicy, TaskState, Workflow,
+    ClusterMode, Handover, Invalid, Missed, NewTask, OnFailure, Order, OrderId, OrderState,
+    Outcome, Profile, Schedule, ScheduleId, StepTask, Task, TaskId, TaskPolicy, TaskState,
+    Workflow,
 };
 
 /// How the master behaves; everything here is the operator's choice.
@@ -30,6 +32,8 @@ pub struct Config {
     pub insecure_agents: bool,
     /// The master's heartbeat period when no task asks for a shorter one.
     pub heartbeat_period: Duration,
+    /// How far ahead schedules are planned and handed to agents (7 days by default).
+    pub schedule_horizon: Duration,
     /// Allowance for delays on top of a task's heartbeat timeout before the master gives an
     /// agent up (2 s by default).
     pub delay_allowance: Duration,
@@ -46,6 +50,7 @@ impl Config {
             signing_key,
             insecure_agents: false,
             heartbeat_period: Duration::from_secs(10),
+            schedule_horizon: Duration::from_secs(7 * 24 * 3600),
             delay_allowance: Duration::from_secs(2),
             cancel_duplicates: false,
         }
@@ -164,6 +169,11 @@ pub enum Change {
         state: OrderState,
         reason: Option<String>,
     },
+    /// A schedule made, changed (a new version), paused, resumed or deleted: the whole row.
+    Schedule(Schedule),
+    /// A hand-over made or changed (its state): the whole row. Its ids are reserved: the
+    /// store's counters move past them.
+    Handover(Handover),
 }
 
 /// Everything a restarted core needs, as the store loads it.
@@ -187,6 +197,13 @@ pub struct Snapshot {
     /// The step tasks of running orders, finished ones too.
     pub step_tasks: Vec<StepTask>,
     pub next_order: OrderId,
+    /// Schedules not deleted.
+    pub schedules: Vec<Schedule>,
+    /// Hand-overs not ended.
+    pub handovers: Vec<Handover>,
+    /// Per schedule, the latest occurrence time a task was made for.
+    pub last_occurrences: Vec<(ScheduleId, u64)>,
+    pub next_schedule: ScheduleId,
 }
 
 /// Policy fields to set on top of a profile (or the defaults); `None` keeps the base value.
@@ -310,6 +327,33 @@ pub struct StepRequest {
     pub retry_delay_ms: u64,
 }
 
+/// A schedule as defined through the API. Defining an existing name makes its next version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRequest {
+    pub name: String,
+    pub calendar: CalendarSpec,
+    #[serde(default)]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub cwd: String,
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub policy: PolicyOverrides,
+    /// `skip` (the default), `once` or `all`.
+    #[serde(default)]
+    pub missed: Option<Missed>,
+    /// An occurrence not started within this long after its time is missed (60 s by default).
+    #[serde(default)]
+    pub late_ms: Option<u64>,
+}
+
 /// Starts an order of a workflow: its latest version, or the one named.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -405,6 +449,9 @@ pub enum RequestError {
         order: OrderId,
         state: OrderState,
     },
+    /// A calendar the planner cannot use; the reason says why.
+    InvalidCalendar(String),
+    UnknownSchedule(String),
 }
 
 /// What kind of refusal a [`RequestError`] is, for callers that map it (to HTTP statuses).
@@ -425,11 +472,14 @@ impl RequestError {
             | Self::UnknownCluster(_)
             | Self::UnknownProfile(_)
             | Self::UnknownTask(_)
-            | Self::UnknownOrder(_) => ErrorClass::NotFound,
+            | Self::UnknownOrder(_)
+            | Self::UnknownSchedule(_) => ErrorClass::NotFound,
             Self::AlreadyFinished { .. } | Self::OrderEnded { .. } => ErrorClass::Conflict,
             // Named in a request body: the body is what is wrong (422), not the URL.
             Self::UnknownWorkflow(_) | Self::UnknownVersion { .. } => ErrorClass::Invalid,
-            Self::StepCount { .. } | Self::InvalidStep { .. } => ErrorClass::Invalid,
+            Self::StepCount { .. } | Self::InvalidStep { .. } | Self::InvalidCalendar(_) => {
+                ErrorClass::Invalid
+            }
             Self::InvalidPrefix { .. }
             | Self::ZeroHeartbeatPeriod
             | Self::InvalidName { .. }
@@ -510,6 +560,8 @@ impl fmt::Display for RequestError {
             Self::OrderEnded { order, state } => {
                 write!(f, "order {order} has already ended ({state})")
             }
+            Self::InvalidCalendar(reason) => write!(f, "calendar: {reason}"),
+            Self::UnknownSchedule(name) => write!(f, "unknown schedule '{name}'"),
         }
     }
 }
@@ -559,6 +611,10 @@ pub struct Stats {
     /// Messages on an agent topic whose agent has no key (not counted per agent: anyone can
     /// make up names).
     pub unknown_agent: u64,
+    /// Schedule occurrences reported missed (by agents, or skipped by the master itself).
+    pub occurrences_missed: u64,
+    /// Hand-overs an agent refused.
+    pub handovers_refused: u64,
 }
 
 /// Messages dropped for one provisioned agent because they did not authenticate.

@@ -200,5 +200,6 @@ pub(super) fn step_task(step: &Step, order: Option<StepRef>) -> NewTask {
         policy: step.policy,
         start_at_ms: None,
         order,
+        occurrence: None,
     }
 }

@@ -68,9 +68,13 @@ macro_rules! text_enum {
 }
 
 mod access;
+mod schedule;
 mod workflow;
 
 pub use access::{ApiToken, AuditEntry, Role};
+pub use schedule::{
+    Handover, HandoverState, Missed, OccurrenceRef, Schedule, ScheduleId, ScheduledTask,
+};
 pub use workflow::{
     HANDOVER, MAX_STEPS, OnFailure, Order, OrderId, OrderState, Step, StepRef, StepTask, Workflow,
 };
@@ -356,6 +360,9 @@ pub struct NewTask {
     /// The order step this task runs, if it is one.
     #[serde(default)]
     pub order: Option<StepRef>,
+    /// The schedule occurrence this task runs, if it is one.
+    #[serde(default)]
+    pub occurrence: Option<OccurrenceRef>,
 }
 
 /// How a task ended; set with its terminal state.
@@ -413,6 +420,9 @@ pub struct Task {
     /// The order step this task runs, if it is one.
     #[serde(default)]
     pub order: Option<StepRef>,
+    /// The schedule occurrence this task runs, if it is one.
+    #[serde(default)]
+    pub occurrence: Option<OccurrenceRef>,
 }
 
 impl Task {
@@ -432,6 +442,7 @@ impl Task {
             created_ms: 0,
             updated_ms: 0,
             order: new.order,
+            occurrence: new.occurrence,
         }
     }
 

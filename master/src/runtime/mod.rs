@@ -51,6 +51,8 @@ pub struct RunConfig {
     pub broker_max_connections: Option<usize>,
     pub prefix: String,
     pub heartbeat_period: StdDuration,
+    /// How far ahead schedules are planned (7 days by default).
+    pub schedule_horizon: StdDuration,
     pub cancel_duplicates: bool,
     /// The embedded broker's TLS listener, beside the plain one.
     pub tls_listen: Option<TlsListen>,
@@ -138,6 +140,13 @@ fn unix_secs() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// The wall clock in Unix milliseconds (0 if it is before 1970).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The core's clock: microseconds since the runtime started.

@@ -85,13 +85,15 @@ impl Retention {
         let mut deleted = 0;
         let wait = match store.prune_finished(before, BATCH) {
             Ok(p) => {
-                if p.tasks > 0 || p.events > 0 || p.orders > 0 {
+                if p.tasks + p.events + p.orders + p.handovers + p.schedules > 0 {
                     info!(
-                        "history: deleted {} finished task(s), {} order(s) and {} event(s) \
-                         older than {}",
+                        "history: deleted {} finished task(s), {} order(s), {} event(s), {} \
+                         ended hand-over(s) and {} deleted schedule(s) older than {}",
                         p.tasks,
                         p.orders,
                         p.events,
+                        p.handovers,
+                        p.schedules,
                         humanize(age)
                     );
                 }

@@ -85,6 +85,8 @@ pub(super) async fn serve(ready: Ready) -> Result<(), RunError> {
     let watchdog = crate::notify::watchdog_period();
     let mut ping = watchdog.map(|p| TokioInstant::now() + p);
     loop {
+        // The wall clock, for the schedules' planner (a step of it is seen here, next round).
+        core.handle_wall_clock(clock.now(), super::unix_ms());
         let wake = core.poll_timeout().map(|t| clock.at(t));
         let probe = lp
             .committer

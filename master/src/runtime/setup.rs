@@ -181,6 +181,8 @@ pub(super) async fn setup(config: RunConfig) -> Result<Ready, RunError> {
     let period = tether_core::Duration::from_millis(config.heartbeat_period.as_millis() as u64);
     let mut core_config = Config::new(&config.prefix, epoch, signing_key);
     core_config.heartbeat_period = period;
+    core_config.schedule_horizon =
+        tether_core::Duration::from_millis(config.schedule_horizon.as_millis() as u64);
     core_config.cancel_duplicates = config.cancel_duplicates;
     core_config.insecure_agents = config.insecure_agents;
     let core = Master::restore(core_config, snapshot, clock.now())

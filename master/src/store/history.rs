@@ -1,6 +1,6 @@
 //! What both backends' history retention ([`Store::prune_finished`]) shares: which states are
 //! finished, and the batch's budget (tasks of no order first, then whole orders while room is
-//! left).
+//! left; ended hand-overs and deleted schedules are bounded by the limit each).
 //!
 //! [`Store::prune_finished`]: crate::store::Store::prune_finished
 
@@ -59,9 +59,12 @@ impl Budget {
         true
     }
 
-    /// Marks `pruned` full when the limit was reached (never for a limit of 0).
+    /// Marks `pruned` full when the limit was reached, by tasks or by the hand-overs or
+    /// schedules deleted (never for a limit of 0).
     pub(crate) fn close(&self, mut pruned: Pruned) -> Pruned {
-        pruned.full = self.limit > 0 && self.room() == 0;
+        let reached = |n: u64| n >= self.limit;
+        pruned.full = self.limit > 0
+            && (self.room() == 0 || reached(pruned.handovers) || reached(pruned.schedules));
         pruned
     }
 }

@@ -14,8 +14,9 @@ use std::fmt;
 
 use crate::core::{Change, Snapshot};
 use crate::model::{
-    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, Invalid, Order, OrderId, OrderState,
-    OutputChunk, Profile, StoredEvent, Task, TaskId, TaskState, Workflow,
+    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, Handover, Invalid, Order, OrderId,
+    OrderState, OutputChunk, Profile, Schedule, ScheduleId, StoredEvent, Task, TaskId, TaskState,
+    Workflow,
 };
 
 mod checks;
@@ -193,7 +194,12 @@ pub trait Store: Send {
     /// and orders: every workflow version (by name, then version), the running orders (by
     /// id), every task of a running order, finished ones too (`step_tasks`, by order, step,
     /// then task id; its open tasks are also in `tasks` as any task is), and `next_order`,
-    /// above every order id ever stored (pruned ones included).
+    /// above every order id ever stored (pruned ones included). Of schedules: those not
+    /// deleted (by id), the hand-overs not ended (by task id), `last_occurrences` (by schedule
+    /// id, schedules not deleted that ever had an occurrence task: the latest occurrence time
+    /// a task was stored for, pruned tasks included), and `next_schedule`, above every
+    /// schedule id ever stored. `next_task` and `next_attempt` are above every id a hand-over
+    /// ever stored reserves (ended and pruned ones included).
     fn load(&self) -> Result<Snapshot>;
 
     /// The next master epoch: one more than any before and at least `at_least`, committed
@@ -260,6 +266,27 @@ pub trait Store: Send {
     /// How many orders are in each state (states with none left out), for `GET /metrics`.
     fn order_counts(&self) -> Result<Vec<(OrderState, u64)>>;
 
+    /// One page of the schedules not deleted, by id.
+    fn schedules(&self, page: Page) -> Result<Vec<Schedule>>;
+
+    /// The schedule not deleted named `name` (at most one is).
+    fn schedule(&self, name: &str) -> Result<Option<Schedule>>;
+
+    /// One schedule by id, deleted or not (occurrence tasks name it by id).
+    fn schedule_by_id(&self, id: ScheduleId) -> Result<Option<Schedule>>;
+
+    /// Every stored hand-over of a schedule, ended ones too (until pruned), newest first
+    /// (by task id, descending).
+    fn handovers(&self, schedule: ScheduleId) -> Result<Vec<Handover>>;
+
+    /// One page of a schedule's occurrence tasks, by task id (as every [`Page`]; the core
+    /// hands occurrence ids out in occurrence order, so oldest occurrence first).
+    fn occurrence_tasks(&self, schedule: ScheduleId, page: Page) -> Result<Vec<Task>>;
+
+    /// How many tasks that run a schedule occurrence are in each state (states with none
+    /// left out), for `GET /metrics`.
+    fn occurrence_counts(&self) -> Result<Vec<(TaskState, u64)>>;
+
     /// History retention, one transaction, oldest first:
     /// - finished tasks of no order last changed before `before_ms` (Unix ms), with their
     ///   attempts, output, events and audit entries;
@@ -274,6 +301,12 @@ pub trait Store: Send {
     /// acknowledged events that name no attempt. Task, attempt and order ids are never handed
     /// out again. Workflow versions are kept: they are small, and a version is what the kept
     /// and future orders run.
+    ///
+    /// Schedules: their finished occurrence tasks go as tasks of no order do (above); ended
+    /// hand-overs last changed before `before_ms` go (at most `limit`; the ids they reserved
+    /// are never handed out again); a deleted schedule last changed before `before_ms` goes
+    /// once no task and no hand-over names it (at most `limit`; its id is never handed out
+    /// again). Schedules not deleted are kept, and so is each one's latest occurrence time.
     fn prune_finished(&self, before_ms: u64, limit: u32) -> Result<Pruned>;
 }
 
@@ -284,6 +317,10 @@ pub struct Pruned {
     pub tasks: u64,
     pub events: u64,
     pub orders: u64,
+    /// Ended hand-overs.
+    pub handovers: u64,
+    /// Deleted schedules nothing named any more.
+    pub schedules: u64,
     /// The batch reached its limit: another may find more to delete.
     pub full: bool,
 }

@@ -20,8 +20,8 @@ use postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
 
 use crate::core::{Change, Snapshot};
 use crate::model::{
-    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, Order, OrderId, OrderState,
-    OutputChunk, Profile, StoredEvent, Task, TaskId, TaskState, Workflow,
+    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, Handover, Order, OrderId, OrderState,
+    OutputChunk, Profile, Schedule, ScheduleId, StoredEvent, Task, TaskId, TaskState, Workflow,
 };
 use crate::store::checks::now_ms;
 use crate::store::rows::{self, Columns};
@@ -31,6 +31,7 @@ use crate::store::{Page, Pruned, Result, Store, StoreError, location};
 mod orders;
 mod prune;
 mod reads;
+mod schedules;
 mod thread;
 mod write;
 
@@ -332,6 +333,30 @@ impl Store for Connection {
 
     fn order_counts(&self) -> Result<Vec<(OrderState, u64)>> {
         self.with(orders::order_counts)
+    }
+
+    fn schedules(&self, page: Page) -> Result<Vec<Schedule>> {
+        self.with(|c| schedules::schedules(c, page))
+    }
+
+    fn schedule(&self, name: &str) -> Result<Option<Schedule>> {
+        self.with(|c| schedules::schedule(c, name))
+    }
+
+    fn schedule_by_id(&self, id: ScheduleId) -> Result<Option<Schedule>> {
+        self.with(|c| schedules::schedule_by_id(c, id))
+    }
+
+    fn handovers(&self, schedule: ScheduleId) -> Result<Vec<Handover>> {
+        self.with(|c| schedules::handovers(c, schedule))
+    }
+
+    fn occurrence_tasks(&self, schedule: ScheduleId, page: Page) -> Result<Vec<Task>> {
+        self.with(|c| schedules::occurrence_tasks(c, schedule, page))
+    }
+
+    fn occurrence_counts(&self) -> Result<Vec<(TaskState, u64)>> {
+        self.with(schedules::occurrence_counts)
     }
 
     fn prune_finished(&self, before_ms: u64, limit: u32) -> Result<Pruned> {

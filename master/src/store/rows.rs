@@ -7,15 +7,16 @@ use serde::{Deserialize, Serialize};
 use tether_core::message::Stream;
 
 use crate::model::{
-    Agent, AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, Order, OrderId, OrderState,
-    Profile, Role, StepRef, StepTask, StoredEvent, Target, Task, TaskPolicy, TaskState, Workflow,
-    parse_on_disconnect,
+    Agent, AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, Handover, HandoverState,
+    Missed, OccurrenceRef, Order, OrderId, OrderState, Profile, Role, Schedule, StepRef, StepTask,
+    StoredEvent, Target, Task, TaskPolicy, TaskState, Workflow, parse_on_disconnect,
 };
 use crate::store::{Result, StoreError};
 
 pub(crate) const TASK_COLUMNS: &str = "id, target_kind, target, argv, env, cwd, profile, on_disconnect, \
     heartbeat_period_ms, heartbeat_timeout_ms, grace_ms, max_run_ms, output_cap, retries, \
-    lost_after_ms, start_at_ms, state, outcome, created_ms, updated_ms, order_id, order_step";
+    lost_after_ms, start_at_ms, state, outcome, created_ms, updated_ms, order_id, order_step, \
+    occurrence_schedule, occurrence_version, occurrence_at_ms";
 
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, task_id, agent_id, state, pid, exit, kill_cause, \
     output_dropped, created_ms, started_ms, finished_ms, after_attempt";
@@ -36,6 +37,12 @@ pub(crate) const WORKFLOW_COLUMNS: &str = "name, version, steps, created_ms";
 
 pub(crate) const ORDER_COLUMNS: &str =
     "id, workflow, version, state, reason, created_ms, updated_ms";
+
+pub(crate) const SCHEDULE_COLUMNS: &str = "id, name, version, calendar, task, missed, late_ms, \
+    paused, deleted, created_ms, updated_ms";
+
+pub(crate) const HANDOVER_COLUMNS: &str =
+    "task, attempt, schedule_id, version, agent_id, runs, state, created_ms";
 
 /// What [`step_task`] reads, of a task.
 pub(crate) const STEP_TASK_COLUMNS: &str = "order_id, order_step, id, state";
@@ -170,6 +177,8 @@ pub(crate) fn task(r: &impl Columns) -> Result<Task> {
         updated_ms: r.int(19)?,
         order: step_ref(r.opt_int(20)?, r.opt_int(21)?)
             .map_err(|why| StoreError::Corrupt(format!("task {id}: {why}")))?,
+        occurrence: occurrence_ref(r.opt_int(22)?, r.opt_int(23)?, r.opt_int(24)?)
+            .map_err(|why| StoreError::Corrupt(format!("task {id}: {why}")))?,
     })
 }
 
@@ -236,6 +245,23 @@ fn step_ref(order: Option<OrderId>, step: Option<u32>) -> Result<Option<StepRef>
     }
 }
 
+/// A task's `occurrence_schedule`, `occurrence_version` and `occurrence_at_ms`: all or none.
+fn occurrence_ref(
+    schedule: Option<u64>,
+    version: Option<u32>,
+    at_ms: Option<u64>,
+) -> Result<Option<OccurrenceRef>, &'static str> {
+    match (schedule, version, at_ms) {
+        (Some(schedule), Some(version), Some(at_ms)) => Ok(Some(OccurrenceRef {
+            schedule,
+            version,
+            at_ms,
+        })),
+        (None, None, None) => Ok(None),
+        _ => Err("only some of the occurrence columns are set"),
+    }
+}
+
 /// A workflow version; steps that do not decode are [`StoreError::Corrupt`].
 pub(crate) fn workflow(r: &impl Columns) -> Result<Workflow> {
     let name = r.text(0)?;
@@ -272,5 +298,37 @@ pub(crate) fn step_task(r: &impl Columns) -> Result<StepTask> {
         },
         task: r.int(2)?,
         state: r.word(3, "task state", TaskState::parse)?,
+    })
+}
+
+/// A schedule; a calendar or task that does not decode is [`StoreError::Corrupt`].
+pub(crate) fn schedule(r: &impl Columns) -> Result<Schedule> {
+    let id = r.int(0)?;
+    Ok(Schedule {
+        id,
+        name: r.text(1)?,
+        version: r.int(2)?,
+        calendar: from_json(&format!("calendar of schedule {id}"), &r.text(3)?)?,
+        task: from_json(&format!("task of schedule {id}"), &r.text(4)?)?,
+        missed: r.word(5, "missed rule", Missed::parse)?,
+        late_ms: r.int(6)?,
+        paused: r.flag(7)?,
+        deleted: r.flag(8)?,
+        created_ms: r.int(9)?,
+        updated_ms: r.int(10)?,
+    })
+}
+
+pub(crate) fn handover(r: &impl Columns) -> Result<Handover> {
+    let task = r.int(0)?;
+    Ok(Handover {
+        task,
+        attempt: r.int(1)?,
+        schedule: r.int(2)?,
+        version: r.int(3)?,
+        agent: r.text(4)?,
+        runs: from_json(&format!("runs of hand-over {task}"), &r.text(5)?)?,
+        state: r.word(6, "hand-over state", HandoverState::parse)?,
+        created_ms: r.int(7)?,
     })
 }

@@ -174,6 +174,52 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_by_order ON tasks (order_id);
     ALTER TABLE attempts ADD COLUMN after_attempt INTEGER;
     ",
+    // 8: schedules. A schedule's row is its latest version (calendar and task as JSON); one
+    // live (not deleted) schedule per name. A hand-over is a run of a schedule's occurrences
+    // given to an agent, keyed by the task id it reserves from (its ids are reserved in
+    // `sqlite_sequence` as it is stored). An occurrence's task names its schedule, version and
+    // time, all or none; `last_occurrence_ms` keeps the latest occurrence a task was stored
+    // for, pruned tasks included.
+    "
+    CREATE TABLE schedules (
+        id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        name               TEXT NOT NULL,
+        version            INTEGER NOT NULL CHECK (version BETWEEN 1 AND 4294967295),
+        calendar           TEXT NOT NULL CHECK (json_valid(calendar)),
+        task               TEXT NOT NULL CHECK (json_valid(task)),
+        missed             TEXT NOT NULL CHECK (missed IN ('skip', 'once', 'all')),
+        late_ms            INTEGER NOT NULL CHECK (late_ms >= 0),
+        paused             INTEGER NOT NULL CHECK (paused IN (0, 1)),
+        deleted            INTEGER NOT NULL CHECK (deleted IN (0, 1)),
+        created_ms         INTEGER NOT NULL,
+        updated_ms         INTEGER NOT NULL,
+        last_occurrence_ms INTEGER CHECK (last_occurrence_ms >= 0)
+    );
+    CREATE UNIQUE INDEX schedules_live_name ON schedules (name) WHERE deleted = 0;
+    CREATE TABLE handovers (
+        task        INTEGER PRIMARY KEY NOT NULL,
+        attempt     INTEGER NOT NULL,
+        schedule_id INTEGER NOT NULL REFERENCES schedules (id),
+        version     INTEGER NOT NULL CHECK (version BETWEEN 1 AND 4294967295),
+        agent_id    TEXT NOT NULL,
+        runs        TEXT NOT NULL CHECK (json_valid(runs)),
+        state       TEXT NOT NULL CHECK (state IN ('sent', 'held', 'ended')),
+        created_ms  INTEGER NOT NULL,
+        updated_ms  INTEGER NOT NULL
+    );
+    CREATE INDEX handovers_by_schedule ON handovers (schedule_id);
+    CREATE INDEX handovers_by_state ON handovers (state);
+    ALTER TABLE tasks ADD COLUMN occurrence_schedule INTEGER REFERENCES schedules (id);
+    ALTER TABLE tasks ADD COLUMN occurrence_version INTEGER
+        CHECK (occurrence_version BETWEEN 1 AND 4294967295);
+    ALTER TABLE tasks ADD COLUMN occurrence_at_ms INTEGER CHECK (occurrence_at_ms >= 0
+        AND (occurrence_schedule IS NULL) = (occurrence_at_ms IS NULL)
+        AND (occurrence_version IS NULL) = (occurrence_at_ms IS NULL));
+    -- Every occurrence runs once: the store itself refuses a second task for one occurrence
+    -- (the core never makes one; this holds whatever it does).
+    CREATE UNIQUE INDEX tasks_by_occurrence ON tasks (occurrence_schedule, occurrence_at_ms)
+        WHERE occurrence_schedule IS NOT NULL;
+    ",
 ];
 
 /// The schema version this binary writes.
@@ -350,6 +396,48 @@ pub const PG_MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_by_order ON tasks (order_id);
     ALTER TABLE attempts ADD COLUMN after_attempt BIGINT;
     INSERT INTO id_marks (name, id) VALUES ('orders', 0);
+    ",
+    // 8: schedules, hand-overs (their reserved ids kept in `id_marks` as they are stored) and
+    // occurrence tasks (schedule ids kept in `id_marks` too).
+    "
+    CREATE TABLE schedules (
+        id                 BIGINT PRIMARY KEY,
+        name               TEXT NOT NULL,
+        version            BIGINT NOT NULL CHECK (version BETWEEN 1 AND 4294967295),
+        calendar           TEXT NOT NULL,
+        task               TEXT NOT NULL,
+        missed             TEXT NOT NULL CHECK (missed IN ('skip', 'once', 'all')),
+        late_ms            BIGINT NOT NULL CHECK (late_ms >= 0),
+        paused             BIGINT NOT NULL CHECK (paused IN (0, 1)),
+        deleted            BIGINT NOT NULL CHECK (deleted IN (0, 1)),
+        created_ms         BIGINT NOT NULL,
+        updated_ms         BIGINT NOT NULL,
+        last_occurrence_ms BIGINT CHECK (last_occurrence_ms >= 0)
+    );
+    CREATE UNIQUE INDEX schedules_live_name ON schedules (name) WHERE deleted = 0;
+    CREATE TABLE handovers (
+        task        BIGINT PRIMARY KEY,
+        attempt     BIGINT NOT NULL,
+        schedule_id BIGINT NOT NULL REFERENCES schedules (id),
+        version     BIGINT NOT NULL CHECK (version BETWEEN 1 AND 4294967295),
+        agent_id    TEXT NOT NULL,
+        runs        TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('sent', 'held', 'ended')),
+        created_ms  BIGINT NOT NULL,
+        updated_ms  BIGINT NOT NULL
+    );
+    CREATE INDEX handovers_by_schedule ON handovers (schedule_id);
+    CREATE INDEX handovers_by_state ON handovers (state);
+    ALTER TABLE tasks ADD COLUMN occurrence_schedule BIGINT REFERENCES schedules (id);
+    ALTER TABLE tasks ADD COLUMN occurrence_version BIGINT
+        CHECK (occurrence_version BETWEEN 1 AND 4294967295);
+    ALTER TABLE tasks ADD COLUMN occurrence_at_ms BIGINT CHECK (occurrence_at_ms >= 0);
+    ALTER TABLE tasks ADD CONSTRAINT tasks_occurrence_whole CHECK
+        (num_nulls(occurrence_schedule, occurrence_version, occurrence_at_ms) IN (0, 3));
+    -- Every occurrence runs once, enforced by the store too.
+    CREATE UNIQUE INDEX tasks_by_occurrence ON tasks (occurrence_schedule, occurrence_at_ms)
+        WHERE occurrence_schedule IS NOT NULL;
+    INSERT INTO id_marks (name, id) VALUES ('schedules', 0);
     ",
 ];
 

@@ -8,14 +8,15 @@
 //! lost on both sides. FULL costs one fsync of the WAL per commit, which a batch of changes
 //! shares ([`Store::apply`] is one transaction).
 //!
-//! Ids of tasks, attempts and orders never go back: the core chooses them above
-//! [`Snapshot::next_task`], [`Snapshot::next_attempt`] and [`Snapshot::next_order`], which
-//! count `AUTOINCREMENT`'s sequence too, so ids of deleted rows are not issued again. Agents
-//! tell a new attempt from a forgotten old one by its id.
+//! Ids of tasks, attempts, orders and schedules never go back: the core chooses them above
+//! [`Snapshot::next_task`], [`Snapshot::next_attempt`], [`Snapshot::next_order`] and
+//! [`Snapshot::next_schedule`], which count `AUTOINCREMENT`'s sequence too, so ids of deleted
+//! rows (and ids a schedule hand-over reserved) are not issued again. Agents tell a new
+//! attempt from a forgotten old one by its id.
 //!
 //! The values are the [`crate::model`]'s; the `rows` module maps them to rows, `write` applies
-//! each change, `orders` keeps workflows and orders, `access` tokens and the audit trail,
-//! `prune` deletes old history.
+//! each change, `orders` keeps workflows and orders, `schedules` schedules, hand-overs and
+//! occurrences, `access` tokens and the audit trail, `prune` deletes old history.
 
 use std::cell::Cell;
 use std::path::Path;
@@ -25,8 +26,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::core::{Change, Snapshot};
 use crate::model::{
-    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, ClusterMode, Order, OrderId,
-    OrderState, OutputChunk, Profile, StoredEvent, Task, TaskId, TaskState, Workflow,
+    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, ClusterMode, Handover, Order,
+    OrderId, OrderState, OutputChunk, Profile, Schedule, ScheduleId, StoredEvent, Task, TaskId,
+    TaskState, Workflow,
 };
 use crate::store::checks::now_ms;
 use crate::store::schema::{MIGRATIONS, SCHEMA_VERSION};
@@ -36,6 +38,7 @@ mod access;
 mod orders;
 mod prune;
 mod rows;
+mod schedules;
 mod write;
 
 use crate::store::rows::{
@@ -204,7 +207,7 @@ impl SqliteStore {
         }))
     }
 
-    /// The next id of `table` (tasks, attempts, orders): above every id ever issued (deleted
+    /// The next id of `table` (tasks, attempts, orders, schedules): above every id ever issued (deleted
     /// rows included), so a core that assigns ids itself keeps them increasing across
     /// restarts.
     fn next_id(&self, table: &str) -> Result<u64> {
@@ -315,6 +318,10 @@ impl Store for SqliteStore {
             orders: orders::running_orders(self)?,
             step_tasks: orders::step_tasks(self)?,
             next_order: self.next_id("orders")?,
+            schedules: schedules::schedules(self, Page::ALL)?,
+            handovers: schedules::open_handovers(self)?,
+            last_occurrences: schedules::last_occurrences(self)?,
+            next_schedule: self.next_id("schedules")?,
         })
     }
 
@@ -495,6 +502,30 @@ impl Store for SqliteStore {
 
     fn order_counts(&self) -> Result<Vec<(OrderState, u64)>> {
         orders::order_counts(self)
+    }
+
+    fn schedules(&self, page: Page) -> Result<Vec<Schedule>> {
+        schedules::schedules(self, page)
+    }
+
+    fn schedule(&self, name: &str) -> Result<Option<Schedule>> {
+        schedules::schedule(self, name)
+    }
+
+    fn schedule_by_id(&self, id: ScheduleId) -> Result<Option<Schedule>> {
+        schedules::schedule_by_id(self, id)
+    }
+
+    fn handovers(&self, schedule: ScheduleId) -> Result<Vec<Handover>> {
+        schedules::handovers(self, schedule)
+    }
+
+    fn occurrence_tasks(&self, schedule: ScheduleId, page: Page) -> Result<Vec<Task>> {
+        schedules::occurrence_tasks(self, schedule, page)
+    }
+
+    fn occurrence_counts(&self) -> Result<Vec<(TaskState, u64)>> {
+        schedules::occurrence_counts(self)
     }
 
     fn prune_finished(&self, before_ms: u64, limit: u32) -> Result<Pruned> {

@@ -5,7 +5,8 @@
 //! are one suite generic over the backend
 //! ([`suite!`]: a backend runs it by adding one line). Migration, the newer-schema refusal and
 //! deleted rows are SQLite's own (`store_sqlite.rs`). Workflows and orders are cases of the
-//! suite too (`store_orders.rs`). The PostgreSQL backend runs the same suite on a throwaway
+//! suite too (`store_orders.rs`), and so are schedules (`store_schedules.rs`, with the
+//! migration from version 7 on both backends). The PostgreSQL backend runs the same suite on a throwaway
 //! cluster (`pg_cluster.rs`).
 
 use std::path::Path;
@@ -21,6 +22,7 @@ use tether_master::store::{Page, SqliteStore, Store, StoreError};
 
 use crate::store_orders::*;
 use crate::store_retention::finished_history_is_pruned;
+use crate::store_schedules::*;
 
 /// Opens (creating if needed) the backend's database at a place named by `path`.
 pub(crate) type Open = fn(&Path) -> Result<Box<dyn Store>, StoreError>;
@@ -41,12 +43,17 @@ fn sqlite_raw(path: &Path, sql: &str) {
 }
 
 /// One `#[test]` per case of the suite, in a module per backend; `$runs` says whether the
-/// backend can run here (and why not). The `raw` cases also write behind the store's back.
+/// backend can run here (and why not). The `raw` cases also write behind the store's back;
+/// the `migration` cases build an older database from the backend's `$migrations`.
 macro_rules! suite {
-    ($($backend:ident => $open:expr, $raw:expr, if $runs:expr),* $(,)?) => {$(
+    ($($backend:ident => $open:expr, $raw:expr, $migrations:expr, if $runs:expr),* $(,)?) => {$(
         mod $backend {
             suite!(@raw_cases $open, $raw, $runs;
                 a_corrupt_row_is_an_error_not_a_panic,
+                a_corrupt_schedule_is_an_error_not_a_panic,
+            );
+            suite!(@migration_cases $open, $raw, $migrations, $runs;
+                a_version_7_database_keeps_its_rows,
             );
             suite!(@cases $open, $runs;
                 fresh_store_is_empty,
@@ -65,7 +72,23 @@ macro_rules! suite {
                 attempt_after_round_trips,
                 orders_are_paged_and_counted,
                 pruning_keeps_running_orders_and_removes_old_finished_ones,
+                schedules_round_trip_and_a_new_version_replaces_the_row,
+                paused_and_deleted_schedules,
+                a_live_name_is_taken_once,
+                a_handover_reserves_its_ids,
+                every_occurrence_runs_once,
+                load_gives_the_last_occurrences,
+                retention_prunes_occurrences_ended_handovers_and_deleted_schedules,
             );
+        }
+    )*};
+    (@migration_cases $open:expr, $raw:expr, $migrations:expr, $runs:expr;
+        $($case:ident),* $(,)?) => {$(
+        #[test]
+        fn $case() {
+            if $runs() {
+                super::$case($open, $raw, $migrations);
+            }
         }
     )*};
     (@raw_cases $open:expr, $raw:expr, $runs:expr; $($case:ident),* $(,)?) => {$(
@@ -87,9 +110,10 @@ macro_rules! suite {
 }
 
 suite!(
-    sqlite => super::sqlite, super::sqlite_raw, if || true,
+    sqlite => super::sqlite, super::sqlite_raw, tether_master::store::schema::MIGRATIONS,
+        if || true,
     postgres => crate::pg_cluster::open, crate::pg_cluster::execute,
-        if crate::pg_cluster::available,
+        tether_master::store::schema::PG_MIGRATIONS, if crate::pg_cluster::available,
 );
 
 pub(crate) fn db() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -108,6 +132,7 @@ pub(crate) fn task_on(agent: &str) -> NewTask {
         policy: TaskPolicy::DEFAULT,
         start_at_ms: None,
         order: None,
+        occurrence: None,
     }
 }
 
@@ -182,6 +207,11 @@ fn fresh_store_is_empty(open: Open) {
     assert!(snapshot.workflows.is_empty() && snapshot.orders.is_empty());
     assert!(snapshot.step_tasks.is_empty());
     assert_eq!(snapshot.next_order, 1);
+    assert!(snapshot.schedules.is_empty() && snapshot.handovers.is_empty());
+    assert!(snapshot.last_occurrences.is_empty());
+    assert_eq!(snapshot.next_schedule, 1);
+    assert!(store.schedules(Page::ALL).unwrap().is_empty());
+    assert!(store.occurrence_counts().unwrap().is_empty());
     assert!(store.workflows().unwrap().is_empty());
     assert!(store.orders(Page::ALL, None).unwrap().is_empty());
     assert!(store.order_counts().unwrap().is_empty());

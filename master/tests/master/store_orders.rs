@@ -48,7 +48,7 @@ fn order(id: u64, workflow: &str, version: u32) -> Order {
 }
 
 /// A time the store stamped: the commit's wall clock (after this test was written).
-fn stamped(ms: u64) -> bool {
+pub(crate) fn stamped(ms: u64) -> bool {
     ms > 1_750_000_000_000
 }
 
@@ -94,14 +94,14 @@ fn next_order(store: &dyn Store) -> u64 {
     store.load().unwrap().next_order
 }
 
-fn refused(r: Result<(), StoreError>, needle: &str) {
+pub(crate) fn refused(r: Result<(), StoreError>, needle: &str) {
     match r {
         Err(StoreError::Invalid(why)) => assert!(why.contains(needle), "{why}"),
         other => panic!("expected Invalid({needle}), got {other:?}"),
     }
 }
 
-fn not_found(r: Result<(), StoreError>, thing: &str) {
+pub(crate) fn not_found(r: Result<(), StoreError>, thing: &str) {
     match r {
         Err(StoreError::NotFound { what, .. }) => assert_eq!(what, thing),
         other => panic!("expected NotFound({thing}), got {other:?}"),

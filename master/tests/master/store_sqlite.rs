@@ -45,6 +45,8 @@ fn sqlite_open_migrates_from_nothing() {
         "agent_keys",
         "workflows",
         "orders",
+        "schedules",
+        "handovers",
     ] {
         let n: i64 = raw
             .query_row(

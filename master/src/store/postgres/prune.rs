@@ -1,7 +1,8 @@
 //! History retention on PostgreSQL, as SQLite's: a bounded number of old finished tasks per
-//! call, with their attempts and output (cascade), events and audit entries, and old finished
-//! orders whole, with all their tasks (the budget is `history`'s). The highest ids go to
-//! `id_marks` first, so the ids of pruned rows are never handed out again.
+//! call, with their attempts and output (cascade), events and audit entries, old finished
+//! orders whole, with all their tasks (the budget is `history`'s), ended hand-overs and
+//! deleted schedules nothing names any more. The highest ids go to `id_marks` first, so the
+//! ids of pruned rows are never handed out again.
 
 use postgres::Transaction;
 
@@ -23,7 +24,9 @@ pub(super) fn prune_finished(
          UPDATE id_marks SET id = GREATEST(id, (SELECT COALESCE(max(id), 0) FROM attempts))
              WHERE name = 'attempts';
          UPDATE id_marks SET id = GREATEST(id, (SELECT COALESCE(max(id), 0) FROM orders))
-             WHERE name = 'orders';",
+             WHERE name = 'orders';
+         UPDATE id_marks SET id = GREATEST(id, (SELECT COALESCE(max(id), 0) FROM schedules))
+             WHERE name = 'schedules';",
     )?;
     let mut budget = Budget::new(limit);
     let mut pruned = Pruned::default();
@@ -74,6 +77,22 @@ pub(super) fn prune_finished(
         )?;
         pruned.orders += tx.execute("DELETE FROM orders WHERE id = $1", &[&order])?;
     }
+    // Ended hand-overs (their ids stay reserved in `id_marks`), then deleted schedules that no
+    // task or hand-over names any more.
+    pruned.handovers = tx.execute(
+        "DELETE FROM handovers WHERE task IN (
+             SELECT task FROM handovers WHERE state = 'ended' AND updated_ms < $1
+             ORDER BY task LIMIT $2)",
+        &[&before, &i64::from(limit)],
+    )?;
+    pruned.schedules = tx.execute(
+        "DELETE FROM schedules WHERE id IN (
+             SELECT id FROM schedules s WHERE deleted = 1 AND updated_ms < $1
+               AND NOT EXISTS (SELECT 1 FROM tasks WHERE occurrence_schedule = s.id)
+               AND NOT EXISTS (SELECT 1 FROM handovers WHERE schedule_id = s.id)
+             ORDER BY id LIMIT $2)",
+        &[&before, &i64::from(limit)],
+    )?;
     // Events that name no attempt (refused commands), old and acknowledged.
     pruned.events += tx.execute(
         "DELETE FROM events WHERE ctid IN (

@@ -12,7 +12,7 @@ use crate::model::{
 use crate::store::rows::{self, Columns, parse_stream, signed};
 use crate::store::{Page, Result, StoreError};
 
-use super::{decode, orders};
+use super::{decode, orders, schedules};
 
 pub(super) fn snapshot(c: &mut impl GenericClient) -> Result<Snapshot> {
     let mut agents = Vec::new();
@@ -43,6 +43,10 @@ pub(super) fn snapshot(c: &mut impl GenericClient) -> Result<Snapshot> {
         orders: orders::orders(c, Page::ALL, Some(OrderState::Running))?,
         step_tasks: orders::step_tasks(c)?,
         next_order: next_id(c, "orders")?,
+        schedules: schedules::schedules(c, Page::ALL)?,
+        handovers: schedules::open_handovers(c)?,
+        last_occurrences: schedules::last_occurrences(c)?,
+        next_schedule: next_id(c, "schedules")?,
     })
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::Connection;
 use crate::core::{Change, Snapshot};
 use crate::model::{
-    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, Order, OrderId, OrderState,
-    OutputChunk, Profile, StoredEvent, Task, TaskId, TaskState, Workflow,
+    Agent, ApiToken, Attempt, AttemptId, AuditEntry, Cluster, Handover, Order, OrderId, OrderState,
+    OutputChunk, Profile, Schedule, ScheduleId, StoredEvent, Task, TaskId, TaskState, Workflow,
 };
 use crate::store::{Page, Pruned, Result, Store, StoreError, location};
 
@@ -195,6 +195,31 @@ impl Store for PostgresStore {
 
     fn order_counts(&self) -> Result<Vec<(OrderState, u64)>> {
         self.call(|c| c.order_counts())
+    }
+
+    fn schedules(&self, page: Page) -> Result<Vec<Schedule>> {
+        self.call(move |c| c.schedules(page))
+    }
+
+    fn schedule(&self, name: &str) -> Result<Option<Schedule>> {
+        let name = name.to_owned();
+        self.call(move |c| c.schedule(&name))
+    }
+
+    fn schedule_by_id(&self, id: ScheduleId) -> Result<Option<Schedule>> {
+        self.call(move |c| c.schedule_by_id(id))
+    }
+
+    fn handovers(&self, schedule: ScheduleId) -> Result<Vec<Handover>> {
+        self.call(move |c| c.handovers(schedule))
+    }
+
+    fn occurrence_tasks(&self, schedule: ScheduleId, page: Page) -> Result<Vec<Task>> {
+        self.call(move |c| c.occurrence_tasks(schedule, page))
+    }
+
+    fn occurrence_counts(&self) -> Result<Vec<(TaskState, u64)>> {
+        self.call(|c| c.occurrence_counts())
     }
 
     fn prune_finished(&self, before_ms: u64, limit: u32) -> Result<Pruned> {

@@ -5,7 +5,7 @@
 use postgres::Transaction;
 use tether_core::message::{Event, Stream};
 
-use super::orders;
+use super::{orders, schedules};
 use crate::core::Change;
 use crate::model::{
     AgentPresence, AttemptId, AttemptState, AttemptUpdate, Cluster, NewTask, Outcome, Profile,
@@ -131,6 +131,8 @@ pub(super) fn apply_one(tx: Tx<'_, '_>, change: &Change, now: u64) -> Result<()>
         Change::OrderState { id, state, reason } => {
             orders::set_order_state(tx, *id, *state, reason.as_deref(), now)
         }
+        Change::Schedule(s) => schedules::put_schedule(tx, s, now),
+        Change::Handover(h) => schedules::put_handover(tx, h, now),
     }
 }
 
@@ -210,7 +212,9 @@ fn put_profile(tx: Tx<'_, '_>, profile: &Profile) -> Result<()> {
     Ok(())
 }
 
-/// A step's task names a stored order.
+/// A step's task names a stored order; an occurrence's task a stored schedule, and an
+/// occurrence no other task runs. The id may be one a hand-over reserved (below the mark, but
+/// free).
 fn insert_task(tx: Tx<'_, '_>, id: TaskId, task: &NewTask, state: TaskState) -> Result<()> {
     check_task(id, task)?;
     if let Some(step) = task.order {
@@ -218,15 +222,18 @@ fn insert_task(tx: Tx<'_, '_>, id: TaskId, task: &NewTask, state: TaskState) -> 
             return Err(not_found("order", step.order));
         }
     }
+    if let Some(occurrence) = task.occurrence {
+        schedules::claim_occurrence(tx, occurrence)?;
+    }
     let now = signed(now_ms())?;
     let p = &task.policy;
     tx.execute(
         "INSERT INTO tasks (id, target_kind, target, argv, env, cwd, profile, on_disconnect,
              heartbeat_period_ms, heartbeat_timeout_ms, grace_ms, max_run_ms, output_cap,
              retries, lost_after_ms, start_at_ms, state, outcome, created_ms, updated_ms,
-             order_id, order_step)
+             order_id, order_step, occurrence_schedule, occurrence_version, occurrence_at_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-             $17, NULL, $18, $18, $19, $20)",
+             $17, NULL, $18, $18, $19, $20, $21, $22, $23)",
         &[
             &signed(id)?,
             &task.target.kind(),
@@ -248,6 +255,9 @@ fn insert_task(tx: Tx<'_, '_>, id: TaskId, task: &NewTask, state: TaskState) -> 
             &now,
             &task.order.map(|s| signed(s.order)).transpose()?,
             &task.order.map(|s| i64::from(s.step)),
+            &task.occurrence.map(|o| signed(o.schedule)).transpose()?,
+            &task.occurrence.map(|o| i64::from(o.version)),
+            &task.occurrence.map(|o| signed(o.at_ms)).transpose()?,
         ],
     )?;
     Ok(())

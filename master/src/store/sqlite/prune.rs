@@ -1,7 +1,8 @@
 //! History retention in SQLite: finished tasks whose last change is older than a cutoff go,
 //! with their attempts, output (by the foreign keys' cascade), events and audit entries, and
-//! finished orders as old with all their tasks; a bounded number per call so the master's
-//! loop is never held long (the budget is `history`'s).
+//! finished orders as old with all their tasks, ended hand-overs and deleted schedules nothing
+//! names any more; a bounded number per call so the master's loop is never held long (the
+//! budget is `history`'s).
 
 use rusqlite::params;
 
@@ -65,6 +66,22 @@ impl SqliteStore {
                     .execute("DELETE FROM orders WHERE id = ?1", [order])?
                     as u64;
             }
+            // Ended hand-overs (their ids stay reserved in the sequences), then deleted
+            // schedules that no task or hand-over names any more.
+            pruned.handovers = s.conn.execute(
+                "DELETE FROM handovers WHERE task IN (
+                     SELECT task FROM handovers WHERE state = 'ended' AND updated_ms < ?1
+                     ORDER BY task LIMIT ?2)",
+                params![before, limit],
+            )? as u64;
+            pruned.schedules = s.conn.execute(
+                "DELETE FROM schedules WHERE id IN (
+                     SELECT id FROM schedules s WHERE deleted = 1 AND updated_ms < ?1
+                       AND NOT EXISTS (SELECT 1 FROM tasks WHERE occurrence_schedule = s.id)
+                       AND NOT EXISTS (SELECT 1 FROM handovers WHERE schedule_id = s.id)
+                     ORDER BY id LIMIT ?2)",
+                params![before, limit],
+            )? as u64;
             // Events that name no attempt (refused commands), old and acknowledged.
             pruned.events += s.conn.execute(
                 "DELETE FROM events WHERE rowid IN (

@@ -5,8 +5,9 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{Row, ToSql};
 
 use crate::model::{
-    Agent, AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, ClusterMode, Order,
-    OrderState, Profile, StepTask, StoredEvent, Task, TaskState, Workflow,
+    Agent, AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, ClusterMode, Handover,
+    HandoverState, Missed, Order, OrderState, Profile, Schedule, StepTask, StoredEvent, Task,
+    TaskState, Workflow,
 };
 use crate::store::Result;
 use crate::store::rows::{self, Columns};
@@ -36,7 +37,9 @@ text_column!(
     ClusterMode,
     TaskState,
     AttemptState,
-    OrderState
+    OrderState,
+    Missed,
+    HandoverState
 );
 
 impl Columns for Row<'_> {
@@ -68,5 +71,7 @@ row_fn!(
     audit_row => audit: AuditEntry,
     workflow_row => workflow: Workflow,
     order_row => order: Order,
-    step_task_row => step_task: StepTask
+    step_task_row => step_task: StepTask,
+    schedule_row => schedule: Schedule,
+    handover_row => handover: Handover
 );

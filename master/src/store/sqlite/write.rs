@@ -64,6 +64,8 @@ impl SqliteStore {
             Change::OrderState { id, state, reason } => {
                 self.set_order_state(*id, *state, reason.as_deref(), now)
             }
+            Change::Schedule(s) => self.put_schedule(s, now),
+            Change::Handover(h) => self.put_handover(h, now),
         }
     }
 
@@ -194,7 +196,9 @@ impl SqliteStore {
     /// Stores a new task under the id the core chose (above every id issued, from
     /// [`crate::core::Snapshot::next_task`]), in `state`. Refuses what no agent would accept
     /// (the agent's own `TaskSpec::validate` rules and the wire's size limits).
-    /// A step's task names a stored order.
+    /// A step's task names a stored order; an occurrence's task a stored schedule, and an
+    /// occurrence no other task runs. The id may be one a hand-over reserved (below the
+    /// sequence, but free).
     fn insert_task_with_id(&self, id: TaskId, task: &NewTask, state: TaskState) -> Result<()> {
         check_task(id, task)?;
         if let Some(step) = task.order {
@@ -202,15 +206,18 @@ impl SqliteStore {
                 return Err(not_found("order", step.order));
             }
         }
+        if let Some(occurrence) = task.occurrence {
+            self.claim_occurrence(occurrence)?;
+        }
         let now = now_ms();
         let p = &task.policy;
         self.conn.execute(
             "INSERT INTO tasks (id, target_kind, target, argv, env, cwd, profile, on_disconnect,
                  heartbeat_period_ms, heartbeat_timeout_ms, grace_ms, max_run_ms, output_cap,
                  retries, lost_after_ms, start_at_ms, state, outcome, created_ms, updated_ms,
-                 order_id, order_step)
+                 order_id, order_step, occurrence_schedule, occurrence_version, occurrence_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, NULL, ?18, ?18, ?19, ?20)",
+                 ?17, NULL, ?18, ?18, ?19, ?20, ?21, ?22, ?23)",
             params![
                 id,
                 task.target.kind(),
@@ -231,7 +238,10 @@ impl SqliteStore {
                 state,
                 now,
                 task.order.map(|s| s.order),
-                task.order.map(|s| s.step)
+                task.order.map(|s| s.step),
+                task.occurrence.map(|o| o.schedule),
+                task.occurrence.map(|o| o.version),
+                task.occurrence.map(|o| o.at_ms)
             ],
         )?;
         Ok(())
