@@ -36,6 +36,7 @@ impl Master {
                 fresh.next_heartbeat = self.next_heartbeat;
                 fresh.wall = self.wall;
                 fresh.clock_sent = std::mem::take(&mut self.clock_sent);
+                fresh.clock_untrusted = std::mem::take(&mut self.clock_untrusted);
                 *self = fresh;
             }
             // The configuration was accepted at start and does not change.
@@ -135,6 +136,7 @@ impl Master {
             handovers: BTreeMap::new(),
             next_schedule: snap.next_schedule.max(1),
             clock_sent: BTreeMap::new(),
+            clock_untrusted: Default::default(),
             config,
         };
         for w in snap.workflows {

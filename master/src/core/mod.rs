@@ -200,6 +200,8 @@ pub struct Master {
     next_schedule: crate::model::ScheduleId,
     /// Per agent: the incarnation and time the master's clock last went to it.
     clock_sent: BTreeMap<String, (u32, Instant)>,
+    /// Agents whose latest word was that they do not trust their clock.
+    clock_untrusted: std::collections::BTreeSet<String>,
 }
 
 impl Master {

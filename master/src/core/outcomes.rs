@@ -58,6 +58,9 @@ impl Master {
         }
         let at = (event.at_unix_ms > 0).then_some(event.at_unix_ms);
         let Some(task) = event.kind.task() else {
+            if let EventKind::Clock { trusted } = event.kind {
+                self.clock_reported(id, trusted);
+            }
             if let EventKind::BadCommand { error, count } = event.kind {
                 self.stats.bad_commands_reported += count;
                 warn!("agent {id} dropped {count} command(s), the last: {error}");

@@ -32,8 +32,8 @@ use crate::model::{
 const PLAN_LIMIT: usize = 20_000;
 /// How long before its time the master makes a cluster occurrence's task.
 const LEAD: Duration = Duration::from_secs(60);
-/// An agent holding a hand-over gets the master's clock this often (and at every new
-/// incarnation's first heartbeat).
+/// Every agent gets the master's clock this often (and at every new incarnation's first
+/// heartbeat, and after it said it does not trust its own).
 const CLOCK_EVERY: Duration = Duration::from_secs(600);
 /// `late_ms` when a schedule does not say.
 const DEFAULT_LATE_MS: u64 = 60_000;
@@ -543,8 +543,11 @@ impl Master {
         );
     }
 
-    /// An agent that holds (or is being sent) a hand-over gets the master's clock in answer
-    /// to a fresh heartbeat: at its incarnation's first, and every [`CLOCK_EVERY`].
+    /// Every agent gets the master's clock in answer to a fresh heartbeat: at its
+    /// incarnation's first, every [`CLOCK_EVERY`], and at once after it reported that it does
+    /// not trust its own (held start times and schedule occurrences wait for that trust). The
+    /// agent takes it only as the answer to a recent heartbeat, so a copy a broker delivers
+    /// late sets nothing.
     pub(super) fn answer_clock(
         &mut self,
         now: Instant,
@@ -552,17 +555,15 @@ impl Master {
         incarnation: u32,
         heartbeat: u32,
     ) {
-        let holds = self.handovers.values().any(|h| h.handover.agent == agent);
         let Some(unix_ms) = self.wall_ms(now) else {
             return;
         };
-        if !holds {
-            return;
-        }
-        let due = match self.clock_sent.get(agent) {
-            Some(&(inc, at)) => inc != incarnation || now >= at.saturating_add(CLOCK_EVERY),
-            None => true,
-        };
+        let untrusted = self.clock_untrusted.remove(agent);
+        let due = untrusted
+            || match self.clock_sent.get(agent) {
+                Some(&(inc, at)) => inc != incarnation || now >= at.saturating_add(CLOCK_EVERY),
+                None => true,
+            };
         if due {
             self.clock_sent.insert(agent.to_owned(), (incarnation, now));
             let body = CommandBody::Clock {
@@ -571,6 +572,16 @@ impl Master {
                 heartbeat,
             };
             self.command(agent, body);
+        }
+    }
+
+    /// An agent said whether it trusts its clock.
+    pub(super) fn clock_reported(&mut self, agent: &str, trusted: bool) {
+        if trusted {
+            self.clock_untrusted.remove(agent);
+        } else {
+            info!("agent {agent} does not trust its clock: the master's goes with the next answer");
+            self.clock_untrusted.insert(agent.to_owned());
         }
     }
 

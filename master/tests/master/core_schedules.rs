@@ -257,25 +257,51 @@ fn missed_reports_are_counted_and_a_refused_hand_over_ends() {
 }
 
 #[test]
-fn the_master_clock_answers_a_fresh_heartbeat_of_an_agent_with_a_hand_over() {
+fn the_master_clock_answers_fresh_heartbeats_now_and_then_and_when_untrusted() {
     let mut h = scheduled_rig();
     let clocks = |h: &Rig, from: usize| {
         h.commands("pi-1", from)
             .into_iter()
-            .filter(|c| matches!(c, CommandBody::Clock { .. }))
-            .count()
+            .filter_map(|c| match c {
+                CommandBody::Clock {
+                    unix_ms,
+                    incarnation,
+                    heartbeat,
+                } => Some((unix_ms, incarnation, heartbeat)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
     };
-    h.heartbeat("pi-1", 1, 0, &[]);
-    assert_eq!(clocks(&h, 0), 0, "nothing to time: no clock");
-    h.put_schedule(hourly("hourly", "pi-1"));
-    h.heartbeat("pi-1", 1, 0, &[]);
+    // The first fresh heartbeat of the incarnation: answered, naming it.
+    let first = clocks(&h, 0);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].0, WALL, "the master's wall clock");
+    assert_eq!(first[0].1, 1);
     let mark = h.out.len();
-    assert!(clocks(&h, 0) >= 1);
     h.secs(10);
     h.heartbeat("pi-1", 1, 0, &[]);
-    assert_eq!(clocks(&h, mark), 0, "not again within ten minutes");
-    h.heartbeat("pi-1", 2, 0, &[]);
-    assert_eq!(clocks(&h, mark), 1, "a new incarnation gets it at once");
+    assert!(clocks(&h, mark).is_empty(), "not again within ten minutes");
+    h.event("pi-1", 1, EventKind::Clock { trusted: false });
+    h.secs(1);
+    h.heartbeat("pi-1", 1, 1, &[]);
+    assert_eq!(
+        clocks(&h, mark).len(),
+        1,
+        "an untrusting agent gets it at once"
+    );
+    let mark = h.out.len();
+    h.heartbeat("pi-1", 2, 1, &[]);
+    assert_eq!(
+        clocks(&h, mark).len(),
+        1,
+        "a new incarnation gets it at once"
+    );
+    for _ in 0..61 {
+        h.secs(10);
+        h.wall();
+        h.heartbeat("pi-1", 2, 1, &[]);
+    }
+    assert_eq!(clocks(&h, mark).len(), 2, "and every ten minutes");
 }
 
 #[test]
