@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -122,6 +122,12 @@ pub enum Cmd {
     Order {
         #[command(subcommand)]
         command: OrderCmd,
+    },
+    /// Schedules: a task started on a calendar (crontab with a time zone, an interval, dates);
+    /// on an agent, handed to it ahead of time so it runs them with the master away.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCmd,
     },
     /// A task's output; `-f` follows it until the task ends.
     Logs {
@@ -246,6 +252,134 @@ pub enum OrderCmd {
     },
     /// Cancel a running order: its open steps are killed, later steps never start.
     Cancel { id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCmd {
+    /// Define a schedule (or its next version) from a file, or from flags: `tetherctl
+    /// schedule create backup --cron "0 3 * * *" --zone Europe/Berlin --agent pi-1 --
+    /// /usr/local/bin/backup`.
+    Create(Box<ScheduleCreate>),
+    /// A schedule: its calendar, its next occurrences, the hand-overs its agent holds, its
+    /// latest occurrences with the version each ran under, and who changed it.
+    Show {
+        name: String,
+        /// Next occurrences to show (0 to 100).
+        #[arg(long, default_value_t = 10)]
+        next: u32,
+        /// Latest occurrences to show (0 to 1000).
+        #[arg(long, default_value_t = 20)]
+        recent: u32,
+    },
+    /// List schedules in id order (`--after ID` for the next page).
+    List {
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        after: Option<u64>,
+    },
+    /// Pause a schedule: nothing more starts; its agent gives back what it holds.
+    Pause { name: String },
+    /// Resume a paused schedule from its next occurrence.
+    Resume { name: String },
+    /// Delete a schedule; its occurrences stay in the history.
+    Delete { name: String },
+}
+
+/// `schedule create FILE`, or `schedule create NAME` with a calendar flag, a target and the
+/// program after `--`.
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("calendar").args(["cron", "every", "at"]).requires("argv")))]
+#[command(group(
+    ArgGroup::new("task_flags")
+        .multiple(true)
+        .args([
+            "agent", "cluster", "profile", "env", "cwd", "on_disconnect", "heartbeat_period",
+            "heartbeat_timeout", "grace", "max_run", "retries", "lost_after", "output_cap",
+            "missed", "late", "argv",
+        ])
+        .requires("calendar")
+))]
+pub struct ScheduleCreate {
+    /// A definition file, TOML (`*.toml`) or JSON (any other name): `name`, `agent` or
+    /// `cluster`, `argv`, optionally `env`, `cwd`, `profile`, `missed`, `late_ms`, a
+    /// `[calendar]` table (`cron` with `time_zone`, `every_ms` with `start_ms`, or `at_ms`)
+    /// and a `[policy]` table. With --cron, --every or --at: the schedule's name.
+    #[arg(value_name = "FILE|NAME")]
+    pub file_or_name: String,
+    /// Five crontab fields: minute hour day-of-month month day-of-week.
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// The IANA time zone --cron is read in (UTC by default).
+    #[arg(long, requires = "cron")]
+    pub zone: Option<String>,
+    /// A fixed interval (`30s`, `15m`, `1h`; at least 1 s).
+    #[arg(long, value_parser = parse_ms)]
+    pub every: Option<u64>,
+    /// When the interval starts (now by default): `+DURATION`, Unix seconds or RFC 3339.
+    #[arg(long, requires = "every", value_parser = parse_when)]
+    pub start: Option<u64>,
+    /// A one-off date (`+DURATION`, Unix seconds or RFC 3339); repeatable.
+    #[arg(long, value_parser = parse_when)]
+    pub at: Vec<u64>,
+    /// Occurrences not started on time: skip them (the default), run the latest once, or all.
+    #[arg(long, value_enum)]
+    pub missed: Option<MissedArg>,
+    /// How late an occurrence may still start (60s by default).
+    #[arg(long, value_parser = parse_ms)]
+    pub late: Option<u64>,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true)]
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MissedArg {
+    Skip,
+    Once,
+    All,
+}
+
+impl ScheduleCreate {
+    /// The `POST /api/schedules` body of the flags; `None` when the positional is a file.
+    pub fn to_json(&self) -> Option<Value> {
+        let mut calendar = serde_json::Map::new();
+        if let Some(cron) = &self.cron {
+            calendar.insert("cron".into(), cron.as_str().into());
+        }
+        if let Some(zone) = &self.zone {
+            calendar.insert("time_zone".into(), zone.as_str().into());
+        }
+        if let Some(every) = self.every {
+            calendar.insert("every_ms".into(), every.into());
+        }
+        if let Some(start) = self.start {
+            calendar.insert("start_ms".into(), start.into());
+        }
+        if !self.at.is_empty() {
+            calendar.insert("at_ms".into(), self.at.clone().into());
+        }
+        if calendar.is_empty() {
+            return None;
+        }
+        let mut body = self.task.to_json(&self.argv);
+        body["name"] = self.file_or_name.as_str().into();
+        body["calendar"] = Value::Object(calendar);
+        if let Some(missed) = self.missed {
+            body["missed"] = match missed {
+                MissedArg::Skip => "skip",
+                MissedArg::Once => "once",
+                MissedArg::All => "all",
+            }
+            .into();
+        }
+        if let Some(late) = self.late {
+            body["late_ms"] = late.into();
+        }
+        Some(body)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,9 +510,10 @@ impl PolicyArgs {
     }
 }
 
+/// What a task runs and where: `submit` and `schedule create` take the same flags.
 #[derive(Debug, clap::Args)]
-pub struct SubmitArgs {
-    #[arg(long, conflicts_with = "cluster", required_unless_present = "cluster")]
+pub struct TaskArgs {
+    #[arg(long, conflicts_with = "cluster")]
     pub agent: Option<String>,
     #[arg(long)]
     pub cluster: Option<String>,
@@ -391,8 +526,35 @@ pub struct SubmitArgs {
     pub env: Vec<String>,
     #[arg(long, default_value = "")]
     pub cwd: String,
-    /// When to start: `+30s` from now, or Unix seconds. The agent holds the order until then.
-    #[arg(long, value_parser = parse_start_at)]
+}
+
+impl TaskArgs {
+    /// The task's part of a request body, with `argv` (given after `--`).
+    pub fn to_json(&self, argv: &[String]) -> Value {
+        let mut body = json!({
+            "argv": argv, "env": self.env, "cwd": self.cwd, "policy": self.policy.to_json(),
+        });
+        for (key, value) in [
+            ("agent", &self.agent),
+            ("cluster", &self.cluster),
+            ("profile", &self.profile),
+        ] {
+            if let Some(v) = value {
+                body[key] = v.as_str().into();
+            }
+        }
+        body
+    }
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("target").args(["agent", "cluster"]).required(true)))]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// When to start: `+30s` from now, Unix seconds, or an RFC 3339 time. The agent holds the
+    /// order until then.
+    #[arg(long, value_parser = parse_when)]
     pub start_at: Option<u64>,
     /// Follow the output until the task ends and exit with its exit code (non-zero with a
     /// line on stderr when it was killed, lost, refused or cancelled).
@@ -429,12 +591,17 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn parse_start_at(text: &str) -> Result<u64, String> {
-    match text.strip_prefix('+') {
-        Some(rel) => Ok(now_ms() + parse_ms(rel)?),
-        None => text
-            .parse::<u64>()
-            .map(|s| s.saturating_mul(1_000))
-            .map_err(|_| format!("'{text}' is neither +DURATION nor Unix seconds")),
+/// A point in time, as Unix milliseconds: `+DURATION` from now, Unix seconds, or RFC 3339
+/// (`2026-04-01T03:00:00+02:00`).
+pub fn parse_when(text: &str) -> Result<u64, String> {
+    if let Some(rel) = text.strip_prefix('+') {
+        return Ok(now_ms() + parse_ms(rel)?);
     }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(secs.saturating_mul(1_000));
+    }
+    text.parse::<jiff::Timestamp>()
+        .ok()
+        .and_then(|t| u64::try_from(t.as_millisecond()).ok())
+        .ok_or_else(|| format!("'{text}' is neither +DURATION, Unix seconds nor an RFC 3339 time"))
 }

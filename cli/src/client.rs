@@ -251,7 +251,10 @@ impl Api {
             ("POST", body) => prepare!(self.agent.post(url))
                 .content_type("application/json")
                 .send(body.map_or_else(|| "{}".to_owned(), Value::to_string)),
-            ("DELETE", _) => prepare!(self.agent.delete(url)).call(),
+            // The master takes state changes as JSON only, bodiless ones too.
+            ("DELETE", _) => prepare!(self.agent.delete(url))
+                .header("Content-Type", "application/json")
+                .call(),
             _ => prepare!(self.agent.get(url)).call(),
         }
     }

@@ -11,7 +11,7 @@ use crate::follow;
 use crate::provision::{self, AgentKeys, Request};
 use crate::show;
 use crate::table::{TASK_HEADER, list, task_line, text};
-use crate::workflows;
+use crate::{schedules, workflows};
 
 pub(crate) fn run(api: &Api, command: Cmd, output: Output) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
@@ -127,19 +127,10 @@ pub(crate) fn run(api: &Api, command: Cmd, output: Output) -> Result<(), Failure
             show_answer(&answer, &|out, _| writeln!(out, "profile {name} defined"))?;
         }
         Cmd::Submit(s) => {
-            let mut body = json!({
-                "argv": s.argv, "env": s.env, "cwd": s.cwd,
-                "policy": s.policy.to_json(),
-            });
-            let put = |body: &mut Value, k: &str, v: Option<Value>| {
-                if let Some(v) = v {
-                    body[k] = v;
-                }
-            };
-            put(&mut body, "agent", s.agent.map(Value::from));
-            put(&mut body, "cluster", s.cluster.map(Value::from));
-            put(&mut body, "profile", s.profile.map(Value::from));
-            put(&mut body, "start_at_ms", s.start_at.map(Value::from));
+            let mut body = s.task.to_json(&s.argv);
+            if let Some(at) = s.start_at {
+                body["start_at_ms"] = at.into();
+            }
             let answer = api.post("/api/tasks", &body)?;
             let id = answer["id"].as_u64().unwrap_or(0);
             if s.wait {
@@ -204,6 +195,7 @@ pub(crate) fn run(api: &Api, command: Cmd, output: Output) -> Result<(), Failure
         Cmd::Watch => follow::watch(api, json, &mut out)?,
         Cmd::Workflow { command } => workflows::workflow(api, command, json, &mut out)?,
         Cmd::Order { command } => workflows::order(api, command, json, &mut out)?,
+        Cmd::Schedule { command } => schedules::schedule(api, command, json, &mut out)?,
         Cmd::Provision {
             id,
             brokers,

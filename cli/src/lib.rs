@@ -6,20 +6,21 @@
 //! - [`client`]: the API over HTTP(S), several master URLs, the token and settings file.
 //! - `commands`: what each command asks and prints (a table, or `--output json`).
 //! - `show`, `follow`: a task for people; following output, changes and orders.
-//! - `workflows`: the workflow and order commands; `workflow_file`: a definition file
-//!   (TOML or JSON) as the request.
+//! - `workflows`: the workflow and order commands; `schedules`: the schedule commands;
+//!   `definition_file`: a workflow or schedule file (TOML or JSON) as the request.
 //! - [`provision`]: the device folder; `decode`: wire messages as JSON lines.
 
 pub mod args;
 pub mod client;
 mod commands;
 mod decode;
+mod definition_file;
 mod follow;
 pub mod provision;
+mod schedules;
 mod show;
 mod sse;
 mod table;
-mod workflow_file;
 mod workflows;
 
 use std::io::Write as _;

@@ -28,7 +28,7 @@ fn time_in(ms: u64, zone: &TimeZone) -> String {
     }
 }
 
-fn duration(ms: u64) -> String {
+pub(crate) fn duration(ms: u64) -> String {
     match ms {
         ms if ms % 3_600_000 == 0 && ms > 0 => format!("{} h", ms / 3_600_000),
         ms if ms % 60_000 == 0 && ms > 0 => format!("{} min", ms / 60_000),
@@ -64,15 +64,7 @@ pub(crate) fn render(task: &Value, output: &Value, agents: &Value, now_ms: u64) 
     if let Some(cwd) = t["cwd"].as_str().filter(|c| !c.is_empty()) {
         let _ = writeln!(out, "  cwd      {cwd}");
     }
-    let _ = writeln!(
-        out,
-        "  policy   {} on disconnect, heartbeat {} (timeout {}), grace {}, retries {}",
-        s(&p["on_disconnect"]),
-        duration(p["heartbeat_period_ms"].as_u64().unwrap_or(0)),
-        duration(p["heartbeat_timeout_ms"].as_u64().unwrap_or(0)),
-        duration(p["grace_ms"].as_u64().unwrap_or(0)),
-        s(&p["retries"]),
-    );
+    let _ = writeln!(out, "  policy   {}", policy(p));
     if let Some(start) = t["start_at_ms"].as_u64() {
         let _ = writeln!(out, "  starts   {}", rfc3339(start));
     }
@@ -138,6 +130,18 @@ pub(crate) fn render(task: &Value, output: &Value, agents: &Value, now_ms: u64) 
     out
 }
 
+/// A task policy on one line.
+pub(crate) fn policy(p: &Value) -> String {
+    format!(
+        "{} on disconnect, heartbeat {} (timeout {}), grace {}, retries {}",
+        s(&p["on_disconnect"]),
+        duration(p["heartbeat_period_ms"].as_u64().unwrap_or(0)),
+        duration(p["heartbeat_timeout_ms"].as_u64().unwrap_or(0)),
+        duration(p["grace_ms"].as_u64().unwrap_or(0)),
+        s(&p["retries"]),
+    )
+}
+
 fn agent<'a>(agents: &'a Value, id: &Value) -> Option<&'a Value> {
     agents.as_array()?.iter().find(|a| a["id"] == *id)
 }
@@ -191,7 +195,8 @@ pub(crate) fn exit(v: &Value) -> String {
     }
 }
 
-fn outcome(v: &Value) -> String {
+/// A task's outcome for people.
+pub(crate) fn outcome(v: &Value) -> String {
     match v["kind"].as_str() {
         Some("exited") => {
             let cause = v["cause"]

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use crate::args::{OrderCmd, WorkflowCmd};
 use crate::client::{Api, Failure};
 use crate::commands::{percent, print, with_query};
+use crate::definition_file;
 use crate::follow;
 use crate::show::{at, exit, s};
 use crate::table::list;
-use crate::workflow_file;
 
 pub(crate) fn workflow(
     api: &Api,
@@ -22,7 +22,7 @@ pub(crate) fn workflow(
 ) -> Result<(), Failure> {
     match command {
         WorkflowCmd::Create { file } => {
-            let answer = api.post("/api/workflows", &workflow_file::read(&file)?)?;
+            let answer = api.post("/api/workflows", &definition_file::read(&file, "workflow")?)?;
             print(out, json, &answer, &|out, v| {
                 let steps = list(&v["steps"]).len();
                 writeln!(
@@ -182,7 +182,7 @@ fn orders_table(out: &mut dyn Write, v: &Value) -> io::Result<()> {
     Ok(())
 }
 
-fn target(t: &Value) -> String {
+pub(crate) fn target(t: &Value) -> String {
     format!("{} {}", s(&t["kind"]), s(&t["name"]))
 }
 

@@ -19,7 +19,8 @@ fn completions_for_every_shell_name_the_subcommands() {
         assert!(
             script.contains("submit")
                 && script.contains("provision")
-                && script.contains("workflow"),
+                && script.contains("workflow")
+                && script.contains("schedule"),
             "{shell}"
         );
     }
@@ -52,6 +53,8 @@ fn man_pages_are_written_per_subcommand() {
         "tetherctl-token-create.1",
         "tetherctl-workflow-create.1",
         "tetherctl-order-start.1",
+        "tetherctl-schedule-create.1",
+        "tetherctl-schedule-show.1",
     ] {
         let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
         assert!(text.contains(".TH"), "{page}");

@@ -27,6 +27,7 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         return None;
     }
     let post = *method == Method::POST;
+    let delete = *method == Method::DELETE;
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     Some(match segments.as_slice() {
         // Tokens are secrets.
@@ -42,6 +43,11 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         ["", "api", "workflows" | "orders"] | ["", "api", "orders", _, "cancel"] if post => {
             Role::Operator
         }
+        // Schedules are tasks on a calendar: defined, paused, resumed and deleted by operators.
+        ["", "api", "schedules"] | ["", "api", "schedules", _, "pause" | "resume"] if post => {
+            Role::Operator
+        }
+        ["", "api", "schedules", _] if delete => Role::Operator,
         // Switch-over is day-to-day operation, like a kill.
         ["", "api", "agents", _, "disable" | "enable"] if post => Role::Operator,
         _ => Role::Admin,
@@ -140,6 +146,19 @@ mod tests {
             Some(Role::Operator)
         );
         assert_eq!(r(Method::DELETE, "/api/orders/3"), Some(Role::Admin));
+        assert_eq!(r(Method::POST, "/api/schedules"), Some(Role::Operator));
+        assert_eq!(r(Method::GET, "/api/schedules/s"), Some(Role::Viewer));
+        assert_eq!(r(Method::POST, "/api/schedules/s"), Some(Role::Admin));
+        assert_eq!(
+            r(Method::POST, "/api/schedules/s/pause"),
+            Some(Role::Operator)
+        );
+        assert_eq!(
+            r(Method::POST, "/api/schedules/s/resume"),
+            Some(Role::Operator)
+        );
+        assert_eq!(r(Method::DELETE, "/api/schedules/s"), Some(Role::Operator));
+        assert_eq!(r(Method::DELETE, "/api/schedules"), Some(Role::Admin));
         assert_eq!(r(Method::POST, "/api/clusters"), Some(Role::Admin));
         assert_eq!(r(Method::GET, "/api/tokens"), Some(Role::Admin));
         assert_eq!(r(Method::DELETE, "/api/tokens/ci"), Some(Role::Admin));

@@ -476,6 +476,7 @@ pub fn answer(cx: Context<'_>, now: Instant, req: ApiRequest) -> Result<Answered
             json(&Named { name })
         }
         ApiRequest::Flow(req) => super::workflow_answers::answer(core, s, by, now, req),
+        ApiRequest::Schedule(req) => super::schedule_answers::answer(core, s, by, now, req),
         ApiRequest::Tokens(page) => json(&page.take(s.tokens()?, |t| t.name.as_str())),
         ApiRequest::CreateToken(req) => {
             let secret =

@@ -63,6 +63,19 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A refused definition: something it names that does not exist (an agent, a cluster, a
+    /// profile) is a fault of the body (422), not a resource missing at the URL (404).
+    pub(super) fn in_body(e: RequestError) -> Self {
+        let class = e.class();
+        let mut error = Self::from(e);
+        if class == ErrorClass::NotFound {
+            error.status = 422;
+        }
+        error
+    }
+}
+
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         let status = match e.class() {

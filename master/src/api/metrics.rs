@@ -171,6 +171,7 @@ pub(super) fn render(s: Scrape<'_>, now: Instant) -> Result<String, ApiError> {
         &orders,
         OrderState::as_str,
     );
+    schedules(&mut t, s.core, s.store)?;
     let o = s.observed;
     let counters = [
         (
@@ -234,6 +235,45 @@ pub(super) fn render(s: Scrape<'_>, now: Instant) -> Result<String, ApiError> {
         &o.commit,
     );
     Ok(t.finish())
+}
+
+/// Schedules: the live ones (not deleted) by state, their occurrence tasks by state, and the
+/// core's counts of missed occurrences and refused hand-overs.
+fn schedules(t: &mut Text, core: &Master, store: &dyn Store) -> Result<(), ApiError> {
+    let name = "tether_schedules";
+    t.family(
+        name,
+        Kind::Gauge,
+        "Schedules not deleted, by state (active, paused).",
+    );
+    let paused = core.schedules().filter(|s| s.paused).count();
+    let active = core.schedules().count() - paused;
+    for (state, n) in [("active", active), ("paused", paused)] {
+        t.sample(name, &[("state", state)], n as f64);
+    }
+    let occurrences = store.occurrence_counts()?;
+    by_state(
+        t,
+        "tether_schedule_occurrences",
+        "Tasks in the store that run a schedule occurrence, by state.",
+        &TASK_STATES,
+        &occurrences,
+        TaskState::as_str,
+    );
+    let stats = core.stats();
+    t.single(
+        "tether_schedule_occurrences_missed_total",
+        Kind::Counter,
+        "Schedule occurrences not run on time and not run late (their schedule's missed rule), as agents reported them or the master skipped them, since the master started.",
+        stats.occurrences_missed as f64,
+    );
+    t.single(
+        "tether_schedule_handovers_refused_total",
+        Kind::Counter,
+        "Hand-overs of a schedule's occurrences an agent refused, since the master started.",
+        stats.handovers_refused as f64,
+    );
+    Ok(())
 }
 
 /// A gauge family of the store's counts by state: every state, 0 when it has none.

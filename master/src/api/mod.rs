@@ -31,6 +31,8 @@ mod guard;
 mod metrics;
 mod openapi;
 mod pages;
+mod schedule_answers;
+mod schedules;
 mod stream;
 mod tokens;
 mod workflow_answers;
@@ -43,6 +45,7 @@ pub use events::Hub;
 pub use guard::Guard;
 pub use metrics::Observed;
 pub use pages::NamePage;
+pub use schedules::ScheduleCall;
 pub use tokens::{Caller, Tokens, hash_hex, new_secret};
 pub use workflows::FlowRequest;
 
@@ -97,6 +100,8 @@ pub enum ApiRequest {
     RevokeToken(String),
     /// Workflows and orders.
     Flow(FlowRequest),
+    /// Schedules.
+    Schedule(ScheduleCall),
     /// `GET /metrics`: the Prometheus exposition, as one JSON string.
     Metrics,
     /// `GET /healthz`: store and broker connection.
@@ -125,6 +130,7 @@ impl ApiRequest {
                 | Self::CreateToken(_)
                 | Self::RevokeToken(_)
         ) || matches!(self, Self::Flow(f) if f.writes())
+            || matches!(self, Self::Schedule(s) if s.writes())
     }
 }
 
@@ -181,6 +187,22 @@ pub fn router(tx: mpsc::Sender<Envelope>, guard: Guard, tokens: SharedTokens, hu
         .route("/api/orders", get(workflows::orders).post(workflows::start))
         .route("/api/orders/{id}", get(workflows::order))
         .route("/api/orders/{id}/cancel", post(workflows::cancel))
+        .route(
+            "/api/schedules",
+            get(schedules::list_schedules).post(schedules::create_schedule),
+        )
+        .route(
+            "/api/schedules/{name}",
+            get(schedules::show_schedule).delete(schedules::delete_schedule),
+        )
+        .route(
+            "/api/schedules/{name}/pause",
+            post(schedules::pause_schedule),
+        )
+        .route(
+            "/api/schedules/{name}/resume",
+            post(schedules::resume_schedule),
+        )
         .route("/api/tokens", get(list_tokens).post(create_token))
         .route("/api/tokens/{name}", delete(revoke_token))
         .fallback(|| async { ApiError::new(404, "no such route") })

@@ -17,18 +17,23 @@ use super::answers::{
     TaskAnswer, TokenAnswer, WhoAmI,
 };
 use super::error::ErrorBody;
+use super::schedule_answers::{
+    HandoverAnswer, NextOccurrence, OccurrenceAnswer, ScheduleAnswer, ScheduleDefined,
+    ScheduleDeleted, SchedulePaused,
+};
 use super::workflow_answers::{
     OrderAnswer, OrderCancelled, OrderCreated, StepAnswer, WorkflowAnswer, WorkflowDefined,
 };
 use super::{KeyRequest, TokenRequest, required_role};
+use crate::calendar::CalendarSpec;
 use crate::core::{
-    ClusterRequest, OrderRequest, PolicyOverrides, ProfileRequest, SecurityCounts, Stats,
-    StepRequest, Submit, WorkflowRequest,
+    ClusterRequest, OrderRequest, PolicyOverrides, ProfileRequest, ScheduleRequest, SecurityCounts,
+    Stats, StepRequest, Submit, WorkflowRequest,
 };
 use crate::model::{
-    AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, Cluster, ClusterMode, OnFailure,
-    Order, OrderState, Outcome, Profile, Role, Step, StepRef, Target, Task, TaskPolicy, TaskState,
-    Workflow,
+    AgentPresence, ApiToken, Attempt, AttemptState, AuditEntry, Cluster, ClusterMode,
+    HandoverState, Missed, OccurrenceRef, OnFailure, Order, OrderState, Outcome, Profile, Role,
+    Schedule, ScheduledTask, Step, StepRef, Target, Task, TaskPolicy, TaskState, Workflow,
 };
 
 #[derive(OpenApi)]
@@ -63,6 +68,12 @@ use crate::model::{
         super::workflows::orders,
         super::workflows::order,
         super::workflows::cancel,
+        super::schedules::create_schedule,
+        super::schedules::list_schedules,
+        super::schedules::show_schedule,
+        super::schedules::pause_schedule,
+        super::schedules::resume_schedule,
+        super::schedules::delete_schedule,
         super::list_tokens,
         super::create_token,
         super::revoke_token,
@@ -76,6 +87,9 @@ use crate::model::{
         TokenAnswer, RevokedAnswer, AgentSwitched, WhoAmI, super::metrics::HealthAnswer,
         Workflow, Step, OnFailure, Order, OrderState, StepRef, WorkflowRequest, StepRequest,
         OrderRequest, WorkflowAnswer, WorkflowDefined, OrderCreated, OrderCancelled, OrderAnswer, StepAnswer,
+        ScheduleRequest, CalendarSpec, Missed, Schedule, ScheduledTask, OccurrenceRef, HandoverState,
+        ScheduleDefined, ScheduleAnswer, NextOccurrence, HandoverAnswer, OccurrenceAnswer,
+        SchedulePaused, ScheduleDeleted,
     )),
     modifiers(&Shared),
 )]

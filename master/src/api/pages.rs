@@ -1,7 +1,7 @@
 //! Paging and filters of the list routes: `limit` (1 to [`MAX_PAGE`], the default) and
 //! `after`, a name for the lists keyed by name (agents, tokens, workflows: only names above it,
-//! in name order) or an id for those keyed by id (tasks, orders: only ids above it), and a
-//! state filter; checked at the edge so a bad query is a 400 or 422, never a large answer.
+//! in name order) or an id for those keyed by id (tasks, orders, schedules: only ids above it),
+//! and a state filter; checked at the edge so a bad query is a 400 or 422, never a large answer.
 
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
@@ -53,6 +53,23 @@ pub(super) struct NamesQuery {
     limit: Option<u32>,
     /// Only names above this one.
     after: Option<String>,
+}
+
+/// `GET /api/schedules` query: a list keyed by id, without filters.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct IdsQuery {
+    /// At most this many (1 to 10000, the default).
+    limit: Option<u32>,
+    /// Only ids above this one.
+    after: Option<u64>,
+}
+
+impl IdsQuery {
+    pub(super) fn checked(self) -> Result<Page, ApiError> {
+        id_page(self.limit, self.after)
+    }
 }
 
 /// The page asked for, or 422.

@@ -73,6 +73,18 @@ pub(super) const ROUTES: &[(&str, &str, Option<&str>, &str)] = &[
         r#"{"workflow":"ghost"}"#,
     ),
     ("POST", "/api/orders/1/cancel", Some("operator"), "{}"),
+    // Schedules: read by viewers, defined, paused, resumed and deleted by operators.
+    ("GET", "/api/schedules", Some("viewer"), ""),
+    ("GET", "/api/schedules/s", Some("viewer"), ""),
+    (
+        "POST",
+        "/api/schedules",
+        Some("operator"),
+        r#"{"name":"s","agent":"ghost","argv":["/bin/true"],"calendar":{"every_ms":60000}}"#,
+    ),
+    ("POST", "/api/schedules/s/pause", Some("operator"), "{}"),
+    ("POST", "/api/schedules/s/resume", Some("operator"), "{}"),
+    ("DELETE", "/api/schedules/s", Some("operator"), ""),
     ("POST", "/api/agents/pi-7/key", Some("admin"), "{}"),
     ("POST", "/api/agents/ghost/disable", Some("operator"), "{}"),
     ("POST", "/api/agents/ghost/enable", Some("operator"), "{}"),

@@ -23,12 +23,12 @@ use super::runtime::{FakeAgent, MasterProc};
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The value of the sample `series` (name and labels exactly as written), if present.
-fn value(text: &str, series: &str) -> Option<f64> {
+pub(super) fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn scrape(master: &MasterProc) -> String {
+pub(super) fn scrape(master: &MasterProc) -> String {
     let (status, text) =
         http::request(&master.http, Some(&master.token), "GET", "/metrics", None).unwrap();
     assert_eq!(status, 200, "{text}");
@@ -36,7 +36,7 @@ fn scrape(master: &MasterProc) -> String {
 }
 
 /// `promtool`, or `None` (with a note) where it is not installed and this is not CI.
-fn promtool() -> Option<PathBuf> {
+pub(super) fn promtool() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join("promtool"))
@@ -73,7 +73,8 @@ fn names_in(path: &Path) -> BTreeSet<String> {
     names
 }
 
-fn check_with_promtool(promtool: &Path, text: &str) {
+/// `promtool check metrics` on a scrape, and `promtool check rules` on the alert rules.
+pub(super) fn check_with_promtool(promtool: &Path, text: &str) {
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

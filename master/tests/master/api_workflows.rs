@@ -18,7 +18,9 @@ fn step(name: &str) -> Value {
     json!({ "name": name, "cluster": "edge", "argv": ["/bin/true"] })
 }
 
-fn master_with_cluster(dir: &std::path::Path) -> MasterProc {
+/// A master with the cluster `edge`, whose one member (`pi-7`) never connects: its tasks stay
+/// pending.
+pub(super) fn master_with_cluster(dir: &std::path::Path) -> MasterProc {
     let master = MasterProc::start(dir);
     let (status, v) = master.post(
         "/api/clusters",
@@ -29,16 +31,26 @@ fn master_with_cluster(dir: &std::path::Path) -> MasterProc {
 }
 
 /// A token of `role`; its secret.
-fn token(master: &MasterProc, role: &str) -> String {
+pub(super) fn token(master: &MasterProc, role: &str) -> String {
     let (status, v) = master.post("/api/tokens", json!({ "name": role, "role": role }));
     assert_eq!(status, 201, "{v}");
     v["token"].as_str().unwrap().to_owned()
 }
 
-fn post_as(master: &MasterProc, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    let body = body.to_string();
+pub(super) fn post_as(master: &MasterProc, token: &str, path: &str, body: &Value) -> (u16, Value) {
+    call_as(master, token, "POST", path, Some(&body.to_string()))
+}
+
+/// A request with `token`: the status and the JSON answer.
+pub(super) fn call_as(
+    master: &MasterProc,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
     let (status, text) =
-        plain_http::request(&master.http, Some(token), "POST", path, Some(&body)).unwrap();
+        plain_http::request(&master.http, Some(token), method, path, body).unwrap();
     (
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -46,7 +58,7 @@ fn post_as(master: &MasterProc, token: &str, path: &str, body: &Value) -> (u16, 
 }
 
 /// Asserts a refusal: its status, its code and words of its message.
-fn refused(answer: (u16, Value), status: u16, words: &[&str]) {
+pub(super) fn refused(answer: (u16, Value), status: u16, words: &[&str]) {
     let (got, v) = answer;
     assert_eq!(got, status, "{v}");
     let code = if status == 422 { "invalid" } else { "" };

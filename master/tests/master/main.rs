@@ -9,6 +9,7 @@ mod api_https;
 mod api_metrics;
 mod api_openapi;
 mod api_pages;
+mod api_schedules;
 mod api_stream;
 mod api_workflows;
 mod broker_embedded;
