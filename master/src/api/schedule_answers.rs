@@ -2,8 +2,6 @@
 //! trail under `schedule/NAME`), reads come from the committed store; the next occurrences are
 //! the core's, from the schedule's calendar and the master's wall clock.
 
-use std::collections::VecDeque;
-
 use serde::Serialize;
 use serde_json::Value;
 use tether_core::Instant;
@@ -18,10 +16,7 @@ use crate::model::{
     AuditEntry, Handover, HandoverState, Missed, Outcome, Schedule, ScheduleId, ScheduledTask,
     Target, TaskId, TaskState,
 };
-use crate::store::{Page, Store};
-
-/// Occurrence tasks read per store call while looking for the latest ones.
-const SCAN_PAGE: u32 = 1_000;
+use crate::store::Store;
 
 /// One of a schedule's next occurrences.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -243,7 +238,6 @@ fn handover(h: &Handover) -> HandoverAnswer {
 }
 
 /// The latest `n` occurrence tasks of a schedule, oldest first, each with its latest attempt.
-/// The store pages them oldest first: the pages are read through, `n` kept.
 fn latest_occurrences(
     s: &dyn Store,
     id: ScheduleId,
@@ -252,28 +246,8 @@ fn latest_occurrences(
     if n == 0 {
         return Ok(Vec::new());
     }
-    let mut latest = VecDeque::with_capacity(n);
-    let mut after = None;
-    loop {
-        let page = s.occurrence_tasks(
-            id,
-            Page {
-                after,
-                limit: SCAN_PAGE,
-            },
-        )?;
-        let more = page.len() == SCAN_PAGE as usize;
-        after = page.last().map(|t| t.id);
-        for task in page {
-            if latest.len() == n {
-                latest.pop_front();
-            }
-            latest.push_back(task);
-        }
-        if !more {
-            break;
-        }
-    }
+    let mut latest = s.latest_occurrence_tasks(id, u32::try_from(n).unwrap_or(u32::MAX))?;
+    latest.reverse();
     let mut out = Vec::with_capacity(latest.len());
     for task in latest {
         let Some(occurrence) = task.occurrence else {

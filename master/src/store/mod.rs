@@ -283,6 +283,10 @@ pub trait Store: Send {
     /// hands occurrence ids out in occurrence order, so oldest occurrence first).
     fn occurrence_tasks(&self, schedule: ScheduleId, page: Page) -> Result<Vec<Task>>;
 
+    /// A schedule's latest `limit` occurrence tasks, newest first (an index read: a schedule
+    /// every second keeps millions).
+    fn latest_occurrence_tasks(&self, schedule: ScheduleId, limit: u32) -> Result<Vec<Task>>;
+
     /// How many tasks that run a schedule occurrence are in each state (states with none
     /// left out), for `GET /metrics`.
     fn occurrence_counts(&self) -> Result<Vec<(TaskState, u64)>>;

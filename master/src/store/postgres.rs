@@ -355,6 +355,10 @@ impl Store for Connection {
         self.with(|c| schedules::occurrence_tasks(c, schedule, page))
     }
 
+    fn latest_occurrence_tasks(&self, schedule: ScheduleId, limit: u32) -> Result<Vec<Task>> {
+        self.with(|c| schedules::latest_occurrence_tasks(c, schedule, limit))
+    }
+
     fn occurrence_counts(&self) -> Result<Vec<(TaskState, u64)>> {
         self.with(schedules::occurrence_counts)
     }

@@ -524,6 +524,10 @@ impl Store for SqliteStore {
         schedules::occurrence_tasks(self, schedule, page)
     }
 
+    fn latest_occurrence_tasks(&self, schedule: ScheduleId, limit: u32) -> Result<Vec<Task>> {
+        schedules::latest_occurrence_tasks(self, schedule, limit)
+    }
+
     fn occurrence_counts(&self) -> Result<Vec<(TaskState, u64)>> {
         schedules::occurrence_counts(self)
     }

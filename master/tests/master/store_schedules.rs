@@ -455,6 +455,10 @@ pub(crate) fn every_occurrence_runs_once(open: Open) {
     assert_eq!(page(1, Page::first(1)), [t]);
     assert_eq!(page(1, Page::after(t, 5)), [t + 2]);
     assert!(page(99, Page::ALL).is_empty());
+    let latest = |schedule, n| task_ids(store.latest_occurrence_tasks(schedule, n).unwrap());
+    assert_eq!(latest(1, 10), [t + 2, t], "newest first");
+    assert_eq!(latest(1, 1), [t + 2]);
+    assert!(latest(99, 10).is_empty());
     apply(store, &[succeeded(t), new_task(t + 3, task_on("pi-1"))]);
     assert_eq!(
         store.occurrence_counts().unwrap(),

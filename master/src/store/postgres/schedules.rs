@@ -219,6 +219,21 @@ pub(super) fn occurrence_tasks(
     decode(rows, rows::task)
 }
 
+pub(super) fn latest_occurrence_tasks(
+    c: &mut impl GenericClient,
+    schedule: ScheduleId,
+    limit: u32,
+) -> Result<Vec<Task>> {
+    let rows = c.query(
+        &format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE occurrence_schedule = $1
+             ORDER BY id DESC LIMIT $2"
+        ),
+        &[&key(schedule), &i64::from(limit)],
+    )?;
+    decode(rows, rows::task)
+}
+
 pub(super) fn occurrence_counts(c: &mut impl GenericClient) -> Result<Vec<(TaskState, u64)>> {
     c.query(
         r#"SELECT state, COUNT(*) FROM tasks WHERE occurrence_schedule IS NOT NULL

@@ -218,6 +218,10 @@ impl Store for PostgresStore {
         self.call(move |c| c.occurrence_tasks(schedule, page))
     }
 
+    fn latest_occurrence_tasks(&self, schedule: ScheduleId, limit: u32) -> Result<Vec<Task>> {
+        self.call(move |c| c.latest_occurrence_tasks(schedule, limit))
+    }
+
     fn occurrence_counts(&self) -> Result<Vec<(TaskState, u64)>> {
         self.call(|c| c.occurrence_counts())
     }

@@ -249,6 +249,23 @@ pub(super) fn occurrence_tasks(
     .collect()
 }
 
+pub(super) fn latest_occurrence_tasks(
+    s: &SqliteStore,
+    schedule: ScheduleId,
+    limit: u32,
+) -> Result<Vec<Task>> {
+    s.collect(
+        &format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE occurrence_schedule = ?1
+             ORDER BY id DESC LIMIT ?2"
+        ),
+        params![key(schedule), limit],
+        task_row,
+    )?
+    .into_iter()
+    .collect()
+}
+
 pub(super) fn occurrence_counts(s: &SqliteStore) -> Result<Vec<(TaskState, u64)>> {
     s.collect(
         "SELECT state, COUNT(*) FROM tasks WHERE occurrence_schedule IS NOT NULL
