@@ -40,9 +40,8 @@ impl Master {
     /// Accepts a task and dispatches it as soon as an agent is available.
     pub fn submit(&mut self, now: Instant, req: Submit) -> Result<TaskId, RequestError> {
         self.advance(now);
-        let target = self.target(req.agent, req.cluster)?;
-        let policy = req.policy.apply(self.base_policy(req.profile.as_deref())?);
-        validate_policy(&policy)?;
+        let (target, policy) =
+            self.target_and_policy(req.agent, req.cluster, req.profile.as_deref(), &req.policy)?;
         let new = NewTask {
             target,
             argv: req.argv,
@@ -235,6 +234,17 @@ impl Master {
     pub fn audit(&mut self, entry: AuditEntry) {
         self.persist(Change::Audit(entry));
     }
+}
+
+/// A number of a request in its range ([`crate::limits`]), refused as a policy field.
+pub(super) fn check_field(range: crate::limits::Range, value: u64) -> Result<(), RequestError> {
+    range
+        .check(value)
+        .map(drop)
+        .map_err(|e| RequestError::PolicyField {
+            field: e.field,
+            reason: e.reason,
+        })
 }
 
 pub(super) fn check_name(what: &'static str, name: &str) -> Result<(), RequestError> {

@@ -89,16 +89,10 @@ impl Master {
             .calendar
             .parse(wall)
             .map_err(|e| RequestError::InvalidCalendar(e.0))?;
-        let target = self.target(req.agent, req.cluster)?;
-        let policy = req.policy.apply(self.base_policy(req.profile.as_deref())?);
-        super::requests::validate_policy(&policy)?;
+        let (target, policy) =
+            self.target_and_policy(req.agent, req.cluster, req.profile.as_deref(), &req.policy)?;
         let late_ms = req.late_ms.unwrap_or(DEFAULT_LATE_MS);
-        crate::limits::LATE_MS
-            .check(late_ms)
-            .map_err(|e| RequestError::PolicyField {
-                field: e.field,
-                reason: e.reason,
-            })?;
+        super::requests::check_field(crate::limits::LATE_MS, late_ms)?;
         let task = ScheduledTask {
             target,
             argv: req.argv,

@@ -61,15 +61,9 @@ impl Master {
     /// One step of a workflow being defined: its target known, its policy resolved and its
     /// task one an agent would accept.
     fn step(&self, i: usize, req: StepRequest) -> Result<Step, RequestError> {
-        let target = self.target(req.agent, req.cluster)?;
-        let policy = req.policy.apply(self.base_policy(req.profile.as_deref())?);
-        super::requests::validate_policy(&policy)?;
-        crate::limits::RETRY_DELAY_MS
-            .check(req.retry_delay_ms)
-            .map_err(|e| RequestError::PolicyField {
-                field: e.field,
-                reason: e.reason,
-            })?;
+        let (target, policy) =
+            self.target_and_policy(req.agent, req.cluster, req.profile.as_deref(), &req.policy)?;
+        super::requests::check_field(crate::limits::RETRY_DELAY_MS, req.retry_delay_ms)?;
         let step = Step {
             name: req.name.unwrap_or_else(|| format!("step-{}", i + 1)),
             target,
@@ -153,7 +147,7 @@ impl Master {
     }
 
     /// A task's target from an agent or a cluster name (exactly one, known).
-    pub(super) fn target(
+    fn target(
         &self,
         agent: Option<String>,
         cluster: Option<String>,
@@ -176,16 +170,27 @@ impl Master {
         }
     }
 
-    /// The policy a task starts from: its profile's, or the defaults.
-    pub(super) fn base_policy(&self, profile: Option<&str>) -> Result<TaskPolicy, RequestError> {
-        match profile {
+    /// A task request's target (known) and policy: its profile's (or the defaults) with the
+    /// request's overrides on top, checked.
+    pub(super) fn target_and_policy(
+        &self,
+        agent: Option<String>,
+        cluster: Option<String>,
+        profile: Option<&str>,
+        overrides: &super::PolicyOverrides,
+    ) -> Result<(Target, TaskPolicy), RequestError> {
+        let target = self.target(agent, cluster)?;
+        let base = match profile {
             Some(name) => self
                 .profiles
                 .get(name)
                 .copied()
-                .ok_or_else(|| RequestError::UnknownProfile(name.to_owned())),
-            None => Ok(TaskPolicy::DEFAULT),
-        }
+                .ok_or_else(|| RequestError::UnknownProfile(name.to_owned()))?,
+            None => TaskPolicy::DEFAULT,
+        };
+        let policy = overrides.apply(base);
+        super::requests::validate_policy(&policy)?;
+        Ok((target, policy))
     }
 }
 
