@@ -13,4 +13,5 @@ mod master_down;
 mod net;
 mod random;
 mod reconnect;
+mod schedules;
 mod system_random;

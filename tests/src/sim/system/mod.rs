@@ -25,8 +25,10 @@
 //! ```
 
 mod oracle;
+mod schedules;
 mod scripting;
 
+pub use self::schedules::ScheduleCall;
 pub use self::scripting::{System, overrides};
 
 use std::collections::BTreeMap;
@@ -102,6 +104,7 @@ pub enum SystemOrder {
         label: usize,
     },
     Cluster(ClusterRequest),
+    Schedule(ScheduleCall),
 }
 
 /// What the master's runtime did, for tests that want to see a scenario really happened.
@@ -431,6 +434,7 @@ impl RealMaster {
             );
             return Ok(());
         }
+        schedules::tell_wall_clock(core, now);
         let submitted = match &order {
             SystemOrder::Submit { label, .. } => Some(*label),
             _ => None,
@@ -461,6 +465,10 @@ impl RealMaster {
                     .err()
                     .map(|e| format!("cluster {name}: {e}"))
             }
+            SystemOrder::Schedule(call) => call.take(core, now).map_or_else(Some, |done| {
+                net.trace_mut().record(now, format_args!("master: {done}"));
+                None
+            }),
         };
         if let Some(why) = refused {
             self.stats.refused += 1;
@@ -580,6 +588,7 @@ impl SimMaster for RealMaster {
         let Some(core) = self.core.as_mut() else {
             return Ok(());
         };
+        schedules::tell_wall_clock(core, now);
         match event {
             ClientEvent::Connected { .. } => {
                 self.connected = true;
@@ -619,6 +628,7 @@ impl SimMaster for RealMaster {
         if let Some(core) = self.core.as_mut()
             && core.poll_timeout().is_some_and(|t| t <= now)
         {
+            schedules::tell_wall_clock(core, now);
             core.handle_timeout(now);
         }
         self.drain(net, now).map(|_| ())
