@@ -37,6 +37,8 @@ impl Master {
                 fresh.wall = self.wall;
                 fresh.clock_sent = std::mem::take(&mut self.clock_sent);
                 fresh.clock_untrusted = std::mem::take(&mut self.clock_untrusted);
+                fresh.retired_handovers = std::mem::take(&mut self.retired_handovers);
+                fresh.adopted = std::mem::take(&mut self.adopted);
                 *self = fresh;
             }
             // The configuration was accepted at start and does not change.
@@ -134,6 +136,8 @@ impl Master {
             wall: None,
             schedules: BTreeMap::new(),
             handovers: BTreeMap::new(),
+            retired_handovers: BTreeMap::new(),
+            adopted: Default::default(),
             next_schedule: snap.next_schedule.max(1),
             clock_sent: BTreeMap::new(),
             clock_untrusted: Default::default(),

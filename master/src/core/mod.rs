@@ -197,6 +197,12 @@ pub struct Master {
     schedules: BTreeMap<crate::model::ScheduleId, schedules::ScheduleEntry>,
     /// Live hand-overs by their own task id.
     handovers: BTreeMap<TaskId, schedules::HandoverEntry>,
+    /// Hand-overs the master replaced whose agents have not said they ended them: their
+    /// occurrences may still report (a replay after an outage).
+    retired_handovers: BTreeMap<TaskId, crate::model::Handover>,
+    /// Occurrence tasks made from agents' reports, while their hand-over may still report:
+    /// a late event of one that settled must not make it again.
+    adopted: std::collections::BTreeSet<TaskId>,
     next_schedule: crate::model::ScheduleId,
     /// Per agent: the incarnation and time the master's clock last went to it.
     clock_sent: BTreeMap<String, (u32, Instant)>,

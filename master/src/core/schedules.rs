@@ -35,6 +35,8 @@ const LEAD: Duration = Duration::from_secs(60);
 /// Every agent gets the master's clock this often (and at every new incarnation's first
 /// heartbeat, and after it said it does not trust its own).
 const CLOCK_EVERY: Duration = Duration::from_secs(600);
+/// Replaced hand-overs remembered for their agents' late reports, at most.
+const RETIRED: usize = 4_096;
 /// `late_ms` when a schedule does not say.
 const DEFAULT_LATE_MS: u64 = 60_000;
 
@@ -314,7 +316,8 @@ impl Master {
             .collect();
         for h in ended {
             self.handovers.remove(&h.task);
-            self.persist(Change::Handover(h));
+            self.persist(Change::Handover(h.clone()));
+            self.retire(h);
         }
         self.handovers.insert(
             task,
@@ -471,23 +474,43 @@ impl Master {
             }
             if h.state == HandoverState::Ended {
                 self.handovers.remove(&task.task);
+                self.forget_adopted(&h);
             } else if let Some(entry) = self.handovers.get_mut(&task.task) {
                 entry.handover = h.clone();
             }
             self.persist(Change::Handover(h));
             return true;
         }
-        if !matches!(kind, EventKind::Accepted { .. }) {
-            return false;
+        if let Some(attempt) = self.retired_handovers.get(&task.task).map(|h| h.attempt) {
+            if attempt == task.attempt
+                && let EventKind::Missed { count, .. } = kind
+            {
+                self.stats.occurrences_missed += count;
+            }
+            // A replaced hand-over's end: its occurrences have all been reported before it.
+            if attempt == task.attempt && matches!(kind, EventKind::Finished { .. }) {
+                if let Some(h) = self.retired_handovers.remove(&task.task) {
+                    self.forget_adopted(&h);
+                }
+            }
+            return attempt == task.attempt;
         }
-        // An occurrence the agent started: its task and attempt, under the reserved ids.
-        let Some((handover, k)) = self.handovers.values().find_map(|h| {
-            (h.handover.agent == agent)
-                .then(|| h.handover.occurrence_of(task.task))
+        if self.adopted.contains(&task.task) {
+            // Made already and settled since: a late event of it (stored) changes nothing.
+            return true;
+        }
+        // An occurrence the agent started: its task and attempt, under the reserved ids. Any
+        // of its events may come first (a replay across a gap), and a replaced hand-over's
+        // occurrences still report after the master replaced it.
+        let live = self.handovers.values().map(|h| &h.handover);
+        let found = live.chain(self.retired_handovers.values()).find_map(|h| {
+            (h.agent == agent)
+                .then(|| h.occurrence_of(task.task))
                 .flatten()
-                .filter(|&k| h.handover.attempt + 1 + k == task.attempt)
-                .map(|k| (h.handover.clone(), k))
-        }) else {
+                .filter(|&k| h.attempt + 1 + k == task.attempt)
+                .map(|k| (h.clone(), k))
+        });
+        let Some((handover, k)) = found else {
             return false;
         };
         let Some(s) = self.schedules.get(&handover.schedule) else {
@@ -510,8 +533,29 @@ impl Master {
         true
     }
 
+    /// The agent ended hand-over `h`: its occurrences have all reported.
+    fn forget_adopted(&mut self, h: &Handover) {
+        let last = h.task.saturating_add(h.occurrences());
+        let ids: Vec<u64> = self.adopted.range(h.task + 1..=last).copied().collect();
+        for id in ids {
+            self.adopted.remove(&id);
+        }
+    }
+
+    /// Keeps a hand-over the master replaced, for the occurrences its agent still reports
+    /// (until the agent says it ended it); the oldest go beyond [`RETIRED`].
+    fn retire(&mut self, h: Handover) {
+        self.retired_handovers.insert(h.task, h);
+        while self.retired_handovers.len() > RETIRED {
+            if let Some((_, h)) = self.retired_handovers.pop_first() {
+                self.forget_adopted(&h);
+            }
+        }
+    }
+
     /// Makes the task and attempt an agent started under ids the master reserved.
     fn adopt_task(&mut self, now: Instant, ids: TaskRef, agent: &str, new: NewTask) {
+        self.adopted.insert(ids.task);
         self.persist(Change::NewTask {
             id: ids.task,
             task: new.clone(),

@@ -229,7 +229,6 @@ fn a_three_hour_master_outage_with_hourly_schedules() {
 /// takes the later copies for duplicates: the task stays accepted and reconciliation marks it
 /// lost (`agent_lost`), though it succeeded.
 #[test]
-#[ignore = "master bug: an occurrence's events that arrive before its Accepted are never applied"]
 fn a_master_outage_shorter_than_half_the_horizon() {
     let (w, run) = hourly_through_an_outage(60, 3 * DAY, None);
     for (i, ran) in run.ran.iter().enumerate() {
@@ -248,7 +247,6 @@ fn a_master_outage_shorter_than_half_the_horizon() {
 /// name no hand-over the master knows, so none becomes a task (and `Missed` reports are not
 /// counted).
 #[test]
-#[ignore = "master bug: a hand-over replaced at the master's return loses its agent's replay"]
 fn a_week_long_master_outage_with_hourly_schedules_on_three_agents() {
     let (w, run) = hourly_through_an_outage(61, 7 * DAY, None);
     assert_eq!(hours_between(run.down, run.up).len(), 7 * 24);
@@ -265,7 +263,6 @@ fn a_week_long_master_outage_with_hourly_schedules_on_three_agents() {
 /// run; the others run once, on time; the master, back, counts the three missed and stores
 /// the 165 that ran. Fails on the bugs above.
 #[test]
-#[ignore = "master bug: a hand-over replaced at the master's return loses its agent's replay"]
 fn an_agent_restarted_in_the_middle_of_the_week_skips_the_hours_it_was_down() {
     // The virtual clock starts at 22:13:20 UTC: 1 h 56 min 40 s later it is 00:10.
     let crash = Crash {
