@@ -150,6 +150,7 @@ impl Master {
         }
         master.restore_orders(snap.orders, snap.step_tasks);
         master.restore_schedules(snap.schedules, snap.handovers, snap.last_occurrences);
+        master.adopted = snap.adopted.into_iter().collect();
         // Occurrences agents started themselves get no start command.
         let handed: Vec<TaskId> = master
             .tasks

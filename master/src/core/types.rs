@@ -203,6 +203,9 @@ pub struct Snapshot {
     pub handovers: Vec<Handover>,
     /// Per schedule, the latest occurrence time a task was made for.
     pub last_occurrences: Vec<(ScheduleId, u64)>,
+    /// The occurrence tasks within the id ranges of hand-overs not ended (made already: a
+    /// late event of one must not make it again).
+    pub adopted: Vec<TaskId>,
     pub next_schedule: ScheduleId,
 }
 

@@ -321,6 +321,7 @@ impl Store for SqliteStore {
             schedules: schedules::schedules(self, Page::ALL)?,
             handovers: schedules::open_handovers(self)?,
             last_occurrences: schedules::last_occurrences(self)?,
+            adopted: schedules::adopted(self)?,
             next_schedule: self.next_id("schedules")?,
         })
     }

@@ -397,4 +397,22 @@ fn a_restarted_master_keeps_its_schedules_and_hand_overs() {
     let task = h.store.task(occ.task).unwrap().unwrap();
     assert_eq!(task.occurrence.unwrap().schedule, s.id);
     assert_eq!(task.state, TaskState::Running);
+    h.finish("pi-1", 4, occ, Exit::Code(0));
+
+    // Restarted again: an event of that settled occurrence that comes late (a replay across a
+    // gap) is stored and changes nothing; the task is not made twice (the store would refuse
+    // the batch, and every batch after it).
+    let snapshot = h.store.load().unwrap();
+    assert!(snapshot.adopted.contains(&occ.task));
+    let mut config = Config::new(P, 0xbeef + 1, master_key());
+    config.heartbeat_period = Duration::from_secs(10);
+    h.m = Master::restore(config, snapshot, h.now).unwrap();
+    h.wall();
+    h.m.handle_connected(h.now);
+    h.drain();
+    h.event("pi-1", 5, EventKind::Started { task: occ, pid: 7 });
+    assert_eq!(
+        h.store.task(occ.task).unwrap().unwrap().state,
+        TaskState::Succeeded
+    );
 }

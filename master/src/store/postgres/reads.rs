@@ -46,6 +46,7 @@ pub(super) fn snapshot(c: &mut impl GenericClient) -> Result<Snapshot> {
         schedules: schedules::schedules(c, Page::ALL)?,
         handovers: schedules::open_handovers(c)?,
         last_occurrences: schedules::last_occurrences(c)?,
+        adopted: schedules::adopted(c)?,
         next_schedule: next_id(c, "schedules")?,
     })
 }

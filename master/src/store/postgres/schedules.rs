@@ -245,6 +245,18 @@ pub(super) fn occurrence_counts(c: &mut impl GenericClient) -> Result<Vec<(TaskS
     .collect()
 }
 
+/// The occurrence tasks above the lowest id of a hand-over not ended.
+pub(super) fn adopted(c: &mut impl GenericClient) -> Result<Vec<u64>> {
+    c.query(
+        "SELECT id FROM tasks WHERE occurrence_schedule IS NOT NULL
+         AND id > (SELECT MIN(task) FROM handovers WHERE state <> 'ended') ORDER BY id",
+        &[],
+    )?
+    .iter()
+    .map(|r| r.int(0))
+    .collect()
+}
+
 /// Per schedule not deleted, the latest occurrence a task was stored for.
 pub(super) fn last_occurrences(c: &mut impl GenericClient) -> Result<Vec<(ScheduleId, u64)>> {
     c.query(

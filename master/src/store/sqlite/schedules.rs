@@ -275,6 +275,16 @@ pub(super) fn occurrence_counts(s: &SqliteStore) -> Result<Vec<(TaskState, u64)>
     )
 }
 
+/// The occurrence tasks above the lowest id of a hand-over not ended.
+pub(super) fn adopted(s: &SqliteStore) -> Result<Vec<u64>> {
+    s.collect(
+        "SELECT id FROM tasks WHERE occurrence_schedule IS NOT NULL
+         AND id > (SELECT MIN(task) FROM handovers WHERE state <> 'ended') ORDER BY id",
+        [],
+        |r| r.get(0),
+    )
+}
+
 /// Per schedule not deleted, the latest occurrence a task was stored for.
 pub(super) fn last_occurrences(s: &SqliteStore) -> Result<Vec<(ScheduleId, u64)>> {
     s.collect(
