@@ -222,12 +222,10 @@ fn a_three_hour_master_outage_with_hourly_schedules() {
 /// Down 3 days, less than half the horizon: back, the master still follows the hand-overs
 /// it made and stores the 3 × 72 occurrences that ran.
 ///
-/// Fails on a master bug: the agents resend their unacknowledged events every heartbeat period
-/// while the master is away, the broker's queue for the master's session keeps the newest
-/// 1,000, so the master gets an occurrence's `Started` and `Finished` before its `Accepted`.
-/// It stores them only (no task yet: the occurrence becomes one at its `Accepted`), then
-/// takes the later copies for duplicates: the task stays accepted and reconciliation marks it
-/// lost (`agent_lost`), though it succeeded.
+/// The agents resend their unacknowledged events every heartbeat period while the master is
+/// away, and the broker's queue for the master's session keeps the newest 1,000: the master
+/// gets some occurrences' `Started` and `Finished` before their `Accepted`, and must still
+/// make each one task, succeeded.
 #[test]
 fn a_master_outage_shorter_than_half_the_horizon() {
     let (w, run) = hourly_through_an_outage(60, 3 * DAY, None);
@@ -241,11 +239,9 @@ fn a_master_outage_shorter_than_half_the_horizon() {
 /// cover: 3 × 168 starts, each on time, none twice; back, the master stores all 504 as
 /// succeeded tasks.
 ///
-/// Fails on a master bug besides the one above: back after more than half the horizon, the
-/// master re-plans each schedule at once and the new hand-over ends and drops the one the
-/// agent ran the outage on, before the agent's replay arrives; its occurrences' events then
-/// name no hand-over the master knows, so none becomes a task (and `Missed` reports are not
-/// counted).
+/// Back after more than half the horizon, the master re-plans each schedule at once: the new
+/// hand-over replaces the one the agent ran the outage on before the agent's replay arrives,
+/// and that replay must still make the outage's occurrences tasks.
 #[test]
 fn a_week_long_master_outage_with_hourly_schedules_on_three_agents() {
     let (w, run) = hourly_through_an_outage(61, 7 * DAY, None);
@@ -261,7 +257,7 @@ fn a_week_long_master_outage_with_hourly_schedules_on_three_agents() {
 /// The same week, `pi-1` killed at 00:10 UTC on the fourth night and started again 3 h 20 min
 /// later: the three hours it was down are reported missed in one `Missed` event and never
 /// run; the others run once, on time; the master, back, counts the three missed and stores
-/// the 165 that ran. Fails on the bugs above.
+/// the 165 that ran, though the hand-over that reported them was replaced by then.
 #[test]
 fn an_agent_restarted_in_the_middle_of_the_week_skips_the_hours_it_was_down() {
     // The virtual clock starts at 22:13:20 UTC: 1 h 56 min 40 s later it is 00:10.
