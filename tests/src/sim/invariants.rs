@@ -17,7 +17,8 @@
 //!    grace after SIGTERM and no later than that plus a tick.
 //! 4. A `continue` task is never terminated because the master was lost.
 //! 5. An order starts on time: an accepted attempt is spawned by
-//!    `max(start time, acceptance, agent start) + max disk delay + tick`, master or no master.
+//!    `max(start time, acceptance, agent start) + max disk delay + tick`, master or no master;
+//!    a chained order (a workflow step) from when its predecessor's end released it.
 //!    The disk delay is there because the agent spawns only once its `Spawning` record is
 //!    durable (fsync), which the simulated disk delays by at most its maximum.
 //!
@@ -35,13 +36,32 @@
 //!
 //! 9. No record is lost to a full journal: output is dropped first, then new starts are
 //!    refused, so results always fit.
+//!
+//! For workflow orders, with the real master, checked at the end of a run once everything has
+//! settled ([`super::system`]'s order oracle). An attempt the master *gave up* (closed as lost
+//! or cancelled without hearing its end, or superseded by a new attempt while open) may still
+//! run on its agent, as invariant 6's lower bound allows (`RealMaster::strict`): what that stray
+//! run does is not held against a step. The master core's known gaps (`system::Gap`) are
+//! tolerated unless a test holds them, each named by an ignored regression test.
+//!
+//! 10. A step starts only after the step before it ended: a chained attempt after the attempt
+//!     it waits for ended on its agent as its `run_if` allows (succeeded, for a `stop` step),
+//!     durably; any other attempt only after the master decided the step before (succeeded, for
+//!     `stop`); and no attempt of the step before that the master kept runs after it.
+//! 11. A step succeeds at most once: at most one attempt of its task that the master did not
+//!     give up exits 0.
+//! 12. Every order ends, in the state its steps give: `succeeded` when every step succeeded or
+//!     failed with `continue`; `failed` when a `stop` step failed after the steps before it
+//!     passed, and no later step started after that failure was decided (but behind an attempt
+//!     the master gave up); `cancelled` only when the test cancelled it.
+//! 13. Every step task is decided once its order has ended, and no two tasks run one step.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use tether_core::agent::Signal;
 use tether_core::journal::{self, JournalRecord};
-use tether_core::message::{Event, KillCause, TaskRef};
+use tether_core::message::{Event, EventKind, Exit, KillCause, TaskRef};
 use tether_core::{Duration, Instant};
 
 /// The slack of every time bound.
@@ -58,6 +78,10 @@ pub enum Invariant {
     OneOutcome,
     FailoverSkipsLost,
     JournalKeepsResults,
+    StepAfterPredecessor,
+    StepSucceedsOnce,
+    OrderAgreesWithSteps,
+    StepsSettle,
     /// The simulation itself misbehaved (stuck clock, undecodable record, lost action): not an
     /// agent guarantee, but a run that cannot be trusted.
     Model,
@@ -85,6 +109,14 @@ impl fmt::Display for Invariant {
             Self::JournalKeepsResults => {
                 "9: a full journal drops output and refuses starts, never loses a record"
             }
+            Self::StepAfterPredecessor => {
+                "10: an order step starts only after the step before it ended as its failure rule asks"
+            }
+            Self::StepSucceedsOnce => "11: an order step succeeds at most once",
+            Self::OrderAgreesWithSteps => {
+                "12: every order ends, in the state its steps' ends give"
+            }
+            Self::StepsSettle => "13: every step task is decided once its order has ended",
             Self::Model => "model: the simulation itself",
         })
     }
@@ -145,6 +177,10 @@ pub struct Ledger {
     /// Agents that lost a disk: invariant 1 does not hold their earlier spawns against them.
     excluded: Vec<bool>,
     signals: BTreeMap<TaskRef, Vec<SignalRecord>>,
+    /// Every attempt's `Finished` events, by agent, when each first became durable.
+    ends: BTreeMap<TaskRef, Vec<(usize, Instant, Exit)>>,
+    /// Every process exit, by agent.
+    exits: BTreeMap<TaskRef, Vec<(usize, Instant, Exit)>>,
 }
 
 impl Ledger {
@@ -154,6 +190,8 @@ impl Ledger {
             durable: vec![BTreeMap::new(); agents],
             excluded: vec![false; agents],
             signals: BTreeMap::new(),
+            ends: BTreeMap::new(),
+            exits: BTreeMap::new(),
         }
     }
 
@@ -174,6 +212,25 @@ impl Ledger {
 
     pub fn signals(&self, task: TaskRef) -> &[SignalRecord] {
         self.signals.get(&task).map_or(&[], Vec::as_slice)
+    }
+
+    /// The attempt's ends as its agents journaled them durably: agent, when, exit.
+    pub fn ends(&self, task: TaskRef) -> &[(usize, Instant, Exit)] {
+        self.ends.get(&task).map_or(&[], Vec::as_slice)
+    }
+
+    /// The attempt's process exits: agent, when, exit.
+    pub fn exits(&self, task: TaskRef) -> &[(usize, Instant, Exit)] {
+        self.exits.get(&task).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every attempt with a process exit, and its exits.
+    pub fn all_exits(&self) -> impl Iterator<Item = (&TaskRef, &Vec<(usize, Instant, Exit)>)> {
+        self.exits.iter()
+    }
+
+    pub fn on_exit(&mut self, agent: usize, task: TaskRef, exit: Exit, now: Instant) {
+        self.exits.entry(task).or_default().push((agent, now, exit));
     }
 
     /// Every event agent `i` made durable in its current journal, by sequence.
@@ -204,7 +261,7 @@ impl Ledger {
     }
 
     /// A journal record of agent `i` became durable (part of invariant 2: one sequence, one
-    /// event, forever).
+    /// event, forever); an attempt's end is noted for invariant 10.
     pub fn on_durable(&mut self, i: usize, bytes: &[u8], now: Instant) -> Result<(), Violation> {
         let record = journal::decode(bytes).map_err(|e| {
             Violation::new(
@@ -216,6 +273,13 @@ impl Ledger {
         let JournalRecord::Event(event) = record else {
             return Ok(());
         };
+        if let EventKind::Finished { task, exit, .. } = event.kind {
+            let ends = self.ends.entry(task).or_default();
+            // A compaction rewrites what was durable already: the first time counts.
+            if !ends.iter().any(|&(a, _, e)| a == i && e == exit) {
+                ends.push((i, now, exit));
+            }
+        }
         match self.durable[i].get(&event.seq) {
             Some(old) if *old != event => Err(Violation::new(
                 Invariant::EventsDelivered,
@@ -293,8 +357,6 @@ impl Ledger {
 
 #[cfg(test)]
 mod tests {
-    use tether_core::message::EventKind;
-
     use super::*;
 
     const T: TaskRef = TaskRef {

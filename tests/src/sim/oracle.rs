@@ -3,7 +3,7 @@
 //! [`super::invariants`], and records spawns, signals and durable records in the [`Ledger`].
 //! It drives nothing: the world feeds the executor, the oracle only watches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tether_agent::executor::CoreAgent;
 use tether_core::agent::{Phase, Signal};
@@ -25,6 +25,10 @@ pub struct AgentWatch {
     pub up_since: Instant,
     /// When this agent process accepted each order.
     pub accepted_at: BTreeMap<TaskRef, Instant>,
+    /// Chained orders seen waiting for their predecessor, and when each wait ended: a step's
+    /// start is due from then (invariant 5).
+    waiting: BTreeSet<TaskRef>,
+    released_at: BTreeMap<TaskRef, Instant>,
     /// The policy of every order its journal has held.
     policies: BTreeMap<TaskRef, Policy>,
 }
@@ -44,6 +48,8 @@ impl AgentWatch {
         let mut watch = Self {
             up_since: now,
             accepted_at: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            released_at: BTreeMap::new(),
             policies: BTreeMap::new(),
         };
         for bytes in journal {
@@ -116,7 +122,27 @@ impl AgentWatch {
                 }
             }
         }
+        self.note_waits(view.agent, now);
         Ok(())
+    }
+
+    /// Which chained orders wait for their predecessor after this input, and which stopped
+    /// waiting in it (most inputs of most agents hold none: nothing to do then).
+    fn note_waits(&mut self, agent: &CoreAgent, now: Instant) {
+        let held = |t: &TaskRef| agent.task_spec(*t).is_some();
+        self.released_at.retain(|t, _| held(t));
+        for task in std::mem::take(&mut self.waiting) {
+            if agent.waiting_for(task).is_some() {
+                self.waiting.insert(task);
+            } else if held(&task) {
+                self.released_at.insert(task, now);
+            }
+        }
+        for (task, phase) in agent.tasks() {
+            if phase == Phase::Held && agent.waiting_for(task).is_some() {
+                self.waiting.insert(task);
+            }
+        }
     }
 
     /// Invariant 4, on the journal: no termination of a `continue` task for a lost master.
@@ -276,8 +302,10 @@ impl AgentWatch {
             }
         }
         for (task, phase) in agent.tasks() {
-            // A stopping agent starts nothing new: its held orders wait for the next start.
-            let waits = phase == Phase::Held && agent.is_stopping();
+            // A stopping agent starts nothing new: its held orders wait for the next start; a
+            // chained order waits for its predecessor.
+            let waits =
+                phase == Phase::Held && (agent.is_stopping() || agent.waiting_for(task).is_some());
             if waits || !matches!(phase, Phase::Held | Phase::Starting { .. }) {
                 continue;
             }
@@ -292,8 +320,10 @@ impl AgentWatch {
                 .get(&task)
                 .copied()
                 .unwrap_or(self.up_since);
+            let released = self.released_at.get(&task).copied().unwrap_or(Instant::MIN);
             let due = start
                 .max(accepted)
+                .max(released)
                 .max(self.up_since)
                 .saturating_add(disk_max)
                 .saturating_add(TICK);
@@ -302,11 +332,12 @@ impl AgentWatch {
                     Invariant::StartOnTime,
                     now,
                     format!(
-                        "{id}: task {} not spawned by {} (start {}, accepted {}, agent up since {}, phase {phase:?})",
+                        "{id}: task {} not spawned by {} (start {}, accepted {}, released {}, agent up since {}, phase {phase:?})",
                         task.attempt,
                         secs(due),
                         secs(start),
                         secs(accepted),
+                        secs(released),
                         secs(self.up_since)
                     ),
                 ));

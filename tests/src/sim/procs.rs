@@ -1,11 +1,13 @@
 //! An agent's task processes, simulated. What a task does is written in its argv, so a start
 //! command fully describes its process:
-//! `sim run=<ms> out=<chunks> [size=<bytes>] term=<ms>|ignore [fail]` (`size`: each chunk at
-//! least that long, up to the 256 bytes the agent reads at once; `fail`: the executable cannot
-//! be started, ENOENT).
+//! `sim run=<ms> out=<chunks> [size=<bytes>] term=<ms>|ignore [code=<n>|flaky=<n>] [fail]`
+//! (`size`: each chunk at least that long, up to the 256 bytes the agent reads at once; `code`:
+//! the exit code, `flaky`: that code for odd attempt ids and 0 for even ones; `fail`: the
+//! executable cannot be started, ENOENT).
 //!
 //! A spawn answers at once, as fork/exec does: a pid, or the errno for `fail`. The task writes
-//! its output chunks spread over its run time and exits with code 0. SIGTERM ends it a little later (or never, for
+//! its output chunks spread over its run time and exits with its code (0 unless `code` or
+//! `flaky` says). SIGTERM ends it a little later (or never, for
 //! `term=ignore`); SIGKILL ends it at once. The processes die with the agent (systemd kills
 //! the whole control group), so a crash simply forgets them.
 
@@ -22,6 +24,27 @@ pub enum OnTerm {
     Ignore,
 }
 
+/// The code a simulated task exits with at the end of its run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExitCode {
+    #[default]
+    Zero,
+    Always(i32),
+    /// The code for odd attempt ids, 0 for even ones: a retry may succeed, and a seed replays.
+    OddAttempts(i32),
+}
+
+impl ExitCode {
+    fn of(self, task: TaskRef) -> i32 {
+        match self {
+            Self::Zero => 0,
+            Self::Always(code) => code,
+            Self::OddAttempts(code) if task.attempt % 2 == 1 => code,
+            Self::OddAttempts(_) => 0,
+        }
+    }
+}
+
 /// What a simulated task does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Program {
@@ -31,6 +54,7 @@ pub struct Program {
     /// Each output chunk is padded to at least this many bytes (at most [`OUTPUT_CHUNK`]).
     pub chunk_size: u16,
     pub on_term: OnTerm,
+    pub code: ExitCode,
     /// The spawn fails (ENOENT).
     pub fails: bool,
 }
@@ -45,6 +69,7 @@ impl Program {
             outputs: 0,
             chunk_size: 0,
             on_term: OnTerm::Exit(Duration::from_millis(100)),
+            code: ExitCode::Zero,
             fails: false,
         }
     }
@@ -58,16 +83,32 @@ impl Program {
         let out = format!("out={}", self.outputs);
         let term = format!("term={term}");
         let size = format!("size={}", self.chunk_size);
+        let code = match self.code {
+            ExitCode::Zero => String::new(),
+            ExitCode::Always(c) => format!("code={c}"),
+            ExitCode::OddAttempts(c) => format!("flaky={c}"),
+        };
         let mut items = vec!["sim", run.as_str(), out.as_str()];
         if self.chunk_size > 0 {
             items.push(size.as_str());
         }
         items.push(term.as_str());
+        if !code.is_empty() {
+            items.push(code.as_str());
+        }
         if self.fails {
             items.push("fail");
         }
         // A few short items always fit MAX_ARGV.
         StrList::from_items(items).unwrap_or_default()
+    }
+
+    /// The argv as the master's requests take it.
+    pub fn args(&self) -> Vec<String> {
+        self.argv()
+            .iter()
+            .filter_map(|s| s.ok().map(str::to_owned))
+            .collect()
     }
 
     /// Reads a program back from argv; `None` if it is not one of ours.
@@ -90,6 +131,8 @@ impl Program {
                 ("size", v) => p.chunk_size = v.parse().ok()?,
                 ("term", "ignore") => p.on_term = OnTerm::Ignore,
                 ("term", v) => p.on_term = OnTerm::Exit(Duration::from_millis(v.parse().ok()?)),
+                ("code", v) => p.code = ExitCode::Always(v.parse().ok()?),
+                ("flaky", v) => p.code = ExitCode::OddAttempts(v.parse().ok()?),
                 _ => return None,
             }
         }
@@ -180,7 +223,7 @@ impl Procs {
                 program,
                 outputs,
                 next_chunk: 0,
-                exit: Some((now.saturating_add(run), Exit::Code(0))),
+                exit: Some((now.saturating_add(run), Exit::Code(program.code.of(task)))),
             },
         );
         Ok(self.next_pid)
@@ -292,9 +335,15 @@ mod tests {
             outputs: 3,
             chunk_size: 200,
             on_term: OnTerm::Ignore,
+            code: ExitCode::Always(3),
             fails: true,
         };
         assert_eq!(Program::parse(&p.argv()), Some(p));
+        let flaky = Program {
+            code: ExitCode::OddAttempts(1),
+            ..Program::new(Duration::from_secs(1))
+        };
+        assert_eq!(Program::parse(&flaky.argv()), Some(flaky));
         assert_eq!(
             Program::parse(&StrList::from_items(["/bin/true"]).unwrap()),
             None
@@ -321,6 +370,38 @@ mod tests {
             }
         );
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_flaky_program_fails_on_odd_attempts_only() {
+        let mut p = Procs::new();
+        let flaky = Program {
+            code: ExitCode::OddAttempts(4),
+            ..Program::new(Duration::from_secs(1))
+        };
+        let even = TaskRef {
+            task: 1,
+            attempt: 2,
+        };
+        p.spawn(T, flaky, Instant::from_secs(0)).unwrap();
+        p.spawn(even, flaky, Instant::from_secs(0)).unwrap();
+        let exits: Vec<_> = run_all(&mut p, Instant::from_secs(5))
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(
+            exits,
+            vec![
+                ProcEvent::Exited {
+                    task: T,
+                    exit: Exit::Code(4)
+                },
+                ProcEvent::Exited {
+                    task: even,
+                    exit: Exit::Code(0)
+                },
+            ]
+        );
     }
 
     #[test]

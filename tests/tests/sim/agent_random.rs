@@ -14,7 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use tether_core::message::{EventKind, RejectReason, TaskRef};
 use tether_core::policy::OnDisconnect;
 use tether_core::{Duration, Instant};
-use tether_tests::sim::procs::{OnTerm, Program};
+use tether_tests::sim::procs::{ExitCode, OnTerm, Program};
 use tether_tests::sim::random_run::{self, Script};
 use tether_tests::sim::world::{ScriptOrder, Step, Who, World, WorldConfig, policy};
 use tether_tests::sim::{BrokerConfig, Fault, Rng, sweep};
@@ -114,6 +114,7 @@ impl Script<ScriptOrder> for Tasks {
             } else {
                 OnTerm::Exit(rng.range_ms(0, 3_000))
             },
+            code: ExitCode::Zero,
             fails: rng.chance(0.03),
         };
         let start = rng

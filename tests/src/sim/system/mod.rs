@@ -11,7 +11,8 @@
 //! (see [`super::invariants`], 6 to 8): a `kill` attempt is marked failed no earlier than its
 //! agent killed it and no later than timeout + delay allowance + tick after the agent was last
 //! heard; a task's outcome is decided once; a new attempt never goes to an agent whose latest
-//! presence is its will.
+//! presence is its will. Workflows and orders (`orders.rs`) are checked at the end of a run,
+//! once they have settled (10 to 13, `order_oracle.rs`).
 //!
 //! ```text
 //! let mut w = World::system(WorldConfig::new(seed, 3).replay("TETHER_SIM_SEED=.."));
@@ -25,9 +26,12 @@
 //! ```
 
 mod oracle;
+mod order_oracle;
+mod orders;
 mod schedules;
 mod scripting;
 
+pub use self::orders::{Gap, OrderCall, OrderLog, OrderRecord};
 pub use self::schedules::ScheduleCall;
 pub use self::scripting::{System, overrides};
 
@@ -105,6 +109,8 @@ pub enum SystemOrder {
     },
     Cluster(ClusterRequest),
     Schedule(ScheduleCall),
+    /// Workflows and orders ([`OrderCall`]).
+    Orders(OrderCall),
 }
 
 /// What the master's runtime did, for tests that want to see a scenario really happened.
@@ -161,6 +167,7 @@ pub struct RealMaster {
     deferred: Vec<SystemOrder>,
     next_label: usize,
     labels: BTreeMap<usize, TaskId>,
+    orders: OrderLog,
     // ---- what the master was told and decided (the observer's memory, across crashes) ----
     policies: BTreeMap<TaskId, TaskPolicy>,
     attempts: BTreeMap<AttemptId, AttemptRecord>,
@@ -219,6 +226,7 @@ impl RealMaster {
             deferred: Vec::new(),
             next_label: 0,
             labels: BTreeMap::new(),
+            orders: OrderLog::default(),
             policies: BTreeMap::new(),
             attempts: BTreeMap::new(),
             decided: BTreeMap::new(),
@@ -405,7 +413,7 @@ impl RealMaster {
         }
         for p in publishes {
             if let Ok(Message::Command(cmd)) = wire::decode(&p.payload)
-                && let CommandBody::Start(spec) = cmd.body
+                && let CommandBody::Start(spec) | CommandBody::StartAfter { spec, .. } = cmd.body
             {
                 self.specs.entry(spec.task).or_insert(spec);
             }
@@ -439,6 +447,7 @@ impl RealMaster {
             SystemOrder::Submit { label, .. } => Some(*label),
             _ => None,
         };
+        let call = order.order_call().cloned();
         let refused = match order {
             SystemOrder::Submit { label, request } => match core.submit(now, *request) {
                 Ok(id) => {
@@ -469,6 +478,10 @@ impl RealMaster {
                 net.trace_mut().record(now, format_args!("master: {done}"));
                 None
             }),
+            SystemOrder::Orders(c) => self.orders.take(core, c, now).map_or_else(Some, |done| {
+                net.trace_mut().record(now, format_args!("master: {done}"));
+                None
+            }),
         };
         if let Some(why) = refused {
             self.stats.refused += 1;
@@ -477,8 +490,8 @@ impl RealMaster {
         }
         if !self.drain(net, now)? {
             // The API would have answered with the store's refusal: the task does not exist.
-            if let Some(label) = submitted
-                && self.labels.remove(&label).is_some()
+            let order_refused = call.is_some_and(|c| self.orders.refused_by_store(&c));
+            if order_refused || submitted.is_some_and(|label| self.labels.remove(&label).is_some())
             {
                 self.stats.refused += 1;
             }

@@ -71,13 +71,15 @@ impl RealMaster {
         Ok(())
     }
 
-    /// What the core is about to commit: invariants 7 and 8 at once, 6 at the step's end.
+    /// What the core is about to commit: invariants 7 and 8 at once, 6 at the step's end; the
+    /// orders' changes are noted for 10 to 13, checked at the run's end.
     pub(super) fn observe_change(
         &mut self,
         net: &mut Net,
         change: &Change,
         now: Instant,
     ) -> Result<(), Violation> {
+        self.orders.observe(change, net.trace_mut(), now);
         match change {
             Change::NewTask { id, task, .. } => {
                 self.policies.insert(*id, task.policy);

@@ -74,6 +74,7 @@ impl<M: SimMaster> World<M> {
                         self.feed(i, now, |e, h| e.handle_output(h, task, stream, &data))?;
                     }
                     ProcEvent::Exited { task, exit } => {
+                        self.ledger.on_exit(i, task, exit, now);
                         let id = &self.nodes[i].id;
                         self.net.trace_mut().record(
                             now,

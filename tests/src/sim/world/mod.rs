@@ -332,12 +332,7 @@ impl<M: SimMaster> World<M> {
         loop {
             let next = self.now().saturating_add(HEAL_CHECK).min(deadline);
             self.try_run_until(next)?;
-            // An agent that was draining when the faults ended has exited since: back up.
-            for i in 0..self.nodes.len() {
-                if self.nodes[i].exec.is_none() {
-                    self.start_agent(i, self.now())?;
-                }
-            }
+            self.restart_exited()?;
             if self.healed() {
                 return Ok(self.now());
             }
@@ -364,6 +359,16 @@ impl<M: SimMaster> World<M> {
                 return Err(Violation::new(Invariant::EventsDelivered, self.now(), why));
             }
         }
+    }
+
+    /// An agent that was draining when the faults ended has exited since: back up.
+    pub fn restart_exited(&mut self) -> Result<(), Violation> {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].exec.is_none() {
+                self.start_agent(i, self.now())?;
+            }
+        }
+        Ok(())
     }
 
     /// Invariant 2 now, for every agent.
