@@ -77,11 +77,14 @@ fn chains(prev: &Target, next: &Target, mode: impl Fn(&str) -> Option<ClusterMod
     }
 }
 
-/// Which end of the step before lets a chained step run.
-fn run_if(on_failure: OnFailure) -> RunIf {
-    match on_failure {
-        OnFailure::Stop => RunIf::Succeeded,
-        OnFailure::Continue => RunIf::Finished,
+/// Which end of the step before lets a chained step run: its success; or any end for a
+/// `continue` step, once it has no retry left (its retries come before `continue`: a step
+/// chained behind a failed attempt that will be retried is skipped by its agent and chained
+/// again behind the retry).
+fn chained_run_if(before: &crate::model::Step) -> RunIf {
+    match before.on_failure {
+        OnFailure::Continue if before.policy.retries == 0 => RunIf::Finished,
+        _ => RunIf::Succeeded,
     }
 }
 
@@ -325,7 +328,7 @@ impl Master {
                     task: prev.task.id,
                     attempt: attempt.id,
                 },
-                run_if: run_if(before.on_failure),
+                run_if: chained_run_if(before),
             },
         }
     }
@@ -341,7 +344,7 @@ impl Master {
                 task: o.tasks[i]?,
                 attempt: after,
             },
-            run_if: run_if(o.workflow.steps[i].on_failure),
+            run_if: chained_run_if(&o.workflow.steps[i]),
         })
     }
 

@@ -248,7 +248,11 @@ impl Master {
         }
         if success {
             self.decide(now, task.task, TaskState::Succeeded, outcome);
-        } else if cause == Some(KillCause::Requested) || exit == Exit::Cancelled {
+        } else if t.kill_requested
+            && (cause == Some(KillCause::Requested) || exit == Exit::Cancelled)
+        {
+            // Killed because someone asked; the master's kill of an attempt it had given up
+            // (a stray a returning agent still ran) says nothing of the task.
             self.decide(now, task.task, TaskState::Killed, outcome);
         } else {
             let final_state = if exit == Exit::Lost {

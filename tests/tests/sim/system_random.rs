@@ -379,8 +379,6 @@ fn kill_marked_failed_before_the_agent_killed_it_regression() {
 /// step with `run_if = finished` whatever retries that step has left; see
 /// `tests/sim/workflows.rs`' scripted case.
 #[test]
-#[ignore = "master core bug: a step chained behind a `continue` step with retries left runs after \
-            that step's failed attempt, before its retry (reported)"]
 fn a_step_runs_before_the_retry_of_the_step_before_regression() {
     let mut failed = Vec::new();
     for seed in [48, 74, 91, 119, 144, 214, 243, 295] {
@@ -401,8 +399,6 @@ fn a_step_runs_before_the_retry_of_the_step_before_regression() {
 /// kill's end (SIGTERM, `cause: Requested`) decides the step `killed` at 192.7 s while attempt
 /// 26 still runs; the order goes on past a step nobody killed), 1838 (the same in a chain).
 #[test]
-#[ignore = "master core bug: the kill of an attempt the master gave up decides its task killed, \
-            though nobody killed it and another attempt runs (reported)"]
 fn a_stray_attempt_killed_by_the_master_decides_its_step_regression() {
     let mut failed = Vec::new();
     for seed in [1029, 1838] {

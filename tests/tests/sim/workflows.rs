@@ -167,8 +167,6 @@ fn a_failed_stop_step_ends_the_order_and_a_continue_step_goes_on() {
 /// next step at once, and the master retries the step before it afterwards. The next step
 /// should wait for the retry (retries come before `on_failure`).
 #[test]
-#[ignore = "master core bug: a step chained behind a `continue` step with retries left runs after \
-            that step's failed attempt, before its retry (reported)"]
 fn a_step_waits_for_the_retries_of_a_continue_step_regression() {
     let mut w = world(34, 1);
     let ok = Program::new(secs(5));
