@@ -16,6 +16,8 @@
 //! - [`master_proc`]: the real `tether-master` binary, its ready line and its HTTP API.
 //! - [`fleet`]: a real master and real agents together, each agent with its own home.
 //! - [`orders`]: workflows and orders on the real master, and the marks their steps leave.
+//! - [`schedules`]: schedules on the real master, the marks of their occurrences by slot,
+//!   and how late each started.
 //! - [`procs`]: what `/proc` says about processes (groups, zombies, memory, wake-ups).
 
 pub mod agent;
@@ -31,6 +33,7 @@ pub mod orders;
 #[path = "../../../master/tests/master/plain_http.rs"]
 pub(crate) mod plain_http;
 pub mod procs;
+pub mod schedules;
 pub mod tempdir;
 
 use std::time::Duration;

@@ -14,6 +14,7 @@ mod master_slow_subscriber;
 mod mosquitto_acl;
 mod provision;
 mod reflash;
+mod schedules;
 mod security;
 mod tls;
 mod workflows;
