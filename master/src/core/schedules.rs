@@ -266,7 +266,8 @@ impl Master {
             .filter(|h| h.handover.schedule == id && !h.withdraw)
             .map(|h| h.handover.last_ms())
             .max();
-        if live.is_some_and(|last| last >= wall.saturating_add(horizon / 2)) {
+        let renew_at = self.renew_at(id, horizon);
+        if live.is_some() && renew_at.is_some_and(|at| wall < at) {
             return;
         }
         let after = wall.saturating_sub(s.schedule.late_ms);
@@ -327,6 +328,20 @@ impl Master {
                 withdraw: false,
             },
         );
+    }
+
+    /// When schedule `id`'s live hand-over is renewed: once half of what it covers is used up
+    /// (half the horizon, or half a plan cut short by [`PLAN_LIMIT`]: a schedule every few
+    /// seconds is not re-planned at every occurrence).
+    fn renew_at(&self, id: ScheduleId, horizon: u64) -> Option<u64> {
+        self.handovers
+            .values()
+            .filter(|h| h.handover.schedule == id && !h.withdraw)
+            .map(|h| {
+                let (first, last) = (h.handover.first_ms(), h.handover.last_ms());
+                last.saturating_sub(last.saturating_sub(first).min(horizon) / 2)
+            })
+            .max()
     }
 
     /// Cluster schedules: a task for each occurrence due within [`LEAD`], started at its time
@@ -434,12 +449,7 @@ impl Master {
                     .occurrences(s.last_made_ms, u64::MAX, 1)
                     .first()
                     .map(|t| t.saturating_sub(LEAD.as_millis())),
-                Target::Agent(_) => self
-                    .handovers
-                    .values()
-                    .filter(|h| h.handover.schedule == s.schedule.id && !h.withdraw)
-                    .map(|h| h.handover.last_ms().saturating_sub(horizon / 2))
-                    .max(),
+                Target::Agent(_) => self.renew_at(s.schedule.id, horizon),
             };
             next = match (next, at) {
                 (Some(a), Some(b)) => Some(a.min(b)),

@@ -110,6 +110,11 @@ impl Handover {
         None
     }
 
+    /// The time of the first occurrence.
+    pub fn first_ms(&self) -> u64 {
+        self.runs.first().map_or(0, |r| r.first_ms)
+    }
+
     /// The time of the last occurrence.
     pub fn last_ms(&self) -> u64 {
         self.runs.last().map_or(0, Run::last_ms)

@@ -416,3 +416,37 @@ fn a_restarted_master_keeps_its_schedules_and_hand_overs() {
         TaskState::Succeeded
     );
 }
+
+#[test]
+fn a_schedule_every_two_seconds_is_not_handed_over_again_at_every_occurrence() {
+    let mut h = scheduled_rig();
+    h.put_schedule(ScheduleRequest {
+        calendar: CalendarSpec {
+            every_ms: Some(2_000),
+            ..CalendarSpec::default()
+        },
+        ..hourly("often", "pi-1")
+    });
+    let first = h.handovers_to("pi-1", 0).remove(0);
+    h.event(
+        "pi-1",
+        1,
+        EventKind::Accepted {
+            task: first.spec.task,
+        },
+    );
+    let span_ms = first.runs[0].period_ms * (u64::from(first.runs[0].count) - 1);
+    assert!(
+        span_ms < 7 * 24 * HOUR_MS,
+        "cut short by the plan's limit: {span_ms} ms"
+    );
+    let mark = h.out.len();
+    // Ten minutes of occurrences: the plan covers hours, so nothing new goes out.
+    for _ in 0..60 {
+        h.secs(10);
+        h.wall();
+        h.heartbeat("pi-1", 1, 1, &[]);
+    }
+    assert!(h.handovers_to("pi-1", mark).is_empty());
+    assert_eq!(h.store.handovers(first.schedule).unwrap().len(), 1);
+}
