@@ -52,8 +52,10 @@
 //! - `types.rs`: the values crossing the boundary (configuration, actions, changes, requests,
 //!   errors, the snapshot).
 
+mod clock;
 mod deadlines;
 mod dispatch;
+mod handover_reports;
 mod inbox;
 mod journals;
 mod liveness;
